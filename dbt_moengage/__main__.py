@@ -1,0 +1,5 @@
+"""`python -m dbt_moengage` runs the CLI."""
+
+from .cli import run
+
+run()

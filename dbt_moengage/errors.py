@@ -1,0 +1,87 @@
+"""Every error dbt-moengage raises, split by what the caller should do about it.
+
+    MoEngageSyncError                 base; `str(e)` is safe to print (never holds a secret)
+    ├── ConfigError                   the run cannot start: exit 2
+    │   ├── ManifestError             target/manifest.json missing, unreadable, unsupported
+    │   ├── ProfileError              dbt profile not found or not renderable
+    │   └── SettingsError             MoEngage credentials / settings missing or invalid
+    ├── CohortError                   one cohort cannot sync; the others go on: exit 1
+    │   ├── CohortSpecError           bad `meta.moengage` config (model, field, value)
+    │   ├── WarehouseError            the model's relation or column cannot be read
+    │   └── RequestRejected           MoEngage refused a request as is (400/413/415/...)
+    ├── TransientError                worth retrying: 429, 5xx, dropped connection, timeout
+    │   └── RateLimited               429, carries the server's Retry-After when it gave one
+    └── WorkspaceFatal                stop every cohort of the workspace (401/403): exit 1
+
+Retrying is decided by these types, never by matching message text.
+"""
+
+from __future__ import annotations
+
+
+class MoEngageSyncError(Exception):
+    """Base of every dbt-moengage error; its message never contains a secret."""
+
+
+class ConfigError(MoEngageSyncError):
+    """The run cannot start (exit code 2)."""
+
+
+class ManifestError(ConfigError):
+    """dbt's manifest is missing, unreadable or of an unsupported version."""
+
+
+class ProfileError(ConfigError):
+    """The dbt profile cannot be found or rendered."""
+
+
+class SettingsError(ConfigError):
+    """MoEngage settings (credentials, data center, base URL) are missing or invalid."""
+
+
+class CohortError(MoEngageSyncError):
+    """One cohort cannot be synced; the run goes on with the others."""
+
+
+class CohortSpecError(CohortError):
+    """A model's `meta.moengage` config is invalid."""
+
+    def __init__(self, model: str, field: str, value: object, problem: str, fix: str = "") -> None:
+        self.model = model
+        self.field = field
+        self.value = value
+        self.problem = problem
+        where = f"meta.moengage.{field}" if field else "meta.moengage"
+        message = f"model '{model}': {where} = {value!r}: {problem}"
+        if fix:
+            message += f" ({fix})"
+        super().__init__(message)
+
+
+class WarehouseError(CohortError):
+    """The warehouse cannot give a cohort's uids (relation missing, bad column, ...)."""
+
+
+class RequestRejected(CohortError):
+    """MoEngage rejected a request as is; retrying it unchanged cannot help."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        self.status = status
+        self.detail = detail
+        super().__init__(f"MoEngage rejected the request with HTTP {status}: {detail}")
+
+
+class TransientError(MoEngageSyncError):
+    """A failure worth retrying after a pause."""
+
+
+class RateLimited(TransientError):
+    """HTTP 429; `retry_after` is the server's hint in seconds, when it gave one."""
+
+    def __init__(self, detail: str, retry_after: float | None) -> None:
+        self.retry_after = retry_after
+        super().__init__(detail)
+
+
+class WorkspaceFatal(MoEngageSyncError):
+    """The workspace refuses every request (bad credentials); stop sending to it."""

@@ -1,0 +1,97 @@
+"""Stage 1: read dbt's manifest and find the models marked as MoEngage cohorts."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ManifestError
+
+# dbt 1.8 writes v12; older layouts keep `meta` elsewhere and are not supported.
+MIN_SCHEMA_VERSION = 12
+_VERSION_RE = re.compile(r"/manifest/v(\d+)\.json$")
+
+
+@dataclass(frozen=True)
+class ModelNode:
+    """The parts of a dbt model node that a cohort needs."""
+
+    unique_id: str
+    name: str
+    relation_name: str | None
+    description: str
+    meta: Any
+    meta_source: str
+    columns: tuple[str, ...] = field(default_factory=tuple)
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A loaded manifest: where it came from and its raw JSON."""
+
+    path: Path
+    data: dict[str, Any]
+
+    def cohort_nodes(self) -> Iterator[ModelNode]:
+        """Yield every model node that carries `moengage` meta, in a stable order."""
+        nodes = self.data.get("nodes", {})
+        for unique_id in sorted(nodes):
+            node = nodes[unique_id]
+            if node.get("resource_type") != "model":
+                continue
+            found = _moengage_meta(node)
+            if found is None:
+                continue
+            meta, source = found
+            yield ModelNode(
+                unique_id=unique_id,
+                name=str(node.get("name", unique_id)),
+                relation_name=node.get("relation_name"),
+                description=str(node.get("description") or ""),
+                meta=meta,
+                meta_source=source,
+                columns=tuple(node.get("columns", {}) or {}),
+                tags=tuple(node.get("tags", []) or []),
+            )
+
+
+def _moengage_meta(node: dict[str, Any]) -> tuple[Any, str] | None:
+    """`config.meta.moengage` first, then the node's top-level `meta.moengage`."""
+    config_meta = (node.get("config") or {}).get("meta") or {}
+    if isinstance(config_meta, dict) and "moengage" in config_meta:
+        return config_meta["moengage"], "config.meta"
+    top_meta = node.get("meta") or {}
+    if isinstance(top_meta, dict) and "moengage" in top_meta:
+        return top_meta["moengage"], "meta"
+    return None
+
+
+def load_manifest(target_dir: Path) -> Manifest:
+    """Read `target_dir/manifest.json`, refusing missing, truncated or too-old files."""
+    path = target_dir / "manifest.json"
+    if not path.is_file():
+        raise ManifestError(
+            f"no dbt manifest at {path}: run `dbt build` (or `dbt parse`) in the project first, "
+            "or point --project-dir at the dbt project"
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(
+            f"cannot read dbt manifest {path}: {exc}; re-run `dbt parse` to rewrite it"
+        ) from None
+    if not isinstance(data, dict) or not isinstance(data.get("nodes"), dict):
+        raise ManifestError(f"{path} is not a dbt manifest (no 'nodes'); re-run `dbt parse`")
+    version = str((data.get("metadata") or {}).get("dbt_schema_version", ""))
+    match = _VERSION_RE.search(version)
+    if match is None or int(match.group(1)) < MIN_SCHEMA_VERSION:
+        raise ManifestError(
+            f"{path} has manifest schema {version or 'unknown'!r}; dbt-moengage needs "
+            f"v{MIN_SCHEMA_VERSION} or newer (dbt-core 1.8+): upgrade dbt and re-run `dbt parse`"
+        )
+    return Manifest(path=path, data=data)

@@ -1,0 +1,177 @@
+"""MoEngage settings from the environment; the API key is held so it cannot be printed."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from .errors import SettingsError
+
+DEFAULT_PARTNER = "dbt-moengage"
+DEFAULT_RATE_LIMIT_PER_MIN = 300
+# MoEngage says 128 KB; 128,000 bytes fits both the decimal and the binary reading of that.
+DEFAULT_MAX_BODY_BYTES = 128_000
+DEFAULT_MAX_IN_FLIGHT = 4
+# ASCII digits only: \d would also take other scripts' digits, e.g. Arabic-Indic.
+_DATA_CENTER_RE = re.compile(r"\A[0-9]{2}\Z")
+
+
+class Secret:
+    """A string that shows as '***' in repr, str and f-strings; `.reveal()` gives it back."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret itself, for the one place that must send it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+@dataclass(frozen=True)
+class MoEngageSettings:
+    """Where and how to talk to one MoEngage workspace."""
+
+    workspace_id: str
+    api_key: Secret
+    base_url: str
+    partner: str = DEFAULT_PARTNER
+    rate_limit_per_min: int = DEFAULT_RATE_LIMIT_PER_MIN
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    timeout_seconds: float = 60.0
+    max_attempts: int = 8
+    backoff_initial: float = 1.0
+    backoff_max: float = 60.0
+
+    @property
+    def endpoint(self) -> str:
+        """The Cohort Sync endpoint URL."""
+        return self.base_url.rstrip("/") + "/v1/integrations/cohortsync"
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, require_credentials: bool = True
+    ) -> MoEngageSettings:
+        """Read MOENGAGE_* variables; refuse missing credentials and unsafe URLs."""
+        env = os.environ if environ is None else environ
+        workspace_id = env.get("MOENGAGE_WORKSPACE_ID", "").strip()
+        api_key = env.get("MOENGAGE_API_KEY", "")
+        missing = [
+            name
+            for name, value in (
+                ("MOENGAGE_WORKSPACE_ID", workspace_id),
+                ("MOENGAGE_API_KEY", api_key),
+            )
+            if not value
+        ]
+        if missing and require_credentials:
+            raise SettingsError(
+                f"missing {' and '.join(missing)}: set the workspace id and the Data API key "
+                "(MoEngage dashboard: Settings -> Account -> APIs -> Data API Settings)"
+            )
+        base_url = base_url_from_env(env)
+        return cls(
+            workspace_id=workspace_id,
+            api_key=Secret(api_key),
+            base_url=base_url,
+            partner=env.get("MOENGAGE_PARTNER", DEFAULT_PARTNER).strip() or DEFAULT_PARTNER,
+            rate_limit_per_min=_positive_int(
+                env, "MOENGAGE_RATE_LIMIT_PER_MIN", DEFAULT_RATE_LIMIT_PER_MIN
+            ),
+            max_body_bytes=_positive_int(env, "MOENGAGE_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+            max_in_flight=_positive_int(env, "MOENGAGE_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT),
+            timeout_seconds=_positive_float(env, "MOENGAGE_TIMEOUT_SECONDS", 60.0),
+            max_attempts=_positive_int(env, "MOENGAGE_MAX_ATTEMPTS", 8),
+            backoff_initial=_positive_float(env, "MOENGAGE_RETRY_INITIAL_SECONDS", 1.0),
+            backoff_max=_positive_float(env, "MOENGAGE_RETRY_MAX_SECONDS", 60.0),
+        )
+
+
+def base_url_from_env(env: Mapping[str, str]) -> str:
+    """MOENGAGE_BASE_URL if set, else https://api-{MOENGAGE_DATA_CENTER}.moengage.com."""
+    base_url = env.get("MOENGAGE_BASE_URL", "").strip()
+    data_center = env.get("MOENGAGE_DATA_CENTER", "").strip()
+    if data_center and not _DATA_CENTER_RE.match(data_center):
+        raise SettingsError(
+            f"MOENGAGE_DATA_CENTER = {data_center!r}: must be two digits such as '01' or '02' "
+            "(the number in your dashboard's URL, dashboard-NN.moengage.com)"
+        )
+    if not base_url:
+        if not data_center:
+            raise SettingsError(
+                "set MOENGAGE_DATA_CENTER (two digits, e.g. '01') or MOENGAGE_BASE_URL"
+            )
+        return f"https://api-{data_center}.moengage.com"
+    check_base_url(base_url)
+    return base_url.rstrip("/")
+
+
+def check_base_url(url: str) -> None:
+    """Refuse URLs that would send credentials in clear or are not URLs at all."""
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        # Not echoed: a malformed URL may still carry user:password@.
+        raise SettingsError(f"MOENGAGE_BASE_URL is not a valid URL: {exc}") from None
+    # Checked before anything that echoes the URL, so a password in it is never printed.
+    if parts.username or parts.password:
+        raise SettingsError(
+            "MOENGAGE_BASE_URL must not carry credentials; use MOENGAGE_API_KEY instead"
+        )
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(f"MOENGAGE_BASE_URL = {url!r}: must be an http(s) URL with a host")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise SettingsError(
+            f"MOENGAGE_BASE_URL = {url!r}: plain http:// is only allowed to a loopback address "
+            "(127.0.0.1, localhost, ::1), because credentials would travel in clear; use https://"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise SettingsError(f"{name} = {raw!r}: must be a positive whole number")
+    return value
+
+
+def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise SettingsError(f"{name} = {raw!r}: must be a positive number of seconds")
+    return value

@@ -1,0 +1,105 @@
+{#-
+    moengage_uid: the column holds uids MoEngage can take, one row per user.
+
+    Fails (returns) every row whose uid is
+      - null,
+      - empty ('' or nothing but spaces, tabs, line feeds and carriage returns),
+      - duplicated (compared after trim(), so 'a' and ' a ' are the same uid),
+      - longer than `max_length` characters, when `max_length` is given.
+    The uid is cast to text with dbt.type_string() first, so integer uid columns work too.
+    A row that breaks more than one rule comes back once per rule; `failure_reason` says which.
+
+        models:
+          - name: high_value_users
+            columns:
+              - name: uid
+                data_tests:
+                  - moengage.moengage_uid:
+                      arguments:
+                        max_length: 64
+-#}
+{% test moengage_uid(model, column_name, max_length=none) %}
+    {{ return(adapter.dispatch('test_moengage_uid', 'moengage')(model, column_name, max_length)) }}
+{% endtest %}
+
+
+{% macro default__test_moengage_uid(model, column_name, max_length) %}
+
+{#- model is a stand-in while dbt parses, so the message names only the column;
+    dbt adds the test's name and file. -#}
+{%- if max_length is not none and (max_length is not integer or max_length < 1) -%}
+    {%- set shown = ("'" ~ max_length ~ "'") if max_length is string else max_length -%}
+    {{ exceptions.raise_compiler_error(
+        "moengage_uid test on column '" ~ column_name
+        ~ "': max_length must be a positive integer (a character count), got " ~ shown
+    ) }}
+{%- endif -%}
+
+{#- strip every whitespace character, not just the spaces trim() removes on most warehouses -#}
+{%- set stripped = namespace(expr='uid_value') -%}
+{%- for blank in [' ', '\t', '\n', '\r'] -%}
+    {%- set stripped.expr = "replace(" ~ stripped.expr ~ ", '" ~ blank ~ "', '')" -%}
+{%- endfor %}
+
+with uids as (
+
+    select cast({{ column_name }} as {{ dbt.type_string() }}) as uid_value
+    from {{ model }}
+
+),
+
+normalized as (
+
+    select
+        uid_value,
+        trim(uid_value) as uid_trimmed,
+        {{ stripped.expr }} as uid_without_whitespace
+    from uids
+
+),
+
+duplicated as (
+
+    select uid_trimmed
+    from normalized
+    where uid_without_whitespace <> ''
+    group by uid_trimmed
+    having count(*) > 1
+
+)
+
+select
+    uid_value,
+    cast('null' as {{ dbt.type_string() }}) as failure_reason
+from normalized
+where uid_value is null
+
+union all
+
+select
+    uid_value,
+    cast('empty' as {{ dbt.type_string() }}) as failure_reason
+from normalized
+where uid_without_whitespace = ''
+
+union all
+
+select
+    normalized.uid_value,
+    cast('duplicate' as {{ dbt.type_string() }}) as failure_reason
+from normalized
+inner join duplicated
+    on normalized.uid_trimmed = duplicated.uid_trimmed
+
+{%- if max_length is not none %}
+
+union all
+
+select
+    uid_value,
+    cast('longer than {{ max_length }}' as {{ dbt.type_string() }}) as failure_reason
+from normalized
+where {{ dbt.length('uid_value') }} > {{ max_length }}
+{%- endif %}
+
+{% endmacro %}

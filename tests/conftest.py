@@ -1,0 +1,131 @@
+"""Shared fixtures: a real `dbt build` of integration_tests and a real emulator on loopback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from dbt_moengage.emulator import Emulator, EmulatorConfig
+from dbt_moengage.warehouse.base import BLANK
+
+ROOT = Path(__file__).resolve().parents[1]
+INTEGRATION = ROOT / "integration_tests"
+WORKSPACE = "WS_E2E_TEST"
+API_KEY = "sk-e2e-9f8e7d6c5b4a-do-not-print"
+
+# Cohort id -> (relation, uid column) in integration_tests.
+COHORTS = {
+    "high_value_users": ("high_value_users", "uid"),
+    "recently_active_30d": ("recently_active", "user_id"),
+    "enterprise_accounts": ("enterprise_accounts", "customer_number"),
+    "messy_signups": ("messy_signups", "user_ref"),
+}
+
+
+@dataclass(frozen=True)
+class BuiltProject:
+    """integration_tests after `dbt build`, with its target and database in a temp folder."""
+
+    project_dir: Path
+    target_dir: Path
+    database: Path
+    env: dict[str, str]
+
+    def expected_members(self, cohort_id: str) -> set[str]:
+        """The cohort's uids computed here, independently of the runner's SQL."""
+        relation, column = COHORTS[cohort_id]
+        with duckdb.connect(str(self.database), read_only=True) as conn:
+            rows = conn.execute(f'select "{column}" from main.{relation}').fetchall()
+        return {str(value) for (value,) in rows if value is not None and str(value).strip(BLANK)}
+
+
+def dbt(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run dbt from the virtualenv in integration_tests."""
+    exe = Path(sys.executable).with_name("dbt")
+    return subprocess.run(
+        [str(exe), *args, "--profiles-dir", str(INTEGRATION)],
+        cwd=INTEGRATION,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="session")
+def built_project(tmp_path_factory: pytest.TempPathFactory) -> BuiltProject:
+    """`dbt deps` and `dbt build` of integration_tests, once per test session."""
+    work = tmp_path_factory.mktemp("dbt")
+    env = {
+        **os.environ,
+        "DBT_TARGET_PATH": str(work / "target"),
+        "DBT_LOG_PATH": str(work / "logs"),
+        "MOENGAGE_IT_DUCKDB_PATH": str(work / "integration_tests.duckdb"),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+    for args in (["deps"], ["build"]):
+        done = dbt(args, env)
+        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return BuiltProject(INTEGRATION, work / "target", work / "integration_tests.duckdb", env)
+
+
+@pytest.fixture
+def project(built_project: BuiltProject, tmp_path: Path) -> BuiltProject:
+    """A per-test copy of the built target folder, so reports and edits do not leak."""
+    target = tmp_path / "target"
+    shutil.copytree(built_project.target_dir, target, ignore=shutil.ignore_patterns("*.duckdb"))
+    env = {**built_project.env, "DBT_TARGET_PATH": str(target)}
+    return BuiltProject(built_project.project_dir, target, built_project.database, env)
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    """An unlimited emulator on 127.0.0.1 that accepts the test workspace's credentials."""
+    config = EmulatorConfig(workspace_id=WORKSPACE, api_key=API_KEY, rate_limit_per_min=None)
+    with Emulator(config) as server:
+        yield server
+
+
+def sync_env(project: BuiltProject, emulator: Emulator, **extra: str) -> dict[str, str]:
+    """Environment for a sync against the emulator, with fast retries."""
+    return {
+        **project.env,
+        "MOENGAGE_WORKSPACE_ID": WORKSPACE,
+        "MOENGAGE_API_KEY": API_KEY,
+        "MOENGAGE_BASE_URL": emulator.url,
+        "MOENGAGE_RETRY_INITIAL_SECONDS": "0.05",
+        "MOENGAGE_RETRY_MAX_SECONDS": "0.5",
+        **extra,
+    }
+
+
+def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run `dbt-moengage` in a subprocess, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "dbt_moengage", *args],
+        cwd=ROOT,
+        env={**env, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def sync_args(project: BuiltProject, *extra: str) -> list[str]:
+    """`sync` arguments pointing at integration_tests."""
+    return [
+        "sync",
+        "--project-dir",
+        str(project.project_dir),
+        "--profiles-dir",
+        str(project.project_dir),
+        *extra,
+    ]
