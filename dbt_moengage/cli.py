@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def sync(
     dry_run: bool,
 ) -> None:
     """Sync every cohort model of the dbt project to MoEngage."""
-    console = Console()
+    console = make_console()
     options = SyncOptions(
         project_dir=project_dir,
         profiles_dir=profiles_dir,
@@ -154,6 +155,13 @@ def emulator(
         faults=faults,
     )
     serve_forever(config, host, port)
+
+
+def make_console() -> Console:
+    """A console for stdout; logs and pipes get a wide one so tables do not wrap."""
+    if sys.stdout.isatty() or os.environ.get("COLUMNS"):
+        return Console()
+    return Console(width=160)
 
 
 def run() -> None:

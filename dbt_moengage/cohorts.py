@@ -104,8 +104,8 @@ def parse_cohort(node: ModelNode) -> tuple[CohortSpec | None, list[CohortSpecErr
         problems.append(
             CohortSpecError(
                 node.name,
-                "materialized",
-                None,
+                "config.materialized",
+                "ephemeral",
                 "the model has no relation in the warehouse (ephemeral?)",
                 "materialize it as a table or view",
             )
@@ -157,33 +157,39 @@ def _check_cohort_name(model: str, name: Any) -> list[CohortSpecError]:
 
 
 def discover(nodes: Iterable[ModelNode], select: Iterable[str] = ()) -> Discovery:
-    """Validate every cohort node (those named in `select`, when given)."""
-    wanted = set(select)
-    specs: list[CohortSpec] = []
-    problems: list[CohortSpecError] = []
-    for node in nodes:
-        if wanted and node.name not in wanted and node.unique_id not in wanted:
-            continue
-        spec, node_problems = parse_cohort(node)
-        problems.extend(node_problems)
-        if spec is not None:
-            specs.append(spec)
+    """Validate every cohort node (those named in `select`, when given).
 
+    Shared cohort_ids are checked across every cohort, selected or not: two models
+    feeding one segment is wrong whichever of them this run syncs.
+    """
+    wanted = set(select)
+
+    def is_selected(node: ModelNode) -> bool:
+        return not wanted or node.name in wanted or node.unique_id in wanted
+
+    parsed = [(node, *parse_cohort(node)) for node in nodes]
+    problems = [p for node, _, found in parsed if is_selected(node) for p in found]
     by_id: dict[str, list[CohortSpec]] = defaultdict(list)
-    for spec in specs:
-        by_id[spec.cohort_id].append(spec)
+    for _, spec, _ in parsed:
+        if spec is not None:
+            by_id[spec.cohort_id].append(spec)
     shared = {cid: group for cid, group in by_id.items() if len(group) > 1}
-    for cohort_id, group in shared.items():
-        models = ", ".join(s.model for s in group)
-        for spec in group:
-            problems.append(
-                CohortSpecError(
-                    spec.model,
-                    "cohort_id",
-                    cohort_id,
-                    f"is shared by models {models}",
-                    "give each model its own cohort_id",
-                )
+
+    specs: list[CohortSpec] = []
+    for node, spec, _ in parsed:
+        if spec is None or not is_selected(node):
+            continue
+        if spec.cohort_id not in shared:
+            specs.append(spec)
+            continue
+        models = ", ".join(s.model for s in shared[spec.cohort_id])
+        problems.append(
+            CohortSpecError(
+                spec.model,
+                "cohort_id",
+                spec.cohort_id,
+                f"is shared by models {models}",
+                "give each model its own cohort_id",
             )
-    specs = [s for s in specs if s.cohort_id not in shared]
+        )
     return Discovery(specs=specs, problems=problems)

@@ -51,7 +51,11 @@ class CohortSpecError(CohortError):
         self.field = field
         self.value = value
         self.problem = problem
-        where = f"meta.moengage.{field}" if field else "meta.moengage"
+        # Fields outside meta.moengage (e.g. config.materialized) are given in full.
+        if field.startswith("config."):
+            where = field
+        else:
+            where = f"meta.moengage.{field}" if field else "meta.moengage"
         message = f"model '{model}': {where} = {value!r}: {problem}"
         if fix:
             message += f" ({fix})"

@@ -77,15 +77,14 @@ def summary_table(report: RunReport) -> Table:
     """A table with one row per cohort."""
     title = "MoEngage cohort sync (dry run)" if report.dry_run else "MoEngage cohort sync"
     table = Table(title=title, title_justify="left")
-    table.add_column("model")
-    table.add_column("cohort_id")
-    table.add_column("status")
-    table.add_column("uids", justify="right")
-    table.add_column("would send" if report.dry_run else "sent", justify="right")
-    table.add_column("dropped null/empty/dup", justify="right")
-    table.add_column("requests", justify="right")
-    table.add_column("retries", justify="right")
-    table.add_column("seconds", justify="right")
+    table.add_column("model", no_wrap=True)
+    table.add_column("cohort_id", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    for name in ("uids", "to send" if report.dry_run else "sent", "null", "empty", "dup"):
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("req", justify="right", no_wrap=True)
+    table.add_column("retry", justify="right", no_wrap=True)
+    table.add_column("sec", justify="right", no_wrap=True)
     styles = {SYNCED: "green", DRY_RUN: "cyan"}
     for r in report.results:
         style = styles.get(r.status, "red")
@@ -96,7 +95,9 @@ def summary_table(report: RunReport) -> Table:
             f"[{style}]{r.status}[/{style}]",
             f"{r.uids_total:,}",
             f"{r.uids_total if report.dry_run else r.uids_sent:,}",
-            f"{dropped['null']:,}/{dropped['empty']:,}/{dropped['duplicate']:,}",
+            f"{dropped['null']:,}",
+            f"{dropped['empty']:,}",
+            f"{dropped['duplicate']:,}",
             f"{r.planned_requests if report.dry_run else r.requests:,}",
             f"{r.retries:,}",
             f"{r.seconds:.1f}",

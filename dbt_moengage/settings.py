@@ -135,6 +135,10 @@ def check_base_url(url: str) -> None:
         )
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise SettingsError(f"MOENGAGE_BASE_URL = {url!r}: must be an http(s) URL with a host")
+    try:
+        parts.port  # noqa: B018 (raises on a port outside 0-65535)
+    except ValueError:
+        raise SettingsError(f"MOENGAGE_BASE_URL = {url!r}: the port is not valid") from None
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
         raise SettingsError(
             f"MOENGAGE_BASE_URL = {url!r}: plain http:// is only allowed to a loopback address "

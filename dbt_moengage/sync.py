@@ -181,12 +181,13 @@ def _print_result(result: CohortResult, console: Console) -> None:
     if result.status == SYNCED:
         console.print(
             f"[green]synced[/green] {result.model} -> {result.cohort_id}: "
-            f"{result.uids_sent:,} uids in {result.requests:,} requests ({result.seconds:.1f} s)"
+            f"{result.uids_sent:,} uids in {_plural(result.requests, 'request')} "
+            f"({result.seconds:.1f} s)"
         )
     elif result.status == DRY_RUN:
         console.print(
             f"[cyan]dry run[/cyan] {result.model} -> {result.cohort_id}: would send "
-            f"{result.uids_total:,} uids in {result.planned_requests:,} requests"
+            f"{result.uids_total:,} uids in {_plural(result.planned_requests, 'request')}"
         )
     else:
         console.print(f"[red]failed[/red] {result.model}: {result.error}", soft_wrap=True)
@@ -194,6 +195,10 @@ def _print_result(result: CohortResult, console: Console) -> None:
 
 def _unknown_selection(select: Iterable[str], names: list[str]) -> list[str]:
     return [s for s in select if s not in names and not s.startswith("model.")]
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 def _now() -> str:

@@ -1,0 +1,284 @@
+"""settings: MoEngage settings from the environment, and the Secret that holds the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from dbt_moengage.errors import ConfigError, SettingsError
+from dbt_moengage.settings import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_RATE_LIMIT_PER_MIN,
+    MoEngageSettings,
+    Secret,
+)
+
+KEY = "sk-live-7f3a9c1e-never-print-me"
+WORKSPACE = "WS_TEST_123"
+# Unicode digits that `\d` would take but a URL host must not.
+ARABIC_INDIC_01 = "\u0660\u0661"
+FULLWIDTH_01 = "\uff10\uff11"
+
+
+def env(**overrides: str) -> dict[str, str]:
+    """A complete environment for data center 01, with `overrides` applied."""
+    base = {
+        "MOENGAGE_WORKSPACE_ID": WORKSPACE,
+        "MOENGAGE_API_KEY": KEY,
+        "MOENGAGE_DATA_CENTER": "01",
+    }
+    return {**base, **overrides}
+
+
+def without(*names: str) -> dict[str, str]:
+    """The complete environment less `names`."""
+    return {k: v for k, v in env().items() if k not in names}
+
+
+def refused(environ: dict[str, str]) -> str:
+    """from_env must raise SettingsError; its message, checked free of the key."""
+    with pytest.raises(SettingsError) as info:
+        MoEngageSettings.from_env(environ)
+    message = str(info.value)
+    assert KEY not in message
+    return message
+
+
+def test_complete_environment() -> None:
+    settings = MoEngageSettings.from_env(env())
+    assert settings.workspace_id == WORKSPACE
+    assert settings.api_key.reveal() == KEY
+    assert settings.base_url == "https://api-01.moengage.com"
+    assert settings.endpoint == "https://api-01.moengage.com/v1/integrations/cohortsync"
+    assert settings.partner == "dbt-moengage"
+    assert settings.rate_limit_per_min == DEFAULT_RATE_LIMIT_PER_MIN == 300
+    assert settings.max_body_bytes == DEFAULT_MAX_BODY_BYTES == 128_000
+    assert settings.max_in_flight == DEFAULT_MAX_IN_FLIGHT
+
+
+def test_workspace_id_is_stripped() -> None:
+    assert MoEngageSettings.from_env(env(MOENGAGE_WORKSPACE_ID="  WS  ")).workspace_id == "WS"
+
+
+# Credentials
+
+
+@pytest.mark.parametrize(
+    ("environ", "named", "not_named"),
+    [
+        (without("MOENGAGE_WORKSPACE_ID"), ["MOENGAGE_WORKSPACE_ID"], ["MOENGAGE_API_KEY"]),
+        (env(MOENGAGE_WORKSPACE_ID="   "), ["MOENGAGE_WORKSPACE_ID"], ["MOENGAGE_API_KEY"]),
+        (without("MOENGAGE_API_KEY"), ["MOENGAGE_API_KEY"], ["MOENGAGE_WORKSPACE_ID"]),
+        (env(MOENGAGE_API_KEY=""), ["MOENGAGE_API_KEY"], ["MOENGAGE_WORKSPACE_ID"]),
+        (without("MOENGAGE_WORKSPACE_ID", "MOENGAGE_API_KEY"), ["MOENGAGE_WORKSPACE_ID"], []),
+    ],
+)
+def test_missing_credentials_are_named(
+    environ: dict[str, str], named: list[str], not_named: list[str]
+) -> None:
+    message = refused(environ)
+    assert message.startswith("missing ")
+    for name in named:
+        assert name in message
+    for name in not_named:
+        assert name not in message
+    assert "Data API Settings" in message
+
+
+def test_both_credentials_missing_names_both() -> None:
+    message = refused(without("MOENGAGE_WORKSPACE_ID", "MOENGAGE_API_KEY"))
+    assert "MOENGAGE_WORKSPACE_ID and MOENGAGE_API_KEY" in message
+
+
+def test_settings_error_is_a_config_error() -> None:
+    with pytest.raises(ConfigError):
+        MoEngageSettings.from_env({})
+
+
+def test_credentials_may_be_left_out_when_not_required() -> None:
+    settings = MoEngageSettings.from_env({"MOENGAGE_DATA_CENTER": "02"}, require_credentials=False)
+    assert settings.workspace_id == ""
+    assert not settings.api_key
+    assert settings.base_url == "https://api-02.moengage.com"
+
+
+def test_reads_os_environ_when_no_mapping_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in env(MOENGAGE_DATA_CENTER="03").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("MOENGAGE_BASE_URL", raising=False)
+    assert MoEngageSettings.from_env().base_url == "https://api-03.moengage.com"
+
+
+# Data center and base URL
+
+
+@pytest.mark.parametrize(
+    ("data_center", "url"),
+    [
+        ("01", "https://api-01.moengage.com"),
+        ("02", "https://api-02.moengage.com"),
+        (" 03 ", "https://api-03.moengage.com"),
+        ("99", "https://api-99.moengage.com"),
+    ],
+)
+def test_data_center_gives_the_url(data_center: str, url: str) -> None:
+    assert MoEngageSettings.from_env(env(MOENGAGE_DATA_CENTER=data_center)).base_url == url
+
+
+@pytest.mark.parametrize(
+    "data_center", ["1", "001", "ab", "0a", "dc01", "1 2", ARABIC_INDIC_01, FULLWIDTH_01]
+)
+def test_data_center_must_be_two_digits(data_center: str) -> None:
+    message = refused(env(MOENGAGE_DATA_CENTER=data_center))
+    assert "MOENGAGE_DATA_CENTER" in message
+    assert repr(data_center.strip()) in message
+    assert "two digits" in message
+
+
+def test_neither_data_center_nor_base_url() -> None:
+    message = refused(without("MOENGAGE_DATA_CENTER"))
+    assert "MOENGAGE_DATA_CENTER" in message and "MOENGAGE_BASE_URL" in message
+
+
+def test_base_url_overrides_the_data_center() -> None:
+    settings = MoEngageSettings.from_env(env(MOENGAGE_BASE_URL="https://proxy.example.com/moe/"))
+    assert settings.base_url == "https://proxy.example.com/moe"
+    assert settings.endpoint == "https://proxy.example.com/moe/v1/integrations/cohortsync"
+
+
+def test_base_url_alone_is_enough() -> None:
+    environ = without("MOENGAGE_DATA_CENTER")
+    environ["MOENGAGE_BASE_URL"] = "https://api-05.moengage.com"
+    assert MoEngageSettings.from_env(environ).base_url == "https://api-05.moengage.com"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8765",
+        "http://127.0.0.1",
+        "http://127.1.2.3:9000/base",
+        "http://localhost:8080",
+        "http://LOCALHOST:8080",
+        "http://[::1]:8765",
+    ],
+)
+def test_plain_http_to_loopback_is_allowed(url: str) -> None:
+    assert MoEngageSettings.from_env(env(MOENGAGE_BASE_URL=url)).base_url == url.rstrip("/")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://example.com",
+        "http://10.0.0.1:8765",
+        "http://192.168.1.1",
+        "http://[2001:db8::1]:80",
+        "http://localhost.example.com",
+        "http://127.0.0.1.nip.io",
+    ],
+)
+def test_plain_http_elsewhere_is_refused(url: str) -> None:
+    message = refused(env(MOENGAGE_BASE_URL=url))
+    assert "MOENGAGE_BASE_URL" in message and repr(url) in message
+    assert "loopback" in message and "https://" in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://user:hunter2@api-01.moengage.com",
+        "https://:hunter2@api-01.moengage.com",
+        "https://user@api-01.moengage.com",
+        "http://user:hunter2@127.0.0.1:8765",
+        "ftp://user:hunter2@example.com",
+        "http://user:hunter2@",
+        "https://user:hunter2@[::1",
+    ],
+)
+def test_url_with_credentials_is_refused_without_echoing_them(url: str) -> None:
+    message = refused(env(MOENGAGE_BASE_URL=url))
+    assert "MOENGAGE_BASE_URL" in message
+    assert "hunter2" not in message
+
+
+@pytest.mark.parametrize(
+    "url", ["api-01.moengage.com", "ftp://api-01.moengage.com", "https://", "http://[::1"]
+)
+def test_base_url_that_is_not_an_http_url(url: str) -> None:
+    message = refused(env(MOENGAGE_BASE_URL=url))
+    assert "MOENGAGE_BASE_URL" in message
+
+
+# Positive whole numbers
+
+
+@pytest.mark.parametrize(
+    ("name", "attribute"),
+    [
+        ("MOENGAGE_RATE_LIMIT_PER_MIN", "rate_limit_per_min"),
+        ("MOENGAGE_MAX_BODY_BYTES", "max_body_bytes"),
+        ("MOENGAGE_MAX_IN_FLIGHT", "max_in_flight"),
+        ("MOENGAGE_MAX_ATTEMPTS", "max_attempts"),
+        ("MOENGAGE_TIMEOUT_SECONDS", "timeout_seconds"),
+    ],
+)
+def test_positive_int_settings(name: str, attribute: str) -> None:
+    settings = MoEngageSettings.from_env(env(**{name: " 7 "}))
+    assert getattr(settings, attribute) == 7
+    blank = MoEngageSettings.from_env(env(**{name: ""}))
+    assert getattr(blank, attribute) == getattr(MoEngageSettings.from_env(env()), attribute)
+
+
+@pytest.mark.parametrize("raw", ["abc", "0", "-5", "1.5", "3e2", "ten"])
+def test_positive_int_refused(raw: str) -> None:
+    message = refused(env(MOENGAGE_RATE_LIMIT_PER_MIN=raw))
+    assert f"MOENGAGE_RATE_LIMIT_PER_MIN = {raw!r}" in message
+    assert "positive whole number" in message
+
+
+def test_timeout_is_a_float() -> None:
+    timeout = MoEngageSettings.from_env(env(MOENGAGE_TIMEOUT_SECONDS="30")).timeout_seconds
+    assert isinstance(timeout, float)
+    assert timeout == 30.0
+
+
+# Partner
+
+
+def test_partner_default_and_override() -> None:
+    assert MoEngageSettings.from_env(env()).partner == "dbt-moengage"
+    assert MoEngageSettings.from_env(env(MOENGAGE_PARTNER="acme-dbt")).partner == "acme-dbt"
+    assert MoEngageSettings.from_env(env(MOENGAGE_PARTNER="  ")).partner == "dbt-moengage"
+
+
+# Secret
+
+
+def test_secret_never_shows_its_value() -> None:
+    secret = Secret(KEY)
+    shown = [repr(secret), str(secret), f"{secret}", f"{secret!r}", f"{secret!s}"]
+    shown += [format(secret), str([secret]), str({"k": secret})]
+    for text in shown:
+        assert KEY not in text
+        assert "***" in text
+    assert secret.reveal() == KEY
+
+
+def test_secret_truthiness() -> None:
+    assert Secret(KEY)
+    assert not Secret("")
+
+
+def test_secret_has_no_instance_dict() -> None:
+    secret = Secret(KEY)
+    assert not hasattr(secret, "__dict__")
+    assert KEY not in repr(vars(type(secret)))
+
+
+def test_settings_repr_hides_the_key() -> None:
+    settings = MoEngageSettings.from_env(env())
+    for text in (repr(settings), str(settings), f"{settings}", str([settings])):
+        assert KEY not in text
+        assert WORKSPACE in text
+        assert "Secret('***')" in text
