@@ -47,12 +47,24 @@ def main() -> None:
 @click.option(
     "--dry-run", is_flag=True, help="Validate and count what would be sent; send nothing."
 )
+@click.option(
+    "--full-refresh",
+    is_flag=True,
+    help="Resend every member of the selected cohorts and rebuild their state.",
+)
+@click.option(
+    "--state-schema",
+    default=None,
+    help="Schema of the sync state tables [env: MOENGAGE_STATE_SCHEMA; default: the profile's].",
+)
 def sync(
     project_dir: Path,
     profiles_dir: Path | None,
     target: str | None,
     select: tuple[str, ...],
     dry_run: bool,
+    full_refresh: bool,
+    state_schema: str | None,
 ) -> None:
     """Sync every cohort model of the dbt project to MoEngage."""
     console = make_console()
@@ -62,6 +74,8 @@ def sync(
         target=target,
         select=tuple(name for chunk in select for name in chunk.split()),
         dry_run=dry_run,
+        full_refresh=full_refresh,
+        state_schema=state_schema,
     )
     try:
         report = run_sync(options, console)

@@ -12,7 +12,7 @@ from .errors import CohortSpecError
 from .manifest import ModelNode
 
 RESTRICTED_NAME_CHARS = '|*?\\:<>=$"'
-MODES = ("add",)
+MODES = ("add", "mirror")
 KNOWN_KEYS = ("cohort_name", "cohort_id", "description", "uid_column", "mode")
 DEFAULT_UID_COLUMN = "uid"
 MAX_COHORT_ID_LENGTH = 255

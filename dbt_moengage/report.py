@@ -27,9 +27,16 @@ class CohortResult:
     model: str
     cohort_id: str | None
     cohort_name: str | None
+    mode: str = "add"
     status: str = FAILED
     uids_total: int = 0
     uids_sent: int = 0
+    added: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    left_but_kept: int = 0
+    planned_add: int = 0
+    planned_remove: int = 0
     uids_unsynced: int = 0
     dropped: dict[str, int] = field(default_factory=lambda: {"null": 0, "empty": 0, "duplicate": 0})
     requests: int = 0
@@ -79,26 +86,33 @@ def summary_table(report: RunReport) -> Table:
     table = Table(title=title, title_justify="left")
     table.add_column("model", no_wrap=True)
     table.add_column("cohort_id", no_wrap=True)
+    table.add_column("mode", no_wrap=True)
     table.add_column("status", no_wrap=True)
-    for name in ("uids", "to send" if report.dry_run else "sent", "null", "empty", "dup"):
+    added, removed = ("to add", "to remove") if report.dry_run else ("added", "removed")
+    numbers = ("uids", added, removed, "unchanged", "left", "null", "empty", "dup", "req")
+    for name in (*numbers, "retry", "sec"):
         table.add_column(name, justify="right", no_wrap=True)
-    table.add_column("req", justify="right", no_wrap=True)
-    table.add_column("retry", justify="right", no_wrap=True)
-    table.add_column("sec", justify="right", no_wrap=True)
     styles = {SYNCED: "green", DRY_RUN: "cyan"}
     for r in report.results:
         style = styles.get(r.status, "red")
-        dropped = r.dropped
+        if report.dry_run:
+            values = (r.planned_add, r.planned_remove, r.planned_requests)
+        else:
+            values = (r.added, r.removed, r.requests)
         table.add_row(
             r.model,
             r.cohort_id or "-",
+            r.mode,
             f"[{style}]{r.status}[/{style}]",
             f"{r.uids_total:,}",
-            f"{r.uids_total if report.dry_run else r.uids_sent:,}",
-            f"{dropped['null']:,}",
-            f"{dropped['empty']:,}",
-            f"{dropped['duplicate']:,}",
-            f"{r.planned_requests if report.dry_run else r.requests:,}",
+            f"{values[0]:,}",
+            f"{values[1]:,}",
+            f"{r.unchanged:,}",
+            f"{r.left_but_kept:,}",
+            f"{r.dropped['null']:,}",
+            f"{r.dropped['empty']:,}",
+            f"{r.dropped['duplicate']:,}",
+            f"{values[2]:,}",
             f"{r.retries:,}",
             f"{r.seconds:.1f}",
         )

@@ -57,6 +57,7 @@ class MoEngageSettings:
     max_attempts: int = 8
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
+    lock_wait_seconds: float = 300.0
 
     @property
     def endpoint(self) -> str:
@@ -99,6 +100,7 @@ class MoEngageSettings:
             max_attempts=_positive_int(env, "MOENGAGE_MAX_ATTEMPTS", 8),
             backoff_initial=_positive_float(env, "MOENGAGE_RETRY_INITIAL_SECONDS", 1.0),
             backoff_max=_positive_float(env, "MOENGAGE_RETRY_MAX_SECONDS", 60.0),
+            lock_wait_seconds=_positive_float(env, "MOENGAGE_LOCK_WAIT_SECONDS", 300.0),
         )
 
 

@@ -1,4 +1,5 @@
-"""The pipeline wired together: manifest -> cohorts -> warehouse -> packing -> client -> report."""
+"""The pipeline wired together: manifest -> cohorts -> warehouse -> packing -> client -> state
+-> report."""
 
 from __future__ import annotations
 
@@ -22,10 +23,13 @@ from .errors import (
     WorkspaceFatal,
 )
 from .manifest import load_manifest
-from .packing import ADD, BodyPacker
+from .packing import ADD, REMOVE, Body, BodyPacker
 from .report import DRY_RUN, FAILED, INVALID, SKIPPED, SYNCED, CohortResult, RunReport
 from .settings import MoEngageSettings
-from .warehouse import Warehouse, connect, load_profile_target
+from .warehouse import RunRow, SqlWarehouse, connect, load_profile_target
+from .warehouse import base as wh
+
+HEARTBEAT_SECONDS = 30.0
 
 
 @dataclass
@@ -37,6 +41,8 @@ class SyncOptions:
     target: str | None = None
     select: tuple[str, ...] = ()
     dry_run: bool = False
+    full_refresh: bool = False
+    state_schema: str | None = None
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
     @property
@@ -54,7 +60,8 @@ def run_sync(options: SyncOptions, console: Console) -> RunReport:
     report = RunReport(run_id=uuid.uuid4().hex, started_at=_now(), dry_run=options.dry_run)
     manifest = load_manifest(options.target_dir)
     nodes = list(manifest.cohort_nodes())
-    unknown = _unknown_selection(options.select, [n.name for n in nodes])
+    unknown = [s for s in options.select if s not in {n.name for n in nodes}]
+    unknown = [s for s in unknown if s not in {n.unique_id for n in nodes}]
     if unknown:
         raise ConfigError(
             f"--select {' '.join(unknown)}: no cohort model of that name in "
@@ -65,11 +72,30 @@ def run_sync(options: SyncOptions, console: Console) -> RunReport:
     target = load_profile_target(
         options.project_dir, options.profiles_dir, options.target, options.environ
     )
+    state_schema = options.state_schema or options.environ.get("MOENGAGE_STATE_SCHEMA") or None
 
     report.results.extend(_invalid_results(discovery.problems, console))
     if not discovery.specs:
         console.print("no valid cohort to sync")
-    with connect(target, options.project_dir) as warehouse:
+        report.finished_at = _now()
+        return report
+    try:
+        warehouse = connect(
+            target,
+            options.project_dir,
+            state_schema=state_schema,
+            read_only=options.dry_run,
+            wait_seconds=settings.lock_wait_seconds,
+        )
+    except wh.LockTimeout as exc:
+        for spec in discovery.specs:
+            report.results.append(_result(spec, FAILED, str(exc)))
+            console.print(f"[red]failed[/red] {spec.model}: {exc}", soft_wrap=True)
+        report.finished_at = _now()
+        return report
+
+    with warehouse:
+        warehouse.prepare_state(create=not options.dry_run)
         specs = []
         for spec in discovery.specs:
             try:
@@ -77,15 +103,18 @@ def run_sync(options: SyncOptions, console: Console) -> RunReport:
                 specs.append(spec)
             except CohortError as exc:
                 console.print(f"[red]invalid cohort[/red] {exc}", soft_wrap=True)
-                report.results.append(_invalid(spec, exc))
+                report.results.append(_result(spec, INVALID, str(exc)))
         client = None if options.dry_run else MoEngageClient(settings)
         try:
             fatal: WorkspaceFatal | None = None
             for spec in specs:
                 if fatal is not None:
-                    report.results.append(_skipped(spec, fatal))
+                    error = f"not sent: the workspace refused an earlier request ({fatal})"
+                    report.results.append(_result(spec, SKIPPED, error))
                     continue
-                result, fatal = sync_cohort(spec, warehouse, client, settings)
+                job = CohortSync(spec, warehouse, client, settings, report.run_id)
+                result = job.dry_run() if client is None else job.run(options.full_refresh)
+                fatal = job.fatal
                 report.results.append(result)
                 _print_result(result, console)
         finally:
@@ -95,49 +124,150 @@ def run_sync(options: SyncOptions, console: Console) -> RunReport:
     return report
 
 
-def sync_cohort(
-    spec: CohortSpec,
-    warehouse: Warehouse,
-    client: MoEngageClient | None,
-    settings: MoEngageSettings,
-) -> tuple[CohortResult, WorkspaceFatal | None]:
-    """Send one cohort's uids (or, with no client, count what would be sent)."""
-    result = CohortResult(model=spec.model, cohort_id=spec.cohort_id, cohort_name=spec.cohort_name)
-    started = time.monotonic()
-    tally = Tally()
-    fatal: WorkspaceFatal | None = None
-    try:
-        stats = warehouse.audience_stats(spec)
-        result.uids_total = stats.distinct
-        result.dropped = stats.dropped()
-        packer = BodyPacker(
-            action=ADD,
-            partner=settings.partner,
-            cohort_name=spec.cohort_name,
+class CohortSync:
+    """One cohort in one run: plan the delta, send it, checkpoint each accepted request."""
+
+    def __init__(
+        self,
+        spec: CohortSpec,
+        warehouse: SqlWarehouse,
+        client: MoEngageClient | None,
+        settings: MoEngageSettings,
+        run_id: str,
+    ) -> None:
+        self.spec = spec
+        self.warehouse = warehouse
+        self.client = client
+        self.settings = settings
+        self.run_id = run_id
+        self.workspace = settings.workspace_id
+        self.result = CohortResult(
+            model=spec.model,
             cohort_id=spec.cohort_id,
-            description=spec.description,
-            max_bytes=settings.max_body_bytes,
+            cohort_name=spec.cohort_name,
+            mode=spec.mode,
         )
-        bodies = packer.pack(warehouse.stream_uids(spec))
-        if client is None:
-            result.planned_requests = sum(1 for _ in bodies)
-            result.status = DRY_RUN
+        self.fatal: WorkspaceFatal | None = None
+        self._last_heartbeat = time.monotonic()
+
+    @property
+    def mirror(self) -> bool:
+        """Whether this cohort sends removals."""
+        return self.spec.mode == "mirror"
+
+    def dry_run(self) -> CohortResult:
+        """Count what a sync would add and remove, and the requests it would take."""
+        started = time.monotonic()
+        try:
+            self._plan(full_refresh=False)
+            requests = sum(1 for _ in self._bodies(ADD))
+            if self.mirror:
+                requests += sum(1 for _ in self._bodies(REMOVE))
+            self.result.planned_requests = requests
+            self.result.status = DRY_RUN
+        except CohortError as exc:
+            self.result.error = str(exc)
+        self.result.seconds = round(time.monotonic() - started, 3)
+        return self.result
+
+    def run(self, full_refresh: bool) -> CohortResult:
+        """Sync under the cohort's lock; the run row records how it went."""
+        started = time.monotonic()
+        adds, removes = Tally(), Tally()
+        row = RunRow(
+            run_id=self.run_id,
+            workspace_id=self.workspace,
+            cohort_id=self.spec.cohort_id,
+            model=self.spec.model,
+            mode=self.spec.mode,
+            full_refresh=full_refresh,
+            started_at=wh.utcnow(),
+        )
+        try:
+            with self.warehouse.lock(
+                self.spec, self.workspace, self.run_id, self.settings.lock_wait_seconds
+            ):
+                try:
+                    self.warehouse.save_run(row)
+                    self._send(full_refresh, adds, removes)
+                    self.result.status = SYNCED
+                except (CohortError, TransientError, WorkspaceFatal) as exc:
+                    # Set before the finally below, so the run row carries the error too.
+                    self.result.error = str(exc)
+                    raise
+                finally:
+                    self._tally(adds, removes)
+                    row.finished_at = wh.utcnow()
+                    row.status = self.result.status
+                    row.error = self.result.error
+                    for name in ("added", "removed", "unchanged", "left_but_kept"):
+                        setattr(row, name, getattr(self.result, name))
+                    row.requests, row.retries = self.result.requests, self.result.retries
+                    self.warehouse.save_run(row)
+        except WorkspaceFatal as exc:
+            self.fatal = exc
+            self.result.error = str(exc)
+        except (CohortError, TransientError) as exc:
+            self.result.error = str(exc)
+        self._tally(adds, removes)
+        self.result.seconds = round(time.monotonic() - started, 3)
+        return self.result
+
+    def _plan(self, full_refresh: bool) -> None:
+        stats = self.warehouse.audience_stats(self.spec)
+        delta = self.warehouse.plan(self.spec, self.workspace, full_refresh)
+        self.result.uids_total = stats.distinct
+        self.result.dropped = stats.dropped()
+        self.result.unchanged = delta.unchanged
+        self.result.planned_add = delta.to_add
+        if self.mirror:
+            self.result.planned_remove = delta.to_remove
         else:
-            client.send_all(bodies, tally)
-            result.status = SYNCED
-    except WorkspaceFatal as exc:
-        fatal = exc
-        result.error = str(exc)
-    except (CohortError, TransientError) as exc:
-        result.error = str(exc)
-    finally:
-        result.requests = tally.requests
-        result.retries = tally.retries
-        result.uids_sent = tally.uids_accepted
-        if result.status == FAILED:
-            result.uids_unsynced = max(result.uids_total - tally.uids_accepted, 0)
-        result.seconds = round(time.monotonic() - started, 3)
-    return result, fatal
+            self.result.left_but_kept = delta.to_remove
+
+    def _send(self, full_refresh: bool, adds: Tally, removes: Tally) -> None:
+        assert self.client is not None
+        self._plan(full_refresh)
+        if self.mirror and self.result.planned_remove:
+            self.client.send_all(self._bodies(REMOVE), removes, self._removed)
+        if full_refresh:
+            self.warehouse.reset_state(self.spec, self.workspace)
+        if self.result.planned_add:
+            self.client.send_all(self._bodies(ADD), adds, self._added)
+
+    def _bodies(self, action: str) -> Iterable[Body]:
+        packer = BodyPacker(
+            action=ADD if action == ADD else REMOVE,
+            partner=self.settings.partner,
+            cohort_name=self.spec.cohort_name,
+            cohort_id=self.spec.cohort_id,
+            description=self.spec.description,
+            max_bytes=self.settings.max_body_bytes,
+        )
+        kind = wh.ADD if action == ADD else wh.REMOVE
+        return packer.pack(self.warehouse.stream_delta(self.spec, self.workspace, kind))
+
+    def _added(self, body: Body) -> None:
+        self.warehouse.record_added(self.spec, self.workspace, body.uids, self.run_id)
+        self._heartbeat()
+
+    def _removed(self, body: Body) -> None:
+        self.warehouse.record_removed(self.spec, self.workspace, body.uids)
+        self._heartbeat()
+
+    def _heartbeat(self) -> None:
+        if time.monotonic() - self._last_heartbeat >= HEARTBEAT_SECONDS:
+            self.warehouse.heartbeat(self.run_id)
+            self._last_heartbeat = time.monotonic()
+
+    def _tally(self, adds: Tally, removes: Tally) -> None:
+        r = self.result
+        r.added, r.removed = adds.uids_accepted, removes.uids_accepted
+        r.uids_sent = r.added + r.removed
+        r.requests = adds.requests + removes.requests
+        r.retries = adds.retries + removes.retries
+        if r.status != SYNCED:
+            r.uids_unsynced = max(r.planned_add - r.added, 0) + max(r.planned_remove - r.removed, 0)
 
 
 def _invalid_results(problems: Iterable[CohortSpecError], console: Console) -> list[CohortResult]:
@@ -157,44 +287,38 @@ def _invalid_results(problems: Iterable[CohortSpecError], console: Console) -> l
     ]
 
 
-def _invalid(spec: CohortSpec, exc: CohortError) -> CohortResult:
+def _result(spec: CohortSpec, status: str, error: str) -> CohortResult:
     return CohortResult(
         model=spec.model,
         cohort_id=spec.cohort_id,
         cohort_name=spec.cohort_name,
-        status=INVALID,
-        error=str(exc),
-    )
-
-
-def _skipped(spec: CohortSpec, fatal: WorkspaceFatal) -> CohortResult:
-    return CohortResult(
-        model=spec.model,
-        cohort_id=spec.cohort_id,
-        cohort_name=spec.cohort_name,
-        status=SKIPPED,
-        error=f"not sent: the workspace refused an earlier request ({fatal})",
+        mode=spec.mode,
+        status=status,
+        error=error,
     )
 
 
 def _print_result(result: CohortResult, console: Console) -> None:
+    arrow = f"{result.model} -> {result.cohort_id}"
     if result.status == SYNCED:
+        removed = f", removed {result.removed:,}" if result.mode == "mirror" else ""
         console.print(
-            f"[green]synced[/green] {result.model} -> {result.cohort_id}: "
-            f"{result.uids_sent:,} uids in {_plural(result.requests, 'request')} "
+            f"[green]synced[/green] {arrow}: added {result.added:,}{removed}, "
+            f"{result.unchanged:,} unchanged, in {_plural(result.requests, 'request')} "
             f"({result.seconds:.1f} s)"
         )
     elif result.status == DRY_RUN:
+        removals = (
+            f", remove {result.planned_remove:,}"
+            if result.mode == "mirror"
+            else f" ({result.left_but_kept:,} left the model but stay in MoEngage: add mode)"
+        )
         console.print(
-            f"[cyan]dry run[/cyan] {result.model} -> {result.cohort_id}: would send "
-            f"{result.uids_total:,} uids in {_plural(result.planned_requests, 'request')}"
+            f"[cyan]dry run[/cyan] {arrow}: would add {result.planned_add:,}{removals} "
+            f"in {_plural(result.planned_requests, 'request')}"
         )
     else:
         console.print(f"[red]failed[/red] {result.model}: {result.error}", soft_wrap=True)
-
-
-def _unknown_selection(select: Iterable[str], names: list[str]) -> list[str]:
-    return [s for s in select if s not in names and not s.startswith("model.")]
 
 
 def _plural(count: int, noun: str) -> str:
@@ -203,3 +327,6 @@ def _plural(count: int, noun: str) -> str:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+__all__: list[str] = ["CohortSync", "SyncOptions", "run_sync"]

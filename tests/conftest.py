@@ -79,11 +79,19 @@ def built_project(tmp_path_factory: pytest.TempPathFactory) -> BuiltProject:
 
 @pytest.fixture
 def project(built_project: BuiltProject, tmp_path: Path) -> BuiltProject:
-    """A per-test copy of the built target folder, so reports and edits do not leak."""
+    """A per-test copy of the target folder and database, so state and reports do not leak."""
     target = tmp_path / "target"
     shutil.copytree(built_project.target_dir, target, ignore=shutil.ignore_patterns("*.duckdb"))
-    env = {**built_project.env, "DBT_TARGET_PATH": str(target)}
-    return BuiltProject(built_project.project_dir, target, built_project.database, env)
+    # Same file name: the manifest's relation names carry the database (file stem).
+    database = tmp_path / "db" / built_project.database.name
+    database.parent.mkdir()
+    shutil.copy(built_project.database, database)
+    env = {
+        **built_project.env,
+        "DBT_TARGET_PATH": str(target),
+        "MOENGAGE_IT_DUCKDB_PATH": str(database),
+    }
+    return BuiltProject(built_project.project_dir, target, database, env)
 
 
 @pytest.fixture

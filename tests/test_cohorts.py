@@ -208,7 +208,7 @@ def test_description_not_a_string(description: object) -> None:
     assert "must be a string" in str(problem)
 
 
-@pytest.mark.parametrize("mode", ["mirror", "replace", "ADD", "", None])
+@pytest.mark.parametrize("mode", ["replace", "MIRROR", "ADD", "", None])
 def test_unknown_mode(mode: object) -> None:
     problem = only_problem(model("hv", {"cohort_name": ".HV", "mode": mode}))
     assert_names(problem, "hv", "mode", mode)
@@ -244,7 +244,7 @@ def test_every_problem_of_one_model_is_reported() -> None:
         "cohort_name": "No Period $",
         "cohort_id": " spaced ",
         "uid_column": "",
-        "mode": "mirror",
+        "mode": "sync_all",
         "uid_colum": "user_id",
         "descripton": "typo",
     }
@@ -266,7 +266,7 @@ def test_every_problem_of_one_model_is_reported() -> None:
     by_field = {p.field: p for p in problems}
     assert "did you mean 'description'?" in str(by_field["descripton"])
     assert by_field["cohort_id"].value == " spaced "
-    assert by_field["mode"].value == "mirror"
+    assert by_field["mode"].value == "sync_all"
 
 
 # discover
@@ -333,3 +333,10 @@ def test_a_cohort_id_shared_with_an_unselected_model_is_still_refused() -> None:
     assert [s.model for s in found.specs] == ["b"]
     assert [(p.model, p.field) for p in found.problems] == [("a", "cohort_id")]
     assert "is shared by models a, c" in str(found.problems[0])
+
+
+@pytest.mark.parametrize("mode", ["add", "mirror"])
+def test_supported_modes(mode: str) -> None:
+    spec, problems = parse_cohort(model("hv", {"cohort_name": ".HV", "mode": mode}))
+    assert problems == []
+    assert spec is not None and spec.mode == mode

@@ -5,22 +5,47 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ProfileError
-from .base import AudienceStats, Warehouse
+from .base import ADD, REMOVE, AudienceStats, Delta, LockTimeout, RunRow, SqlWarehouse, Warehouse
 from .profiles import ProfileTarget, load_profile_target
 
 SUPPORTED = ("duckdb",)
 
 
-def connect(target: ProfileTarget, project_dir: Path) -> Warehouse:
+def connect(
+    target: ProfileTarget,
+    project_dir: Path,
+    *,
+    state_schema: str | None = None,
+    read_only: bool = False,
+    wait_seconds: float = 0.0,
+) -> SqlWarehouse:
     """Open the warehouse a dbt profile target describes."""
     if target.type == "duckdb":
         from .duckdb import DuckDBWarehouse
 
-        return DuckDBWarehouse.from_profile(target, project_dir)
+        return DuckDBWarehouse.from_profile(
+            target,
+            project_dir,
+            state_schema=state_schema,
+            read_only=read_only,
+            wait_seconds=wait_seconds,
+        )
     raise ProfileError(
         f"profile '{target.profile_name}' target '{target.target_name}' has type "
         f"{target.type!r}; dbt-moengage supports: {', '.join(SUPPORTED)}"
     )
 
 
-__all__ = ["AudienceStats", "ProfileTarget", "Warehouse", "connect", "load_profile_target"]
+__all__ = [
+    "ADD",
+    "REMOVE",
+    "AudienceStats",
+    "Delta",
+    "LockTimeout",
+    "ProfileTarget",
+    "RunRow",
+    "SqlWarehouse",
+    "Warehouse",
+    "connect",
+    "load_profile_target",
+]

@@ -1,16 +1,38 @@
-"""Stage 3: the warehouse interface every engine implements."""
+"""Stage 3: the warehouse interface every engine implements, and the SQL flow they share.
+
+Set work runs in the warehouse: the model's distinct uids, the anti-join against what
+MoEngage was told (the state), the counts. Python only sees the delta, in batches.
+"""
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import astuple, dataclass
+from datetime import datetime, timezone
+from typing import Any, ClassVar
 
 from ..cohorts import CohortSpec
+from ..errors import CohortError, WarehouseError
 
 DEFAULT_FETCH_ROWS = 50_000
 # A uid made only of these is empty: it can match no MoEngage user.
 BLANK = " \t\n\x0b\x0c\r"
+
+MEMBERS = "moengage_cohort_members"
+RUNS = "moengage_sync_runs"
+LOCKS = "moengage_sync_locks"
+STATE_TABLES = (MEMBERS, RUNS, LOCKS)
+
+ADD = "add"
+REMOVE = "remove"
+
+
+def utcnow() -> datetime:
+    """Now in UTC, without tzinfo: the state tables hold UTC timestamps."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)
@@ -32,27 +54,89 @@ class AudienceStats:
         return {"null": self.nulls, "empty": self.empties, "duplicate": self.duplicates}
 
 
+@dataclass(frozen=True)
+class Delta:
+    """How a cohort's model differs from what MoEngage was told."""
+
+    to_add: int
+    to_remove: int
+    unchanged: int
+
+
+@dataclass
+class RunRow:
+    """One row of moengage_sync_runs: one cohort in one run (column order as the table)."""
+
+    run_id: str
+    workspace_id: str
+    cohort_id: str
+    model: str
+    mode: str
+    full_refresh: bool
+    started_at: datetime
+    finished_at: datetime | None = None
+    status: str = "running"
+    added: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    left_but_kept: int = 0
+    requests: int = 0
+    retries: int = 0
+    error: str | None = None
+
+
+class LockTimeout(CohortError):
+    """Another run holds the cohort's lock for longer than we may wait."""
+
+
 class Warehouse(ABC):
     """One connection to the user's warehouse, used from one thread."""
 
-    engine: str = ""
+    engine: ClassVar[str] = ""
 
     @abstractmethod
     def check_uid_column(self, cohort: CohortSpec) -> str:
-        """Raise WarehouseError if the relation or uid column is missing or unusable.
-
-        Returns the column's type as the engine names it.
-        """
+        """Raise WarehouseError if the relation or uid column is missing or unusable."""
 
     @abstractmethod
     def audience_stats(self, cohort: CohortSpec) -> AudienceStats:
         """Count rows, nulls, empty uids and distinct uids of the cohort's model."""
 
     @abstractmethod
-    def stream_uids(
-        self, cohort: CohortSpec, batch_rows: int = DEFAULT_FETCH_ROWS
+    def prepare_state(self, create: bool) -> bool:
+        """Make sure the state tables exist (create them when allowed); True if they do."""
+
+    @abstractmethod
+    def plan(self, cohort: CohortSpec, workspace_id: str, full_refresh: bool) -> Delta:
+        """Count what a sync of the cohort would add, remove and leave alone."""
+
+    @abstractmethod
+    def stream_delta(
+        self, cohort: CohortSpec, workspace_id: str, action: str, batch_rows: int = ...
     ) -> Iterator[list[str]]:
-        """Yield the model's distinct, non-null, non-empty uids as text, in batches."""
+        """Yield the uids to add (model minus state) or remove (state minus model)."""
+
+    @abstractmethod
+    def record_added(
+        self, cohort: CohortSpec, workspace_id: str, uids: Sequence[str], run_id: str
+    ) -> None:
+        """Checkpoint: MoEngage accepted these uids into the cohort."""
+
+    @abstractmethod
+    def record_removed(self, cohort: CohortSpec, workspace_id: str, uids: Sequence[str]) -> None:
+        """Checkpoint: MoEngage accepted the removal of these uids."""
+
+    @abstractmethod
+    def reset_state(self, cohort: CohortSpec, workspace_id: str) -> None:
+        """Forget what MoEngage was told about the cohort (for a full refresh)."""
+
+    @abstractmethod
+    def save_run(self, row: RunRow) -> None:
+        """Insert or update the run row of one cohort."""
+
+    @abstractmethod
+    def lock(self, cohort: CohortSpec, workspace_id: str, run_id: str, wait_seconds: float) -> Any:
+        """A context manager holding the cohort's lock; raises LockTimeout."""
 
     @abstractmethod
     def close(self) -> None:
@@ -65,6 +149,204 @@ class Warehouse(ABC):
         self.close()
 
 
+class SqlWarehouse(Warehouse):
+    """The state flow in SQL over a DB-API connection with `?` parameters.
+
+    An engine gives the connection, its SQL texts (`SQL`, formatted with the relation,
+    the quoted column and the state tables' names) and how it reports errors.
+    """
+
+    SQL: ClassVar[dict[str, str]] = {}
+    ERRORS: ClassVar[tuple[type[BaseException], ...]] = ()
+    LOCK_POLL_SECONDS: ClassVar[float] = 0.5
+    LOCK_STALE_SECONDS: ClassVar[float] = 600.0
+
+    conn: Any
+    state_schema: str
+    state_ready: bool = False
+
+    # Engines implement these three.
+    @abstractmethod
+    def state_table(self, name: str) -> str:
+        """The quoted, qualified name of a state table."""
+
+    @abstractmethod
+    def quote(self, identifier: str) -> str:
+        """Quote an identifier for this engine."""
+
+    @abstractmethod
+    def existing_state_tables(self) -> set[str]:
+        """Which state tables exist already (lower-case names)."""
+
+    def _format(self, name: str, cohort: CohortSpec | None = None) -> str:
+        fields: dict[str, str] = {
+            "members": self.state_table(MEMBERS),
+            "runs": self.state_table(RUNS),
+            "locks": self.state_table(LOCKS),
+            "schema": self.quote(self.state_schema),
+        }
+        if cohort is not None:
+            fields["relation"] = cohort.relation_name
+            fields["col"] = self.quote(cohort.uid_column)
+            fields["model_uids"] = self.SQL["model_uids"].format(
+                relation=cohort.relation_name, col=self.quote(cohort.uid_column)
+            )
+        fields["state_uids"] = self.SQL["state_uids"].format(**fields)
+        return self.SQL[name].format(**fields)
+
+    def _execute(
+        self, name: str, params: Sequence[Any] = (), cohort: CohortSpec | None = None
+    ) -> Any:
+        cursor = self.conn.cursor()
+        try:
+            cursor.execute(self._format(name, cohort), params)
+        except self.ERRORS as exc:
+            cursor.close()
+            where = f"model '{cohort.model}': " if cohort else ""
+            raise WarehouseError(f"{where}{name.replace('_', ' ')} failed: {exc}") from None
+        return cursor
+
+    def _scalar_row(
+        self, name: str, params: Sequence[Any] = (), cohort: CohortSpec | None = None
+    ) -> Any:
+        cursor = self._execute(name, params, cohort)
+        try:
+            return cursor.fetchone()
+        finally:
+            cursor.close()
+
+    def _run(self, name: str, params: Sequence[Any] = (), cohort: CohortSpec | None = None) -> None:
+        self._execute(name, params, cohort).close()
+
+    def audience_stats(self, cohort: CohortSpec) -> AudienceStats:
+        """Count rows, nulls, empties and distinct uids in one scan."""
+        row = self._scalar_row("stats", (), cohort)
+        return AudienceStats(rows=row[0], nulls=row[1] or 0, empties=row[2] or 0, distinct=row[3])
+
+    def prepare_state(self, create: bool) -> bool:
+        """Create the state schema and tables that are missing, when allowed."""
+        missing = [t for t in STATE_TABLES if t not in self.existing_state_tables()]
+        if missing and create:
+            self._run("create_schema")
+            for table in missing:
+                self._run(f"create_{table}")
+            missing = []
+        self.state_ready = not missing
+        return self.state_ready
+
+    def plan(self, cohort: CohortSpec, workspace_id: str, full_refresh: bool) -> Delta:
+        """Counts from the anti-joins, computed in the warehouse."""
+        key = (workspace_id, cohort.cohort_id)
+        if not self.state_ready:
+            distinct = self._scalar_row("count_model", (), cohort)[0]
+            return Delta(to_add=distinct, to_remove=0, unchanged=0)
+        to_add = self._scalar_row("count_add", key, cohort)[0]
+        to_remove = self._scalar_row("count_remove", key, cohort)[0]
+        distinct = self._scalar_row("count_model", (), cohort)[0]
+        if full_refresh:
+            return Delta(to_add=distinct, to_remove=to_remove, unchanged=0)
+        return Delta(to_add=to_add, to_remove=to_remove, unchanged=distinct - to_add)
+
+    def stream_delta(
+        self,
+        cohort: CohortSpec,
+        workspace_id: str,
+        action: str,
+        batch_rows: int = DEFAULT_FETCH_ROWS,
+    ) -> Iterator[list[str]]:
+        """Stream the delta from a cursor of its own; checkpoints may write meanwhile."""
+        params: tuple[str, ...] = ()
+        if not self.state_ready:
+            # No state yet (a dry run on a fresh warehouse): everything is to add.
+            if action != ADD:
+                return
+            name = "model_uids"
+        else:
+            name = "add_delta" if action == ADD else "remove_delta"
+            params = (workspace_id, cohort.cohort_id)
+        cursor = self._execute(name, params, cohort)
+        try:
+            while True:
+                try:
+                    rows = cursor.fetchmany(batch_rows)
+                except self.ERRORS as exc:
+                    raise WarehouseError(
+                        f"model '{cohort.model}': reading uids from {cohort.relation_name} "
+                        f"failed: {exc}"
+                    ) from None
+                if not rows:
+                    return
+                yield [row[0] for row in rows]
+        finally:
+            cursor.close()
+
+    def record_added(
+        self, cohort: CohortSpec, workspace_id: str, uids: Sequence[str], run_id: str
+    ) -> None:
+        """One bulk insert per accepted request."""
+        self._run("insert_members", (workspace_id, cohort.cohort_id, list(uids), utcnow(), run_id))
+
+    def record_removed(self, cohort: CohortSpec, workspace_id: str, uids: Sequence[str]) -> None:
+        """One bulk delete per accepted request."""
+        self._run("delete_members", (workspace_id, cohort.cohort_id, list(uids)))
+
+    def reset_state(self, cohort: CohortSpec, workspace_id: str) -> None:
+        """Delete the cohort's members from the state."""
+        self._run("reset_members", (workspace_id, cohort.cohort_id))
+
+    def save_run(self, row: RunRow) -> None:
+        """Delete-then-insert keeps one row per run and cohort on every engine."""
+        self._run("delete_run", (row.run_id, row.workspace_id, row.cohort_id))
+        self._run("insert_run", astuple(row))
+
+    @contextmanager
+    def lock(
+        self, cohort: CohortSpec, workspace_id: str, run_id: str, wait_seconds: float
+    ) -> Iterator[None]:
+        """Take the lock row of (workspace, cohort); wait up to `wait_seconds` for it."""
+        self._acquire(cohort, workspace_id, run_id, wait_seconds, time.monotonic, time.sleep)
+        try:
+            yield
+        finally:
+            self._run("release_lock", (workspace_id, cohort.cohort_id, run_id))
+
+    def heartbeat(self, run_id: str) -> None:
+        """Show the lock holder is alive, so its lock is not taken as stale."""
+        self._run("heartbeat_lock", (utcnow(), run_id))
+
+    def _acquire(
+        self,
+        cohort: CohortSpec,
+        workspace_id: str,
+        run_id: str,
+        wait_seconds: float,
+        clock: Callable[[], float],
+        sleep: Callable[[float], None],
+    ) -> None:
+        key = (workspace_id, cohort.cohort_id)
+        deadline = clock() + wait_seconds
+        while True:
+            now = utcnow()
+            stale = datetime.fromtimestamp(
+                now.timestamp() - self.LOCK_STALE_SECONDS, timezone.utc
+            ).replace(tzinfo=None)
+            self._run("delete_stale_lock", (*key, stale))
+            self._run("insert_lock", (*key, run_id, now, now, *key))
+            # Two runners may both insert; the oldest row wins, the other backs off.
+            holder = self._scalar_row("lock_holder", key)
+            if holder is not None and holder[0] == run_id:
+                return
+            self._run("release_lock", (*key, run_id))
+            if clock() >= deadline:
+                since = holder[1] if holder is not None else "?"
+                raise LockTimeout(
+                    f"model '{cohort.model}': cohort '{cohort.cohort_id}' is being synced by "
+                    f"another run ({holder[0] if holder else '?'}, since {since} UTC); waited "
+                    f"{wait_seconds:g} s. Let it finish, or raise MOENGAGE_LOCK_WAIT_SECONDS"
+                )
+            sleep(self.LOCK_POLL_SECONDS)
+
+
 def quote_identifier(name: str, quote: str = '"') -> str:
-    """Quote a column name for SQL, doubling any quote inside it."""
+    """Quote an identifier for SQL, doubling any quote inside it."""
     return quote + name.replace(quote, quote * 2) + quote

@@ -1,23 +1,26 @@
-"""DuckDB, the embedded default: the database file a dbt-duckdb profile points at."""
+"""DuckDB, the embedded default: the database file a dbt-duckdb profile points at.
+
+DuckDB lets one process write a database file at a time. The runner opens it for
+writing (state and checkpoints), so a second runner waits for the file, bounded, and
+the lock rows of a runner that died are stale by the time anyone can open the file.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
 from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
 import duckdb
 
 from ..cohorts import CohortSpec
 from ..errors import ProfileError, WarehouseError
-from .base import DEFAULT_FETCH_ROWS, AudienceStats, Warehouse, quote_identifier
+from .base import STATE_TABLES, LockTimeout, SqlWarehouse, quote_identifier
 from .profiles import ProfileTarget
 
 # Text, integers and UUIDs cast to text without losing what MoEngage matches on.
 UID_TYPES = (
     "VARCHAR",
-    "TEXT",
-    "STRING",
     "UUID",
     "TINYINT",
     "SMALLINT",
@@ -32,44 +35,135 @@ UID_TYPES = (
 )
 
 # Whitespace-only uids count as empty: space, tab, LF, VT, FF, CR.
-BLANK_CHARS = "chr(32) || chr(9) || chr(10) || chr(11) || chr(12) || chr(13)"
+_BLANK = "chr(32) || chr(9) || chr(10) || chr(11) || chr(12) || chr(13)"
+_TEXT = "cast({col} as varchar)"
+_VALID = f"{{col}} is not null and trim({_TEXT}, {_BLANK}) <> ''"
 
-STATS_SQL = """
-select
-    count(*) as total_rows,
-    count(*) filter (where {col} is null) as null_rows,
-    count(*) filter (
-        where {col} is not null and trim(cast({col} as varchar), {blank}) = ''
-    ) as empty_rows,
-    count(distinct cast({col} as varchar))
-        filter (where trim(cast({col} as varchar), {blank}) <> '') as distinct_uids
-from {relation}
-"""
+SQL: dict[str, str] = {
+    "stats": f"""
+        select
+            count(*),
+            count(*) filter (where {{col}} is null),
+            count(*) filter (where {{col}} is not null and trim({_TEXT}, {_BLANK}) = ''),
+            count(distinct {_TEXT}) filter (where {_VALID})
+        from {{relation}}""",
+    "model_uids": f"select distinct {_TEXT} as uid from {{relation}} where {_VALID}",
+    "state_uids": "select uid from {members} where workspace_id = ? and cohort_id = ?",
+    "add_delta": "{model_uids} except {state_uids}",
+    "remove_delta": "{state_uids} except {model_uids}",
+    "count_model": "select count(*) from ({model_uids})",
+    "count_add": "select count(*) from ({model_uids} except {state_uids})",
+    "count_remove": "select count(*) from ({state_uids} except {model_uids})",
+    "insert_members": "insert into {members} select ?, ?, unnest(?::varchar[]), ?, ?",
+    "delete_members": """
+        delete from {members}
+        where workspace_id = ? and cohort_id = ? and uid in (select unnest(?::varchar[]))""",
+    "reset_members": "delete from {members} where workspace_id = ? and cohort_id = ?",
+    "delete_run": "delete from {runs} where run_id = ? and workspace_id = ? and cohort_id = ?",
+    "insert_run": "insert into {runs} values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "delete_stale_lock": """
+        delete from {locks} where workspace_id = ? and cohort_id = ? and heartbeat_at < ?""",
+    "insert_lock": """
+        insert into {locks} select ?, ?, ?, ?, ?
+        where not exists (select 1 from {locks} where workspace_id = ? and cohort_id = ?)""",
+    "lock_holder": """
+        select run_id, locked_at from {locks} where workspace_id = ? and cohort_id = ?
+        order by locked_at, run_id limit 1""",
+    "release_lock": "delete from {locks} where workspace_id = ? and cohort_id = ? and run_id = ?",
+    "heartbeat_lock": "update {locks} set heartbeat_at = ? where run_id = ?",
+    "clear_locks": "delete from {locks}",
+    "create_schema": "create schema if not exists {schema}",
+    # Same columns as the dbt package's moengage_create_state_tables macro.
+    "create_moengage_cohort_members": """
+        create table if not exists {members} (
+            workspace_id varchar not null,
+            cohort_id varchar not null,
+            uid varchar not null,
+            synced_at timestamp not null,
+            run_id varchar not null
+        )""",
+    "create_moengage_sync_runs": """
+        create table if not exists {runs} (
+            run_id varchar not null,
+            workspace_id varchar not null,
+            cohort_id varchar not null,
+            model varchar not null,
+            mode varchar not null,
+            full_refresh boolean not null,
+            started_at timestamp not null,
+            finished_at timestamp,
+            status varchar not null,
+            added bigint,
+            removed bigint,
+            unchanged bigint,
+            left_but_kept bigint,
+            requests bigint,
+            retries bigint,
+            error varchar
+        )""",
+    "create_moengage_sync_locks": """
+        create table if not exists {locks} (
+            workspace_id varchar not null,
+            cohort_id varchar not null,
+            run_id varchar not null,
+            locked_at timestamp not null,
+            heartbeat_at timestamp not null
+        )""",
+}
 
-UIDS_SQL = """
-select distinct cast({col} as varchar) as uid
-from {relation}
-where {col} is not null and trim(cast({col} as varchar), {blank}) <> ''
-"""
 
-
-class DuckDBWarehouse(Warehouse):
-    """Reads cohort models from a DuckDB database file."""
+class DuckDBWarehouse(SqlWarehouse):
+    """Reads cohort models from, and keeps sync state in, a DuckDB database file."""
 
     engine = "duckdb"
+    SQL: ClassVar[dict[str, str]] = SQL
+    ERRORS: ClassVar[tuple[type[BaseException], ...]] = (duckdb.Error,)
 
-    def __init__(self, path: str, read_only: bool = True) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        state_schema: str = "main",
+        read_only: bool = False,
+        wait_seconds: float = 0.0,
+    ) -> None:
         self.path = path
-        try:
-            self.conn = duckdb.connect(path, read_only=read_only)
-        except duckdb.Error as exc:
-            raise ProfileError(
-                f"cannot open DuckDB database {path!r}: {exc}; check the profile's `path` and "
-                "that no other process (a running dbt) holds it open for writing"
-            ) from None
+        self.state_schema = state_schema
+        self.read_only = read_only
+        self.conn = self._open(path, read_only, wait_seconds)
+
+    @staticmethod
+    def _open(path: str, read_only: bool, wait_seconds: float) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            try:
+                return duckdb.connect(path, read_only=read_only)
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower():
+                    raise ProfileError(f"cannot open DuckDB database {path!r}: {exc}") from None
+                if time.monotonic() >= deadline:
+                    raise LockTimeout(
+                        f"DuckDB database {path!r} is held by another process (another "
+                        f"dbt-moengage sync, or dbt itself) and stayed locked for "
+                        f"{wait_seconds:g} s; let it finish, or raise MOENGAGE_LOCK_WAIT_SECONDS"
+                        f" ({exc})"
+                    ) from None
+                time.sleep(0.25)
+            except duckdb.Error as exc:
+                raise ProfileError(
+                    f"cannot open DuckDB database {path!r}: {exc}; check the profile's `path`"
+                ) from None
 
     @classmethod
-    def from_profile(cls, target: ProfileTarget, project_dir: Path) -> DuckDBWarehouse:
+    def from_profile(
+        cls,
+        target: ProfileTarget,
+        project_dir: Path,
+        *,
+        state_schema: str | None = None,
+        read_only: bool = False,
+        wait_seconds: float = 0.0,
+    ) -> DuckDBWarehouse:
         """Open the database a dbt-duckdb target points at."""
         path = str(target.fields.get("path", ":memory:"))
         if path == ":memory:" or path.startswith("md:"):
@@ -86,7 +180,34 @@ class DuckDBWarehouse(Warehouse):
                 f"DuckDB database {path!r} (profile '{target.profile_name}', target "
                 f"'{target.target_name}') does not exist: run `dbt build` first"
             )
-        return cls(str(resolved))
+        schema = state_schema or str(target.fields.get("schema") or "main")
+        return cls(
+            str(resolved), state_schema=schema, read_only=read_only, wait_seconds=wait_seconds
+        )
+
+    def quote(self, identifier: str) -> str:
+        """DuckDB quotes with double quotes."""
+        return quote_identifier(identifier)
+
+    def state_table(self, name: str) -> str:
+        """`"schema"."table"` in the database's own catalog."""
+        return f"{self.quote(self.state_schema)}.{self.quote(name)}"
+
+    def existing_state_tables(self) -> set[str]:
+        """State tables present in the state schema."""
+        rows = self.conn.execute(
+            "select lower(table_name) from information_schema.tables "
+            "where table_catalog = current_database() and table_schema = ?",
+            [self.state_schema],
+        ).fetchall()
+        return {name for (name,) in rows if name in STATE_TABLES}
+
+    def prepare_state(self, create: bool) -> bool:
+        """Create what is missing; lock rows left by a runner that died are stale here."""
+        ready = super().prepare_state(create and not self.read_only)
+        if ready and not self.read_only:
+            self._run("clear_locks")
+        return ready
 
     def check_uid_column(self, cohort: CohortSpec) -> str:
         """Refuse a missing relation, a missing column, or a column of an unusable type."""
@@ -119,47 +240,6 @@ class DuckDBWarehouse(Warehouse):
             )
         return kind
 
-    def audience_stats(self, cohort: CohortSpec) -> AudienceStats:
-        """Count rows, nulls, empties and distinct uids in one scan."""
-        row = self._fetchone(STATS_SQL, cohort)
-        return AudienceStats(rows=row[0], nulls=row[1], empties=row[2], distinct=row[3])
-
-    def stream_uids(
-        self, cohort: CohortSpec, batch_rows: int = DEFAULT_FETCH_ROWS
-    ) -> Iterator[list[str]]:
-        """Stream distinct uids in batches of `batch_rows` from a cursor of its own."""
-        cursor = self.conn.cursor()
-        try:
-            cursor.execute(self._sql(UIDS_SQL, cohort))
-            while True:
-                rows = cursor.fetchmany(batch_rows)
-                if not rows:
-                    return
-                yield [row[0] for row in rows]
-        except duckdb.Error as exc:
-            raise WarehouseError(
-                f"model '{cohort.model}': reading uids from {cohort.relation_name} failed: {exc}"
-            ) from None
-        finally:
-            cursor.close()
-
     def close(self) -> None:
         """Close the database."""
         self.conn.close()
-
-    def _sql(self, template: str, cohort: CohortSpec) -> str:
-        return template.format(
-            relation=cohort.relation_name,
-            col=quote_identifier(cohort.uid_column),
-            blank=BLANK_CHARS,
-        )
-
-    def _fetchone(self, template: str, cohort: CohortSpec) -> Any:
-        try:
-            row = self.conn.execute(self._sql(template, cohort)).fetchone()
-        except duckdb.Error as exc:
-            raise WarehouseError(
-                f"model '{cohort.model}': query on {cohort.relation_name} failed: {exc}"
-            ) from None
-        assert row is not None
-        return row
