@@ -29,5 +29,8 @@ check: $(STAMP)
 test: check
 	$(BIN)/pytest -q
 
+bench: $(STAMP)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) integration_tests/target integration_tests/dbt_packages integration_tests/logs

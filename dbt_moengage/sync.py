@@ -7,7 +7,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -216,8 +216,8 @@ class CohortSync:
     def _plan(self, full_refresh: bool) -> None:
         stats = self.warehouse.audience_stats(self.spec)
         delta = self.warehouse.plan(self.spec, self.workspace, full_refresh)
-        self.result.uids_total = stats.distinct
-        self.result.dropped = stats.dropped()
+        self.result.uids_total = delta.distinct
+        self.result.dropped = replace(stats, distinct=delta.distinct).dropped()
         self.result.unchanged = delta.unchanged
         self.result.planned_add = delta.to_add
         if self.mirror:

@@ -42,7 +42,7 @@ class AudienceStats:
     rows: int
     nulls: int
     empties: int
-    distinct: int
+    distinct: int = 0
 
     @property
     def duplicates(self) -> int:
@@ -58,6 +58,7 @@ class AudienceStats:
 class Delta:
     """How a cohort's model differs from what MoEngage was told."""
 
+    distinct: int
     to_add: int
     to_remove: int
     unchanged: int
@@ -100,7 +101,7 @@ class Warehouse(ABC):
 
     @abstractmethod
     def audience_stats(self, cohort: CohortSpec) -> AudienceStats:
-        """Count rows, nulls, empty uids and distinct uids of the cohort's model."""
+        """Count rows, nulls and empty uids of the cohort's model (distinct comes from plan)."""
 
     @abstractmethod
     def prepare_state(self, create: bool) -> bool:
@@ -219,9 +220,9 @@ class SqlWarehouse(Warehouse):
         self._execute(name, params, cohort).close()
 
     def audience_stats(self, cohort: CohortSpec) -> AudienceStats:
-        """Count rows, nulls, empties and distinct uids in one scan."""
+        """Count rows, nulls and empties in one scan."""
         row = self._scalar_row("stats", (), cohort)
-        return AudienceStats(rows=row[0], nulls=row[1] or 0, empties=row[2] or 0, distinct=row[3])
+        return AudienceStats(rows=row[0], nulls=row[1] or 0, empties=row[2] or 0)
 
     def prepare_state(self, create: bool) -> bool:
         """Create the state schema and tables that are missing, when allowed."""
@@ -235,17 +236,18 @@ class SqlWarehouse(Warehouse):
         return self.state_ready
 
     def plan(self, cohort: CohortSpec, workspace_id: str, full_refresh: bool) -> Delta:
-        """Counts from the anti-joins, computed in the warehouse."""
-        key = (workspace_id, cohort.cohort_id)
+        """Counts from one join of the model's uids with the state, in the warehouse."""
         if not self.state_ready:
             distinct = self._scalar_row("count_model", (), cohort)[0]
-            return Delta(to_add=distinct, to_remove=0, unchanged=0)
-        to_add = self._scalar_row("count_add", key, cohort)[0]
-        to_remove = self._scalar_row("count_remove", key, cohort)[0]
-        distinct = self._scalar_row("count_model", (), cohort)[0]
+            return Delta(distinct=distinct, to_add=distinct, to_remove=0, unchanged=0)
+        distinct, to_add, to_remove = self._scalar_row(
+            "plan", (workspace_id, cohort.cohort_id), cohort
+        )
         if full_refresh:
-            return Delta(to_add=distinct, to_remove=to_remove, unchanged=0)
-        return Delta(to_add=to_add, to_remove=to_remove, unchanged=distinct - to_add)
+            return Delta(distinct=distinct, to_add=distinct, to_remove=to_remove, unchanged=0)
+        return Delta(
+            distinct=distinct, to_add=to_add, to_remove=to_remove, unchanged=distinct - to_add
+        )
 
     def stream_delta(
         self,

@@ -34,26 +34,29 @@ UID_TYPES = (
     "UHUGEINT",
 )
 
-# Whitespace-only uids count as empty: space, tab, LF, VT, FF, CR.
-_BLANK = "chr(32) || chr(9) || chr(10) || chr(11) || chr(12) || chr(13)"
+# Whitespace-only uids count as empty (space, tab, LF, VT, FF, CR); a regex is cheaper
+# here than trim() with a character list.
 _TEXT = "cast({col} as varchar)"
-_VALID = f"{{col}} is not null and trim({_TEXT}, {_BLANK}) <> ''"
+_BLANK = f"regexp_full_match({_TEXT}, '[ \\t\\n\\v\\f\\r]*')"
+_VALID = f"{{col}} is not null and not {_BLANK}"
 
 SQL: dict[str, str] = {
     "stats": f"""
-        select
-            count(*),
-            count(*) filter (where {{col}} is null),
-            count(*) filter (where {{col}} is not null and trim({_TEXT}, {_BLANK}) = ''),
-            count(distinct {_TEXT}) filter (where {_VALID})
+        select count(*), count(*) - count({{col}}),
+            count(*) filter (where {{col}} is not null and {_BLANK})
         from {{relation}}""",
     "model_uids": f"select distinct {_TEXT} as uid from {{relation}} where {_VALID}",
     "state_uids": "select uid from {members} where workspace_id = ? and cohort_id = ?",
-    "add_delta": "{model_uids} except {state_uids}",
-    "remove_delta": "{state_uids} except {model_uids}",
+    # One hash join gives every count: model uids, new ones, and those that left.
+    "plan": """
+        select count(m.uid), count(*) filter (where s.uid is null),
+            count(*) filter (where m.uid is null)
+        from ({model_uids}) m full outer join ({state_uids}) s on m.uid = s.uid""",
     "count_model": "select count(*) from ({model_uids})",
-    "count_add": "select count(*) from ({model_uids} except {state_uids})",
-    "count_remove": "select count(*) from ({state_uids} except {model_uids})",
+    "add_delta": "select m.uid from ({model_uids}) m anti join ({state_uids}) s on m.uid = s.uid",
+    "remove_delta": (
+        "select s.uid from ({state_uids}) s anti join ({model_uids}) m on s.uid = m.uid"
+    ),
     "insert_members": "insert into {members} select ?, ?, unnest(?::varchar[]), ?, ?",
     "delete_members": """
         delete from {members}
@@ -137,7 +140,10 @@ class DuckDBWarehouse(SqlWarehouse):
         deadline = time.monotonic() + wait_seconds
         while True:
             try:
-                return duckdb.connect(path, read_only=read_only)
+                conn = duckdb.connect(path, read_only=read_only)
+                # Its progress bar would draw over the runner's own output.
+                conn.execute("set enable_progress_bar = false")
+                return conn
             except duckdb.IOException as exc:
                 if "lock" not in str(exc).lower():
                     raise ProfileError(f"cannot open DuckDB database {path!r}: {exc}") from None
