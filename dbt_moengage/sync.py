@@ -7,8 +7,8 @@ import os
 import time
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -19,6 +19,7 @@ from .errors import (
     CohortError,
     CohortSpecError,
     ConfigError,
+    MoEngageSyncError,
     TransientError,
     WorkspaceFatal,
 )
@@ -113,7 +114,10 @@ def run_sync(options: SyncOptions, console: Console) -> RunReport:
                     report.results.append(_result(spec, SKIPPED, error))
                     continue
                 job = CohortSync(spec, warehouse, client, settings, report.run_id)
-                result = job.dry_run() if client is None else job.run(options.full_refresh)
+                if client is None:
+                    result = job.dry_run(options.full_refresh)
+                else:
+                    result = job.run(options.full_refresh)
                 fatal = job.fatal
                 report.results.append(result)
                 _print_result(result, console)
@@ -155,12 +159,12 @@ class CohortSync:
         """Whether this cohort sends removals."""
         return self.spec.mode == "mirror"
 
-    def dry_run(self) -> CohortResult:
+    def dry_run(self, full_refresh: bool = False) -> CohortResult:
         """Count what a sync would add and remove, and the requests it would take."""
         started = time.monotonic()
         try:
-            self._plan(full_refresh=False)
-            requests = sum(1 for _ in self._bodies(ADD))
+            self._plan(full_refresh)
+            requests = sum(1 for _ in self._bodies(ADD, full_refresh))
             if self.mirror:
                 requests += sum(1 for _ in self._bodies(REMOVE))
             self.result.planned_requests = requests
@@ -171,39 +175,14 @@ class CohortSync:
         return self.result
 
     def run(self, full_refresh: bool) -> CohortResult:
-        """Sync under the cohort's lock; the run row records how it went."""
+        """Sync under the cohort's lock; errors end this cohort only (or the workspace)."""
         started = time.monotonic()
         adds, removes = Tally(), Tally()
-        row = RunRow(
-            run_id=self.run_id,
-            workspace_id=self.workspace,
-            cohort_id=self.spec.cohort_id,
-            model=self.spec.model,
-            mode=self.spec.mode,
-            full_refresh=full_refresh,
-            started_at=wh.utcnow(),
-        )
         try:
             with self.warehouse.lock(
                 self.spec, self.workspace, self.run_id, self.settings.lock_wait_seconds
             ):
-                try:
-                    self.warehouse.save_run(row)
-                    self._send(full_refresh, adds, removes)
-                    self.result.status = SYNCED
-                except (CohortError, TransientError, WorkspaceFatal) as exc:
-                    # Set before the finally below, so the run row carries the error too.
-                    self.result.error = str(exc)
-                    raise
-                finally:
-                    self._tally(adds, removes)
-                    row.finished_at = wh.utcnow()
-                    row.status = self.result.status
-                    row.error = self.result.error
-                    for name in ("added", "removed", "unchanged", "left_but_kept"):
-                        setattr(row, name, getattr(self.result, name))
-                    row.requests, row.retries = self.result.requests, self.result.retries
-                    self.warehouse.save_run(row)
+                self._run_locked(full_refresh, adds, removes)
         except WorkspaceFatal as exc:
             self.fatal = exc
             self.result.error = str(exc)
@@ -213,11 +192,38 @@ class CohortSync:
         self.result.seconds = round(time.monotonic() - started, 3)
         return self.result
 
+    def _run_locked(self, full_refresh: bool, adds: Tally, removes: Tally) -> None:
+        """Send the delta; the run row says 'running' until it says how it ended."""
+        row = RunRow(
+            run_id=self.run_id,
+            workspace_id=self.workspace,
+            cohort_id=self.spec.cohort_id,
+            model=self.spec.model,
+            mode=self.spec.mode,
+            full_refresh=full_refresh,
+            started_at=wh.utcnow(),
+        )
+        self.warehouse.save_run(row)
+        try:
+            self._send(full_refresh, adds, removes)
+            self.result.status = SYNCED
+        except MoEngageSyncError as exc:
+            self.result.error = str(exc)
+            raise
+        finally:
+            self._tally(adds, removes)
+            row.finished_at = wh.utcnow()
+            row.status, row.error = self.result.status, self.result.error
+            row.added, row.removed = self.result.added, self.result.removed
+            row.unchanged, row.left_but_kept = self.result.unchanged, self.result.left_but_kept
+            row.requests, row.retries = self.result.requests, self.result.retries
+            self.warehouse.save_run(row)
+
     def _plan(self, full_refresh: bool) -> None:
-        stats = self.warehouse.audience_stats(self.spec)
+        counts = self.warehouse.audience_stats(self.spec)
         delta = self.warehouse.plan(self.spec, self.workspace, full_refresh)
         self.result.uids_total = delta.distinct
-        self.result.dropped = replace(stats, distinct=delta.distinct).dropped()
+        self.result.dropped = counts.dropped(delta.distinct)
         self.result.unchanged = delta.unchanged
         self.result.planned_add = delta.to_add
         if self.mirror:
@@ -230,12 +236,13 @@ class CohortSync:
         self._plan(full_refresh)
         if self.mirror and self.result.planned_remove:
             self.client.send_all(self._bodies(REMOVE), removes, self._removed)
-        if full_refresh:
-            self.warehouse.reset_state(self.spec, self.workspace)
         if self.result.planned_add:
-            self.client.send_all(self._bodies(ADD), adds, self._added)
+            # A full refresh resends every member; each accepted body replaces its uids'
+            # rows, so the state stays true even if the refresh stops halfway.
+            checkpoint = self._refreshed if full_refresh else self._added
+            self.client.send_all(self._bodies(ADD, full_refresh), adds, checkpoint)
 
-    def _bodies(self, action: str) -> Iterable[Body]:
+    def _bodies(self, action: str, everyone: bool = False) -> Iterable[Body]:
         packer = BodyPacker(
             action=ADD if action == ADD else REMOVE,
             partner=self.settings.partner,
@@ -244,11 +251,15 @@ class CohortSync:
             description=self.spec.description,
             max_bytes=self.settings.max_body_bytes,
         )
-        kind = wh.ADD if action == ADD else wh.REMOVE
+        kind = wh.REMOVE if action == REMOVE else wh.ALL if everyone else wh.ADD
         return packer.pack(self.warehouse.stream_delta(self.spec, self.workspace, kind))
 
     def _added(self, body: Body) -> None:
         self.warehouse.record_added(self.spec, self.workspace, body.uids, self.run_id)
+        self._heartbeat()
+
+    def _refreshed(self, body: Body) -> None:
+        self.warehouse.record_added(self.spec, self.workspace, body.uids, self.run_id, replace=True)
         self._heartbeat()
 
     def _removed(self, body: Body) -> None:
@@ -326,7 +337,7 @@ def _plural(count: int, noun: str) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 __all__: list[str] = ["CohortSync", "SyncOptions", "run_sync"]

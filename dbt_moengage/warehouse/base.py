@@ -11,8 +11,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import astuple, dataclass
-from datetime import datetime, timezone
-from typing import Any, ClassVar
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar, Self
 
 from ..cohorts import CohortSpec
 from ..errors import CohortError, WarehouseError
@@ -28,30 +28,26 @@ STATE_TABLES = (MEMBERS, RUNS, LOCKS)
 
 ADD = "add"
 REMOVE = "remove"
+ALL = "all"
 
 
 def utcnow() -> datetime:
     """Now in UTC, without tzinfo: the state tables hold UTC timestamps."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)
 class AudienceStats:
-    """What the model holds in its uid column, and what is dropped before syncing."""
+    """Rows of the model's uid column that cannot be sent: null or blank."""
 
     rows: int
     nulls: int
     empties: int
-    distinct: int = 0
 
-    @property
-    def duplicates(self) -> int:
-        """Rows with a valid uid already seen in another row."""
-        return self.rows - self.nulls - self.empties - self.distinct
-
-    def dropped(self) -> dict[str, int]:
-        """Dropped rows by reason, as reported to the user."""
-        return {"null": self.nulls, "empty": self.empties, "duplicate": self.duplicates}
+    def dropped(self, distinct: int) -> dict[str, int]:
+        """Dropped rows by reason, given the number of distinct valid uids."""
+        duplicates = self.rows - self.nulls - self.empties - distinct
+        return {"null": self.nulls, "empty": self.empties, "duplicate": duplicates}
 
 
 @dataclass(frozen=True)
@@ -101,7 +97,7 @@ class Warehouse(ABC):
 
     @abstractmethod
     def audience_stats(self, cohort: CohortSpec) -> AudienceStats:
-        """Count rows, nulls and empty uids of the cohort's model (distinct comes from plan)."""
+        """Count rows, nulls and empty uids of the cohort's model (`plan` counts distinct)."""
 
     @abstractmethod
     def prepare_state(self, create: bool) -> bool:
@@ -115,7 +111,7 @@ class Warehouse(ABC):
     def stream_delta(
         self, cohort: CohortSpec, workspace_id: str, action: str, batch_rows: int = ...
     ) -> Iterator[list[str]]:
-        """Yield the uids to add (model minus state) or remove (state minus model)."""
+        """Yield the uids to add (model minus state), remove (state minus model) or all."""
 
     @abstractmethod
     def record_added(
@@ -126,10 +122,6 @@ class Warehouse(ABC):
     @abstractmethod
     def record_removed(self, cohort: CohortSpec, workspace_id: str, uids: Sequence[str]) -> None:
         """Checkpoint: MoEngage accepted the removal of these uids."""
-
-    @abstractmethod
-    def reset_state(self, cohort: CohortSpec, workspace_id: str) -> None:
-        """Forget what MoEngage was told about the cohort (for a full refresh)."""
 
     @abstractmethod
     def save_run(self, row: RunRow) -> None:
@@ -143,7 +135,7 @@ class Warehouse(ABC):
     def close(self) -> None:
         """Close the connection."""
 
-    def __enter__(self) -> Warehouse:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -260,8 +252,10 @@ class SqlWarehouse(Warehouse):
         params: tuple[str, ...] = ()
         if not self.state_ready:
             # No state yet (a dry run on a fresh warehouse): everything is to add.
-            if action != ADD:
+            if action == REMOVE:
                 return
+            name = "model_uids"
+        elif action == ALL:
             name = "model_uids"
         else:
             name = "add_delta" if action == ADD else "remove_delta"
@@ -283,18 +277,21 @@ class SqlWarehouse(Warehouse):
             cursor.close()
 
     def record_added(
-        self, cohort: CohortSpec, workspace_id: str, uids: Sequence[str], run_id: str
+        self,
+        cohort: CohortSpec,
+        workspace_id: str,
+        uids: Sequence[str],
+        run_id: str,
+        replace: bool = False,
     ) -> None:
-        """One bulk insert per accepted request."""
+        """One bulk insert per accepted request (a delete first, when replacing)."""
+        if replace:
+            self.record_removed(cohort, workspace_id, uids)
         self._run("insert_members", (workspace_id, cohort.cohort_id, list(uids), utcnow(), run_id))
 
     def record_removed(self, cohort: CohortSpec, workspace_id: str, uids: Sequence[str]) -> None:
         """One bulk delete per accepted request."""
         self._run("delete_members", (workspace_id, cohort.cohort_id, list(uids)))
-
-    def reset_state(self, cohort: CohortSpec, workspace_id: str) -> None:
-        """Delete the cohort's members from the state."""
-        self._run("reset_members", (workspace_id, cohort.cohort_id))
 
     def save_run(self, row: RunRow) -> None:
         """Delete-then-insert keeps one row per run and cohort on every engine."""
@@ -329,9 +326,8 @@ class SqlWarehouse(Warehouse):
         deadline = clock() + wait_seconds
         while True:
             now = utcnow()
-            stale = datetime.fromtimestamp(
-                now.timestamp() - self.LOCK_STALE_SECONDS, timezone.utc
-            ).replace(tzinfo=None)
+            # Naive UTC on both sides: .timestamp() would read `now` as local time.
+            stale = now - timedelta(seconds=self.LOCK_STALE_SECONDS)
             self._run("delete_stale_lock", (*key, stale))
             self._run("insert_lock", (*key, run_id, now, now, *key))
             # Two runners may both insert; the oldest row wins, the other backs off.

@@ -61,7 +61,6 @@ SQL: dict[str, str] = {
     "delete_members": """
         delete from {members}
         where workspace_id = ? and cohort_id = ? and uid in (select unnest(?::varchar[]))""",
-    "reset_members": "delete from {members} where workspace_id = ? and cohort_id = ?",
     "delete_run": "delete from {runs} where run_id = ? and workspace_id = ? and cohort_id = ?",
     "insert_run": "insert into {runs} values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     "delete_stale_lock": """

@@ -1,0 +1,46 @@
+{#-
+    _moengage_state_columns: the state tables' columns, the one list every DDL variant renders.
+
+    Returns a list of tables, in creation order, each
+        {'name': 'moengage_cohort_members', 'columns': [[column, kind, not_null], ...]}
+    where kind is one of string, timestamp, bigint, boolean: each engine variant of
+    moengage_state_tables_sql maps a kind to its own type. The Python runner creates and
+    writes the same tables, so names, order, kinds and nullability here must match its DDL.
+    Timestamps hold UTC.
+-#}
+{% macro _moengage_state_columns() %}
+    {{ return([
+        {'name': 'moengage_cohort_members', 'columns': [
+            ['workspace_id', 'string', true],
+            ['cohort_id', 'string', true],
+            ['uid', 'string', true],
+            ['synced_at', 'timestamp', true],
+            ['run_id', 'string', true],
+        ]},
+        {'name': 'moengage_sync_runs', 'columns': [
+            ['run_id', 'string', true],
+            ['workspace_id', 'string', true],
+            ['cohort_id', 'string', true],
+            ['model', 'string', true],
+            ['mode', 'string', true],
+            ['full_refresh', 'boolean', true],
+            ['started_at', 'timestamp', true],
+            ['finished_at', 'timestamp', false],
+            ['status', 'string', true],
+            ['added', 'bigint', false],
+            ['removed', 'bigint', false],
+            ['unchanged', 'bigint', false],
+            ['left_but_kept', 'bigint', false],
+            ['requests', 'bigint', false],
+            ['retries', 'bigint', false],
+            ['error', 'string', false],
+        ]},
+        {'name': 'moengage_sync_locks', 'columns': [
+            ['workspace_id', 'string', true],
+            ['cohort_id', 'string', true],
+            ['run_id', 'string', true],
+            ['locked_at', 'timestamp', true],
+            ['heartbeat_at', 'timestamp', true],
+        ]},
+    ]) }}
+{% endmacro %}

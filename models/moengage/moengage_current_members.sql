@@ -1,0 +1,12 @@
+{{ config(
+    enabled=var('moengage_state_models', true),
+    pre_hook="{{ moengage.moengage_state_tables_sql() }}"
+) }}
+
+select
+    workspace_id,
+    cohort_id,
+    uid,
+    synced_at,
+    run_id
+from {{ moengage.moengage_state_relation('moengage_cohort_members') }}

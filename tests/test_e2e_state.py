@@ -1,0 +1,566 @@
+"""End to end: the sync state in the warehouse (deltas, mirror, full refresh, dry run, runs,
+checkpoints, locks, state schema), with the runner as a subprocess against the emulator."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import duckdb
+import pytest
+
+from dbt_moengage.emulator import Emulator, EmulatorConfig, Faults, RequestRecord
+
+from .conftest import COHORTS, WORKSPACE, BuiltProject, run_cli, sync_args, sync_env
+
+pytestmark = pytest.mark.e2e
+
+MEMBERS = "moengage_cohort_members"
+RUNS = "moengage_sync_runs"
+LOCKS = "moengage_sync_locks"
+STATE_TABLES = {MEMBERS, RUNS, LOCKS}
+
+OTHER_WORKSPACE = "WS_E2E_OTHER"
+OTHER_API_KEY = "sk-e2e-other-0a1b2c3d4e5f-do-not-print"
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def sync(
+    project: BuiltProject, emulator: Emulator, *args: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`dbt-moengage sync <args>` against the emulator."""
+    return run_cli(sync_args(project, *args), sync_env(project, emulator, **env))
+
+
+def ok(done: subprocess.CompletedProcess[str]) -> str:
+    """What to show when a run that should have passed did not."""
+    return done.stdout[-4000:] + done.stderr[-4000:]
+
+
+def results(project: BuiltProject) -> dict[str, dict[str, Any]]:
+    """target/moengage_sync_results.json, by cohort id."""
+    data = json.loads((project.target_dir / "moengage_sync_results.json").read_text())
+    return {c["cohort_id"] or c["model"]: c for c in data["cohorts"]}
+
+
+def query(project: BuiltProject, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Run SQL on the per-test database; the connection is closed before returning."""
+    with duckdb.connect(str(project.database)) as conn:
+        return conn.execute(sql, list(params)).fetchall()
+
+
+def state_uids(
+    project: BuiltProject, cohort_id: str, workspace: str = WORKSPACE, schema: str = "main"
+) -> list[str]:
+    """The uids the state says MoEngage holds, one per row (duplicates kept)."""
+    rows = query(
+        project,
+        f'select uid from "{schema}".{MEMBERS} where workspace_id = ? and cohort_id = ?',
+        (workspace, cohort_id),
+    )
+    return sorted(uid for (uid,) in rows)
+
+
+def table_names(project: BuiltProject, schema: str) -> set[str]:
+    """Tables (lower case) in one schema of the per-test database."""
+    rows = query(
+        project,
+        "select lower(table_name) from information_schema.tables where table_schema = ?",
+        (schema,),
+    )
+    return {name for (name,) in rows}
+
+
+def count_rows(project: BuiltProject, table: str) -> int:
+    """Rows in a state table of schema main."""
+    return int(query(project, f"select count(*) from main.{table}")[0][0])
+
+
+def run_rows(project: BuiltProject) -> list[dict[str, Any]]:
+    """moengage_sync_runs as dicts, oldest first."""
+    with duckdb.connect(str(project.database)) as conn:
+        cursor = conn.execute(f"select * from main.{RUNS} order by started_at, cohort_id")
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def remove_rows(project: BuiltProject, cohort_id: str, count: int) -> set[str]:
+    """Delete the rows of `count` distinct uids from the cohort's model; return those uids."""
+    table, column = COHORTS[cohort_id]
+    text = f'cast("{column}" as varchar)'
+    rows = query(
+        project,
+        f'select distinct {text} from main.{table} where "{column}" is not null '
+        f"order by 1 limit {count}",
+    )
+    uids = {uid for (uid,) in rows}
+    assert len(uids) == count
+    query(
+        project,
+        f"delete from main.{table} where {text} in (select unnest(?::varchar[]))",
+        (sorted(uids),),
+    )
+    return uids
+
+
+def add_rows(project: BuiltProject, cohort_id: str, uids: Sequence[str | int]) -> None:
+    """Insert rows holding only a uid into the cohort's model."""
+    table, column = COHORTS[cohort_id]
+    with duckdb.connect(str(project.database)) as conn:
+        conn.executemany(f'insert into main.{table} ("{column}") values (?)', [[u] for u in uids])
+
+
+def set_mode(project: BuiltProject, model: str, mode: str) -> None:
+    """Change a model's meta.moengage.mode in the copied manifest, as a user's config would."""
+    path = project.target_dir / "manifest.json"
+    manifest = json.loads(path.read_text())
+    node = manifest["nodes"][f"model.moengage_integration_tests.{model}"]
+    for meta in (node["config"].get("meta") or {}, node.get("meta") or {}):
+        if "moengage" in meta:
+            meta["moengage"]["mode"] = mode
+    path.write_text(json.dumps(manifest))
+
+
+def sent(records: Sequence[RequestRecord], action: str, cohort_id: str | None = None) -> int:
+    """Uids carried by accepted requests of one action (and cohort)."""
+    return sum(
+        r.members
+        for r in records
+        if r.status == 200 and r.action == action and cohort_id in (None, r.cohort_id)
+    )
+
+
+def fault_after(emulator: Emulator, count: int, faults: Faults) -> threading.Thread:
+    """Set `faults` once the emulator has seen `count` requests."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + 60
+        while len(emulator.requests()) < count and time.monotonic() < deadline:
+            time.sleep(0.002)
+        emulator.set_faults(faults)
+
+    thread = threading.Thread(target=watch, name="fault-after", daemon=True)
+    thread.start()
+    return thread
+
+
+HIGH = "high_value_users"
+ENTERPRISE = "enterprise_accounts"
+ACTIVE = "recently_active_30d"
+
+
+# -- 1, 2: deltas --------------------------------------------------------------------------
+
+
+def test_unchanged_rerun_sends_nothing(project: BuiltProject, emulator: Emulator) -> None:
+    first = sync(project, emulator)
+    assert first.returncode == 0, ok(first)
+    before = len(emulator.requests())
+    assert before >= len(COHORTS)
+
+    again = sync(project, emulator)
+    assert again.returncode == 0, ok(again)
+    assert len(emulator.requests()) == before
+    report = results(project)
+    assert set(report) == set(COHORTS)
+    for cohort_id, row in report.items():
+        assert row["status"] == "synced", row
+        assert row["added"] == 0 and row["removed"] == 0
+        assert row["requests"] == 0 and row["uids_sent"] == 0
+        assert row["uids_total"] == len(project.expected_members(cohort_id))
+        assert row["unchanged"] == row["uids_total"]
+        assert emulator.members(cohort_id) == project.expected_members(cohort_id)
+
+
+def test_new_rows_send_only_the_new_uids(project: BuiltProject, emulator: Emulator) -> None:
+    select = ("--select", "high_value_users enterprise_accounts")
+    first = sync(project, emulator, *select)
+    assert first.returncode == 0, ok(first)
+    before = len(emulator.requests())
+
+    new_high = [f"e2e-new-{i:04d}" for i in range(7)]
+    new_enterprise = [900_000_001, 900_000_002, 900_000_003]
+    add_rows(project, HIGH, new_high)
+    add_rows(project, ENTERPRISE, new_enterprise)
+    done = sync(project, emulator, *select)
+    assert done.returncode == 0, ok(done)
+
+    new = emulator.requests()[before:]
+    assert all(r.status == 200 and r.action == "add_members" for r in new)
+    assert sent(new, "add_members", HIGH) == len(new_high)
+    assert sent(new, "add_members", ENTERPRISE) == len(new_enterprise)
+    report = results(project)
+    assert report[HIGH]["added"] == len(new_high)
+    assert report[ENTERPRISE]["added"] == len(new_enterprise)
+    for cohort_id in (HIGH, ENTERPRISE):
+        expected = project.expected_members(cohort_id)
+        assert report[cohort_id]["unchanged"] == len(expected) - report[cohort_id]["added"]
+        assert emulator.members(cohort_id) == expected
+        assert state_uids(project, cohort_id) == sorted(expected)
+    assert {str(u) for u in new_enterprise} <= emulator.members(ENTERPRISE)
+
+
+# -- 3, 4: rows that leave the model -------------------------------------------------------
+
+
+def test_mirror_removes_rows_that_left(project: BuiltProject, emulator: Emulator) -> None:
+    set_mode(project, HIGH, "mirror")
+    set_mode(project, ENTERPRISE, "mirror")
+    select = ("--select", "high_value_users enterprise_accounts")
+    first = sync(project, emulator, *select)
+    assert first.returncode == 0, ok(first)
+    before = len(emulator.requests())
+
+    gone = {HIGH: remove_rows(project, HIGH, 9), ENTERPRISE: remove_rows(project, ENTERPRISE, 4)}
+    done = sync(project, emulator, *select)
+    assert done.returncode == 0, ok(done)
+
+    new = emulator.requests()[before:]
+    assert all(r.status == 200 and r.action == "remove_members" for r in new)
+    report = results(project)
+    for cohort_id, uids in gone.items():
+        assert sent(new, "remove_members", cohort_id) == len(uids)
+        expected = project.expected_members(cohort_id)
+        assert not uids & expected
+        assert emulator.members(cohort_id) == expected
+        row = report[cohort_id]
+        assert row["status"] == "synced" and row["mode"] == "mirror"
+        assert row["removed"] == len(uids) and row["added"] == 0
+        assert row["left_but_kept"] == 0
+        state = state_uids(project, cohort_id)
+        assert not uids & set(state)
+        assert state == sorted(expected)
+
+
+def test_add_mode_keeps_rows_that_left(project: BuiltProject, emulator: Emulator) -> None:
+    first = sync(project, emulator, "--select", HIGH)
+    assert first.returncode == 0, ok(first)
+    gone = remove_rows(project, HIGH, 6)
+
+    for _ in range(2):  # the second run still counts them and still sends nothing
+        done = sync(project, emulator, "--select", HIGH)
+        assert done.returncode == 0, ok(done)
+        row = results(project)[HIGH]
+        assert row["left_but_kept"] == len(gone)
+        assert row["removed"] == 0 and row["added"] == 0 and row["requests"] == 0
+    assert all(r.action != "remove_members" for r in emulator.requests())
+    assert emulator.members(HIGH) == project.expected_members(HIGH) | gone
+
+
+# -- 5: another workspace ------------------------------------------------------------------
+
+
+def test_other_workspace_gets_everything(project: BuiltProject, emulator: Emulator) -> None:
+    select = ("--select", "high_value_users enterprise_accounts")
+    first = sync(project, emulator, *select)
+    assert first.returncode == 0, ok(first)
+    before = len(emulator.requests())
+
+    config = EmulatorConfig(
+        workspace_id=OTHER_WORKSPACE, api_key=OTHER_API_KEY, rate_limit_per_min=None
+    )
+    with Emulator(config) as other:
+        env = sync_env(
+            project,
+            other,
+            MOENGAGE_WORKSPACE_ID=OTHER_WORKSPACE,
+            MOENGAGE_API_KEY=OTHER_API_KEY,
+        )
+        done = run_cli(sync_args(project, *select), env)
+        assert done.returncode == 0, ok(done)
+        report = results(project)
+        for cohort_id in (HIGH, ENTERPRISE):
+            expected = project.expected_members(cohort_id)
+            assert other.members(cohort_id) == expected
+            assert report[cohort_id]["added"] == len(expected)
+            assert report[cohort_id]["unchanged"] == 0
+            for workspace in (WORKSPACE, OTHER_WORKSPACE):
+                assert state_uids(project, cohort_id, workspace) == sorted(expected)
+    assert len(emulator.requests()) == before
+    workspaces = query(project, f"select distinct workspace_id from main.{RUNS} order by 1")
+    assert [w for (w,) in workspaces] == sorted([WORKSPACE, OTHER_WORKSPACE])
+
+
+# -- 6: full refresh -----------------------------------------------------------------------
+
+
+def test_full_refresh_resends_and_rebuilds_state(project: BuiltProject, emulator: Emulator) -> None:
+    set_mode(project, HIGH, "mirror")
+    select = ("--select", "high_value_users enterprise_accounts")
+    first = sync(project, emulator, *select)
+    assert first.returncode == 0, ok(first)
+    delivered = {c: emulator.delivered(c) for c in (HIGH, ENTERPRISE)}
+    gone = remove_rows(project, HIGH, 5)
+
+    done = sync(project, emulator, *select, "--full-refresh")
+    assert done.returncode == 0, ok(done)
+
+    report = results(project)
+    enterprise = project.expected_members(ENTERPRISE)
+    assert emulator.delivered(ENTERPRISE) == 2 * delivered[ENTERPRISE] == 2 * len(enterprise)
+    assert report[ENTERPRISE]["added"] == len(enterprise)
+    assert report[ENTERPRISE]["unchanged"] == 0
+
+    high = project.expected_members(HIGH)
+    assert emulator.delivered(HIGH) == delivered[HIGH] + len(high)
+    assert emulator.members(HIGH) == high
+    assert report[HIGH]["added"] == len(high)
+    assert report[HIGH]["removed"] == len(gone)
+    assert emulator.delivered("messy_signups") == 0  # not selected
+
+    for cohort_id, expected in ((HIGH, high), (ENTERPRISE, enterprise)):
+        assert state_uids(project, cohort_id) == sorted(expected)
+    runs = run_rows(project)
+    assert [r["full_refresh"] for r in runs] == [False, False, True, True]
+
+
+def test_add_mode_full_refresh_keeps_what_moengage_still_holds(
+    project: BuiltProject, emulator: Emulator
+) -> None:
+    select = ("--select", HIGH)
+    assert sync(project, emulator, *select).returncode == 0
+    gone = remove_rows(project, HIGH, 3)
+
+    dry = sync(project, emulator, *select, "--full-refresh", "--dry-run")
+    assert dry.returncode == 0, ok(dry)
+    high = project.expected_members(HIGH)
+    assert results(project)[HIGH]["planned_add"] == len(high)
+
+    done = sync(project, emulator, *select, "--full-refresh")
+    assert done.returncode == 0, ok(done)
+    report = results(project)[HIGH]
+    assert report["added"] == len(high) and report["removed"] == 0
+    assert report["left_but_kept"] == len(gone)
+    # Add mode never removed them, so MoEngage holds them and so does the state.
+    assert emulator.members(HIGH) == high | gone
+    assert state_uids(project, HIGH) == sorted(high | gone)
+    assert sent(emulator.requests(), "remove_members") == 0
+
+
+# -- 7: dry run ----------------------------------------------------------------------------
+
+
+def test_dry_run_plans_and_writes_nothing(project: BuiltProject, emulator: Emulator) -> None:
+    set_mode(project, HIGH, "mirror")
+    select = ("--select", "high_value_users enterprise_accounts")
+    first = sync(project, emulator, *select)
+    assert first.returncode == 0, ok(first)
+    before = len(emulator.requests())
+    add_rows(project, HIGH, ["e2e-dry-1", "e2e-dry-2", "e2e-dry-3"])
+    add_rows(project, ENTERPRISE, [900_000_101, 900_000_102])
+    gone_high = remove_rows(project, HIGH, 4)
+    gone_enterprise = remove_rows(project, ENTERPRISE, 2)
+    counts = {t: count_rows(project, t) for t in (MEMBERS, RUNS)}
+    members_before = state_uids(project, HIGH)
+
+    done = sync(project, emulator, *select, "--dry-run")
+    assert done.returncode == 0, ok(done)
+
+    assert len(emulator.requests()) == before
+    assert {t: count_rows(project, t) for t in (MEMBERS, RUNS)} == counts
+    assert state_uids(project, HIGH) == members_before
+    report = results(project)
+    high, enterprise = report[HIGH], report[ENTERPRISE]
+    assert high["status"] == enterprise["status"] == "dry_run"
+    assert high["planned_add"] == 3 and high["planned_remove"] == len(gone_high)
+    assert high["left_but_kept"] == 0
+    assert high["planned_requests"] == 2  # one add and one remove request
+    assert enterprise["planned_add"] == 2 and enterprise["planned_remove"] == 0
+    assert enterprise["left_but_kept"] == len(gone_enterprise)
+    assert enterprise["planned_requests"] == 1
+    for row in (high, enterprise):
+        assert row["added"] == row["removed"] == row["requests"] == 0
+        assert row["unchanged"] == row["uids_total"] - row["planned_add"]
+
+
+def test_dry_run_on_fresh_database_creates_no_state(
+    project: BuiltProject, emulator: Emulator
+) -> None:
+    # The dbt package's analyst views create the state tables during `dbt build`; drop
+    # them, and the views over them, so the database is as the runner first finds it.
+    with duckdb.connect(str(project.database)) as conn:
+        for kind in ("view", "table"):
+            names = conn.execute(
+                "select table_name from information_schema.tables where table_schema = 'main'"
+                " and table_name like 'moengage%' and table_type = ?",
+                ["VIEW" if kind == "view" else "BASE TABLE"],
+            ).fetchall()
+            for (name,) in names:
+                conn.execute(f'drop {kind} main."{name}"')
+    assert not table_names(project, "main") & STATE_TABLES
+
+    for extra in ((), ("--state-schema", "fresh_state")):
+        done = sync(project, emulator, "--dry-run", *extra)
+        assert done.returncode == 0, ok(done)
+        assert emulator.requests() == []
+        assert not table_names(project, "main") & STATE_TABLES
+        schemas = query(project, "select schema_name from information_schema.schemata")
+        assert "fresh_state" not in {name for (name,) in schemas}
+        for cohort_id, row in results(project).items():
+            assert row["status"] == "dry_run"
+            assert row["planned_add"] == len(project.expected_members(cohort_id))
+            assert row["planned_remove"] == row["unchanged"] == 0
+
+
+# -- 8: run history ------------------------------------------------------------------------
+
+
+def test_run_rows_record_each_cohort(project: BuiltProject, emulator: Emulator) -> None:
+    set_mode(project, HIGH, "mirror")
+    select = ("--select", "high_value_users enterprise_accounts")
+    first = sync(project, emulator, *select)
+    assert first.returncode == 0, ok(first)
+    gone = remove_rows(project, HIGH, 3)
+    second = sync(project, emulator, *select)
+    assert second.returncode == 0, ok(second)
+
+    runs = run_rows(project)
+    assert len(runs) == 4
+    assert len({r["run_id"] for r in runs}) == 2
+    assert all(r["workspace_id"] == WORKSPACE for r in runs)
+    by_run: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in runs:
+        by_run.setdefault(row["run_id"], {})[row["cohort_id"]] = row
+    (one, two) = sorted(
+        by_run.values(), key=lambda rows: min(r["started_at"] for r in rows.values())
+    )
+    for row in runs:
+        assert row["status"] == "synced" and row["error"] is None
+        assert row["finished_at"] is not None and row["finished_at"] >= row["started_at"]
+    assert set(one) == set(two) == {HIGH, ENTERPRISE}
+    assert one[HIGH]["requests"] == one[ENTERPRISE]["requests"] == 1
+    assert one[HIGH]["added"] == len(project.expected_members(HIGH)) + len(gone)
+    assert one[HIGH]["mode"] == "mirror" and one[ENTERPRISE]["mode"] == "add"
+    assert one[ENTERPRISE]["added"] == len(project.expected_members(ENTERPRISE))
+    assert (two[HIGH]["added"], two[HIGH]["removed"], two[HIGH]["requests"]) == (0, 3, 1)
+    assert (two[ENTERPRISE]["added"], two[ENTERPRISE]["requests"]) == (0, 0)
+    report = results(project)
+    for cohort_id in (HIGH, ENTERPRISE):
+        for key in ("added", "removed", "unchanged", "requests", "retries"):
+            assert two[cohort_id][key] == report[cohort_id][key], (cohort_id, key)
+
+
+def test_failed_cohort_gets_a_failed_row(project: BuiltProject, emulator: Emulator) -> None:
+    # The whole of recently_active fits one request over the server's limit: a 413.
+    emulator.config.max_body_bytes = 10_000
+    done = sync(project, emulator, "--select", "recently_active enterprise_accounts")
+    assert done.returncode == 1, ok(done)
+
+    report = results(project)
+    assert report[ACTIVE]["status"] == "failed"
+    assert "413" in str(report[ACTIVE]["error"])
+    assert report[ACTIVE]["uids_unsynced"] == len(project.expected_members(ACTIVE))
+    assert report[ENTERPRISE]["status"] == "synced"
+    rows = {r["cohort_id"]: r for r in run_rows(project)}
+    assert set(rows) == {ACTIVE, ENTERPRISE}
+    failed = rows[ACTIVE]
+    assert failed["status"] == "failed"
+    assert failed["error"] is not None and "413" in failed["error"]
+    assert failed["finished_at"] is not None
+    assert failed["requests"] == 1 and failed["added"] == 0
+    assert rows[ENTERPRISE]["status"] == "synced" and rows[ENTERPRISE]["error"] is None
+    # What was accepted before the failure (nothing here) is what the state holds.
+    assert state_uids(project, ACTIVE) == sorted(emulator.members(ACTIVE))
+    assert state_uids(project, ENTERPRISE) == sorted(project.expected_members(ENTERPRISE))
+
+
+# -- 9: checkpoints ------------------------------------------------------------------------
+
+
+def test_checkpoints_then_resume(project: BuiltProject, emulator: Emulator) -> None:
+    # Slow answers keep the run going while the watcher turns every later request into a 503.
+    emulator.set_faults(Faults(slow_rate=1.0, slow_seconds=0.03))
+    watcher = fault_after(emulator, 10, Faults(error_before_rate=1.0))
+    env = {
+        "MOENGAGE_MAX_BODY_BYTES": "1500",
+        "MOENGAGE_MAX_ATTEMPTS": "2",
+    }
+    failed = sync(project, emulator, "--select", HIGH, **env)
+    watcher.join(timeout=5)
+    assert failed.returncode == 1, ok(failed)
+    expected = project.expected_members(HIGH)
+    first = emulator.requests()
+    assert len(first) >= 10 and any(r.status == 503 for r in first)
+
+    accepted = emulator.members(HIGH)
+    assert 0 < len(accepted) < len(expected)
+    assert len(accepted) == sent(first, "add_members", HIGH)
+    state = state_uids(project, HIGH)
+    assert state == sorted(accepted)
+    row = results(project)[HIGH]
+    assert row["status"] == "failed" and row["added"] == len(accepted)
+    assert row["uids_unsynced"] == len(expected) - len(accepted)
+    run = run_rows(project)[0]
+    assert run["status"] == "failed" and run["added"] == len(accepted)
+    assert run["error"] is not None and "503" in run["error"]
+
+    emulator.set_faults(Faults())
+    resumed = sync(project, emulator, "--select", HIGH, **env)
+    assert resumed.returncode == 0, ok(resumed)
+    new = emulator.requests()[len(first) :]
+    assert all(r.status == 200 for r in new)
+    assert sent(new, "add_members", HIGH) == len(expected) - len(accepted)
+    assert emulator.delivered(HIGH) == len(expected)  # nothing sent twice
+    assert emulator.members(HIGH) == expected
+    assert state_uids(project, HIGH) == sorted(expected)
+    assert results(project)[HIGH]["unchanged"] == len(accepted)
+
+
+# -- 10: the database held by another process ----------------------------------------------
+
+
+def test_waits_for_a_held_database(project: BuiltProject, emulator: Emulator) -> None:
+    holder = duckdb.connect(str(project.database))
+    try:
+        started = time.monotonic()
+        done = sync(project, emulator, "--select", HIGH, MOENGAGE_LOCK_WAIT_SECONDS="1")
+        elapsed = time.monotonic() - started
+    finally:
+        holder.close()
+    assert done.returncode == 1, ok(done)
+    assert elapsed >= 1.0
+    assert "held by another process" in done.stdout
+    assert "MOENGAGE_LOCK_WAIT_SECONDS" in done.stdout
+    assert emulator.requests() == []
+    row = results(project)[HIGH]
+    assert row["status"] == "failed" and "lock" in str(row["error"]).lower()
+
+    done = sync(project, emulator, "--select", HIGH, MOENGAGE_LOCK_WAIT_SECONDS="1")
+    assert done.returncode == 0, ok(done)
+    assert emulator.members(HIGH) == project.expected_members(HIGH)
+    assert count_rows(project, LOCKS) == 0
+
+
+# -- 11: state schema ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_state_schema(project: BuiltProject, emulator: Emulator, how: str) -> None:
+    schema = "moengage_state"
+    args: tuple[str, ...] = ("--select", HIGH)
+    env: dict[str, str] = {}
+    if how == "flag":
+        args = (*args, "--state-schema", schema)
+    else:
+        env["MOENGAGE_STATE_SCHEMA"] = schema
+    first = sync(project, emulator, *args, **env)
+    assert first.returncode == 0, ok(first)
+
+    assert table_names(project, schema) == STATE_TABLES
+    # The dbt package may have created empty state tables in main; the runner leaves them be.
+    for table in table_names(project, "main") & {MEMBERS, RUNS}:
+        assert count_rows(project, table) == 0, table
+    expected = project.expected_members(HIGH)
+    assert state_uids(project, HIGH, schema=schema) == sorted(expected)
+
+    before = len(emulator.requests())
+    again = sync(project, emulator, *args, **env)
+    assert again.returncode == 0, ok(again)
+    assert len(emulator.requests()) == before
+    assert results(project)[HIGH]["unchanged"] == len(expected)

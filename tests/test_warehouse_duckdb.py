@@ -1,0 +1,563 @@
+"""The DuckDB warehouse on a tiny database file: stats, column checks, state, runs, locks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from dbt_moengage.cohorts import CohortSpec
+from dbt_moengage.errors import WarehouseError
+from dbt_moengage.warehouse.base import (
+    ADD,
+    LOCKS,
+    MEMBERS,
+    REMOVE,
+    RUNS,
+    STATE_TABLES,
+    AudienceStats,
+    LockTimeout,
+    RunRow,
+    SqlWarehouse,
+    utcnow,
+)
+from dbt_moengage.warehouse.duckdb import DuckDBWarehouse
+
+WS = "WS_UNIT"
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    """A database file `aud.duckdb` holding an empty table main.aud(uid varchar)."""
+    path = tmp_path / "aud.duckdb"
+    with duckdb.connect(str(path)) as conn:
+        conn.execute("create table main.aud (uid varchar)")
+    return path
+
+
+@contextmanager
+def open_db(path: Path, **options: Any) -> Iterator[DuckDBWarehouse]:
+    """A DuckDBWarehouse on the file, closed on exit."""
+    warehouse = DuckDBWarehouse(str(path), **options)
+    try:
+        yield warehouse
+    finally:
+        warehouse.close()
+
+
+@pytest.fixture
+def warehouse(db: Path) -> Iterator[DuckDBWarehouse]:
+    """A writable warehouse on the test file (state not prepared)."""
+    with open_db(db) as opened:
+        yield opened
+
+
+@pytest.fixture
+def ready(warehouse: DuckDBWarehouse) -> DuckDBWarehouse:
+    """The warehouse with its state tables created."""
+    assert warehouse.prepare_state(create=True)
+    return warehouse
+
+
+def spec(
+    db: Path, table: str = "aud", column: str = "uid", cohort_id: str = "aud_cohort"
+) -> CohortSpec:
+    """A cohort over main.<table> of the test file, as the manifest would give it."""
+    return CohortSpec(
+        model=table,
+        unique_id=f"model.unit.{table}",
+        relation_name=f'"{db.stem}"."main"."{table}"',
+        cohort_name=".Aud",
+        cohort_id=cohort_id,
+        description="unit test audience",
+        uid_column=column,
+    )
+
+
+def insert(warehouse: DuckDBWarehouse, uids: Sequence[object], table: str = "aud") -> None:
+    """Append rows to a one-column table through the warehouse's own connection."""
+    warehouse.conn.executemany(f"insert into main.{table} values (?)", [[u] for u in uids])
+
+
+def sql(warehouse: DuckDBWarehouse, text: str, params: Sequence[Any] = ()) -> list[Any]:
+    """Run SQL on the warehouse's connection and fetch every row."""
+    return warehouse.conn.execute(text, list(params)).fetchall()
+
+
+def delta_uids(warehouse: DuckDBWarehouse, cohort: CohortSpec, action: str) -> list[str]:
+    """The whole delta of one action, sorted."""
+    return sorted(u for batch in warehouse.stream_delta(cohort, WS, action) for u in batch)
+
+
+def plan(
+    warehouse: DuckDBWarehouse, cohort: CohortSpec, full_refresh: bool = False, ws: str = WS
+) -> tuple[int, int, int, int]:
+    """(distinct, to_add, to_remove, unchanged) of a plan."""
+    delta = warehouse.plan(cohort, ws, full_refresh)
+    return (delta.distinct, delta.to_add, delta.to_remove, delta.unchanged)
+
+
+@dataclass(frozen=True)
+class Counted:
+    """audience_stats completed with the plan's distinct count, as the runner reports them."""
+
+    rows: int
+    nulls: int
+    empties: int
+    distinct: int
+
+    def dropped(self) -> dict[str, int]:
+        return AudienceStats(self.rows, self.nulls, self.empties).dropped(self.distinct)
+
+    @property
+    def duplicates(self) -> int:
+        return self.dropped()["duplicate"]
+
+
+def stats_with_distinct(warehouse: DuckDBWarehouse, cohort: CohortSpec) -> Counted:
+    """audience_stats completed with the distinct count of the plan, as the runner does."""
+    stats = warehouse.audience_stats(cohort)
+    distinct = warehouse.plan(cohort, WS, False).distinct
+    return Counted(stats.rows, stats.nulls, stats.empties, distinct)
+
+
+def state(warehouse: DuckDBWarehouse, cohort_id: str = "aud_cohort", ws: str = WS) -> list[str]:
+    """The state's uids of one cohort, one per row."""
+    rows = sql(
+        warehouse,
+        f"select uid from main.{MEMBERS} where workspace_id = ? and cohort_id = ? order by uid",
+        (ws, cohort_id),
+    )
+    return [uid for (uid,) in rows]
+
+
+# -- audience_stats ------------------------------------------------------------------------
+
+
+def test_audience_stats_counts_what_is_dropped(db: Path, warehouse: DuckDBWarehouse) -> None:
+    insert(warehouse, ["a", "b", "a", None, None, "", " ", "\t", " \t\r\n", "c", " c ", "b"])
+    stats = stats_with_distinct(warehouse, spec(db))
+    assert stats == Counted(rows=12, nulls=2, empties=4, distinct=4)
+    assert stats.duplicates == 2
+    assert stats.dropped() == {"null": 2, "empty": 4, "duplicate": 2}
+
+
+def test_audience_stats_of_an_empty_model(db: Path, warehouse: DuckDBWarehouse) -> None:
+    assert stats_with_distinct(warehouse, spec(db)) == Counted(0, 0, 0, 0)
+
+
+def test_integer_uids_are_cast_to_text(db: Path, warehouse: DuckDBWarehouse) -> None:
+    sql(warehouse, "create table main.accounts (customer_number bigint)")
+    insert(warehouse, [1, 2, 2, None, 10_000_000_000, -3], table="accounts")
+    cohort = spec(db, "accounts", "customer_number")
+    assert warehouse.check_uid_column(cohort) == "BIGINT"
+    warehouse.prepare_state(create=True)
+    stats = stats_with_distinct(warehouse, cohort)
+    assert stats == Counted(rows=6, nulls=1, empties=0, distinct=4)
+    assert stats.duplicates == 1
+    assert delta_uids(warehouse, cohort, ADD) == sorted(["1", "2", "10000000000", "-3"])
+
+
+# -- check_uid_column ----------------------------------------------------------------------
+
+
+def test_missing_relation_names_dbt_build(db: Path, warehouse: DuckDBWarehouse) -> None:
+    with pytest.raises(WarehouseError) as caught:
+        warehouse.check_uid_column(spec(db, table="not_built"))
+    message = str(caught.value)
+    assert "model 'not_built'" in message
+    assert "dbt build --select not_built" in message
+
+
+def test_missing_column_lists_the_columns(db: Path, warehouse: DuckDBWarehouse) -> None:
+    sql(warehouse, "create table main.people (user_id varchar, email varchar)")
+    with pytest.raises(WarehouseError) as caught:
+        warehouse.check_uid_column(spec(db, "people", "uid"))
+    message = str(caught.value)
+    assert "uid_column = 'uid'" in message
+    assert "user_id" in message and "email" in message
+
+
+def test_column_name_is_matched_case_insensitively(db: Path, warehouse: DuckDBWarehouse) -> None:
+    assert warehouse.check_uid_column(spec(db, column="UID")) == "VARCHAR"
+
+
+@pytest.mark.parametrize("kind", ["DOUBLE", "DATE", "TIMESTAMP", "DECIMAL(12,2)", "BOOLEAN"])
+def test_unusable_types_are_refused(db: Path, warehouse: DuckDBWarehouse, kind: str) -> None:
+    sql(warehouse, f"create table main.typed (uid {kind})")
+    with pytest.raises(WarehouseError) as caught:
+        warehouse.check_uid_column(spec(db, "typed"))
+    message = str(caught.value)
+    assert "type" in message and kind.split("(")[0] in message
+    assert "cast" in message
+
+
+@pytest.mark.parametrize("kind", ["VARCHAR", "UUID", "INTEGER", "BIGINT", "HUGEINT", "UBIGINT"])
+def test_usable_types_are_accepted(db: Path, warehouse: DuckDBWarehouse, kind: str) -> None:
+    sql(warehouse, f"create table main.typed (uid {kind})")
+    assert warehouse.check_uid_column(spec(db, "typed")) == kind
+
+
+@pytest.mark.parametrize(
+    "column",
+    ['user"id', "user id", 'x"; drop table main.aud; --', "select"],
+    ids=["quote", "space", "injection", "keyword"],
+)
+def test_odd_column_names_are_quoted(db: Path, warehouse: DuckDBWarehouse, column: str) -> None:
+    quoted = '"' + column.replace('"', '""') + '"'
+    sql(warehouse, f"create table main.odd ({quoted} varchar)")
+    insert(warehouse, ["u1", "u2", "u2", None, "  "], table="odd")
+    cohort = spec(db, "odd", column)
+    assert warehouse.check_uid_column(cohort) == "VARCHAR"
+    warehouse.prepare_state(create=True)
+    stats = stats_with_distinct(warehouse, cohort)
+    assert stats == Counted(rows=5, nulls=1, empties=1, distinct=2)
+    assert plan(warehouse, cohort) == (2, 2, 0, 0)
+    assert delta_uids(warehouse, cohort, ADD) == ["u1", "u2"]
+    # The name was only ever an identifier: main.aud is still there.
+    assert sql(warehouse, "select count(*) from main.aud") == [(0,)]
+
+
+# -- prepare_state -------------------------------------------------------------------------
+
+
+def test_prepare_state_without_create_makes_nothing(db: Path) -> None:
+    with open_db(db, state_schema="sync_state") as warehouse:
+        assert warehouse.prepare_state(create=False) is False
+        assert warehouse.existing_state_tables() == set()
+        schemas = sql(warehouse, "select schema_name from information_schema.schemata")
+        assert "sync_state" not in {name for (name,) in schemas}
+    with open_db(db) as warehouse:
+        assert warehouse.prepare_state(create=False) is False
+        tables = sql(warehouse, "select table_name from information_schema.tables")
+        assert {name for (name,) in tables} == {"aud"}
+
+
+def test_read_only_never_creates_state(db: Path) -> None:
+    with open_db(db, read_only=True) as warehouse:
+        assert warehouse.prepare_state(create=True) is False
+        assert warehouse.existing_state_tables() == set()
+
+
+def test_prepare_state_is_idempotent(db: Path) -> None:
+    with open_db(db, state_schema="sync_state") as warehouse:
+        assert warehouse.prepare_state(create=True) is True
+        assert warehouse.existing_state_tables() == set(STATE_TABLES)
+        warehouse.record_added(spec(db), WS, ["kept"], "run-1")
+        assert warehouse.prepare_state(create=True) is True
+        assert warehouse.prepare_state(create=False) is True
+        rows = sql(warehouse, f'select uid from "sync_state".{MEMBERS}')
+        assert rows == [("kept",)]
+    with open_db(db, state_schema="sync_state") as warehouse:
+        assert warehouse.prepare_state(create=False) is True
+
+
+def test_missing_state_tables_are_completed(db: Path, warehouse: DuckDBWarehouse) -> None:
+    assert warehouse.prepare_state(create=True)
+    sql(warehouse, f"drop table main.{LOCKS}")
+    assert warehouse.prepare_state(create=False) is False
+    assert warehouse.prepare_state(create=True) is True
+    assert warehouse.existing_state_tables() == set(STATE_TABLES)
+
+
+# -- plan, stream_delta, record_*, reset_state ---------------------------------------------
+
+
+def test_plan_without_state_counts_everything(db: Path, warehouse: DuckDBWarehouse) -> None:
+    insert(warehouse, ["a", "b", "b", None])
+    cohort = spec(db)
+    assert warehouse.prepare_state(create=False) is False
+    assert plan(warehouse, cohort) == (2, 2, 0, 0)
+    assert delta_uids(warehouse, cohort, ADD) == ["a", "b"]
+    assert delta_uids(warehouse, cohort, REMOVE) == []
+
+
+def test_state_round_trip(db: Path, ready: DuckDBWarehouse) -> None:
+    cohort = spec(db)
+    insert(ready, ["a", "b", "c", "c", None, ""])
+    assert plan(ready, cohort) == (3, 3, 0, 0)
+    assert delta_uids(ready, cohort, ADD) == ["a", "b", "c"]
+
+    ready.record_added(cohort, WS, ["a", "b"], "run-1")
+    assert plan(ready, cohort) == (3, 1, 0, 2)
+    assert delta_uids(ready, cohort, ADD) == ["c"]
+    ready.record_added(cohort, WS, ["c"], "run-1")
+    assert plan(ready, cohort) == (3, 0, 0, 3)
+    assert delta_uids(ready, cohort, ADD) == []
+
+    sql(ready, "delete from main.aud where uid in ('a', 'b')")
+    insert(ready, ["d"])
+    assert plan(ready, cohort) == (2, 1, 2, 1)
+    assert delta_uids(ready, cohort, REMOVE) == ["a", "b"]
+    assert plan(ready, cohort, full_refresh=True) == (2, 2, 2, 0)
+
+    ready.record_removed(cohort, WS, ["a"])
+    assert state(ready) == ["b", "c"]
+    assert delta_uids(ready, cohort, REMOVE) == ["b"]
+    ready.record_removed(cohort, WS, ["b", "never-there"])
+    assert plan(ready, cohort) == (2, 1, 0, 1)
+
+    run_ids = sql(ready, f"select distinct run_id from main.{MEMBERS}")
+    assert run_ids == [("run-1",)]
+    synced_at = sql(ready, f"select min(synced_at) from main.{MEMBERS}")[0][0]
+    assert abs(synced_at - utcnow()) < timedelta(minutes=1)
+
+    # A full refresh's checkpoint replaces rows, so a uid is never in the state twice.
+    ready.record_added(cohort, WS, ["a", "c"], "run-2", replace=True)
+    assert state(ready) == ["a", "c"]
+    assert sql(ready, f"select count(*) from main.{MEMBERS} where run_id = 'run-2'") == [(2,)]
+
+
+def test_state_is_kept_per_workspace_and_cohort(db: Path, ready: DuckDBWarehouse) -> None:
+    cohort = spec(db)
+    other = replace(cohort, cohort_id="other_cohort")
+    insert(ready, ["a", "b"])
+    ready.record_added(cohort, WS, ["a", "b"], "run-1")
+    assert plan(ready, cohort) == (2, 0, 0, 2)
+    assert plan(ready, cohort, ws="WS_OTHER") == (2, 2, 0, 0)
+    assert plan(ready, other) == (2, 2, 0, 0)
+    ready.record_added(other, WS, ["a"], "run-2")
+    ready.record_removed(other, WS, ["a"])
+    assert state(ready) == ["a", "b"]
+    ready.record_removed(cohort, "WS_OTHER", ["a", "b"])
+    assert state(ready) == ["a", "b"]
+
+
+def test_uids_are_compared_exactly(db: Path, ready: DuckDBWarehouse) -> None:
+    # No case folding or trimming: MoEngage matches uids as given.
+    cohort = spec(db)
+    insert(ready, ["Ab", "ab", "é", "e\u0301", "quo'te", 'back\\slash"'])
+    ready.record_added(cohort, WS, ["ab", "é"], "run-1")
+    assert delta_uids(ready, cohort, ADD) == sorted(["Ab", "e\u0301", "quo'te", 'back\\slash"'])
+
+
+def test_stream_delta_batches(db: Path, ready: DuckDBWarehouse) -> None:
+    cohort = spec(db)
+    insert(ready, [f"u{i:03d}" for i in range(25)])
+    batches = list(ready.stream_delta(cohort, WS, ADD, batch_rows=10))
+    assert [len(b) for b in batches] == [10, 10, 5]
+    assert sorted(u for b in batches for u in b) == [f"u{i:03d}" for i in range(25)]
+
+
+def test_checkpoints_while_streaming(db: Path, ready: DuckDBWarehouse) -> None:
+    # The runner records accepted bodies while the delta cursor is still open.
+    cohort = spec(db)
+    insert(ready, [f"u{i:03d}" for i in range(30)])
+    seen: list[str] = []
+    for batch in ready.stream_delta(cohort, WS, ADD, batch_rows=7):
+        ready.record_added(cohort, WS, batch, "run-1")
+        seen.extend(batch)
+    assert sorted(seen) == state(ready) == [f"u{i:03d}" for i in range(30)]
+    assert plan(ready, cohort) == (30, 0, 0, 30)
+
+
+# -- save_run ------------------------------------------------------------------------------
+
+
+def test_save_run_upserts_one_row(ready: DuckDBWarehouse) -> None:
+    row = RunRow(
+        run_id="run-1",
+        workspace_id=WS,
+        cohort_id="aud_cohort",
+        model="aud",
+        mode="mirror",
+        full_refresh=False,
+        started_at=utcnow(),
+    )
+    ready.save_run(row)
+    assert sql(ready, f"select status, finished_at from main.{RUNS}") == [("running", None)]
+    row.status, row.finished_at, row.error = "failed", utcnow(), "HTTP 413: too big"
+    row.added, row.removed, row.requests, row.retries = 5, 2, 3, 1
+    ready.save_run(row)
+    rows = sql(
+        ready,
+        f"select run_id, status, added, removed, requests, retries, error, mode, "
+        f"finished_at is not null from main.{RUNS}",
+    )
+    assert rows == [("run-1", "failed", 5, 2, 3, 1, "HTTP 413: too big", "mirror", True)]
+    ready.save_run(replace(row, cohort_id="other_cohort"))
+    ready.save_run(replace(row, run_id="run-2"))
+    assert sql(ready, f"select count(*) from main.{RUNS}") == [(3,)]
+
+
+# -- locks ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fast_locks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Poll locks every 20 ms."""
+    monkeypatch.setattr(SqlWarehouse, "LOCK_POLL_SECONDS", 0.02)
+
+
+def dead_lock(warehouse: DuckDBWarehouse, run_id: str, cohort_id: str = "aud_cohort") -> None:
+    """A lock row as a runner leaves it when it dies holding the lock."""
+    now = utcnow()
+    sql(
+        warehouse,
+        f"insert into main.{LOCKS} values (?, ?, ?, ?, ?)",
+        (WS, cohort_id, run_id, now, now),
+    )
+
+
+def lock_rows(warehouse: DuckDBWarehouse) -> list[tuple[Any, ...]]:
+    """(workspace, cohort, run) of every lock row."""
+    rows = sql(warehouse, f"select workspace_id, cohort_id, run_id from main.{LOCKS} order by 3")
+    return [tuple(row) for row in rows]
+
+
+@pytest.mark.usefixtures("fast_locks")
+def test_lock_blocks_a_second_run(db: Path, ready: DuckDBWarehouse) -> None:
+    cohort = spec(db)
+    with ready.lock(cohort, WS, "run-1", wait_seconds=0):
+        assert lock_rows(ready) == [(WS, "aud_cohort", "run-1")]
+        started = time.monotonic()
+        with pytest.raises(LockTimeout) as caught, ready.lock(cohort, WS, "run-2", 0.3):
+            pytest.fail("run-2 took a lock run-1 holds")
+        assert time.monotonic() - started >= 0.3
+        message = str(caught.value)
+        assert "run-1" in message and "aud_cohort" in message
+        assert "MOENGAGE_LOCK_WAIT_SECONDS" in message
+        # The loser left no row behind.
+        assert lock_rows(ready) == [(WS, "aud_cohort", "run-1")]
+    assert lock_rows(ready) == []
+    with ready.lock(cohort, WS, "run-2", wait_seconds=0):
+        assert lock_rows(ready) == [(WS, "aud_cohort", "run-2")]
+
+
+@pytest.mark.usefixtures("fast_locks")
+def test_lock_is_per_workspace_and_cohort(db: Path, ready: DuckDBWarehouse) -> None:
+    cohort = spec(db)
+    other = replace(cohort, cohort_id="other_cohort")
+    with (
+        ready.lock(cohort, WS, "run-1", wait_seconds=0),
+        ready.lock(other, WS, "run-2", wait_seconds=0),
+        ready.lock(cohort, "WS_OTHER", "run-3", wait_seconds=0),
+    ):
+        assert len(lock_rows(ready)) == 3
+    assert lock_rows(ready) == []
+
+
+@pytest.mark.usefixtures("fast_locks")
+def test_lock_is_released_on_error(db: Path, ready: DuckDBWarehouse) -> None:
+    cohort = spec(db)
+    with pytest.raises(RuntimeError), ready.lock(cohort, WS, "run-1", wait_seconds=0):
+        raise RuntimeError("boom")
+    assert lock_rows(ready) == []
+
+
+@pytest.mark.usefixtures("fast_locks")
+def test_waiter_gets_the_lock_once_released(db: Path, ready: DuckDBWarehouse) -> None:
+    cohort = spec(db)
+    held = ready.lock(cohort, WS, "run-1", wait_seconds=0)
+    held.__enter__()
+    polls = 0
+
+    def sleep(seconds: float) -> None:
+        nonlocal polls
+        polls += 1
+        if polls == 3:
+            held.__exit__(None, None, None)
+
+    ready._acquire(cohort, WS, "run-2", 5.0, time.monotonic, sleep)
+    assert polls == 3
+    assert lock_rows(ready) == [(WS, "aud_cohort", "run-2")]
+
+
+@pytest.mark.usefixtures("fast_locks")
+def test_stale_lock_is_taken_over(
+    db: Path, ready: DuckDBWarehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(SqlWarehouse, "LOCK_STALE_SECONDS", 0.3)
+    cohort = spec(db)
+    dead_lock(ready, "dead-run")
+    with pytest.raises(LockTimeout), ready.lock(cohort, WS, "run-2", wait_seconds=0):
+        pass
+    time.sleep(0.4)
+    with ready.lock(cohort, WS, "run-2", wait_seconds=0):
+        assert lock_rows(ready) == [(WS, "aud_cohort", "run-2")]
+    assert lock_rows(ready) == []
+
+
+@pytest.mark.usefixtures("fast_locks")
+def test_heartbeat_keeps_a_lock_fresh(
+    db: Path, ready: DuckDBWarehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(SqlWarehouse, "LOCK_STALE_SECONDS", 0.5)
+    cohort = spec(db)
+    with ready.lock(cohort, WS, "run-1", wait_seconds=0):
+        for _ in range(4):
+            time.sleep(0.2)
+            ready.heartbeat("run-1")
+        with pytest.raises(LockTimeout), ready.lock(cohort, WS, "run-2", wait_seconds=0):
+            pass
+
+
+@pytest.mark.usefixtures("fast_locks")
+@pytest.mark.parametrize("zone", ["America/New_York", "Asia/Kolkata", "UTC"])
+def test_fresh_lock_is_not_stale_in_any_time_zone(
+    db: Path, ready: DuckDBWarehouse, monkeypatch: pytest.MonkeyPatch, zone: str
+) -> None:
+    # State timestamps are naive UTC; the stale cut-off must not shift with the local zone.
+    if not hasattr(time, "tzset"):
+        pytest.skip("time.tzset is POSIX only")
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        cohort = spec(db)
+        with ready.lock(cohort, WS, "run-1", wait_seconds=0):
+            with pytest.raises(LockTimeout), ready.lock(cohort, WS, "run-2", wait_seconds=0):
+                pass
+            assert lock_rows(ready) == [(WS, "aud_cohort", "run-1")]
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_opening_clears_locks_of_dead_runners(db: Path) -> None:
+    # Whoever can open a DuckDB file for writing is its only runner: older lock rows are dead.
+    with open_db(db) as warehouse:
+        warehouse.prepare_state(create=True)
+        dead_lock(warehouse, "dead-run")
+    with open_db(db) as warehouse:
+        assert lock_rows(warehouse) == [(WS, "aud_cohort", "dead-run")]
+        warehouse.prepare_state(create=True)
+        assert lock_rows(warehouse) == []
+
+
+def test_second_process_waits_for_the_file(db: Path) -> None:
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('ready', flush=True); "
+            "sys.stdin.read(); c.close()",
+            str(db),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        for read_only in (False, True):
+            started = time.monotonic()
+            with pytest.raises(LockTimeout) as caught:
+                DuckDBWarehouse(str(db), read_only=read_only, wait_seconds=0.5)
+            assert time.monotonic() - started >= 0.5
+            message = str(caught.value)
+            assert "held by another process" in message and "MOENGAGE_LOCK_WAIT_SECONDS" in message
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    with open_db(db, wait_seconds=0.5) as warehouse:
+        assert warehouse.prepare_state(create=True)
