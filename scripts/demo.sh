@@ -27,8 +27,14 @@ done
 [[ -n "${URL:-}" ]] || { cat "$WORK/emulator.log"; echo "emulator did not start" >&2; exit 1; }
 echo "    $URL"
 
-echo "==> dbt-moengage sync"
-MOENGAGE_BASE_URL="$URL" "$BIN/dbt-moengage" sync --project-dir "$PROJECT" --profiles-dir "$PROJECT"
+export MOENGAGE_BASE_URL="$URL"
+# The emulator starts empty on every demo while the sync state in the DuckDB file
+# remembers earlier demos, so the first sync resends everything.
+echo "==> dbt-moengage sync --full-refresh"
+"$BIN/dbt-moengage" sync --project-dir "$PROJECT" --profiles-dir "$PROJECT" --full-refresh
+
+echo "==> dbt-moengage sync (again: nothing changed, so nothing is sent)"
+"$BIN/dbt-moengage" sync --project-dir "$PROJECT" --profiles-dir "$PROJECT"
 
 echo "==> members per cohort, as the emulator holds them"
 "$BIN/python" - "$URL" <<'PY'
@@ -38,3 +44,6 @@ with urllib.request.urlopen(sys.argv[1] + "/cohorts") as response:
 for cohort_id, info in sorted(cohorts.items()):
     print(f"    {cohort_id:<24} {info['cohort_name']:<22} {info['members']:>6} members")
 PY
+
+echo "==> sync history, as analysts see it in dbt (model moengage_cohort_status)"
+(cd "$PROJECT" && "$BIN/dbt" show --profiles-dir . --select moengage_cohort_status --quiet)

@@ -15,7 +15,7 @@ import pytest
 
 from dbt_moengage.emulator import Emulator, EmulatorConfig, Faults, RequestRecord
 
-from .conftest import COHORTS, WORKSPACE, BuiltProject, run_cli, sync_args, sync_env
+from .conftest import COHORTS, WORKSPACE, BuiltProject, dbt, run_cli, sync_args, sync_env
 
 pytestmark = pytest.mark.e2e
 
@@ -564,3 +564,33 @@ def test_state_schema(project: BuiltProject, emulator: Emulator, how: str) -> No
     assert again.returncode == 0, ok(again)
     assert len(emulator.requests()) == before
     assert results(project)[HIGH]["unchanged"] == len(expected)
+
+
+# -- the dbt package's views over the state ------------------------------------------------
+
+
+def test_dbt_views_show_sync_history(project: BuiltProject, emulator: Emulator) -> None:
+    assert sync(project, emulator).returncode == 0
+    remove_rows(project, HIGH, 2)
+    assert sync(project, emulator).returncode == 0
+    built = dbt(["run", "--select", "package:moengage"], project.env)
+    assert built.returncode == 0, built.stdout[-3000:]
+
+    status = {
+        row[0]: row[1:]
+        for row in query(
+            project,
+            "select cohort_id, member_count, last_run_status, last_run_added "
+            "from main.moengage_cohort_status",
+        )
+    }
+    for cohort_id in COHORTS:
+        held = len(emulator.members(cohort_id))
+        assert status[cohort_id] == (held, "synced", 0), cohort_id
+    history = query(
+        project,
+        "select count(*), count(distinct run_id), min(duration_seconds) "
+        "from main.moengage_sync_history",
+    )
+    assert history[0][:2] == (2 * len(COHORTS), 2)
+    assert history[0][2] >= 0
