@@ -7,7 +7,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -100,8 +100,8 @@ def run_sync(options: SyncOptions, console: Console) -> RunReport:
         specs = []
         for spec in discovery.specs:
             try:
-                warehouse.check_uid_column(spec)
-                specs.append(spec)
+                column = warehouse.check_uid_column(spec)
+                specs.append(replace(spec, uid_column=column.name))
             except CohortError as exc:
                 console.print(f"[red]invalid cohort[/red] {exc}", soft_wrap=True)
                 report.results.append(_result(spec, INVALID, str(exc)))

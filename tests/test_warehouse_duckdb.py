@@ -28,6 +28,7 @@ from dbt_moengage.warehouse.base import (
     LockTimeout,
     RunRow,
     SqlWarehouse,
+    UidColumn,
     utcnow,
 )
 from dbt_moengage.warehouse.duckdb import DuckDBWarehouse
@@ -159,7 +160,7 @@ def test_integer_uids_are_cast_to_text(db: Path, warehouse: DuckDBWarehouse) -> 
     sql(warehouse, "create table main.accounts (customer_number bigint)")
     insert(warehouse, [1, 2, 2, None, 10_000_000_000, -3], table="accounts")
     cohort = spec(db, "accounts", "customer_number")
-    assert warehouse.check_uid_column(cohort) == "BIGINT"
+    assert warehouse.check_uid_column(cohort).type == "BIGINT"
     warehouse.prepare_state(create=True)
     stats = stats_with_distinct(warehouse, cohort)
     assert stats == Counted(rows=6, nulls=1, empties=0, distinct=4)
@@ -188,7 +189,7 @@ def test_missing_column_lists_the_columns(db: Path, warehouse: DuckDBWarehouse) 
 
 
 def test_column_name_is_matched_case_insensitively(db: Path, warehouse: DuckDBWarehouse) -> None:
-    assert warehouse.check_uid_column(spec(db, column="UID")) == "VARCHAR"
+    assert warehouse.check_uid_column(spec(db, column="UID")) == UidColumn("uid", "VARCHAR")
 
 
 @pytest.mark.parametrize("kind", ["DOUBLE", "DATE", "TIMESTAMP", "DECIMAL(12,2)", "BOOLEAN"])
@@ -204,7 +205,7 @@ def test_unusable_types_are_refused(db: Path, warehouse: DuckDBWarehouse, kind: 
 @pytest.mark.parametrize("kind", ["VARCHAR", "UUID", "INTEGER", "BIGINT", "HUGEINT", "UBIGINT"])
 def test_usable_types_are_accepted(db: Path, warehouse: DuckDBWarehouse, kind: str) -> None:
     sql(warehouse, f"create table main.typed (uid {kind})")
-    assert warehouse.check_uid_column(spec(db, "typed")) == kind
+    assert warehouse.check_uid_column(spec(db, "typed")).type == kind
 
 
 @pytest.mark.parametrize(
@@ -217,7 +218,7 @@ def test_odd_column_names_are_quoted(db: Path, warehouse: DuckDBWarehouse, colum
     sql(warehouse, f"create table main.odd ({quoted} varchar)")
     insert(warehouse, ["u1", "u2", "u2", None, "  "], table="odd")
     cohort = spec(db, "odd", column)
-    assert warehouse.check_uid_column(cohort) == "VARCHAR"
+    assert warehouse.check_uid_column(cohort) == UidColumn(column, "VARCHAR")
     warehouse.prepare_state(create=True)
     stats = stats_with_distinct(warehouse, cohort)
     assert stats == Counted(rows=5, nulls=1, empties=1, distinct=2)

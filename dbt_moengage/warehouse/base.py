@@ -51,6 +51,14 @@ class AudienceStats:
 
 
 @dataclass(frozen=True)
+class UidColumn:
+    """The uid column as the warehouse spells it (case may differ from the config)."""
+
+    name: str
+    type: str
+
+
+@dataclass(frozen=True)
 class Delta:
     """How a cohort's model differs from what MoEngage was told."""
 
@@ -92,8 +100,8 @@ class Warehouse(ABC):
     engine: ClassVar[str] = ""
 
     @abstractmethod
-    def check_uid_column(self, cohort: CohortSpec) -> str:
-        """Raise WarehouseError if the relation or uid column is missing or unusable."""
+    def check_uid_column(self, cohort: CohortSpec) -> UidColumn:
+        """The uid column as the warehouse names it; WarehouseError if missing or unusable."""
 
     @abstractmethod
     def audience_stats(self, cohort: CohortSpec) -> AudienceStats:
@@ -287,11 +295,18 @@ class SqlWarehouse(Warehouse):
         """One bulk insert per accepted request (a delete first, when replacing)."""
         if replace:
             self.record_removed(cohort, workspace_id, uids)
-        self._run("insert_members", (workspace_id, cohort.cohort_id, list(uids), utcnow(), run_id))
+        self._run(
+            "insert_members",
+            (workspace_id, cohort.cohort_id, utcnow(), run_id, self._bind_uids(list(uids))),
+        )
 
     def record_removed(self, cohort: CohortSpec, workspace_id: str, uids: Sequence[str]) -> None:
         """One bulk delete per accepted request."""
-        self._run("delete_members", (workspace_id, cohort.cohort_id, list(uids)))
+        self._run("delete_members", (workspace_id, cohort.cohort_id, self._bind_uids(list(uids))))
+
+    def _bind_uids(self, uids: list[str]) -> Any:
+        """A request's uids as one bound parameter (a list; JSON text where lists won't bind)."""
+        return uids
 
     def save_run(self, row: RunRow) -> None:
         """Delete-then-insert keeps one row per run and cohort on every engine."""

@@ -15,7 +15,7 @@ import duckdb
 
 from ..cohorts import CohortSpec
 from ..errors import ProfileError, WarehouseError
-from .base import STATE_TABLES, LockTimeout, SqlWarehouse, quote_identifier
+from .base import STATE_TABLES, LockTimeout, SqlWarehouse, UidColumn, quote_identifier
 from .profiles import ProfileTarget
 
 # Text, integers and UUIDs cast to text without losing what MoEngage matches on.
@@ -57,7 +57,9 @@ SQL: dict[str, str] = {
     "remove_delta": (
         "select s.uid from ({state_uids}) s anti join ({model_uids}) m on s.uid = m.uid"
     ),
-    "insert_members": "insert into {members} select ?, ?, unnest(?::varchar[]), ?, ?",
+    "insert_members": """
+        insert into {members} (workspace_id, cohort_id, synced_at, run_id, uid)
+        select ?, ?, ?, ?, unnest(?::varchar[])""",
     "delete_members": """
         delete from {members}
         where workspace_id = ? and cohort_id = ? and uid in (select unnest(?::varchar[]))""",
@@ -214,7 +216,7 @@ class DuckDBWarehouse(SqlWarehouse):
             self._run("clear_locks")
         return ready
 
-    def check_uid_column(self, cohort: CohortSpec) -> str:
+    def check_uid_column(self, cohort: CohortSpec) -> UidColumn:
         """Refuse a missing relation, a missing column, or a column of an unusable type."""
         try:
             rows = self.conn.execute(f"describe select * from {cohort.relation_name}").fetchall()
@@ -243,7 +245,7 @@ class DuckDBWarehouse(SqlWarehouse):
                 f"type {kind}; uids must be text or whole numbers: cast it in the model "
                 "(e.g. cast(... as varchar))"
             )
-        return kind
+        return UidColumn(name=found[0], type=kind)
 
     def close(self) -> None:
         """Close the database."""
