@@ -58,6 +58,7 @@ class MoEngageSettings:
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
     lock_wait_seconds: float = 300.0
+    lock_stale_seconds: float = 120.0
 
     @property
     def endpoint(self) -> str:
@@ -101,6 +102,7 @@ class MoEngageSettings:
             backoff_initial=_positive_float(env, "MOENGAGE_RETRY_INITIAL_SECONDS", 1.0),
             backoff_max=_positive_float(env, "MOENGAGE_RETRY_MAX_SECONDS", 60.0),
             lock_wait_seconds=_positive_float(env, "MOENGAGE_LOCK_WAIT_SECONDS", 300.0),
+            lock_stale_seconds=_positive_float(env, "MOENGAGE_LOCK_STALE_SECONDS", 120.0),
         )
 
 

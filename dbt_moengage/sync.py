@@ -30,8 +30,6 @@ from .settings import MoEngageSettings
 from .warehouse import RunRow, SqlWarehouse, connect, load_profile_target
 from .warehouse import base as wh
 
-HEARTBEAT_SECONDS = 30.0
-
 
 @dataclass
 class SyncOptions:
@@ -96,6 +94,7 @@ def run_sync(options: SyncOptions, console: Console) -> RunReport:
         return report
 
     with warehouse:
+        warehouse.lock_stale_seconds = settings.lock_stale_seconds
         warehouse.prepare_state(create=not options.dry_run)
         specs = []
         for spec in discovery.specs:
@@ -152,7 +151,6 @@ class CohortSync:
             mode=spec.mode,
         )
         self.fatal: WorkspaceFatal | None = None
-        self._last_heartbeat = time.monotonic()
 
     @property
     def mirror(self) -> bool:
@@ -256,20 +254,12 @@ class CohortSync:
 
     def _added(self, body: Body) -> None:
         self.warehouse.record_added(self.spec, self.workspace, body.uids, self.run_id)
-        self._heartbeat()
 
     def _refreshed(self, body: Body) -> None:
         self.warehouse.record_added(self.spec, self.workspace, body.uids, self.run_id, replace=True)
-        self._heartbeat()
 
     def _removed(self, body: Body) -> None:
         self.warehouse.record_removed(self.spec, self.workspace, body.uids)
-        self._heartbeat()
-
-    def _heartbeat(self) -> None:
-        if time.monotonic() - self._last_heartbeat >= HEARTBEAT_SECONDS:
-            self.warehouse.heartbeat(self.run_id)
-            self._last_heartbeat = time.monotonic()
 
     def _tally(self, adds: Tally, removes: Tally) -> None:
         r = self.result

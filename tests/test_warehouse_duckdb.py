@@ -477,7 +477,7 @@ def test_waiter_gets_the_lock_once_released(db: Path, ready: DuckDBWarehouse) ->
 def test_stale_lock_is_taken_over(
     db: Path, ready: DuckDBWarehouse, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(SqlWarehouse, "LOCK_STALE_SECONDS", 0.3)
+    monkeypatch.setattr(SqlWarehouse, "lock_stale_seconds", 0.3)
     cohort = spec(db)
     dead_lock(ready, "dead-run")
     with pytest.raises(LockTimeout), ready.lock(cohort, WS, "run-2", wait_seconds=0):
@@ -492,7 +492,7 @@ def test_stale_lock_is_taken_over(
 def test_heartbeat_keeps_a_lock_fresh(
     db: Path, ready: DuckDBWarehouse, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(SqlWarehouse, "LOCK_STALE_SECONDS", 0.5)
+    monkeypatch.setattr(SqlWarehouse, "lock_stale_seconds", 0.5)
     cohort = spec(db)
     with ready.lock(cohort, WS, "run-1", wait_seconds=0):
         for _ in range(4):

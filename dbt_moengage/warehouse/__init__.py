@@ -8,7 +8,7 @@ from ..errors import ProfileError
 from .base import ADD, REMOVE, AudienceStats, Delta, LockTimeout, RunRow, SqlWarehouse, Warehouse
 from .profiles import ProfileTarget, load_profile_target
 
-SUPPORTED = ("duckdb",)
+SUPPORTED = ("duckdb", "snowflake")
 
 
 def connect(
@@ -29,6 +29,12 @@ def connect(
             state_schema=state_schema,
             read_only=read_only,
             wait_seconds=wait_seconds,
+        )
+    if target.type == "snowflake":
+        from .snowflake import SnowflakeWarehouse
+
+        return SnowflakeWarehouse.from_profile(
+            target, project_dir, state_schema=state_schema, read_only=read_only
         )
     raise ProfileError(
         f"profile '{target.profile_name}' target '{target.target_name}' has type "

@@ -6,12 +6,14 @@ MoEngage was told (the state), the counts. Python only sees the delta, in batche
 
 from __future__ import annotations
 
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import astuple, dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any, ClassVar, Self
 
 from ..cohorts import CohortSpec
@@ -160,7 +162,9 @@ class SqlWarehouse(Warehouse):
     SQL: ClassVar[dict[str, str]] = {}
     ERRORS: ClassVar[tuple[type[BaseException], ...]] = ()
     LOCK_POLL_SECONDS: ClassVar[float] = 0.5
-    LOCK_STALE_SECONDS: ClassVar[float] = 600.0
+    # Engines shared between machines beat the lock from a thread while it is held.
+    HEARTBEAT_THREAD: ClassVar[bool] = False
+    lock_stale_seconds: float = 120.0
 
     conn: Any
     state_schema: str
@@ -195,34 +199,42 @@ class SqlWarehouse(Warehouse):
         fields["state_uids"] = self.SQL["state_uids"].format(**fields)
         return self.SQL[name].format(**fields)
 
+    @cached_property
+    def _statements(self) -> threading.RLock:
+        """One statement at a time: the heartbeat thread shares the connection."""
+        return threading.RLock()
+
     def _execute(
         self, name: str, params: Sequence[Any] = (), cohort: CohortSpec | None = None
     ) -> Any:
-        cursor = self.conn.cursor()
-        try:
-            cursor.execute(self._format(name, cohort), params)
-        except self.ERRORS as exc:
-            cursor.close()
-            where = f"model '{cohort.model}': " if cohort else ""
-            raise WarehouseError(f"{where}{name.replace('_', ' ')} failed: {exc}") from None
-        return cursor
+        with self._statements:
+            cursor = self.conn.cursor()
+            try:
+                cursor.execute(self._format(name, cohort), params)
+            except self.ERRORS as exc:
+                cursor.close()
+                where = f"model '{cohort.model}': " if cohort else ""
+                raise WarehouseError(f"{where}{name.replace('_', ' ')} failed: {exc}") from None
+            return cursor
 
     def _scalar_row(
         self, name: str, params: Sequence[Any] = (), cohort: CohortSpec | None = None
     ) -> Any:
-        cursor = self._execute(name, params, cohort)
-        try:
-            return cursor.fetchone()
-        finally:
-            cursor.close()
+        with self._statements:
+            cursor = self._execute(name, params, cohort)
+            try:
+                return cursor.fetchone()
+            finally:
+                cursor.close()
 
     def _run(self, name: str, params: Sequence[Any] = (), cohort: CohortSpec | None = None) -> None:
-        self._execute(name, params, cohort).close()
+        with self._statements:
+            self._execute(name, params, cohort).close()
 
     def audience_stats(self, cohort: CohortSpec) -> AudienceStats:
         """Count rows, nulls and empties in one scan."""
-        row = self._scalar_row("stats", (), cohort)
-        return AudienceStats(rows=row[0], nulls=row[1] or 0, empties=row[2] or 0)
+        rows, nulls, empties = (int(v or 0) for v in self._scalar_row("stats", (), cohort))
+        return AudienceStats(rows=rows, nulls=nulls, empties=empties)
 
     def prepare_state(self, create: bool) -> bool:
         """Create the state schema and tables that are missing, when allowed."""
@@ -238,10 +250,11 @@ class SqlWarehouse(Warehouse):
     def plan(self, cohort: CohortSpec, workspace_id: str, full_refresh: bool) -> Delta:
         """Counts from one join of the model's uids with the state, in the warehouse."""
         if not self.state_ready:
-            distinct = self._scalar_row("count_model", (), cohort)[0]
+            distinct = int(self._scalar_row("count_model", (), cohort)[0])
             return Delta(distinct=distinct, to_add=distinct, to_remove=0, unchanged=0)
-        distinct, to_add, to_remove = self._scalar_row(
-            "plan", (workspace_id, cohort.cohort_id), cohort
+        # Engines return counts as int or Decimal (Snowflake's NUMBER).
+        distinct, to_add, to_remove = (
+            int(v or 0) for v in self._scalar_row("plan", (workspace_id, cohort.cohort_id), cohort)
         )
         if full_refresh:
             return Delta(distinct=distinct, to_add=distinct, to_remove=to_remove, unchanged=0)
@@ -272,7 +285,8 @@ class SqlWarehouse(Warehouse):
         try:
             while True:
                 try:
-                    rows = cursor.fetchmany(batch_rows)
+                    with self._statements:
+                        rows = cursor.fetchmany(batch_rows)
                 except self.ERRORS as exc:
                     raise WarehouseError(
                         f"model '{cohort.model}': reading uids from {cohort.relation_name} "
@@ -317,12 +331,32 @@ class SqlWarehouse(Warehouse):
     def lock(
         self, cohort: CohortSpec, workspace_id: str, run_id: str, wait_seconds: float
     ) -> Iterator[None]:
-        """Take the lock row of (workspace, cohort); wait up to `wait_seconds` for it."""
+        """Take the lock row of (workspace, cohort); wait up to `wait_seconds` for it.
+
+        A holder that stops beating for `lock_stale_seconds` (a killed runner) loses it.
+        """
         self._acquire(cohort, workspace_id, run_id, wait_seconds, time.monotonic, time.sleep)
+        stop = threading.Event()
+        beat = threading.Thread(
+            target=self._beat, args=(run_id, stop), name="moengage-lock-heartbeat", daemon=True
+        )
+        if self.HEARTBEAT_THREAD:
+            beat.start()
         try:
             yield
         finally:
+            stop.set()
+            if beat.is_alive():
+                beat.join()
             self._run("release_lock", (workspace_id, cohort.cohort_id, run_id))
+
+    def _beat(self, run_id: str, stop: threading.Event) -> None:
+        while not stop.wait(self.lock_stale_seconds / 4):
+            try:
+                self.heartbeat(run_id)
+            except WarehouseError:
+                # A missed beat only risks the lock looking stale; the next one may land.
+                continue
 
     def heartbeat(self, run_id: str) -> None:
         """Show the lock holder is alive, so its lock is not taken as stale."""
@@ -342,7 +376,7 @@ class SqlWarehouse(Warehouse):
         while True:
             now = utcnow()
             # Naive UTC on both sides: .timestamp() would read `now` as local time.
-            stale = now - timedelta(seconds=self.LOCK_STALE_SECONDS)
+            stale = now - timedelta(seconds=self.lock_stale_seconds)
             self._run("delete_stale_lock", (*key, stale))
             self._run("insert_lock", (*key, run_id, now, now, *key))
             # Two runners may both insert; the oldest row wins, the other backs off.

@@ -28,6 +28,13 @@ class ProfileTarget:
     profiles_path: Path
     fields: dict[str, Any]
 
+    def __repr__(self) -> str:
+        # `fields` holds passwords and keys: show only where the target came from.
+        return (
+            f"ProfileTarget(profile_name={self.profile_name!r}, "
+            f"target_name={self.target_name!r}, type={self.type!r})"
+        )
+
     @property
     def type(self) -> str:
         """The adapter type, e.g. 'duckdb' or 'snowflake'."""
