@@ -1,0 +1,152 @@
+"""The Snowflake warehouse on fakesnow: types, identifiers, batching, state, locks."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import fakesnow
+import pytest
+import snowflake.connector
+
+from dbt_moengage.cohorts import CohortSpec
+from dbt_moengage.errors import WarehouseError
+from dbt_moengage.warehouse.base import ADD, REMOVE, LockTimeout, UidColumn
+from dbt_moengage.warehouse.snowflake import SnowflakeWarehouse
+
+WS = "WS_SF"
+
+
+@pytest.fixture
+def warehouse() -> Iterator[SnowflakeWarehouse]:
+    with fakesnow.patch():
+        conn = snowflake.connector.connect(database="DB", schema="ANALYTICS", paramstyle="qmark")
+        wh = SnowflakeWarehouse(conn, "DB", "moengage_state")
+        cursor = conn.cursor()
+        cursor.execute("create schema if not exists DB.ANALYTICS")
+        cursor.execute(
+            "create table DB.ANALYTICS.audience (user_id varchar, n number(38,0), "
+            "d number(10,2), f float)"
+        )
+        yield wh
+        wh.close()
+
+
+def cohort(column: str = "user_id") -> CohortSpec:
+    return CohortSpec(
+        model="audience",
+        unique_id="model.p.audience",
+        relation_name="DB.ANALYTICS.audience",
+        cohort_name=".Audience",
+        cohort_id="audience",
+        description="d",
+        uid_column=column,
+    )
+
+
+def load(wh: SnowflakeWarehouse, uids: list[str | None]) -> None:
+    cursor = wh.conn.cursor()
+    cursor.executemany(
+        "insert into DB.ANALYTICS.audience (user_id) values (?)", [(u,) for u in uids]
+    )
+
+
+def test_uid_column_resolves_case_and_whole_numbers(warehouse: SnowflakeWarehouse) -> None:
+    assert warehouse.check_uid_column(cohort("user_id")) == UidColumn("USER_ID", "VARCHAR")
+    assert warehouse.check_uid_column(cohort("N")) == UidColumn("N", "NUMBER")
+
+
+@pytest.mark.parametrize(("column", "shown"), [("d", "NUMBER(10,2)"), ("f", "REAL")])
+def test_fractional_types_are_refused(
+    warehouse: SnowflakeWarehouse, column: str, shown: str
+) -> None:
+    with pytest.raises(WarehouseError) as caught:
+        warehouse.check_uid_column(cohort(column))
+    assert f"uid_column = '{column}' has type {shown};" in str(caught.value)
+
+
+def test_missing_relation_and_column(warehouse: SnowflakeWarehouse) -> None:
+    missing = CohortSpec(**{**cohort().__dict__, "relation_name": "DB.ANALYTICS.nope"})
+    with pytest.raises(WarehouseError, match="does not exist or the role cannot read it"):
+        warehouse.check_uid_column(missing)
+    with pytest.raises(WarehouseError, match="columns: USER_ID, N, D, F"):
+        warehouse.check_uid_column(cohort("uid"))
+
+
+def test_state_tables_are_created_upper_case_and_found(warehouse: SnowflakeWarehouse) -> None:
+    assert warehouse.prepare_state(create=False) is False
+    assert warehouse.prepare_state(create=True) is True
+    assert warehouse.existing_state_tables() == {
+        "moengage_cohort_members",
+        "moengage_sync_runs",
+        "moengage_sync_locks",
+    }
+    tables = warehouse.conn.cursor().execute(
+        "select table_name from DB.information_schema.tables where table_schema = 'MOENGAGE_STATE'"
+    )
+    assert tables is not None
+    assert {name for (name,) in tables.fetchall()} >= {"MOENGAGE_COHORT_MEMBERS"}
+
+
+def test_delta_streams_in_batches_and_checkpoints(warehouse: SnowflakeWarehouse) -> None:
+    uids = [f"u{i:03d}" for i in range(50)]
+    load(warehouse, [*uids, None, "", " \t", uids[0]])
+    spec = cohort()
+    spec = CohortSpec(**{**spec.__dict__, "uid_column": warehouse.check_uid_column(spec).name})
+    warehouse.prepare_state(create=True)
+    stats = warehouse.audience_stats(spec)
+    delta = warehouse.plan(spec, WS, False)
+    assert (stats.rows, stats.nulls, stats.empties) == (54, 1, 2)
+    assert (delta.distinct, delta.to_add, delta.to_remove) == (50, 50, 0)
+    assert stats.dropped(delta.distinct)["duplicate"] == 1
+
+    batches = list(warehouse.stream_delta(spec, WS, ADD, batch_rows=7))
+    assert all(len(b) <= 7 for b in batches) and len(batches) == 8
+    assert sorted(u for b in batches for u in b) == uids
+
+    warehouse.record_added(spec, WS, uids[:30], "run-1")
+    assert warehouse.plan(spec, WS, False).to_add == 20
+    warehouse.record_removed(spec, WS, uids[:5])
+    assert warehouse.plan(spec, WS, False).to_add == 25
+    warehouse.record_added(spec, WS, ['odd"uid', "x\\y"], "run-1")
+    removed = sorted(u for b in warehouse.stream_delta(spec, WS, REMOVE) for u in b)
+    assert removed == ['odd"uid', "x\\y"]
+
+
+def test_lock_is_exclusive_and_stale_locks_are_taken_over(
+    warehouse: SnowflakeWarehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    warehouse.prepare_state(create=True)
+    monkeypatch.setattr(SnowflakeWarehouse, "LOCK_POLL_SECONDS", 0.05)
+    spec = cohort()
+    with (
+        warehouse.lock(spec, WS, "run-1", wait_seconds=1),
+        pytest.raises(LockTimeout, match="being synced by another run"),
+        warehouse.lock(spec, WS, "run-2", wait_seconds=0.2),
+    ):
+        pass
+    # A holder that stopped beating (killed) loses the lock once it is stale.
+    warehouse.lock_stale_seconds = 0.3
+    warehouse._run("insert_lock", (WS, "audience", "dead", _ago(5), _ago(5), WS, "audience"))
+    with warehouse.lock(spec, WS, "run-3", wait_seconds=2):
+        holder = warehouse._scalar_row("lock_holder", (WS, "audience"))
+        assert holder[0] == "run-3"
+
+
+def test_heartbeat_thread_keeps_a_live_lock(warehouse: SnowflakeWarehouse) -> None:
+    warehouse.prepare_state(create=True)
+    warehouse.lock_stale_seconds = 0.4
+    spec = cohort()
+    beats = threading.Event()
+    with warehouse.lock(spec, WS, "run-1", wait_seconds=1):
+        beats.wait(1.0)  # several heartbeat periods: without beats the lock would be stale
+        with pytest.raises(LockTimeout), warehouse.lock(spec, WS, "run-2", wait_seconds=0.3):
+            pass
+
+
+def _ago(seconds: float) -> object:
+    from datetime import timedelta
+
+    from dbt_moengage.warehouse.base import utcnow
+
+    return utcnow() - timedelta(seconds=seconds)
