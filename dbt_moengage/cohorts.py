@@ -13,7 +13,7 @@ from .manifest import ModelNode
 
 RESTRICTED_NAME_CHARS = '|*?\\:<>=$"'
 MODES = ("add", "mirror")
-KNOWN_KEYS = ("cohort_name", "cohort_id", "description", "uid_column", "mode")
+KNOWN_KEYS = ("cohort_name", "cohort_id", "description", "uid_column", "mode", "max_uid_length")
 DEFAULT_UID_COLUMN = "uid"
 MAX_COHORT_ID_LENGTH = 255
 
@@ -30,6 +30,7 @@ class CohortSpec:
     description: str
     uid_column: str
     mode: str = "add"
+    max_uid_length: int | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,22 @@ def parse_cohort(node: ModelNode) -> tuple[CohortSpec | None, list[CohortSpecErr
             )
         )
 
+    max_uid_length = meta.get("max_uid_length")
+    if max_uid_length is not None and (
+        isinstance(max_uid_length, bool)
+        or not isinstance(max_uid_length, int)
+        or max_uid_length < 1
+    ):
+        problems.append(
+            CohortSpecError(
+                node.name,
+                "max_uid_length",
+                max_uid_length,
+                "must be a positive whole number of characters",
+                "or leave it out: MoEngage documents no limit",
+            )
+        )
+
     if not node.relation_name:
         problems.append(
             CohortSpecError(
@@ -123,6 +140,7 @@ def parse_cohort(node: ModelNode) -> tuple[CohortSpec | None, list[CohortSpecErr
             description=str(description),
             uid_column=str(uid_column),
             mode=str(mode),
+            max_uid_length=max_uid_length,
         ),
         [],
     )

@@ -82,6 +82,8 @@ class EmulatorConfig:
     rate_limit_per_min: int | None = 300  # None = unlimited
     max_body_bytes: int = 131072  # 128 KB; 413 above it
     faults: Faults = field(default_factory=Faults)
+    # The quota's window; tests shorten it to show a quota tighter than the client was told.
+    window_seconds: float = WINDOW_SECONDS
 
     def __post_init__(self) -> None:
         if not self.workspace_id:
@@ -446,10 +448,10 @@ class Emulator:
             else:
                 wait = None
                 window = self._windows.setdefault(workspace, deque())
-                while window and window[0] <= now - WINDOW_SECONDS:
+                while window and window[0] <= now - self.config.window_seconds:
                     window.popleft()
                 if limit is not None and len(window) >= limit:
-                    wait = max(1, math.ceil(window[0] + WINDOW_SECONDS - now))
+                    wait = max(1, math.ceil(window[0] + self.config.window_seconds - now))
                 else:
                     window.append(now)
         if wait is None:

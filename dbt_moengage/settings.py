@@ -86,7 +86,7 @@ class MoEngageSettings:
                 f"missing {' and '.join(missing)}: set the workspace id and the Data API key "
                 "(MoEngage dashboard: Settings -> Account -> APIs -> Data API Settings)"
             )
-        base_url = base_url_from_env(env)
+        base_url = base_url_from_env(env, required=require_credentials)
         return cls(
             workspace_id=workspace_id,
             api_key=Secret(api_key),
@@ -106,8 +106,11 @@ class MoEngageSettings:
         )
 
 
-def base_url_from_env(env: Mapping[str, str]) -> str:
-    """MOENGAGE_BASE_URL if set, else https://api-{MOENGAGE_DATA_CENTER}.moengage.com."""
+def base_url_from_env(env: Mapping[str, str], required: bool = True) -> str:
+    """MOENGAGE_BASE_URL if set, else https://api-{MOENGAGE_DATA_CENTER}.moengage.com.
+
+    A dry run sends nothing, so it needs neither; whatever is set is still checked.
+    """
     base_url = env.get("MOENGAGE_BASE_URL", "").strip()
     data_center = env.get("MOENGAGE_DATA_CENTER", "").strip()
     if data_center and not _DATA_CENTER_RE.match(data_center):
@@ -116,6 +119,8 @@ def base_url_from_env(env: Mapping[str, str]) -> str:
             "(the number in your dashboard's URL, dashboard-NN.moengage.com)"
         )
     if not base_url:
+        if not data_center and not required:
+            return ""
         if not data_center:
             raise SettingsError(
                 "set MOENGAGE_DATA_CENTER (two digits, e.g. '01') or MOENGAGE_BASE_URL"

@@ -218,6 +218,7 @@ class CohortSync:
             self.warehouse.save_run(row)
 
     def _plan(self, full_refresh: bool) -> None:
+        self.warehouse.check_uid_lengths(self.spec)
         counts = self.warehouse.audience_stats(self.spec)
         delta = self.warehouse.plan(self.spec, self.workspace, full_refresh)
         self.result.uids_total = delta.distinct

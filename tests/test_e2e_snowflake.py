@@ -173,7 +173,8 @@ def sf_sync(
         text=True,
         timeout=600,
     )
-    for text in (done.stdout, done.stderr):
+    written = [p.read_text() for p in snow.target_dir.glob("*.json")]
+    for text in (done.stdout, done.stderr, *written):
         assert PASSWORD not in text and API_KEY not in text
     return done
 
@@ -200,6 +201,9 @@ def test_first_sync_is_exact(snow: FakeSnowflake, emulator: Emulator) -> None:
         f"select cohort_id, status from {DATABASE}.{SCHEMA}.MOENGAGE_SYNC_RUNS order by 1"
     )
     assert runs == [(c, "synced") for c in sorted(COHORTS)]
+    for table in ("MOENGAGE_SYNC_RUNS", "MOENGAGE_COHORT_MEMBERS", "MOENGAGE_SYNC_LOCKS"):
+        rows = repr(snow.query(f"select * from {DATABASE}.{SCHEMA}.{table}"))
+        assert PASSWORD not in rows and API_KEY not in rows
 
 
 def test_unchanged_rerun_sends_nothing(snow: FakeSnowflake, emulator: Emulator) -> None:

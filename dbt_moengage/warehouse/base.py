@@ -262,6 +262,19 @@ class SqlWarehouse(Warehouse):
             distinct=distinct, to_add=to_add, to_remove=to_remove, unchanged=distinct - to_add
         )
 
+    def check_uid_lengths(self, cohort: CohortSpec) -> None:
+        """Refuse the cohort when uids exceed the max_uid_length its config sets."""
+        limit = cohort.max_uid_length
+        if limit is None:
+            return
+        count, example = self._scalar_row("long_uids", (limit,), cohort)
+        if int(count or 0):
+            raise WarehouseError(
+                f"model '{cohort.model}': meta.moengage.max_uid_length = {limit}: "
+                f"{int(count):,} uids are longer, e.g. {example[:80]!r} ({len(example)} "
+                "characters); fix the model or raise the limit. Nothing was sent for it"
+            )
+
     def stream_delta(
         self,
         cohort: CohortSpec,

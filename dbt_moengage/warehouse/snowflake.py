@@ -44,6 +44,7 @@ SQL: dict[str, str] = {
     "plan": """
         select count(m.uid), count_if(s.uid is null), count_if(m.uid is null)
         from ({model_uids}) m full outer join ({state_uids}) s on m.uid = s.uid""",
+    "long_uids": "select count(*), min(uid) from ({model_uids}) where length(uid) > ?",
     "count_model": "select count(*) from ({model_uids})",
     "add_delta": """
         select m.uid from ({model_uids}) m
