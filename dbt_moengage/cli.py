@@ -11,6 +11,7 @@ from rich.console import Console
 
 from . import __version__
 from .errors import ConfigError, MoEngageSyncError
+from .progress import LinePrinter
 from .report import print_summary
 from .sync import SyncOptions, run_sync
 
@@ -78,7 +79,7 @@ def sync(
         state_schema=state_schema,
     )
     try:
-        report = run_sync(options, console)
+        report = run_sync(options, LinePrinter(console))
     except ConfigError as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
         sys.exit(EXIT_USAGE)

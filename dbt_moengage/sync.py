@@ -11,8 +11,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from rich.console import Console
-
 from .client import MoEngageClient, Tally
 from .cohorts import CohortSpec, discover
 from .errors import (
@@ -25,6 +23,7 @@ from .errors import (
 )
 from .manifest import load_manifest
 from .packing import ADD, REMOVE, Body, BodyPacker
+from .progress import Progress
 from .report import DRY_RUN, FAILED, INVALID, SKIPPED, SYNCED, CohortResult, RunReport
 from .settings import MoEngageSettings
 from .warehouse import RunRow, SqlWarehouse, connect, load_profile_target
@@ -42,11 +41,18 @@ class SyncOptions:
     dry_run: bool = False
     full_refresh: bool = False
     state_schema: str | None = None
+    exclude: tuple[str, ...] = ()
+    # Sync only cohorts whose model succeeded in target/run_results.json.
+    only_built: bool = False
+    # Where manifest.json (and run_results.json) are, when not the project's target/.
+    target_path: Path | None = None
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
     @property
     def target_dir(self) -> Path:
-        """dbt's target folder (DBT_TARGET_PATH, else <project>/target)."""
+        """dbt's target folder (--target-path, DBT_TARGET_PATH, else <project>/target)."""
+        if self.target_path is not None:
+            return self.target_path
         custom = self.environ.get("DBT_TARGET_PATH")
         if custom:
             path = Path(custom)
@@ -54,8 +60,9 @@ class SyncOptions:
         return self.project_dir / "target"
 
 
-def run_sync(options: SyncOptions, console: Console) -> RunReport:
+def run_sync(options: SyncOptions, progress: Progress | None = None) -> RunReport:
     """Sync every selected cohort; config problems raise ConfigError before any request."""
+    progress = progress or Progress()
     report = RunReport(run_id=uuid.uuid4().hex, started_at=_now(), dry_run=options.dry_run)
     manifest = load_manifest(options.target_dir)
     nodes = list(manifest.cohort_nodes())
@@ -73,9 +80,9 @@ def run_sync(options: SyncOptions, console: Console) -> RunReport:
     )
     state_schema = options.state_schema or options.environ.get("MOENGAGE_STATE_SCHEMA") or None
 
-    report.results.extend(_invalid_results(discovery.problems, console))
+    report.results.extend(_invalid_results(discovery.problems, progress))
     if not discovery.specs:
-        console.print("no valid cohort to sync")
+        progress.message("no valid cohort to sync")
         report.finished_at = _now()
         return report
     try:
@@ -89,7 +96,7 @@ def run_sync(options: SyncOptions, console: Console) -> RunReport:
     except wh.LockTimeout as exc:
         for spec in discovery.specs:
             report.results.append(_result(spec, FAILED, str(exc)))
-            console.print(f"[red]failed[/red] {spec.model}: {exc}", soft_wrap=True)
+            progress.cohort_finished(report.results[-1])
         report.finished_at = _now()
         return report
 
@@ -102,7 +109,7 @@ def run_sync(options: SyncOptions, console: Console) -> RunReport:
                 column = warehouse.check_uid_column(spec)
                 specs.append(replace(spec, uid_column=column.name))
             except CohortError as exc:
-                console.print(f"[red]invalid cohort[/red] {exc}", soft_wrap=True)
+                progress.problem(str(exc))
                 report.results.append(_result(spec, INVALID, str(exc)))
         client = None if options.dry_run else MoEngageClient(settings)
         try:
@@ -112,14 +119,14 @@ def run_sync(options: SyncOptions, console: Console) -> RunReport:
                     error = f"not sent: the workspace refused an earlier request ({fatal})"
                     report.results.append(_result(spec, SKIPPED, error))
                     continue
-                job = CohortSync(spec, warehouse, client, settings, report.run_id)
+                job = CohortSync(spec, warehouse, client, settings, report.run_id, progress)
                 if client is None:
                     result = job.dry_run(options.full_refresh)
                 else:
                     result = job.run(options.full_refresh)
                 fatal = job.fatal
                 report.results.append(result)
-                _print_result(result, console)
+                progress.cohort_finished(result)
         finally:
             if client is not None:
                 client.close()
@@ -137,8 +144,10 @@ class CohortSync:
         client: MoEngageClient | None,
         settings: MoEngageSettings,
         run_id: str,
+        progress: Progress | None = None,
     ) -> None:
         self.spec = spec
+        self.progress = progress or Progress()
         self.warehouse = warehouse
         self.client = client
         self.settings = settings
@@ -233,6 +242,7 @@ class CohortSync:
     def _send(self, full_refresh: bool, adds: Tally, removes: Tally) -> None:
         assert self.client is not None
         self._plan(full_refresh)
+        self.progress.cohort_started(self.result)
         if self.mirror and self.result.planned_remove:
             self.client.send_all(self._bodies(REMOVE), removes, self._removed)
         if self.result.planned_add:
@@ -255,12 +265,14 @@ class CohortSync:
 
     def _added(self, body: Body) -> None:
         self.warehouse.record_added(self.spec, self.workspace, body.uids, self.run_id)
+        self.progress.sent(self.result, ADD, len(body.uids))
 
     def _refreshed(self, body: Body) -> None:
         self.warehouse.record_added(self.spec, self.workspace, body.uids, self.run_id, replace=True)
 
     def _removed(self, body: Body) -> None:
         self.warehouse.record_removed(self.spec, self.workspace, body.uids)
+        self.progress.sent(self.result, REMOVE, len(body.uids))
 
     def _tally(self, adds: Tally, removes: Tally) -> None:
         r = self.result
@@ -272,11 +284,11 @@ class CohortSync:
             r.uids_unsynced = max(r.planned_add - r.added, 0) + max(r.planned_remove - r.removed, 0)
 
 
-def _invalid_results(problems: Iterable[CohortSpecError], console: Console) -> list[CohortResult]:
+def _invalid_results(problems: Iterable[CohortSpecError], progress: Progress) -> list[CohortResult]:
     by_model: dict[str, list[CohortSpecError]] = {}
     for problem in problems:
         by_model.setdefault(problem.model, []).append(problem)
-        console.print(f"[red]invalid cohort[/red] {problem}", soft_wrap=True)
+        progress.problem(str(problem))
     return [
         CohortResult(
             model=model,
@@ -298,33 +310,6 @@ def _result(spec: CohortSpec, status: str, error: str) -> CohortResult:
         status=status,
         error=error,
     )
-
-
-def _print_result(result: CohortResult, console: Console) -> None:
-    arrow = f"{result.model} -> {result.cohort_id}"
-    if result.status == SYNCED:
-        removed = f", removed {result.removed:,}" if result.mode == "mirror" else ""
-        console.print(
-            f"[green]synced[/green] {arrow}: added {result.added:,}{removed}, "
-            f"{result.unchanged:,} unchanged, in {_plural(result.requests, 'request')} "
-            f"({result.seconds:.1f} s)"
-        )
-    elif result.status == DRY_RUN:
-        removals = (
-            f", remove {result.planned_remove:,}"
-            if result.mode == "mirror"
-            else f" ({result.left_but_kept:,} left the model but stay in MoEngage: add mode)"
-        )
-        console.print(
-            f"[cyan]dry run[/cyan] {arrow}: would add {result.planned_add:,}{removals} "
-            f"in {_plural(result.planned_requests, 'request')}"
-        )
-    else:
-        console.print(f"[red]failed[/red] {result.model}: {result.error}", soft_wrap=True)
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 def _now() -> str:

@@ -9,7 +9,6 @@ from typing import Any
 
 import duckdb
 import pytest
-from rich.console import Console
 
 from dbt_moengage.emulator import Emulator, EmulatorConfig, Faults
 from dbt_moengage.sync import SyncOptions, run_sync
@@ -110,7 +109,7 @@ def test_warehouse_connection_lost_mid_stream(
     options = SyncOptions(
         project_dir=project.project_dir, profiles_dir=project.project_dir, environ=env
     )
-    broken = run_sync(options, Console(width=200, record=True))
+    broken = run_sync(options)
     assert broken.exit_code == 1
     failed = [r for r in broken.results if r.status == "failed"]
     assert failed and all("connection was closed" in (r.error or "") for r in failed)

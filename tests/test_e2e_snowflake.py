@@ -202,8 +202,8 @@ def test_first_sync_is_exact(snow: FakeSnowflake, emulator: Emulator) -> None:
     )
     assert runs == [(c, "synced") for c in sorted(COHORTS)]
     for table in ("MOENGAGE_SYNC_RUNS", "MOENGAGE_COHORT_MEMBERS", "MOENGAGE_SYNC_LOCKS"):
-        rows = repr(snow.query(f"select * from {DATABASE}.{SCHEMA}.{table}"))
-        assert PASSWORD not in rows and API_KEY not in rows
+        dump = repr(snow.query(f"select * from {DATABASE}.{SCHEMA}.{table}"))
+        assert PASSWORD not in dump and API_KEY not in dump
 
 
 def test_unchanged_rerun_sends_nothing(snow: FakeSnowflake, emulator: Emulator) -> None:
