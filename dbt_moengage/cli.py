@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
 from . import __version__
 from .errors import ConfigError, MoEngageSyncError
-from .progress import LinePrinter
+from .progress import Progress, make_progress
 from .report import print_summary
-from .sync import SyncOptions, run_sync
+from .settings import MoEngageSettings
+from .sync import SyncOptions, check_destinations, discover_cohorts, run_sync
 
 EXIT_USAGE = 2
 
@@ -24,27 +29,79 @@ def main() -> None:
     """Keep MoEngage cohorts in step with dbt models."""
 
 
-@main.command()
-@click.option(
-    "--project-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("."),
+def project_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--project-dir, --profiles-dir, --target, --select and --exclude, as dbt has them."""
+    options = [
+        click.option(
+            "--project-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=Path("."),
+            show_default=True,
+            help="The dbt project folder (holds dbt_project.yml and target/).",
+        ),
+        click.option(
+            "--profiles-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=None,
+            help="Folder of profiles.yml (default: DBT_PROFILES_DIR, the current folder, ~/.dbt).",
+        ),
+        click.option("--target", "-t", default=None, help="The profile target to use."),
+        click.option(
+            "--select",
+            "-s",
+            multiple=True,
+            help="dbt selection syntax (names, tag:, path:, +graph); resolved by dbt.",
+        ),
+        click.option("--exclude", multiple=True, help="dbt selection syntax to leave out."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _split(values: tuple[str, ...]) -> tuple[str, ...]:
+    """dbt takes `--select a b`; click takes `-s a -s b` or `-s "a b"`: accept both."""
+    return tuple(name for chunk in values for name in chunk.split())
+
+
+def _options(**kwargs: Any) -> SyncOptions:
+    kwargs["select"] = _split(kwargs.get("select", ()))
+    kwargs["exclude"] = _split(kwargs.get("exclude", ()))
+    return SyncOptions(**kwargs)
+
+
+def _run_and_report(options: SyncOptions, log_format: str) -> int:
+    """Sync, print the summary, write the JSON report; return the exit code."""
+    console = make_console()
+    # In JSON mode stdout carries events only; the table goes to stderr.
+    summary_console = Console(stderr=True) if log_format == "json" else console
+    progress: Progress = Progress()
+    try:
+        rate = MoEngageSettings.from_env(options.environ, require_credentials=False)
+        progress = make_progress(log_format, console, rate.rate_limit_per_min)
+        report = run_sync(options, progress)
+    except ConfigError as exc:
+        progress.close()
+        Console(stderr=True).print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
+        return EXIT_USAGE
+    finally:
+        progress.close()
+    path = report.write(options.target_dir)
+    print_summary(report, summary_console, path)
+    return report.exit_code
+
+
+LOG_FORMAT = click.option(
+    "--log-format",
+    type=click.Choice(["auto", "text", "json"]),
+    default="auto",
     show_default=True,
-    help="The dbt project folder (holds dbt_project.yml and target/).",
+    help="auto: progress bars on a terminal, plain lines otherwise; json: one event per line.",
 )
-@click.option(
-    "--profiles-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Folder holding profiles.yml (default: DBT_PROFILES_DIR, the current folder, ~/.dbt).",
-)
-@click.option("--target", "-t", default=None, help="The profile target to use.")
-@click.option(
-    "--select",
-    "-s",
-    multiple=True,
-    help="Sync only these cohort models (repeat, or give several names separated by spaces).",
-)
+
+
+@main.command()
+@project_options
 @click.option(
     "--dry-run", is_flag=True, help="Validate and count what would be sent; send nothing."
 )
@@ -54,38 +111,120 @@ def main() -> None:
     help="Resend every member of the selected cohorts and rebuild their state.",
 )
 @click.option(
+    "--only-built",
+    is_flag=True,
+    help="Sync only cohorts whose model built, and passed its tests, in target/run_results.json.",
+)
+@click.option(
     "--state-schema",
     default=None,
     help="Schema of the sync state tables [env: MOENGAGE_STATE_SCHEMA; default: the profile's].",
 )
-def sync(
+@LOG_FORMAT
+def sync(log_format: str, **kwargs: Any) -> None:
+    """Sync every cohort model of the dbt project to MoEngage."""
+    sys.exit(_run_and_report(_options(**kwargs), log_format))
+
+
+@main.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+)
+@click.option(
+    "--project-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+)
+@click.option("--profiles-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--target", "-t", default=None)
+@click.option("--state-schema", default=None, help="Schema of the sync state tables.")
+@LOG_FORMAT
+@click.argument("dbt_args", nargs=-1, type=click.UNPROCESSED)
+def build(
     project_dir: Path,
     profiles_dir: Path | None,
     target: str | None,
-    select: tuple[str, ...],
-    dry_run: bool,
-    full_refresh: bool,
     state_schema: str | None,
+    log_format: str,
+    dbt_args: tuple[str, ...],
 ) -> None:
-    """Sync every cohort model of the dbt project to MoEngage."""
-    console = make_console()
-    options = SyncOptions(
+    """Run `dbt build [DBT_ARGS]`, then sync the cohorts whose models built and passed tests.
+
+    Everything after the options goes to dbt as is (e.g. --select tag:audiences).
+    """
+    from dbt.cli.main import dbtRunner
+
+    args = ["build", "--project-dir", str(project_dir)]
+    if profiles_dir is not None:
+        args += ["--profiles-dir", str(profiles_dir)]
+    if target:
+        args += ["--target", target]
+    outcome = dbtRunner().invoke([*args, *dbt_args])
+    if outcome.exception is not None and outcome.result is None:
+        Console(stderr=True).print(
+            f"[red]error:[/red] dbt build did not run: {outcome.exception}", highlight=False
+        )
+        sys.exit(EXIT_USAGE)
+    options = _options(
         project_dir=project_dir,
         profiles_dir=profiles_dir,
         target=target,
-        select=tuple(name for chunk in select for name in chunk.split()),
-        dry_run=dry_run,
-        full_refresh=full_refresh,
         state_schema=state_schema,
+        only_built=True,
     )
+    code = _run_and_report(options, log_format)
+    sys.exit(max(code, 0 if outcome.success else 1))
+
+
+@main.command(name="ls")
+@project_options
+def list_cohorts(**kwargs: Any) -> None:
+    """List the cohort models: model, cohort id and name, mode, uid column, destination."""
+    options = _options(**kwargs)
     try:
-        report = run_sync(options, LinePrinter(console))
+        discovery = discover_cohorts(options)
     except ConfigError as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
         sys.exit(EXIT_USAGE)
-    path = report.write(options.target_dir)
-    print_summary(report, console, path)
-    sys.exit(report.exit_code)
+    table = Table(title="MoEngage cohorts", title_justify="left")
+    for name in ("model", "cohort_id", "cohort_name", "mode", "uid_column", "destination"):
+        table.add_column(name, no_wrap=True)
+    for spec in discovery.specs:
+        table.add_row(
+            spec.model,
+            spec.cohort_id,
+            escape(spec.cohort_name),
+            spec.mode,
+            spec.uid_column,
+            spec.destination or "default",
+        )
+    console = make_console()
+    console.print(table)
+    for problem in discovery.problems:
+        console.print(f"[red]invalid[/red] {escape(str(problem))}", soft_wrap=True)
+    sys.exit(1 if discovery.problems else 0)
+
+
+@main.command()
+@project_options
+def validate(**kwargs: Any) -> None:
+    """Check every cohort's config and the MoEngage settings, without warehouse or API."""
+    options = _options(**kwargs)
+    console = make_console()
+    try:
+        discovery = discover_cohorts(options)
+        problems = [str(p) for p in discovery.problems]
+        problems += check_destinations(discovery, options.environ)
+    except ConfigError as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
+        sys.exit(EXIT_USAGE)
+    for problem in problems:
+        console.print(f"[red]invalid[/red] {escape(problem)}", soft_wrap=True)
+    count = len(discovery.specs)
+    if problems:
+        console.print(f"{len(problems)} problem(s); {count} cohort(s) valid")
+        sys.exit(1)
+    console.print(f"[green]ok[/green]: {count} cohort(s) valid")
 
 
 @main.command()
@@ -177,6 +316,15 @@ def make_console() -> Console:
     if sys.stdout.isatty() or os.environ.get("COLUMNS"):
         return Console()
     return Console(width=160)
+
+
+def _register_webhook() -> None:
+    from .webhook import serve_webhook
+
+    main.add_command(serve_webhook)
+
+
+_register_webhook()
 
 
 def run() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -13,7 +14,16 @@ from .manifest import ModelNode
 
 RESTRICTED_NAME_CHARS = '|*?\\:<>=$"'
 MODES = ("add", "mirror")
-KNOWN_KEYS = ("cohort_name", "cohort_id", "description", "uid_column", "mode", "max_uid_length")
+KNOWN_KEYS = (
+    "cohort_name",
+    "cohort_id",
+    "description",
+    "uid_column",
+    "mode",
+    "max_uid_length",
+    "destination",
+)
+_DESTINATION_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,39}$")
 DEFAULT_UID_COLUMN = "uid"
 MAX_COHORT_ID_LENGTH = 255
 
@@ -31,6 +41,7 @@ class CohortSpec:
     uid_column: str
     mode: str = "add"
     max_uid_length: int | None = None
+    destination: str | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +128,20 @@ def parse_cohort(node: ModelNode) -> tuple[CohortSpec | None, list[CohortSpecErr
             )
         )
 
+    destination = meta.get("destination")
+    if destination is not None and (
+        not isinstance(destination, str) or not _DESTINATION_RE.match(destination)
+    ):
+        problems.append(
+            CohortSpecError(
+                node.name,
+                "destination",
+                destination,
+                "must be a name of letters, digits and _ starting with a letter",
+                "its credentials come from MOENGAGE_<NAME>_WORKSPACE_ID and _API_KEY",
+            )
+        )
+
     if not node.relation_name:
         problems.append(
             CohortSpecError(
@@ -141,6 +166,7 @@ def parse_cohort(node: ModelNode) -> tuple[CohortSpec | None, list[CohortSpecErr
             uid_column=str(uid_column),
             mode=str(mode),
             max_uid_length=max_uid_length,
+            destination=destination.lower() if isinstance(destination, str) else None,
         ),
         [],
     )

@@ -95,3 +95,51 @@ def load_manifest(target_dir: Path) -> Manifest:
             f"v{MIN_SCHEMA_VERSION} or newer (dbt-core 1.8+): upgrade dbt and re-run `dbt parse`"
         )
     return Manifest(path=path, data=data)
+
+
+# dbt statuses meaning "this node built (or passed) in that invocation".
+BUILT = ("success", "pass", "warn")
+
+
+@dataclass(frozen=True)
+class BuildOutcome:
+    """Why a cohort's model may or may not be synced after a dbt invocation."""
+
+    built: bool
+    reason: str
+
+
+def load_run_results(target_dir: Path) -> dict[str, str]:
+    """unique_id -> status from `target_dir/run_results.json`."""
+    path = target_dir / "run_results.json"
+    if not path.is_file():
+        raise ManifestError(
+            f"no dbt run results at {path}: --only-built needs the run_results.json of the "
+            "`dbt build` (or `dbt run`) whose models should be synced"
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return {str(r["unique_id"]): str(r["status"]) for r in data["results"]}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ManifestError(f"cannot read dbt run results {path}: {exc}") from None
+
+
+def build_outcome(manifest: Manifest, unique_id: str, statuses: dict[str, str]) -> BuildOutcome:
+    """Whether a model built in the invocation and every test on it passed."""
+    status = statuses.get(unique_id)
+    if status is None:
+        return BuildOutcome(False, "not part of this dbt invocation")
+    if status not in BUILT:
+        return BuildOutcome(False, f"its model did not build (dbt status: {status})")
+    for test_id, node in manifest.data.get("nodes", {}).items():
+        if node.get("resource_type") != "test" or test_id not in statuses:
+            continue
+        attached = node.get("attached_node") or ""
+        depends = (node.get("depends_on") or {}).get("nodes") or []
+        on_model = unique_id == attached or (not attached and unique_id in depends)
+        if on_model and statuses[test_id] not in BUILT:
+            name = node.get("name", test_id)
+            return BuildOutcome(
+                False, f"test {name} on its model ended '{statuses[test_id]}' in dbt"
+            )
+    return BuildOutcome(True, "built")

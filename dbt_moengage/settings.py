@@ -67,10 +67,30 @@ class MoEngageSettings:
 
     @classmethod
     def from_env(
-        cls, environ: Mapping[str, str] | None = None, require_credentials: bool = True
+        cls,
+        environ: Mapping[str, str] | None = None,
+        require_credentials: bool = True,
+        destination: str | None = None,
     ) -> MoEngageSettings:
-        """Read MOENGAGE_* variables; refuse missing credentials and unsafe URLs."""
+        """Read MOENGAGE_* variables; refuse missing credentials and unsafe URLs.
+
+        A named destination reads its workspace, key, data center, base URL, partner and
+        quota from MOENGAGE_<NAME>_*; it never borrows another destination's credentials.
+        """
         env = os.environ if environ is None else environ
+        if destination:
+            try:
+                return cls.from_env(
+                    destination_env(env, destination), require_credentials, destination=None
+                )
+            except SettingsError as exc:
+                # Name the variables the user must set for this destination.
+                message = str(exc)
+                for name in PER_DESTINATION:
+                    message = message.replace(
+                        f"MOENGAGE_{name}", destination_prefix(destination) + name
+                    )
+                raise SettingsError(f"destination '{destination}': {message}") from None
         workspace_id = env.get("MOENGAGE_WORKSPACE_ID", "").strip()
         api_key = env.get("MOENGAGE_API_KEY", "")
         missing = [
@@ -104,6 +124,42 @@ class MoEngageSettings:
             lock_wait_seconds=_positive_float(env, "MOENGAGE_LOCK_WAIT_SECONDS", 300.0),
             lock_stale_seconds=_positive_float(env, "MOENGAGE_LOCK_STALE_SECONDS", 120.0),
         )
+
+
+# What each destination sets for itself; everything else (timeouts, retries) is shared.
+PER_DESTINATION = (
+    "WORKSPACE_ID",
+    "API_KEY",
+    "DATA_CENTER",
+    "BASE_URL",
+    "PARTNER",
+    "RATE_LIMIT_PER_MIN",
+)
+_DESTINATION_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,39}$")
+
+
+def destination_prefix(destination: str) -> str:
+    """MOENGAGE_<NAME>_ for a destination name."""
+    return f"MOENGAGE_{destination.upper()}_"
+
+
+def destination_env(env: Mapping[str, str], destination: str) -> dict[str, str]:
+    """The environment as a named destination sees it, under the default names."""
+    if not _DESTINATION_RE.match(destination):
+        raise SettingsError(
+            f"destination {destination!r}: use letters, digits and _ (it names the "
+            f"{destination_prefix('<name>')}* variables)"
+        )
+    view = {k: v for k, v in env.items() if not k.startswith("MOENGAGE_")}
+    prefix = destination_prefix(destination)
+    for key, value in env.items():
+        name = key.removeprefix("MOENGAGE_")
+        if key.startswith("MOENGAGE_") and name not in PER_DESTINATION:
+            view[key] = value
+    for name in PER_DESTINATION:
+        if prefix + name in env:
+            view["MOENGAGE_" + name] = env[prefix + name]
+    return view
 
 
 def base_url_from_env(env: Mapping[str, str], required: bool = True) -> str:

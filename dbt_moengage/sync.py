@@ -7,24 +7,27 @@ import os
 import time
 import uuid
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from .client import MoEngageClient, Tally
-from .cohorts import CohortSpec, discover
+from .cohorts import CohortSpec, Discovery, discover
 from .errors import (
     CohortError,
     CohortSpecError,
     ConfigError,
     MoEngageSyncError,
+    SettingsError,
     TransientError,
     WorkspaceFatal,
 )
-from .manifest import load_manifest
+from .manifest import Manifest, build_outcome, load_manifest, load_run_results
 from .packing import ADD, REMOVE, Body, BodyPacker
 from .progress import Progress
 from .report import DRY_RUN, FAILED, INVALID, SKIPPED, SYNCED, CohortResult, RunReport
+from .selection import resolve as resolve_selection
 from .settings import MoEngageSettings
 from .warehouse import RunRow, SqlWarehouse, connect, load_profile_target
 from .warehouse import base as wh
@@ -65,16 +68,11 @@ def run_sync(options: SyncOptions, progress: Progress | None = None) -> RunRepor
     progress = progress or Progress()
     report = RunReport(run_id=uuid.uuid4().hex, started_at=_now(), dry_run=options.dry_run)
     manifest = load_manifest(options.target_dir)
-    nodes = list(manifest.cohort_nodes())
-    unknown = [s for s in options.select if s not in {n.name for n in nodes}]
-    unknown = [s for s in unknown if s not in {n.unique_id for n in nodes}]
-    if unknown:
-        raise ConfigError(
-            f"--select {' '.join(unknown)}: no cohort model of that name in "
-            f"{manifest.path}; cohort models: {', '.join(n.name for n in nodes) or 'none'}"
-        )
-    discovery = discover(nodes, options.select)
-    settings = MoEngageSettings.from_env(options.environ, require_credentials=not options.dry_run)
+    discovery = discover_cohorts(options, manifest)
+    if options.only_built:
+        discovery = _only_built(manifest, discovery, report, progress)
+    settings = MoEngageSettings.from_env(options.environ, require_credentials=False)
+    senders = _destinations(discovery, options, report, progress)
     target = load_profile_target(
         options.project_dir, options.profiles_dir, options.target, options.environ
     )
@@ -111,27 +109,91 @@ def run_sync(options: SyncOptions, progress: Progress | None = None) -> RunRepor
             except CohortError as exc:
                 progress.problem(str(exc))
                 report.results.append(_result(spec, INVALID, str(exc)))
-        client = None if options.dry_run else MoEngageClient(settings)
-        try:
-            fatal: WorkspaceFatal | None = None
-            for spec in specs:
-                if fatal is not None:
-                    error = f"not sent: the workspace refused an earlier request ({fatal})"
-                    report.results.append(_result(spec, SKIPPED, error))
-                    continue
-                job = CohortSync(spec, warehouse, client, settings, report.run_id, progress)
-                if client is None:
-                    result = job.dry_run(options.full_refresh)
-                else:
-                    result = job.run(options.full_refresh)
-                fatal = job.fatal
-                report.results.append(result)
-                progress.cohort_finished(result)
-        finally:
-            if client is not None:
-                client.close()
+        groups: dict[str | None, list[CohortSpec]] = {}
+        for spec in specs:
+            groups.setdefault(spec.destination, []).append(spec)
+        # Each destination is its own workspace with its own quota: they sync side by side.
+        with ThreadPoolExecutor(max_workers=max(len(groups), 1)) as pool:
+            jobs = [
+                pool.submit(
+                    _sync_destination,
+                    group,
+                    senders[destination],
+                    warehouse,
+                    options,
+                    report.run_id,
+                    progress,
+                )
+                for destination, group in groups.items()
+            ]
+            done = {r.model: r for job in jobs for r in job.result()}
+        report.results.extend(done[spec.model] for spec in specs)
     report.finished_at = _now()
     return report
+
+
+def _sync_destination(
+    specs: list[CohortSpec],
+    settings: MoEngageSettings,
+    warehouse: SqlWarehouse,
+    options: SyncOptions,
+    run_id: str,
+    progress: Progress,
+) -> list[CohortResult]:
+    """The cohorts of one destination, in order, through one client and its pacer."""
+    results: list[CohortResult] = []
+    client = None if options.dry_run else MoEngageClient(settings)
+    try:
+        fatal: WorkspaceFatal | None = None
+        for spec in specs:
+            if fatal is not None:
+                error = f"not sent: the workspace refused an earlier request ({fatal})"
+                results.append(_result(spec, SKIPPED, error))
+                progress.cohort_finished(results[-1])
+                continue
+            job = CohortSync(spec, warehouse, client, settings, run_id, progress)
+            if client is None:
+                result = job.dry_run(options.full_refresh)
+            else:
+                result = job.run(options.full_refresh)
+            fatal = job.fatal
+            results.append(result)
+            progress.cohort_finished(result)
+    finally:
+        if client is not None:
+            client.close()
+    return results
+
+
+def _destinations(
+    discovery: Discovery, options: SyncOptions, report: RunReport, progress: Progress
+) -> dict[str | None, MoEngageSettings]:
+    """Settings per destination the cohorts name; drops cohorts whose destination is unset.
+
+    The default destination's settings missing is a configuration error (exit 2); a named
+    destination's only fails its own cohorts.
+    """
+    senders: dict[str | None, MoEngageSettings] = {}
+    refused: dict[str, str] = {}
+    for name in dict.fromkeys(spec.destination for spec in discovery.specs):
+        try:
+            senders[name] = MoEngageSettings.from_env(
+                options.environ, require_credentials=not options.dry_run, destination=name
+            )
+        except SettingsError as exc:
+            if name is None:
+                raise
+            refused[name] = str(exc)
+    kept = []
+    for spec in discovery.specs:
+        if spec.destination in refused:
+            result = _result(spec, INVALID, refused[spec.destination])
+            report.results.append(result)
+            progress.problem(f"model '{spec.model}': {refused[spec.destination]}")
+        else:
+            kept.append(spec)
+    discovery.specs[:] = kept
+    return senders
 
 
 class CohortSync:
@@ -269,6 +331,7 @@ class CohortSync:
 
     def _refreshed(self, body: Body) -> None:
         self.warehouse.record_added(self.spec, self.workspace, body.uids, self.run_id, replace=True)
+        self.progress.sent(self.result, ADD, len(body.uids))
 
     def _removed(self, body: Body) -> None:
         self.warehouse.record_removed(self.spec, self.workspace, body.uids)
@@ -282,6 +345,69 @@ class CohortSync:
         r.retries = adds.retries + removes.retries
         if r.status != SYNCED:
             r.uids_unsynced = max(r.planned_add - r.added, 0) + max(r.planned_remove - r.removed, 0)
+
+
+def discover_cohorts(options: SyncOptions, manifest: Manifest | None = None) -> Discovery:
+    """The selected cohorts of the manifest, validated (no warehouse, no API)."""
+    manifest = manifest or load_manifest(options.target_dir)
+    nodes = list(manifest.cohort_nodes())
+    return discover(nodes, select_cohorts(options, [n.unique_id for n in nodes]))
+
+
+def check_destinations(discovery: Discovery, environ: Mapping[str, str]) -> list[str]:
+    """Settings problems of every destination the cohorts use (credentials, URLs)."""
+    problems = []
+    for name in dict.fromkeys(spec.destination for spec in discovery.specs):
+        try:
+            MoEngageSettings.from_env(environ, destination=name)
+        except SettingsError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def select_cohorts(options: SyncOptions, cohort_ids: list[str]) -> tuple[str, ...]:
+    """Unique ids of the cohorts `--select`/`--exclude` pick (all when neither is given)."""
+    if not options.select and not options.exclude:
+        return ()
+    chosen = resolve_selection(
+        options.project_dir, options.profiles_dir, options.target, options.select, options.exclude
+    )
+    picked = tuple(uid for uid in cohort_ids if uid in chosen)
+    if not picked:
+        asked = " ".join(
+            [
+                *(["--select", *options.select] if options.select else []),
+                *(["--exclude", *options.exclude] if options.exclude else []),
+            ]
+        )
+        names = ", ".join(uid.rsplit(".", 1)[-1] for uid in cohort_ids) or "none"
+        raise ConfigError(
+            f"{asked} selects no cohort model ({len(chosen)} models selected); "
+            f"cohort models: {names}"
+        )
+    return picked
+
+
+def _only_built(
+    manifest: Manifest, discovery: Discovery, report: RunReport, progress: Progress
+) -> Discovery:
+    """Keep the cohorts whose model built, and passed its tests, in run_results.json."""
+    statuses = load_run_results(manifest.path.parent)
+    kept: list[CohortSpec] = []
+    absent: list[str] = []
+    for spec in discovery.specs:
+        outcome = build_outcome(manifest, spec.unique_id, statuses)
+        if outcome.built:
+            kept.append(spec)
+        elif outcome.reason == "not part of this dbt invocation":
+            absent.append(spec.model)
+        else:
+            result = _result(spec, SKIPPED, f"not synced: {outcome.reason}")
+            report.results.append(result)
+            progress.cohort_finished(result)
+    if absent:
+        progress.message(f"not built in this dbt invocation, so not synced: {', '.join(absent)}")
+    return Discovery(specs=kept, problems=discovery.problems)
 
 
 def _invalid_results(problems: Iterable[CohortSpecError], progress: Progress) -> list[CohortResult]:
