@@ -282,3 +282,47 @@ def test_settings_repr_hides_the_key() -> None:
         assert KEY not in text
         assert WORKSPACE in text
         assert "Secret('***')" in text
+
+
+# -- named destinations ---------------------------------------------------------------------
+
+
+def test_named_destination_reads_its_own_variables() -> None:
+    environ = {
+        "MOENGAGE_WORKSPACE_ID": "WS_DEFAULT",
+        "MOENGAGE_API_KEY": "default-key",
+        "MOENGAGE_DATA_CENTER": "01",
+        "MOENGAGE_RATE_LIMIT_PER_MIN": "300",
+        "MOENGAGE_MAX_ATTEMPTS": "5",
+        "MOENGAGE_EU_WORKSPACE_ID": "WS_EU",
+        "MOENGAGE_EU_API_KEY": "eu-key",
+        "MOENGAGE_EU_DATA_CENTER": "02",
+        "MOENGAGE_EU_RATE_LIMIT_PER_MIN": "120",
+    }
+    eu = MoEngageSettings.from_env(environ, destination="eu")
+    assert (eu.workspace_id, eu.api_key.reveal()) == ("WS_EU", "eu-key")
+    assert eu.base_url == "https://api-02.moengage.com"
+    assert eu.rate_limit_per_min == 120
+    assert eu.max_attempts == 5  # shared tuning
+    default = MoEngageSettings.from_env(environ)
+    assert (default.workspace_id, default.rate_limit_per_min) == ("WS_DEFAULT", 300)
+
+
+def test_named_destination_never_borrows_default_credentials() -> None:
+    environ = {
+        "MOENGAGE_WORKSPACE_ID": "WS_DEFAULT",
+        "MOENGAGE_API_KEY": "default-key",
+        "MOENGAGE_DATA_CENTER": "01",
+        "MOENGAGE_EU_DATA_CENTER": "02",
+    }
+    with pytest.raises(SettingsError) as caught:
+        MoEngageSettings.from_env(environ, destination="eu")
+    message = str(caught.value)
+    assert "destination 'eu'" in message
+    assert "MOENGAGE_EU_WORKSPACE_ID" in message and "MOENGAGE_EU_API_KEY" in message
+    assert "default-key" not in message
+
+
+def test_destination_names_are_checked() -> None:
+    with pytest.raises(SettingsError, match="letters, digits and _"):
+        MoEngageSettings.from_env({}, destination="eu-west")
