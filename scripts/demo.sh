@@ -13,7 +13,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "==> dbt build ($PROJECT on DuckDB)"
+echo "==> dbt build ($PROJECT on DuckDB, a fresh database each demo)"
+rm -f "$PROJECT/target/integration_tests.duckdb" "$PROJECT/target/integration_tests.duckdb.wal"
 (cd "$PROJECT" && "$BIN/dbt" deps --profiles-dir . --quiet && "$BIN/dbt" build --profiles-dir .)
 
 echo "==> starting the MoEngage emulator on 127.0.0.1"
@@ -28,10 +29,8 @@ done
 echo "    $URL"
 
 export MOENGAGE_BASE_URL="$URL"
-# The emulator starts empty on every demo while the sync state in the DuckDB file
-# remembers earlier demos, so the first sync resends everything.
-echo "==> dbt-moengage sync --full-refresh"
-"$BIN/dbt-moengage" sync --project-dir "$PROJECT" --profiles-dir "$PROJECT" --full-refresh
+echo "==> dbt-moengage sync"
+"$BIN/dbt-moengage" sync --project-dir "$PROJECT" --profiles-dir "$PROJECT"
 
 echo "==> dbt-moengage sync (again: nothing changed, so nothing is sent)"
 "$BIN/dbt-moengage" sync --project-dir "$PROJECT" --profiles-dir "$PROJECT"
