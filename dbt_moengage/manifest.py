@@ -99,6 +99,7 @@ def load_manifest(target_dir: Path) -> Manifest:
 
 # dbt statuses meaning "this node built (or passed) in that invocation".
 BUILT = ("success", "pass", "warn")
+BUILDING_COMMANDS = ("build", "run")
 
 
 @dataclass(frozen=True)
@@ -119,9 +120,18 @@ def load_run_results(target_dir: Path) -> dict[str, str]:
         )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return {str(r["unique_id"]): str(r["status"]) for r in data["results"]}
+        statuses = {str(r["unique_id"]): str(r["status"]) for r in data["results"]}
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ManifestError(f"cannot read dbt run results {path}: {exc}") from None
+    # `dbt compile` or `dbt docs generate` also write run_results.json, with "success"
+    # for nodes they never built: only a build or run says what built.
+    command = str((data.get("args") or {}).get("which", "build"))
+    if command not in BUILDING_COMMANDS:
+        raise ManifestError(
+            f"{path} is from `dbt {command}`, which builds no model: --only-built needs the "
+            "results of `dbt build` or `dbt run` (in dbt Cloud, the step that builds)"
+        )
+    return statuses
 
 
 def build_outcome(manifest: Manifest, unique_id: str, statuses: dict[str, str]) -> BuildOutcome:

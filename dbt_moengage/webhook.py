@@ -36,7 +36,7 @@ import click
 import requests
 from rich.text import Text
 
-from .errors import ConfigError, SettingsError
+from .errors import MoEngageSyncError, SettingsError
 from .progress import Progress, result_line
 from .report import CohortResult, RunReport
 from .settings import Secret, _is_loopback
@@ -154,6 +154,7 @@ class WebhookReceiver:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._worker: threading.Thread | None = None
+        self._serving = False
         self._queue: queue.Queue[CloudRun | None] = queue.Queue()
         self._idle = threading.Condition()
         self._pending = 0
@@ -177,6 +178,7 @@ class WebhookReceiver:
         server = self.bind()
         self._start_worker()
         if self._thread is None:
+            self._serving = True
             self._thread = threading.Thread(
                 target=server.serve_forever,
                 kwargs={"poll_interval": 0.1},
@@ -190,6 +192,7 @@ class WebhookReceiver:
         """Serve in the calling thread until `stop()` (or Ctrl-C) and sync in a worker."""
         server = self.bind()
         self._start_worker()
+        self._serving = True
         try:
             server.serve_forever(poll_interval=0.2)
         except KeyboardInterrupt:
@@ -203,10 +206,13 @@ class WebhookReceiver:
         server, thread, worker = self._server, self._thread, self._worker
         self._server, self._thread = None, None
         if server is not None:
-            if thread is not None:
+            # shutdown() waits for serve_forever() to end, so only once it has begun.
+            if self._serving:
                 server.shutdown()
+            if thread is not None:
                 thread.join(timeout=5)
             server.server_close()
+        self._serving = False
         if worker is not None:
             self._queue.put(None)
             worker.join(timeout=timeout)
@@ -369,7 +375,7 @@ class WebhookReceiver:
         )
         try:
             report = run_sync(options, LogProgress(run.run_id))
-        except ConfigError as exc:
+        except MoEngageSyncError as exc:  # their messages never hold a secret
             outcome.error = str(exc)
             return outcome
         report.write(folder)

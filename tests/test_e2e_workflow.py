@@ -300,3 +300,16 @@ def test_build_skips_cohorts_whose_model_or_test_failed(
     assert emulator.members("high_value_users") == set()
     assert emulator.members("enterprise_accounts") == set()
     assert emulator.members("recently_active_30d")
+
+
+def test_only_built_refuses_results_of_a_command_that_builds_nothing(
+    project: BuiltProject, emulator: Emulator
+) -> None:
+    def compiled(results: dict[str, Any]) -> None:
+        results["args"]["which"] = "compile"
+
+    edit_json(project.target_dir / "run_results.json", compiled)
+    done = run_cli(sync_args(project, "--only-built"), sync_env(project, emulator))
+    assert done.returncode == 2
+    assert "is from `dbt compile`, which builds no model" in done.stderr
+    assert emulator.requests() == []

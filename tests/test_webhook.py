@@ -1,0 +1,539 @@
+"""The dbt Cloud webhook receiver end to end: a stand-in dbt Cloud API, the emulator, DuckDB."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+import requests
+from click.testing import CliRunner
+
+from dbt_moengage.emulator import Emulator
+from dbt_moengage.errors import SettingsError
+from dbt_moengage.settings import Secret
+from dbt_moengage.webhook import (
+    CloudRun,
+    WebhookConfig,
+    WebhookReceiver,
+    check_cloud_host,
+    serve_webhook,
+)
+
+from .conftest import API_KEY, COHORTS, BuiltProject, sync_env
+
+ACCOUNT = "70403"
+JOB = "123"
+OTHER_JOB = "456"
+WEBHOOK_SECRET = "whsec-e2e-3c1f0a9d-do-not-print"
+CLOUD_TOKEN = "dbtc_e2e_5b7d9e1f-do-not-print"
+SECRETS = (WEBHOOK_SECRET, CLOUD_TOKEN, API_KEY)
+
+
+@dataclass
+class ArtifactRequest:
+    """One request the stand-in saw."""
+
+    path: str
+    authorized: bool
+    status: int
+
+
+class CloudApi:
+    """dbt Cloud's Administrative API v2 artifacts endpoint, serving folders per run id."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.runs: dict[str, Path] = {}
+        self.requests: list[ArtifactRequest] = []
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _CloudHandler)
+        cast(Any, self._server).api = self
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        """Base URL, standing in for https://cloud.getdbt.com."""
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def answer(self, path: str, authorization: str) -> tuple[int, bytes]:
+        """The status and body for GET `path`."""
+        authorized = hmac.compare_digest(authorization, f"Token {self.token}")
+        status, body = 404, b'{"status": {"code": 404}}'
+        parts = path.strip("/").split("/")
+        if not authorized:
+            status, body = 401, b'{"status": {"code": 401}}'
+        elif (
+            len(parts) == 8
+            and parts[:3] == ["api", "v2", "accounts"]
+            and parts[3] == ACCOUNT
+            and parts[4] == "runs"
+            and parts[6] == "artifacts"
+            and parts[5] in self.runs
+            and parts[7] in ("manifest.json", "run_results.json")
+        ):
+            status, body = 200, (self.runs[parts[5]] / parts[7]).read_bytes()
+        with self._lock:
+            self.requests.append(ArtifactRequest(path, authorized, status))
+        return status, body
+
+    def __enter__(self) -> CloudApi:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class _CloudHandler(BaseHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        api = cast(CloudApi, cast(Any, self.server).api)
+        status, body = api.answer(self.path.split("?")[0], self.headers.get("Authorization", ""))
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def cloud() -> Iterator[CloudApi]:
+    """The stand-in dbt Cloud API on 127.0.0.1."""
+    with CloudApi(CLOUD_TOKEN) as api:
+        yield api
+
+
+def publish_run(cloud: CloudApi, project: BuiltProject, run_id: str, tmp_path: Path) -> Path:
+    """Serve the project's manifest and run results as dbt Cloud run `run_id`; return the folder."""
+    folder = tmp_path / f"cloud-run-{run_id}"
+    folder.mkdir()
+    for name in ("manifest.json", "run_results.json"):
+        shutil.copy(project.target_dir / name, folder / name)
+    cloud.runs[run_id] = folder
+    return folder
+
+
+def make_receiver(
+    project: BuiltProject, emulator: Emulator, cloud: CloudApi, tmp_path: Path, **extra: Any
+) -> WebhookReceiver:
+    """A receiver for integration_tests, syncing to the emulator, reading from the stand-in."""
+    environ = sync_env(project, emulator)
+    # The artifacts come from the stand-in, never from the project's own target folder.
+    environ.pop("DBT_TARGET_PATH", None)
+    config = WebhookConfig(
+        secret=Secret(WEBHOOK_SECRET),
+        api_token=Secret(CLOUD_TOKEN),
+        project_dir=project.project_dir,
+        profiles_dir=project.project_dir,
+        cloud_host=cloud.url,
+        work_dir=tmp_path / "webhook-work",
+        fetch_attempts=2,
+        fetch_backoff=0.05,
+        environ={
+            **environ,
+            "DBT_CLOUD_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "DBT_CLOUD_API_TOKEN": CLOUD_TOKEN,
+        },
+        **extra,
+    )
+    return WebhookReceiver(config)
+
+
+def event(run_id: str, job_id: str = JOB, status: str = "Success", **changes: Any) -> bytes:
+    """A job.run.completed payload as dbt Cloud documents it."""
+    payload: dict[str, Any] = {
+        "accountId": int(ACCOUNT),
+        "webhookId": "wsu_e2e",
+        "eventId": f"wev_{run_id}",
+        "timestamp": "2026-01-31T19:29:35.789265936Z",
+        "eventType": "job.run.completed",
+        "webhookName": "moengage",
+        "data": {
+            "jobId": job_id,
+            "jobName": "Daily build",
+            "runId": run_id,
+            "environmentId": "1234",
+            "environmentName": "Production",
+            "dbtVersion": "1.10.0",
+            "projectName": "analytics",
+            "projectId": "167194",
+            "runStatus": status,
+            "runStatusCode": 10 if status == "Success" else 20,
+            "runStatusMessage": "None",
+            "runReason": "scheduled",
+            "runStartedAt": "2026-01-31T19:28:07Z",
+            "runFinishedAt": "2026-01-31T19:29:32Z",
+        },
+    }
+    payload.update(changes)
+    return json.dumps(payload).encode("utf-8")
+
+
+def sign(body: bytes, secret: str = WEBHOOK_SECRET) -> str:
+    """dbt Cloud's Authorization header: hex HMAC-SHA256 of the raw body."""
+    return hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+
+
+def post(receiver: WebhookReceiver, body: bytes, signature: str) -> requests.Response:
+    """Deliver an event over HTTP, as dbt Cloud does."""
+    return requests.post(
+        receiver.url + "/dbt-cloud",
+        data=body,
+        headers={"Authorization": signature, "Content-Type": "application/json"},
+        timeout=5,
+    )
+
+
+def cohort_statuses(receiver: WebhookReceiver) -> dict[str, str]:
+    """Status by model in the last synced run's report."""
+    report = receiver.last_reports[-1].report
+    assert report is not None, receiver.last_reports[-1].error
+    return {r.model: r.status for r in report.results}
+
+
+@pytest.mark.e2e
+def test_signed_completed_run_syncs_every_cohort(
+    project: BuiltProject,
+    emulator: Emulator,
+    cloud: CloudApi,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    publish_run(cloud, project, "9001", tmp_path)
+    with make_receiver(project, emulator, cloud, tmp_path) as receiver:
+        assert requests.get(receiver.url + "/healthz", timeout=5).status_code == 200
+        body = event("9001")
+        answer = post(receiver, body, sign(body))
+        assert answer.status_code == 200
+        assert answer.json()["status"] == "queued"
+        assert receiver.wait_idle(300)
+
+        for cohort_id in COHORTS:
+            assert emulator.members(cohort_id) == project.expected_members(cohort_id), cohort_id
+        outcome = receiver.last_reports[-1]
+        assert outcome.exit_code == 0, outcome
+        assert set(cohort_statuses(receiver).values()) == {"synced"}
+        assert outcome.folder is not None
+        written = json.loads((outcome.folder / "moengage_sync_results.json").read_text())
+        assert written["exit_code"] == 0
+
+        # Both artifacts of run 9001 were fetched with the token, from the documented paths.
+        paths = sorted(r.path for r in cloud.requests)
+        base = f"/api/v2/accounts/{ACCOUNT}/runs/9001/artifacts/"
+        assert paths == [base + "manifest.json", base + "run_results.json"]
+        assert all(r.authorized for r in cloud.requests)
+
+        # dbt Cloud re-delivering the same event does not sync twice.
+        again = post(receiver, body, sign(body))
+        assert again.status_code == 200 and again.json()["status"] == "duplicate"
+        assert receiver.wait_idle(10)
+        assert len(receiver.last_reports) == 1
+
+    logged = caplog.text
+    assert "dbt Cloud run 9001 (job 123, Success): 4 synced; exit 0" in logged
+    for secret in SECRETS:
+        assert secret not in logged
+        assert secret not in answer.text
+        assert secret not in json.dumps(written)
+
+
+@pytest.mark.e2e
+def test_bad_signature_is_refused_and_nothing_happens(
+    project: BuiltProject,
+    emulator: Emulator,
+    cloud: CloudApi,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    publish_run(cloud, project, "9002", tmp_path)
+    with make_receiver(project, emulator, cloud, tmp_path) as receiver:
+        body = event("9002")
+        forged = [
+            sign(body, "not-the-secret"),
+            sign(body + b" "),  # signed, then the body was changed
+            "",
+            "Token " + sign(body),
+            "é" * 64,
+        ]
+        for signature in forged:
+            answer = post(receiver, body, signature)
+            assert answer.status_code == 401, signature
+            assert receiver.handle_event(body, signature) == 401
+        assert receiver.wait_idle(10)
+        assert list(receiver.last_reports) == []
+    assert cloud.requests == []
+    assert emulator.requests() == []
+    for secret in SECRETS:
+        assert secret not in caplog.text
+
+
+@pytest.mark.e2e
+def test_other_events_and_jobs_are_ignored(
+    project: BuiltProject, emulator: Emulator, cloud: CloudApi, tmp_path: Path
+) -> None:
+    publish_run(cloud, project, "9003", tmp_path)
+    with make_receiver(
+        project, emulator, cloud, tmp_path, job_ids=frozenset({JOB}), account_id=ACCOUNT
+    ) as receiver:
+        ignored = [
+            event("9003", job_id=OTHER_JOB),
+            event("9003", eventType="job.run.started"),
+            event("9003", eventType="job.run.errored", status="Errored"),
+            event("9003", accountId=99999),
+        ]
+        for body in ignored:
+            answer = post(receiver, body, sign(body))
+            assert answer.status_code == 200
+            assert answer.json()["status"] == "ignored", body
+        bad = b"not json"
+        assert post(receiver, bad, sign(bad)).status_code == 400
+        no_run = event("9003", data={"jobId": JOB})
+        assert post(receiver, no_run, sign(no_run)).status_code == 400
+        assert receiver.wait_idle(10)
+        assert list(receiver.last_reports) == []
+    assert cloud.requests == []
+    assert emulator.requests() == []
+
+
+@pytest.mark.e2e
+def test_errored_run_syncs_only_the_models_that_built(
+    project: BuiltProject,
+    emulator: Emulator,
+    cloud: CloudApi,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    folder = publish_run(cloud, project, "9004", tmp_path)
+    path = folder / "run_results.json"
+    run_results = json.loads(path.read_text())
+    failed = "model.moengage_integration_tests.high_value_users"
+    found = [r for r in run_results["results"] if r["unique_id"] == failed]
+    assert found, "high_value_users is not in run_results.json"
+    for result in found:
+        result["status"] = "error"
+        result["message"] = "Runtime Error: division by zero"
+    path.write_text(json.dumps(run_results))
+
+    with make_receiver(project, emulator, cloud, tmp_path) as receiver:
+        body = event("9004", status="Errored")
+        assert post(receiver, body, sign(body)).status_code == 200
+        assert receiver.wait_idle(300)
+        statuses = cohort_statuses(receiver)
+        outcome = receiver.last_reports[-1]
+
+    assert statuses["high_value_users"] == "skipped"
+    assert emulator.members("high_value_users") == set()
+    report = outcome.report
+    assert report is not None
+    skipped = next(r for r in report.results if r.model == "high_value_users")
+    assert "dbt status: error" in str(skipped.error)
+    assert "skipped high_value_users: not synced" in caplog.text
+    for cohort_id in set(COHORTS) - {"high_value_users"}:
+        assert emulator.members(cohort_id) == project.expected_members(cohort_id), cohort_id
+    assert outcome.exit_code == 1
+
+
+@pytest.mark.e2e
+def test_wrong_api_token_is_reported_without_the_token(
+    project: BuiltProject,
+    emulator: Emulator,
+    cloud: CloudApi,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    publish_run(cloud, project, "9005", tmp_path)
+    cloud.token = "dbtc_the_right_token"
+    with make_receiver(project, emulator, cloud, tmp_path) as receiver:
+        body = event("9005")
+        assert post(receiver, body, sign(body)).status_code == 200
+        assert receiver.wait_idle(60)
+        outcome = receiver.last_reports[-1]
+    assert outcome.report is None
+    assert "HTTP 401" in str(outcome.error) and "DBT_CLOUD_API_TOKEN" in str(outcome.error)
+    assert [r.status for r in cloud.requests] == [401]  # no retry of a refused token
+    assert emulator.requests() == []
+    assert "9005" in caplog.text and "not synced" in caplog.text
+    for secret in SECRETS:
+        assert secret not in caplog.text
+        assert secret not in str(outcome.error)
+
+
+@pytest.mark.e2e
+def test_missing_artifact_is_retried_then_reported(
+    project: BuiltProject, emulator: Emulator, cloud: CloudApi, tmp_path: Path
+) -> None:
+    with make_receiver(project, emulator, cloud, tmp_path) as receiver:
+        body = event("9006")  # the stand-in has no run 9006
+        assert post(receiver, body, sign(body)).status_code == 200
+        assert receiver.wait_idle(60)
+        outcome = receiver.last_reports[-1]
+    assert outcome.exit_code == 2
+    assert "HTTP 404" in str(outcome.error)
+    assert [r.status for r in cloud.requests] == [404, 404]  # fetch_attempts=2
+    assert emulator.requests() == []
+
+
+@pytest.mark.e2e
+def test_runs_are_synced_one_at_a_time_in_order(
+    project: BuiltProject, emulator: Emulator, cloud: CloudApi, tmp_path: Path
+) -> None:
+    for run_id in ("9101", "9102", "9103"):
+        publish_run(cloud, project, run_id, tmp_path)
+    with make_receiver(project, emulator, cloud, tmp_path) as receiver:
+        for run_id in ("9101", "9102", "9103"):
+            body = event(run_id)
+            assert post(receiver, body, sign(body)).status_code == 200
+        assert receiver.wait_idle(300)
+        outcomes = list(receiver.last_reports)
+    assert [o.run.run_id for o in outcomes] == ["9101", "9102", "9103"]
+    assert [o.exit_code for o in outcomes] == [0, 0, 0]
+    first, *rest = outcomes
+    assert first.report is not None
+    assert sum(r.added for r in first.report.results) > 0
+    # Later runs of the same build send nothing new: the state says MoEngage has it all.
+    for later in rest:
+        assert later.report is not None
+        assert sum(r.added for r in later.report.results) == 0
+    for cohort_id in COHORTS:
+        assert emulator.members(cohort_id) == project.expected_members(cohort_id)
+
+
+def free_port() -> int:
+    """A port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
+    """Poll `predicate` until it holds or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.e2e
+def test_serve_webhook_command_end_to_end(
+    project: BuiltProject, emulator: Emulator, cloud: CloudApi, tmp_path: Path
+) -> None:
+    publish_run(cloud, project, "9201", tmp_path)
+    port = free_port()
+    env = {
+        **sync_env(project, emulator),
+        "DBT_CLOUD_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "DBT_CLOUD_API_TOKEN": CLOUD_TOKEN,
+        "DBT_CLOUD_HOST": cloud.url,
+        "DBT_CLOUD_ACCOUNT_ID": ACCOUNT,
+    }
+    env.pop("DBT_TARGET_PATH")
+    command = [sys.executable, "-m", "dbt_moengage", "serve-webhook"]
+    args = ["--port", str(port), "--project-dir", str(project.project_dir)]
+    args += ["--profiles-dir", str(project.project_dir), "--job-id", JOB]
+    args += ["--work-dir", str(tmp_path / "work")]
+    log_file = tmp_path / "serve-webhook.log"
+    with log_file.open("w") as log_out:
+        server = subprocess.Popen(
+            [*command, *args], env=env, stdout=log_out, stderr=subprocess.STDOUT, cwd=tmp_path
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+
+        def healthy() -> bool:
+            try:
+                return requests.get(url + "/healthz", timeout=1).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        assert wait_for(healthy, 60), log_file.read_text()
+        body = event("9201")
+        answer = requests.post(url, data=body, headers={"Authorization": sign(body)}, timeout=5)
+        assert answer.status_code == 200 and answer.json()["status"] == "queued"
+        forged = requests.post(url, data=body, headers={"Authorization": "0" * 64}, timeout=5)
+        assert forged.status_code == 401
+        assert wait_for(lambda: "exit 0; report" in log_file.read_text(), 300), log_file.read_text()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        returncode = server.wait(timeout=60)
+    log = log_file.read_text()
+    assert returncode == 0, log
+    assert "dbt Cloud run 9201 (job 123, Success): 4 synced; exit 0" in log
+    for cohort_id in COHORTS:
+        assert emulator.members(cohort_id) == project.expected_members(cohort_id), cohort_id
+    for secret in SECRETS:
+        assert secret not in log
+    reports = list((tmp_path / "work").glob("run-9201-*/moengage_sync_results.json"))
+    assert len(reports) == 1
+
+
+# -- no dbt needed ---------------------------------------------------------------------------
+
+
+def test_cloud_host_must_be_https_except_loopback() -> None:
+    check_cloud_host("https://cloud.getdbt.com")
+    check_cloud_host("https://ab123.us1.dbt.com")
+    check_cloud_host("http://127.0.0.1:8000")
+    check_cloud_host("http://localhost:8000")
+    for bad in ("http://cloud.getdbt.com", "ftp://x", "https://user:pw@cloud.getdbt.com", "x"):
+        with pytest.raises(SettingsError) as info:
+            check_cloud_host(bad)
+        assert "DBT_CLOUD_HOST" in str(info.value)
+        assert "pw" not in str(info.value)
+
+
+def test_artifact_urls_follow_the_admin_api(tmp_path: Path) -> None:
+    from dbt_moengage.webhook import artifact_url
+
+    config = WebhookConfig(
+        secret=Secret("s"),
+        api_token=Secret("t"),
+        project_dir=tmp_path,
+        cloud_host="https://ab123.us1.dbt.com/",
+    )
+    run = CloudRun(account_id="1", job_id="2", run_id="3", status="Success")
+    assert artifact_url(config, run, "manifest.json") == (
+        "https://ab123.us1.dbt.com/api/v2/accounts/1/runs/3/artifacts/manifest.json"
+    )
+
+
+def test_command_refuses_to_start_without_secrets(tmp_path: Path) -> None:
+    runner = CliRunner()
+    env = {"DBT_CLOUD_WEBHOOK_SECRET": "", "DBT_CLOUD_API_TOKEN": ""}
+    done = runner.invoke(serve_webhook, ["--project-dir", str(tmp_path)], env=env)
+    assert done.exit_code == 2
+    assert "DBT_CLOUD_WEBHOOK_SECRET" in done.output
+    env = {
+        "DBT_CLOUD_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "DBT_CLOUD_API_TOKEN": CLOUD_TOKEN,
+        "DBT_CLOUD_HOST": "http://cloud.getdbt.com",
+    }
+    done = runner.invoke(serve_webhook, ["--project-dir", str(tmp_path)], env=env)
+    assert done.exit_code == 2
+    assert "https" in done.output
+    for secret in (WEBHOOK_SECRET, CLOUD_TOKEN):
+        assert secret not in done.output
