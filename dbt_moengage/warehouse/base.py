@@ -32,6 +32,84 @@ ADD = "add"
 REMOVE = "remove"
 ALL = "all"
 
+# The state tables' columns: (name, kind, not null). The dbt package's
+# _moengage_state_columns macro holds the same list; integration_tests compares them.
+STATE_COLUMNS: dict[str, tuple[tuple[str, str, bool], ...]] = {
+    MEMBERS: (
+        ("workspace_id", "string", True),
+        ("cohort_id", "string", True),
+        ("uid", "string", True),
+        ("synced_at", "timestamp", True),
+        ("run_id", "string", True),
+    ),
+    RUNS: (
+        ("run_id", "string", True),
+        ("workspace_id", "string", True),
+        ("cohort_id", "string", True),
+        ("model", "string", True),
+        ("mode", "string", True),
+        ("full_refresh", "boolean", True),
+        ("started_at", "timestamp", True),
+        ("finished_at", "timestamp", False),
+        ("status", "string", True),
+        ("added", "bigint", False),
+        ("removed", "bigint", False),
+        ("unchanged", "bigint", False),
+        ("left_but_kept", "bigint", False),
+        ("requests", "bigint", False),
+        ("retries", "bigint", False),
+        ("error", "string", False),
+    ),
+    LOCKS: (
+        ("workspace_id", "string", True),
+        ("cohort_id", "string", True),
+        ("run_id", "string", True),
+        ("locked_at", "timestamp", True),
+        ("heartbeat_at", "timestamp", True),
+    ),
+}
+
+
+def state_ddl(types: dict[str, str]) -> dict[str, str]:
+    """`create table if not exists` per state table, with the engine's type names."""
+    placeholder = {MEMBERS: "{members}", RUNS: "{runs}", LOCKS: "{locks}"}
+    ddl = {}
+    for table, columns in STATE_COLUMNS.items():
+        body = ",\n".join(
+            f"    {name} {types[kind]}{' not null' if not_null else ''}"
+            for name, kind, not_null in columns
+        )
+        ddl[f"create_{table}"] = f"create table if not exists {placeholder[table]} (\n{body}\n)"
+    return ddl
+
+
+_RUN_COLUMNS = ", ".join(name for name, _, _ in STATE_COLUMNS[RUNS])
+
+# Statements every engine runs as they are (`?` parameters, ANSI SQL).
+COMMON_SQL: dict[str, str] = {
+    "state_uids": "select uid from {members} where workspace_id = ? and cohort_id = ?",
+    "count_model": "select count(*) from ({model_uids})",
+    "long_uids": "select count(*), min(uid) from ({model_uids}) where length(uid) > ?",
+    "delete_run": "delete from {runs} where run_id = ? and workspace_id = ? and cohort_id = ?",
+    "insert_run": (
+        f"insert into {{runs}} ({_RUN_COLUMNS}) "
+        f"values ({', '.join('?' for _ in STATE_COLUMNS[RUNS])})"
+    ),
+    "delete_stale_lock": (
+        "delete from {locks} where workspace_id = ? and cohort_id = ? and heartbeat_at < ?"
+    ),
+    "insert_lock": """
+        insert into {locks} (workspace_id, cohort_id, run_id, locked_at, heartbeat_at)
+        select ?, ?, ?, ?, ?
+        where not exists (select 1 from {locks} where workspace_id = ? and cohort_id = ?)""",
+    "lock_holder": """
+        select run_id, locked_at from {locks} where workspace_id = ? and cohort_id = ?
+        order by locked_at, run_id limit 1""",
+    "release_lock": "delete from {locks} where workspace_id = ? and cohort_id = ? and run_id = ?",
+    "heartbeat_lock": "update {locks} set heartbeat_at = ? where run_id = ?",
+    "create_schema": "create schema if not exists {schema}",
+}
+
 
 def utcnow() -> datetime:
     """Now in UTC, without tzinfo: the state tables hold UTC timestamps."""

@@ -15,7 +15,15 @@ import duckdb
 
 from ..cohorts import CohortSpec
 from ..errors import ProfileError, WarehouseError
-from .base import STATE_TABLES, LockTimeout, SqlWarehouse, UidColumn, quote_identifier
+from .base import (
+    COMMON_SQL,
+    STATE_TABLES,
+    LockTimeout,
+    SqlWarehouse,
+    UidColumn,
+    quote_identifier,
+    state_ddl,
+)
 from .profiles import ProfileTarget
 
 # Text, integers and UUIDs cast to text without losing what MoEngage matches on.
@@ -40,20 +48,26 @@ _TEXT = "cast({col} as varchar)"
 _BLANK = f"regexp_full_match({_TEXT}, '[ \\t\\n\\v\\f\\r]*')"
 _VALID = f"{{col}} is not null and not {_BLANK}"
 
+# The state tables' types; the dbt package's variant for this engine uses the same.
+STATE_TYPES = {
+    "string": "varchar",
+    "timestamp": "timestamp",
+    "bigint": "bigint",
+    "boolean": "boolean",
+}
+
 SQL: dict[str, str] = {
+    **COMMON_SQL,
+    **state_ddl(STATE_TYPES),
     "stats": f"""
         select count(*), count(*) - count({{col}}),
             count(*) filter (where {{col}} is not null and {_BLANK})
         from {{relation}}""",
     "model_uids": f"select distinct {_TEXT} as uid from {{relation}} where {_VALID}",
-    "state_uids": "select uid from {members} where workspace_id = ? and cohort_id = ?",
-    # One hash join gives every count: model uids, new ones, and those that left.
     "plan": """
         select count(m.uid), count(*) filter (where s.uid is null),
             count(*) filter (where m.uid is null)
         from ({model_uids}) m full outer join ({state_uids}) s on m.uid = s.uid""",
-    "long_uids": "select count(*), min(uid) from ({model_uids}) where length(uid) > ?",
-    "count_model": "select count(*) from ({model_uids})",
     "add_delta": "select m.uid from ({model_uids}) m anti join ({state_uids}) s on m.uid = s.uid",
     "remove_delta": (
         "select s.uid from ({state_uids}) s anti join ({model_uids}) m on s.uid = m.uid"
@@ -64,56 +78,7 @@ SQL: dict[str, str] = {
     "delete_members": """
         delete from {members}
         where workspace_id = ? and cohort_id = ? and uid in (select unnest(?::varchar[]))""",
-    "delete_run": "delete from {runs} where run_id = ? and workspace_id = ? and cohort_id = ?",
-    "insert_run": "insert into {runs} values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    "delete_stale_lock": """
-        delete from {locks} where workspace_id = ? and cohort_id = ? and heartbeat_at < ?""",
-    "insert_lock": """
-        insert into {locks} select ?, ?, ?, ?, ?
-        where not exists (select 1 from {locks} where workspace_id = ? and cohort_id = ?)""",
-    "lock_holder": """
-        select run_id, locked_at from {locks} where workspace_id = ? and cohort_id = ?
-        order by locked_at, run_id limit 1""",
-    "release_lock": "delete from {locks} where workspace_id = ? and cohort_id = ? and run_id = ?",
-    "heartbeat_lock": "update {locks} set heartbeat_at = ? where run_id = ?",
     "clear_locks": "delete from {locks}",
-    "create_schema": "create schema if not exists {schema}",
-    # Same columns as the dbt package's moengage_create_state_tables macro.
-    "create_moengage_cohort_members": """
-        create table if not exists {members} (
-            workspace_id varchar not null,
-            cohort_id varchar not null,
-            uid varchar not null,
-            synced_at timestamp not null,
-            run_id varchar not null
-        )""",
-    "create_moengage_sync_runs": """
-        create table if not exists {runs} (
-            run_id varchar not null,
-            workspace_id varchar not null,
-            cohort_id varchar not null,
-            model varchar not null,
-            mode varchar not null,
-            full_refresh boolean not null,
-            started_at timestamp not null,
-            finished_at timestamp,
-            status varchar not null,
-            added bigint,
-            removed bigint,
-            unchanged bigint,
-            left_but_kept bigint,
-            requests bigint,
-            retries bigint,
-            error varchar
-        )""",
-    "create_moengage_sync_locks": """
-        create table if not exists {locks} (
-            workspace_id varchar not null,
-            cohort_id varchar not null,
-            run_id varchar not null,
-            locked_at timestamp not null,
-            heartbeat_at timestamp not null
-        )""",
 }
 
 

@@ -18,7 +18,7 @@ from snowflake.connector.constants import FIELD_ID_TO_NAME
 
 from ..cohorts import CohortSpec
 from ..errors import ProfileError, WarehouseError
-from .base import STATE_TABLES, SqlWarehouse, UidColumn, quote_identifier
+from .base import COMMON_SQL, STATE_TABLES, SqlWarehouse, UidColumn, quote_identifier, state_ddl
 from .profiles import ProfileTarget
 from .snowflake_connect import open_connection
 
@@ -34,18 +34,25 @@ _TEXT = "cast({col} as varchar)"
 _VALID = f"{{col}} is not null and trim({_TEXT}, {_BLANK}) <> ''"
 _JSON_UIDS = "select value::varchar from table(flatten(input => parse_json(?)))"
 
+# The state tables' types; the dbt package's variant for this engine uses the same.
+STATE_TYPES = {
+    "string": "varchar",
+    "timestamp": "timestamp_ntz",
+    "bigint": "number(38,0)",
+    "boolean": "boolean",
+}
+
 SQL: dict[str, str] = {
+    **COMMON_SQL,
+    **state_ddl(STATE_TYPES),
     "stats": f"""
         select count(*), count(*) - count({{col}}),
             count_if({{col}} is not null and trim({_TEXT}, {_BLANK}) = '')
         from {{relation}}""",
     "model_uids": f"select distinct {_TEXT} as uid from {{relation}} where {_VALID}",
-    "state_uids": "select uid from {members} where workspace_id = ? and cohort_id = ?",
     "plan": """
         select count(m.uid), count_if(s.uid is null), count_if(m.uid is null)
         from ({model_uids}) m full outer join ({state_uids}) s on m.uid = s.uid""",
-    "long_uids": "select count(*), min(uid) from ({model_uids}) where length(uid) > ?",
-    "count_model": "select count(*) from ({model_uids})",
     "add_delta": """
         select m.uid from ({model_uids}) m
         left join ({state_uids}) s on m.uid = s.uid where s.uid is null""",
@@ -58,60 +65,6 @@ SQL: dict[str, str] = {
     "delete_members": f"""
         delete from {{members}}
         where workspace_id = ? and cohort_id = ? and uid in ({_JSON_UIDS})""",
-    "delete_run": "delete from {runs} where run_id = ? and workspace_id = ? and cohort_id = ?",
-    "insert_run": """
-        insert into {runs} (run_id, workspace_id, cohort_id, model, mode, full_refresh,
-            started_at, finished_at, status, added, removed, unchanged, left_but_kept,
-            requests, retries, error)
-        values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-    "delete_stale_lock": """
-        delete from {locks} where workspace_id = ? and cohort_id = ? and heartbeat_at < ?""",
-    "insert_lock": """
-        insert into {locks} (workspace_id, cohort_id, run_id, locked_at, heartbeat_at)
-        select ?, ?, ?, ?, ?
-        where not exists (select 1 from {locks} where workspace_id = ? and cohort_id = ?)""",
-    "lock_holder": """
-        select run_id, locked_at from {locks} where workspace_id = ? and cohort_id = ?
-        order by locked_at, run_id limit 1""",
-    "release_lock": "delete from {locks} where workspace_id = ? and cohort_id = ? and run_id = ?",
-    "heartbeat_lock": "update {locks} set heartbeat_at = ? where run_id = ?",
-    "create_schema": "create schema if not exists {schema}",
-    # Same columns as the dbt package's snowflake__moengage_state_tables_sql macro.
-    "create_moengage_cohort_members": """
-        create table if not exists {members} (
-            workspace_id varchar not null,
-            cohort_id varchar not null,
-            uid varchar not null,
-            synced_at timestamp_ntz not null,
-            run_id varchar not null
-        )""",
-    "create_moengage_sync_runs": """
-        create table if not exists {runs} (
-            run_id varchar not null,
-            workspace_id varchar not null,
-            cohort_id varchar not null,
-            model varchar not null,
-            mode varchar not null,
-            full_refresh boolean not null,
-            started_at timestamp_ntz not null,
-            finished_at timestamp_ntz,
-            status varchar not null,
-            added number(38,0),
-            removed number(38,0),
-            unchanged number(38,0),
-            left_but_kept number(38,0),
-            requests number(38,0),
-            retries number(38,0),
-            error varchar
-        )""",
-    "create_moengage_sync_locks": """
-        create table if not exists {locks} (
-            workspace_id varchar not null,
-            cohort_id varchar not null,
-            run_id varchar not null,
-            locked_at timestamp_ntz not null,
-            heartbeat_at timestamp_ntz not null
-        )""",
 }
 
 
