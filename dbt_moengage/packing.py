@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 
 import orjson
 
@@ -58,31 +60,79 @@ class BodyPacker:
 
     def pack(self, batches: Iterable[Sequence[str]]) -> Iterator[Body]:
         """Yield full bodies as the uids stream in, then the last partial one."""
-        pieces: list[bytes] = []
+        # A member costs its encoded bytes plus one comma; the last one needs no comma.
+        capacity = self.room + 1
+        parts: list[bytes] = []  # runs of encoded members, each comma-joined
         uids: list[str] = []
         used = 0
-        room = self.room
         for batch in batches:
-            for uid in batch:
-                piece = _member(uid)
-                if len(piece) > room:
-                    raise CohortError(
-                        f"a uid of {len(piece)} encoded bytes cannot fit in one request "
-                        f"of at most {self.max_bytes} bytes (uid starts {uid[:40]!r})"
-                    )
-                cost = len(piece) + (1 if pieces else 0)
-                if used + cost > room:
-                    yield self._body(pieces, uids)
-                    pieces, uids, used = [], [], 0
-                    cost = len(piece)
-                pieces.append(piece)
-                uids.append(uid)
-                used += cost
-        if pieces:
-            yield self._body(pieces, uids)
+            if not batch:
+                continue
+            if not _plain(batch):
+                # Quotes, backslashes, control or non-ASCII characters: encode uid by uid.
+                for uid in batch:
+                    piece = _member(uid)
+                    if len(piece) > self.room:
+                        raise self._too_big(len(piece), uid)
+                    if used + len(piece) + 1 > capacity:
+                        yield self._body(parts, uids)
+                        parts, uids, used = [], [], 0
+                    parts.append(piece)
+                    uids.append(uid)
+                    used += len(piece) + 1
+                continue
+            # Plain ASCII: a member is `{"uid":"` + uid + `"}`, its size known without
+            # encoding it, so a body's share of the batch is found by bisection and encoded
+            # in one join.
+            ends = list(accumulate(map(len, batch), initial=0))
 
-    def _body(self, pieces: list[bytes], uids: list[str]) -> Body:
-        return Body(self.prefix + b",".join(pieces) + self.suffix, uids)
+            def reach(end: int, ends: list[int] = ends) -> int:
+                """Bytes of the batch's first `end` members, a comma after each."""
+                return ends[end] + _PLAIN_COST * end
+
+            start, count = 0, len(batch)
+            positions = range(count + 1)
+            while start < count:
+                # The last `stop` whose members from `start` on still fit in this body.
+                limit = reach(start) + capacity - used
+                stop = bisect_right(positions, limit, start + 1, key=reach) - 1
+                if stop == start:
+                    if not parts:
+                        uid = batch[start]
+                        raise self._too_big(len(uid) + _PLAIN_COST - 1, uid)
+                    yield self._body(parts, uids)
+                    parts, uids, used = [], [], 0
+                    continue
+                run = batch[start:stop]
+                parts.append(('{"uid":"' + '"},{"uid":"'.join(run) + '"}').encode())
+                uids.extend(run)
+                used += reach(stop) - reach(start)
+                start = stop
+        if parts:
+            yield self._body(parts, uids)
+
+    def _body(self, parts: list[bytes], uids: list[str]) -> Body:
+        return Body(self.prefix + b",".join(parts) + self.suffix, uids)
+
+    def _too_big(self, size: int, uid: str) -> CohortError:
+        return CohortError(
+            f"a uid of {size} encoded bytes cannot fit in one request "
+            f"of at most {self.max_bytes} bytes (uid starts {uid[:40]!r})"
+        )
+
+
+# `{"uid":"` + `"}` around a plain uid, and the comma after it.
+_PLAIN_COST = 11
+
+
+def _plain(batch: Sequence[str]) -> bool:
+    """Whether orjson would encode every uid as its own ASCII characters, escaping none."""
+    try:
+        joined = "".join(batch)
+    except TypeError:
+        return False
+    # isascii() is a flag lookup; an escape (quote, backslash, control) makes the text longer.
+    return joined.isascii() and len(orjson.dumps(joined)) == len(joined) + 2
 
 
 def _member(uid: str) -> bytes:

@@ -272,3 +272,72 @@ def test_property_batching_never_changes_the_bodies(uids: list[str], sizes: list
     split = [b.payload for b in packer(600).pack(batches)]
     whole = [b.payload for b in packer(600).pack([uids])]
     assert split == whole
+
+
+def reference_pack(uids: Sequence[str], max_bytes: int) -> list[bytes]:
+    """The contract, member by member: a body closes when the next member would not fit."""
+    cohort = packer(max_bytes)
+    bodies: list[bytes] = []
+    members: list[bytes] = []
+    for uid in uids:
+        piece = member(uid)
+        if members and len(cohort.prefix + b",".join([*members, piece]) + cohort.suffix) > (
+            max_bytes
+        ):
+            bodies.append(cohort.prefix + b",".join(members) + cohort.suffix)
+            members = []
+        members.append(piece)
+    if members:
+        bodies.append(cohort.prefix + b",".join(members) + cohort.suffix)
+    return bodies
+
+
+# Mostly plain ASCII (packed a run at a time), with characters that need escaping or take
+# several bytes mixed in (packed uid by uid), so a body often spans both kinds of batch.
+plain_uid = st.text(alphabet="abc-019 ~\x7f", max_size=30)
+awkward_uid = st.text(alphabet=[*"ab1 ", '"', "\\", "\x01", "é", "🎉"], min_size=1, max_size=30)
+mixed_uid = st.one_of(plain_uid, plain_uid, plain_uid, awkward_uid)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    uids=st.lists(mixed_uid, max_size=300),
+    sizes=st.lists(st.integers(1, 40), min_size=1, max_size=8),
+    max_bytes=st.integers(300, 1500),
+)
+def test_property_same_bodies_as_member_by_member(
+    uids: list[str], sizes: list[int], max_bytes: int
+) -> None:
+    batches: list[list[str]] = []
+    rest = list(uids)
+    for size in itertools.cycle(sizes):
+        if not rest:
+            break
+        batches.append(rest[:size])
+        rest = rest[size:]
+    bodies = list(packer(max_bytes).pack(batches))
+    assert [b.payload for b in bodies] == reference_pack(uids, max_bytes)
+    check_bodies(bodies, uids, max_bytes)
+
+
+def test_plain_batch_after_an_escaped_one_shares_the_body() -> None:
+    bodies = list(packer().pack([['q"1', "é2"], ["plain-3", "plain-4"], ["\\5"]]))
+    assert len(bodies) == 1
+    assert [m["uid"] for m in json.loads(bodies[0].payload)["parameters"]["members"]] == [
+        'q"1',
+        "é2",
+        "plain-3",
+        "plain-4",
+        "\\5",
+    ]
+
+
+def test_a_plain_uid_too_big_fails_after_the_bodies_before_it() -> None:
+    cohort = packer(max_bytes=1000)
+    big = "x" * (cohort.room - len(member("")) + 1)
+    small = [f"u-{i:04d}" for i in range(200)]
+    bodies = cohort.pack([[*small, big]])
+    sent = [next(bodies)]
+    with pytest.raises(CohortError, match="cannot fit in one request"):
+        sent.extend(bodies)
+    assert sent[0].uids == small[: len(sent[0].uids)]
