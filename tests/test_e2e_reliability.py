@@ -11,8 +11,9 @@ import duckdb
 import pytest
 
 from dbt_moengage.emulator import Emulator, EmulatorConfig, Faults
+from dbt_moengage.errors import WarehouseError
 from dbt_moengage.sync import SyncOptions, run_sync
-from dbt_moengage.warehouse import base as wh
+from dbt_moengage.warehouse.duckdb import DuckDBWarehouse
 
 from .conftest import API_KEY, COHORTS, WORKSPACE, BuiltProject, run_cli, sync_args, sync_env
 
@@ -77,35 +78,22 @@ def test_retry_budget_runs_out_and_nothing_is_lost(
     assert_exact(project, emulator)
 
 
-class _DroppingCursor:
-    """A DuckDB cursor whose fetches fail after `allowed` batches: a lost connection."""
-
-    def __init__(self, cursor: Any, allowed: int) -> None:
-        self._cursor = cursor
-        self._allowed = allowed
-
-    def fetchmany(self, size: int) -> Any:
-        if self._allowed <= 0:
-            raise duckdb.ConnectionException("Connection Error: connection was closed")
-        self._allowed -= 1
-        return self._cursor.fetchmany(size)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._cursor, name)
-
-
 def test_warehouse_connection_lost_mid_stream(
     project: BuiltProject, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     env = sync_env(project, emulator, MOENGAGE_MAX_BODY_BYTES="2000")
-    original = wh.SqlWarehouse._execute
+    original = DuckDBWarehouse.stream_delta
 
-    def execute(self: wh.SqlWarehouse, name: str, *args: Any, **kwargs: Any) -> Any:
-        cursor = original(self, name, *args, **kwargs)
-        return _DroppingCursor(cursor, allowed=2) if name == "add_delta" else cursor
+    def dropping(
+        self: DuckDBWarehouse, cohort: Any, workspace_id: str, action: str, batch_rows: int = 0
+    ) -> Iterator[list[str]]:
+        """The delta's first two pages, then the connection is gone."""
+        for page, batch in enumerate(original(self, cohort, workspace_id, action, 100)):
+            if page == 2:
+                raise WarehouseError("reading uids failed: Connection Error: connection was closed")
+            yield batch
 
-    monkeypatch.setattr(wh.SqlWarehouse, "_execute", execute)
-    monkeypatch.setattr(wh.SqlWarehouse.stream_delta, "__defaults__", (100,))
+    monkeypatch.setattr(DuckDBWarehouse, "stream_delta", dropping)
     options = SyncOptions(
         project_dir=project.project_dir, profiles_dir=project.project_dir, environ=env
     )

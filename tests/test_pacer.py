@@ -190,6 +190,7 @@ def test_real_threads_respect_the_limit() -> None:
     assert len(starts) == 15
     # Recorded a moment after the pacer's own start time, so judged against the bare window.
     assert most_in_any_window(starts, window) <= limit
-    # Three rounds of five: two full spans of waiting, and not much more.
+    # Three rounds of five: at least two full spans of waiting (a lower bound only: a busy
+    # machine may be slower, never faster).
     elapsed = time.monotonic() - began
-    assert 2 * (window + margin) * 0.9 <= elapsed < 2 * (window + margin) + 1.0
+    assert elapsed >= 2 * (window + margin) * 0.9

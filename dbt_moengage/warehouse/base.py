@@ -361,17 +361,10 @@ class SqlWarehouse(Warehouse):
         batch_rows: int = DEFAULT_FETCH_ROWS,
     ) -> Iterator[list[str]]:
         """Stream the delta from a cursor of its own; checkpoints may write meanwhile."""
-        params: tuple[str, ...] = ()
-        if not self.state_ready:
-            # No state yet (a dry run on a fresh warehouse): everything is to add.
-            if action == REMOVE:
-                return
-            name = "model_uids"
-        elif action == ALL:
-            name = "model_uids"
-        else:
-            name = "add_delta" if action == ADD else "remove_delta"
-            params = (workspace_id, cohort.cohort_id)
+        query = self._delta_query(cohort, workspace_id, action)
+        if query is None:
+            return
+        name, params = query
         cursor = self._execute(name, params, cohort)
         try:
             while True:
@@ -388,6 +381,18 @@ class SqlWarehouse(Warehouse):
                 yield [row[0] for row in rows]
         finally:
             cursor.close()
+
+    def _delta_query(
+        self, cohort: CohortSpec, workspace_id: str, action: str
+    ) -> tuple[str, tuple[str, ...]] | None:
+        """The statement (and parameters) that yields an action's uids; None for nothing."""
+        if not self.state_ready:
+            # No state yet (a dry run on a fresh warehouse): everything is to add.
+            return None if action == REMOVE else ("model_uids", ())
+        if action == ALL:
+            return "model_uids", ()
+        name = "add_delta" if action == ADD else "remove_delta"
+        return name, (workspace_id, cohort.cohort_id)
 
     def record_added(
         self,

@@ -7,7 +7,11 @@ the lock rows of a runner that died are stale by the time anyone can open the fi
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
@@ -17,6 +21,7 @@ from ..cohorts import CohortSpec
 from ..errors import ProfileError, WarehouseError
 from .base import (
     COMMON_SQL,
+    DEFAULT_FETCH_ROWS,
     STATE_TABLES,
     LockTimeout,
     SqlWarehouse,
@@ -25,6 +30,10 @@ from .base import (
     state_ddl,
 )
 from .profiles import ProfileTarget
+
+# DuckDB's own memory (hash tables, the delta) is capped here and spills to disk past it,
+# so a sync's memory stays bounded whatever the audience's size.
+DEFAULT_MEMORY_LIMIT = "256MB"
 
 # Text, integers and UUIDs cast to text without losing what MoEngage matches on.
 UID_TYPES = (
@@ -96,20 +105,28 @@ class DuckDBWarehouse(SqlWarehouse):
         state_schema: str = "main",
         read_only: bool = False,
         wait_seconds: float = 0.0,
+        memory_limit: str = DEFAULT_MEMORY_LIMIT,
     ) -> None:
         self.path = path
         self.state_schema = state_schema
         self.read_only = read_only
-        self.conn = self._open(path, read_only, wait_seconds)
+        self.conn = self._open(path, read_only, wait_seconds, memory_limit)
 
     @staticmethod
-    def _open(path: str, read_only: bool, wait_seconds: float) -> duckdb.DuckDBPyConnection:
+    def _open(
+        path: str, read_only: bool, wait_seconds: float, memory_limit: str
+    ) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + wait_seconds
         while True:
             try:
                 conn = duckdb.connect(path, read_only=read_only)
                 # Its progress bar would draw over the runner's own output.
                 conn.execute("set enable_progress_bar = false")
+                # Row order is never needed, and dropping it lets DuckDB stream and spill.
+                conn.execute("set preserve_insertion_order = false")
+                # Bounded memory: the distinct and anti-join spill to disk past this, so the
+                # runner's memory stays flat as audiences grow.
+                conn.execute(f"set memory_limit = '{memory_limit.replace(chr(39), '')}'")
                 return conn
             except duckdb.IOException as exc:
                 if "lock" not in str(exc).lower():
@@ -154,8 +171,19 @@ class DuckDBWarehouse(SqlWarehouse):
                 f"'{target.target_name}') does not exist: run `dbt build` first"
             )
         schema = state_schema or str(target.fields.get("schema") or "main")
+        # The profile's `settings: {memory_limit: ...}` (as dbt-duckdb reads it) wins.
+        settings = target.fields.get("settings") or {}
+        memory_limit = str(
+            settings.get("memory_limit")
+            or os.environ.get("MOENGAGE_DUCKDB_MEMORY_LIMIT")
+            or DEFAULT_MEMORY_LIMIT
+        )
         return cls(
-            str(resolved), state_schema=schema, read_only=read_only, wait_seconds=wait_seconds
+            str(resolved),
+            state_schema=schema,
+            read_only=read_only,
+            wait_seconds=wait_seconds,
+            memory_limit=memory_limit,
         )
 
     def quote(self, identifier: str) -> str:
@@ -212,6 +240,53 @@ class DuckDBWarehouse(SqlWarehouse):
                 "(e.g. cast(... as varchar))"
             )
         return UidColumn(name=found[0], type=kind)
+
+    def stream_delta(
+        self,
+        cohort: CohortSpec,
+        workspace_id: str,
+        action: str,
+        batch_rows: int = DEFAULT_FETCH_ROWS,
+    ) -> Iterator[list[str]]:
+        """Write the delta to a temp table, then read it a page at a time.
+
+        A result kept open while checkpoints insert would stop DuckDB from flushing them,
+        so memory would grow with the audience; short page reads keep it flat.
+        """
+        query = self._delta_query(cohort, workspace_id, action)
+        if query is None:
+            return
+        name, params = query
+        table = f"moengage_delta_{uuid.uuid4().hex[:12]}"
+        with self._statements:
+            try:
+                self.conn.execute(
+                    f"create temp table {table} as {self._format(name, cohort)}", params
+                )
+                (total,) = self.conn.execute(f"select count(*) from {table}").fetchone() or (0,)
+            except duckdb.Error as exc:
+                raise WarehouseError(
+                    f"model '{cohort.model}': reading uids from {cohort.relation_name} "
+                    f"failed: {exc}"
+                ) from None
+        try:
+            for start in range(0, total, batch_rows):
+                with self._statements:
+                    try:
+                        rows = self.conn.execute(
+                            f"select uid from {table} where rowid >= ? and rowid < ?",
+                            [start, start + batch_rows],
+                        ).fetchall()
+                    except duckdb.Error as exc:
+                        raise WarehouseError(
+                            f"model '{cohort.model}': reading uids from {cohort.relation_name} "
+                            f"failed: {exc}"
+                        ) from None
+                if rows:
+                    yield [row[0] for row in rows]
+        finally:
+            with self._statements, contextlib.suppress(duckdb.Error):
+                self.conn.execute(f"drop table if exists {table}")
 
     def close(self) -> None:
         """Close the database."""
