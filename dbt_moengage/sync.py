@@ -72,7 +72,8 @@ def run_sync(options: SyncOptions, progress: Progress | None = None) -> RunRepor
     if options.only_built:
         discovery = _only_built(manifest, discovery, report, progress)
     settings = MoEngageSettings.from_env(options.environ, require_credentials=False)
-    senders = _destinations(discovery, options, report, progress)
+    senders, specs_to_sync = _destinations(discovery, options, report, progress)
+    discovery = Discovery(specs=specs_to_sync, problems=discovery.problems)
     target = load_profile_target(
         options.project_dir, options.profiles_dir, options.target, options.environ
     )
@@ -167,8 +168,8 @@ def _sync_destination(
 
 def _destinations(
     discovery: Discovery, options: SyncOptions, report: RunReport, progress: Progress
-) -> dict[str | None, MoEngageSettings]:
-    """Settings per destination the cohorts name; drops cohorts whose destination is unset.
+) -> tuple[dict[str | None, MoEngageSettings], list[CohortSpec]]:
+    """Settings per destination the cohorts name, and the cohorts whose destination is set.
 
     The default destination's settings missing is a configuration error (exit 2); a named
     destination's only fails its own cohorts.
@@ -192,8 +193,7 @@ def _destinations(
             progress.problem(f"model '{spec.model}': {refused[spec.destination]}")
         else:
             kept.append(spec)
-    discovery.specs[:] = kept
-    return senders
+    return senders, kept
 
 
 class CohortSync:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import astuple, dataclass
 from datetime import UTC, datetime, timedelta
@@ -372,10 +372,7 @@ class SqlWarehouse(Warehouse):
                     with self._statements:
                         rows = cursor.fetchmany(batch_rows)
                 except self.ERRORS as exc:
-                    raise WarehouseError(
-                        f"model '{cohort.model}': reading uids from {cohort.relation_name} "
-                        f"failed: {exc}"
-                    ) from None
+                    raise read_failed(cohort, exc) from None
                 if not rows:
                     return
                 yield [row[0] for row in rows]
@@ -488,6 +485,31 @@ class SqlWarehouse(Warehouse):
                     f"{wait_seconds:g} s. Let it finish, or raise MOENGAGE_LOCK_WAIT_SECONDS"
                 )
             sleep(self.LOCK_POLL_SECONDS)
+
+
+def read_failed(cohort: CohortSpec, exc: BaseException) -> WarehouseError:
+    """Reading a cohort's uids failed mid-way (a lost connection, a dropped table)."""
+    return WarehouseError(
+        f"model '{cohort.model}': reading uids from {cohort.relation_name} failed: {exc}"
+    )
+
+
+def missing_column(cohort: CohortSpec, columns: Iterable[str]) -> WarehouseError:
+    """The configured uid column is not in the model."""
+    return WarehouseError(
+        f"model '{cohort.model}': meta.moengage.uid_column = {cohort.uid_column!r}: "
+        f"no such column in {cohort.relation_name} (columns: {', '.join(columns)}); "
+        "set uid_column to the column holding MoEngage's Unique User ID"
+    )
+
+
+def unusable_type(cohort: CohortSpec, kind: str) -> WarehouseError:
+    """The uid column's type would not cast to a uid cleanly."""
+    return WarehouseError(
+        f"model '{cohort.model}': meta.moengage.uid_column = {cohort.uid_column!r} has "
+        f"type {kind}; uids must be text or whole numbers: cast it in the model "
+        "(e.g. cast(... as varchar))"
+    )
 
 
 def quote_identifier(name: str, quote: str = '"') -> str:

@@ -26,8 +26,11 @@ from .base import (
     LockTimeout,
     SqlWarehouse,
     UidColumn,
+    missing_column,
     quote_identifier,
+    read_failed,
     state_ddl,
+    unusable_type,
 )
 from .profiles import ProfileTarget
 
@@ -226,19 +229,10 @@ class DuckDBWarehouse(SqlWarehouse):
         columns = {str(name).lower(): (str(name), str(kind)) for name, kind, *_ in rows}
         found = columns.get(cohort.uid_column.lower())
         if found is None:
-            names = ", ".join(name for name, _ in columns.values())
-            raise WarehouseError(
-                f"model '{cohort.model}': meta.moengage.uid_column = {cohort.uid_column!r}: "
-                f"no such column in {cohort.relation_name} (columns: {names}); "
-                "set uid_column to the column holding MoEngage's Unique User ID"
-            )
+            raise missing_column(cohort, (name for name, _ in columns.values()))
         kind = found[1].upper()
         if kind not in UID_TYPES:
-            raise WarehouseError(
-                f"model '{cohort.model}': meta.moengage.uid_column = {cohort.uid_column!r} has "
-                f"type {kind}; uids must be text or whole numbers: cast it in the model "
-                "(e.g. cast(... as varchar))"
-            )
+            raise unusable_type(cohort, kind)
         return UidColumn(name=found[0], type=kind)
 
     def stream_delta(
@@ -265,10 +259,7 @@ class DuckDBWarehouse(SqlWarehouse):
                 )
                 (total,) = self.conn.execute(f"select count(*) from {table}").fetchone() or (0,)
             except duckdb.Error as exc:
-                raise WarehouseError(
-                    f"model '{cohort.model}': reading uids from {cohort.relation_name} "
-                    f"failed: {exc}"
-                ) from None
+                raise read_failed(cohort, exc) from None
         try:
             for start in range(0, total, batch_rows):
                 with self._statements:
@@ -278,10 +269,7 @@ class DuckDBWarehouse(SqlWarehouse):
                             [start, start + batch_rows],
                         ).fetchall()
                     except duckdb.Error as exc:
-                        raise WarehouseError(
-                            f"model '{cohort.model}': reading uids from {cohort.relation_name} "
-                            f"failed: {exc}"
-                        ) from None
+                        raise read_failed(cohort, exc) from None
                 if rows:
                     yield [row[0] for row in rows]
         finally:

@@ -18,7 +18,16 @@ from snowflake.connector.constants import FIELD_ID_TO_NAME
 
 from ..cohorts import CohortSpec
 from ..errors import ProfileError, WarehouseError
-from .base import COMMON_SQL, STATE_TABLES, SqlWarehouse, UidColumn, quote_identifier, state_ddl
+from .base import (
+    COMMON_SQL,
+    STATE_TABLES,
+    SqlWarehouse,
+    UidColumn,
+    missing_column,
+    quote_identifier,
+    state_ddl,
+    unusable_type,
+)
 from .profiles import ProfileTarget
 from .snowflake_connect import open_connection
 
@@ -161,21 +170,12 @@ class SnowflakeWarehouse(SqlWarehouse):
         by_name = {str(c.name).lower(): c for c in description}
         column = by_name.get(cohort.uid_column.lower())
         if column is None:
-            names = ", ".join(str(c.name) for c in description)
-            raise WarehouseError(
-                f"model '{cohort.model}': meta.moengage.uid_column = {cohort.uid_column!r}: "
-                f"no such column in {cohort.relation_name} (columns: {names}); "
-                "set uid_column to the column holding MoEngage's Unique User ID"
-            )
+            raise missing_column(cohort, (str(c.name) for c in description))
         kind = FIELD_ID_TO_NAME.get(column.type_code, str(column.type_code))
         whole_number = kind in NUMBER_TYPES and not column.scale
         if kind not in TEXT_TYPES and not whole_number:
             shown = f"NUMBER({column.precision},{column.scale})" if kind == "FIXED" else kind
-            raise WarehouseError(
-                f"model '{cohort.model}': meta.moengage.uid_column = {cohort.uid_column!r} has "
-                f"type {shown}; uids must be text or whole numbers: cast it in the model "
-                "(e.g. cast(... as varchar))"
-            )
+            raise unusable_type(cohort, shown)
         return UidColumn(name=str(column.name), type="NUMBER" if whole_number else "VARCHAR")
 
     def _bind_uids(self, uids: list[str]) -> Any:
