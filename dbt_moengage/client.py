@@ -116,10 +116,13 @@ class MoEngageClient:
         tally: Tally,
         on_accepted: Callable[[Body], None] = lambda body: None,
     ) -> None:
-        """Send bodies with a few in flight; `on_accepted` runs in this thread per 200.
+        """Send bodies with a few in flight; `on_accepted` runs once per 200.
 
-        On the first failure no new body is sent, those in flight are awaited (their
-        successes still reach `on_accepted`), then the failure is raised.
+        `on_accepted` (the checkpoint) runs in the sending thread right after the 200,
+        inside the request's slot: at most `max_in_flight` bodies are ever sent but not
+        yet recorded, and recording one overlaps sending the next. On the first failure
+        (a request or its checkpoint) no new body is sent, those in flight are awaited,
+        then the failure is raised.
         """
         in_flight: dict[Future[None], Body] = {}
         limit = self.settings.max_in_flight + 1
@@ -133,7 +136,6 @@ class MoEngageClient:
                 if exc is None:
                     tally.accepted += 1
                     tally.uids_accepted += len(body.uids)
-                    on_accepted(body)
                 else:
                     tally.uids_failed += len(body.uids)
                     if not isinstance(exc, _Stopped):
@@ -146,13 +148,22 @@ class MoEngageClient:
                     collect(done)
                 if error is not None:
                     break
-                in_flight[self._pool.submit(self.send, body.payload, tally)] = body
+                in_flight[self._pool.submit(self._deliver, body, tally, on_accepted)] = body
         finally:
             if in_flight:
                 done, _ = wait(in_flight)
                 collect(done)
         if error is not None:
             raise error
+
+    def _deliver(self, body: Body, tally: Tally, on_accepted: Callable[[Body], None]) -> None:
+        """Send one body, then record it; a failed record stops the stream like a failed send."""
+        self.send(body.payload, tally)
+        try:
+            on_accepted(body)
+        except BaseException:
+            tally.stopped.set()
+            raise
 
     def _send_with_retries(self, payload: bytes, tally: Tally) -> None:
         retrying = Retrying(

@@ -6,12 +6,13 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from .checkpoints import GroupCommit
 from .client import MoEngageClient, Tally
 from .cohorts import CohortSpec, Discovery, discover
 from .errors import (
@@ -306,12 +307,31 @@ class CohortSync:
         self._plan(full_refresh)
         self.progress.cohort_started(self.result)
         if self.mirror and self.result.planned_remove:
-            self.client.send_all(self._bodies(REMOVE), removes, self._removed)
+            self.client.send_all(self._bodies(REMOVE), removes, self._checkpoint(REMOVE))
         if self.result.planned_add:
+            self.client.send_all(
+                self._bodies(ADD, full_refresh), adds, self._checkpoint(ADD, full_refresh)
+            )
+
+    def _checkpoint(self, action: str, full_refresh: bool = False) -> Callable[[Body], None]:
+        """What runs after each accepted body: record its uids, then show progress."""
+        spec, workspace = self.spec, self.workspace
+        if action == REMOVE:
+            commits = GroupCommit(lambda uids: self.warehouse.record_removed(spec, workspace, uids))
+        else:
             # A full refresh resends every member; each accepted body replaces its uids'
             # rows, so the state stays true even if the refresh stops halfway.
-            checkpoint = self._refreshed if full_refresh else self._added
-            self.client.send_all(self._bodies(ADD, full_refresh), adds, checkpoint)
+            commits = GroupCommit(
+                lambda uids: self.warehouse.record_added(
+                    spec, workspace, uids, self.run_id, replace=full_refresh
+                )
+            )
+
+        def accepted(body: Body) -> None:
+            commits.record(body.uids)
+            self.progress.sent(self.result, action, len(body.uids))
+
+        return accepted
 
     def _bodies(self, action: str, everyone: bool = False) -> Iterable[Body]:
         packer = BodyPacker(
@@ -324,18 +344,6 @@ class CohortSync:
         )
         kind = wh.REMOVE if action == REMOVE else wh.ALL if everyone else wh.ADD
         return packer.pack(self.warehouse.stream_delta(self.spec, self.workspace, kind))
-
-    def _added(self, body: Body) -> None:
-        self.warehouse.record_added(self.spec, self.workspace, body.uids, self.run_id)
-        self.progress.sent(self.result, ADD, len(body.uids))
-
-    def _refreshed(self, body: Body) -> None:
-        self.warehouse.record_added(self.spec, self.workspace, body.uids, self.run_id, replace=True)
-        self.progress.sent(self.result, ADD, len(body.uids))
-
-    def _removed(self, body: Body) -> None:
-        self.warehouse.record_removed(self.spec, self.workspace, body.uids)
-        self.progress.sent(self.result, REMOVE, len(body.uids))
 
     def _tally(self, adds: Tally, removes: Tally) -> None:
         r = self.result

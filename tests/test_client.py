@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -11,7 +12,7 @@ import requests
 
 from dbt_moengage.client import MoEngageClient, Tally
 from dbt_moengage.emulator import Emulator, EmulatorConfig, Faults
-from dbt_moengage.errors import RequestRejected, TransientError, WorkspaceFatal
+from dbt_moengage.errors import RequestRejected, TransientError, WarehouseError, WorkspaceFatal
 from dbt_moengage.packing import ADD, Body, BodyPacker
 from dbt_moengage.settings import MoEngageSettings, Secret
 
@@ -171,3 +172,63 @@ def test_first_failure_stops_new_sends_but_keeps_accepted(server: Emulator) -> N
     assert accepted == good
     assert tally.requests == len(good) + 1
     assert [r.status for r in server.requests()] == [200] * len(good) + [413]
+
+
+def test_a_body_is_recorded_before_its_slot_is_freed(server: Emulator) -> None:
+    # The checkpoint runs inside the request's slot: with 2 in flight, no more than 2
+    # bodies are ever sent and not yet recorded, however slow recording is.
+    lock = threading.Lock()
+    unrecorded = 0
+    most_unrecorded = 0
+    recorded: list[Body] = []
+
+    def before_send(payload: bytes, tally: Tally) -> None:
+        nonlocal unrecorded, most_unrecorded
+        with lock:
+            unrecorded += 1
+            most_unrecorded = max(most_unrecorded, unrecorded)
+
+    def record(body: Body) -> None:
+        nonlocal unrecorded
+        time.sleep(0.02)
+        with lock:
+            unrecorded -= 1
+            recorded.append(body)
+
+    sent = bodies(600)
+    with MoEngageClient(settings_for(server, max_in_flight=2)) as client:
+        original = client.send
+
+        def counting_send(payload: bytes, tally: Tally) -> None:
+            before_send(payload, tally)
+            original(payload, tally)
+
+        client.send = counting_send  # type: ignore[method-assign]
+        client.send_all(sent, Tally(), record)
+    assert len(recorded) == len(sent)
+    assert most_unrecorded == 2
+
+
+def test_a_failed_checkpoint_stops_the_stream_and_is_raised(server: Emulator) -> None:
+    recorded: list[Body] = []
+    sent = bodies(1_000)
+    assert len(sent) > 5
+
+    def record(body: Body) -> None:
+        if len(recorded) == 2:
+            raise WarehouseError("the state table went away")
+        recorded.append(body)
+
+    tally = Tally()
+    with (
+        MoEngageClient(settings_for(server, max_in_flight=1)) as client,
+        pytest.raises(WarehouseError, match="went away"),
+    ):
+        client.send_all(sent, tally, record)
+    # The third body was accepted by MoEngage but not recorded: it counts as unsynced (a
+    # later run sends it again). A fourth, if it was queued behind it, was never sent.
+    assert recorded == sent[:2]
+    assert tally.uids_accepted == sum(len(b.uids) for b in sent[:2])
+    assert tally.uids_failed in (len(sent[2].uids), len(sent[2].uids) + len(sent[3].uids))
+    assert tally.requests == 3
+    assert len(server.requests()) == 3

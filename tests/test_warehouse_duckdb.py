@@ -32,6 +32,7 @@ from dbt_moengage.warehouse.base import (
     utcnow,
 )
 from dbt_moengage.warehouse.duckdb import DuckDBWarehouse
+from dbt_moengage.warehouse.profiles import ProfileTarget
 
 WS = "WS_UNIT"
 
@@ -336,9 +337,11 @@ def test_state_is_kept_per_workspace_and_cohort(db: Path, ready: DuckDBWarehouse
 def test_uids_are_compared_exactly(db: Path, ready: DuckDBWarehouse) -> None:
     # No case folding or trimming: MoEngage matches uids as given.
     cohort = spec(db)
-    insert(ready, ["Ab", "ab", "é", "e\u0301", "quo'te", 'back\\slash"'])
-    ready.record_added(cohort, WS, ["ab", "é"], "run-1")
-    assert delta_uids(ready, cohort, ADD) == sorted(["Ab", "e\u0301", "quo'te", 'back\\slash"'])
+    odd = ["quo'te", 'back\\slash"', "new\nline", "tab\tbed", "[\"json\"]"]
+    insert(ready, ["Ab", "ab", "é", "e\u0301", *odd])
+    ready.record_added(cohort, WS, ["ab", "é", *odd[1:]], "run-1")
+    assert delta_uids(ready, cohort, ADD) == sorted(["Ab", "e\u0301", odd[0]])
+    assert sorted(state(ready)) == sorted(["ab", "é", *odd[1:]])
 
 
 def test_stream_delta_batches(db: Path, ready: DuckDBWarehouse) -> None:
@@ -359,6 +362,54 @@ def test_checkpoints_while_streaming(db: Path, ready: DuckDBWarehouse) -> None:
         seen.extend(batch)
     assert sorted(seen) == state(ready) == [f"u{i:03d}" for i in range(30)]
     assert plan(ready, cohort) == (30, 0, 0, 30)
+
+
+# -- memory ---------------------------------------------------------------------------------
+
+
+def memory_limit(warehouse: DuckDBWarehouse) -> str:
+    return str(sql(warehouse, "select current_setting('memory_limit')")[0][0])
+
+
+def profile_target(db: Path, **fields: Any) -> ProfileTarget:
+    return ProfileTarget("unit", "dev", db.parent / "profiles.yml", {"path": str(db), **fields})
+
+
+def test_memory_is_capped_by_default_and_can_be_raised(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MOENGAGE_DUCKDB_MEMORY_LIMIT", raising=False)
+    with open_db(db) as opened:
+        assert memory_limit(opened) == "61.0 MiB"  # DuckDB shows 64MB (10^6) in MiB
+    monkeypatch.setenv("MOENGAGE_DUCKDB_MEMORY_LIMIT", "1GB")
+    opened = DuckDBWarehouse.from_profile(profile_target(db), db.parent)
+    with opened:
+        assert memory_limit(opened) == "953.6 MiB"
+    # The profile's settings, as dbt-duckdb reads them, win over the environment.
+    target = profile_target(db, settings={"memory_limit": "200MB"})
+    with DuckDBWarehouse.from_profile(target, db.parent) as opened:
+        assert memory_limit(opened) == "190.7 MiB"
+
+
+def test_out_of_memory_says_how_to_raise_the_cap(db: Path) -> None:
+    # A model that cannot spill (one huge list) under a tiny cap: the error names the
+    # model and the setting to raise.
+    with duckdb.connect(str(db)) as conn:
+        conn.execute(
+            "create table main.big as select i::varchar || repeat('x', 50) as uid "
+            "from range(300000) r(i)"
+        )
+        conn.execute(
+            "create view main.huge as select unnest(list(uid order by uid desc)) as uid "
+            "from main.big"
+        )
+    with open_db(db, memory_limit="8MB") as opened:
+        assert opened.prepare_state(create=True)
+        with pytest.raises(WarehouseError) as caught:
+            opened.plan(spec(db, table="huge"), WS, False)
+    text = str(caught.value)
+    assert "model 'huge'" in text and "Out of Memory Error" in text
+    assert "memory_limit = 8MB" in text and "MOENGAGE_DUCKDB_MEMORY_LIMIT" in text
 
 
 # -- save_run ------------------------------------------------------------------------------

@@ -261,6 +261,10 @@ class SqlWarehouse(Warehouse):
     def existing_state_tables(self) -> set[str]:
         """Which state tables exist already (lower-case names)."""
 
+    def explain(self, exc: BaseException) -> str:
+        """The engine's error as the user should read it (engines may add what to do)."""
+        return str(exc)
+
     def _format(self, name: str, cohort: CohortSpec | None = None) -> str:
         fields: dict[str, str] = {
             "members": self.state_table(MEMBERS),
@@ -292,7 +296,9 @@ class SqlWarehouse(Warehouse):
             except self.ERRORS as exc:
                 cursor.close()
                 where = f"model '{cohort.model}': " if cohort else ""
-                raise WarehouseError(f"{where}{name.replace('_', ' ')} failed: {exc}") from None
+                raise WarehouseError(
+                    f"{where}{name.replace('_', ' ')} failed: {self.explain(exc)}"
+                ) from None
             return cursor
 
     def _scalar_row(
@@ -372,7 +378,7 @@ class SqlWarehouse(Warehouse):
                     with self._statements:
                         rows = cursor.fetchmany(batch_rows)
                 except self.ERRORS as exc:
-                    raise read_failed(cohort, exc) from None
+                    raise read_failed(cohort, self.explain(exc)) from None
                 if not rows:
                     return
                 yield [row[0] for row in rows]
@@ -487,10 +493,10 @@ class SqlWarehouse(Warehouse):
             sleep(self.LOCK_POLL_SECONDS)
 
 
-def read_failed(cohort: CohortSpec, exc: BaseException) -> WarehouseError:
+def read_failed(cohort: CohortSpec, reason: str) -> WarehouseError:
     """Reading a cohort's uids failed mid-way (a lost connection, a dropped table)."""
     return WarehouseError(
-        f"model '{cohort.model}': reading uids from {cohort.relation_name} failed: {exc}"
+        f"model '{cohort.model}': reading uids from {cohort.relation_name} failed: {reason}"
     )
 
 
