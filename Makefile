@@ -22,8 +22,8 @@ demo: $(STAMP)
 	bash scripts/demo.sh
 
 check: $(STAMP)
-	$(BIN)/ruff check dbt_moengage tests
-	$(BIN)/ruff format --check dbt_moengage tests
+	$(BIN)/ruff check dbt_moengage tests bench
+	$(BIN)/ruff format --check dbt_moengage tests bench
 	$(BIN)/mypy
 
 test: check

@@ -47,7 +47,11 @@ def main() -> int:
     with Emulator(config) as emulator:
         print(emulator.url, flush=True)
         # Stdin closing (the bench ended, or died) stops the server too.
-        threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+        def stop_at_eof() -> None:
+            sys.stdin.read()
+            stop.set()
+
+        threading.Thread(target=stop_at_eof, daemon=True).start()
         stop.wait()
         records = emulator.requests()
     log = {

@@ -337,7 +337,7 @@ def test_state_is_kept_per_workspace_and_cohort(db: Path, ready: DuckDBWarehouse
 def test_uids_are_compared_exactly(db: Path, ready: DuckDBWarehouse) -> None:
     # No case folding or trimming: MoEngage matches uids as given.
     cohort = spec(db)
-    odd = ["quo'te", 'back\\slash"', "new\nline", "tab\tbed", "[\"json\"]"]
+    odd = ["quo'te", 'back\\slash"', "new\nline", "tab\tbed", '["json"]']
     insert(ready, ["Ab", "ab", "é", "e\u0301", *odd])
     ready.record_added(cohort, WS, ["ab", "é", *odd[1:]], "run-1")
     assert delta_uids(ready, cohort, ADD) == sorted(["Ab", "e\u0301", odd[0]])
