@@ -46,6 +46,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_term)
     with Emulator(config) as emulator:
         print(emulator.url, flush=True)
+
         # Stdin closing (the bench ended, or died) stops the server too.
         def stop_at_eof() -> None:
             sys.stdin.read()
