@@ -16,6 +16,8 @@ from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any, ClassVar, Self
 
+import orjson
+
 from ..cohorts import CohortSpec
 from ..errors import CohortError, WarehouseError
 
@@ -406,20 +408,14 @@ class SqlWarehouse(Warehouse):
         replace: bool = False,
     ) -> None:
         """One bulk insert per accepted request (a delete first, when replacing)."""
+        members = uids_json(uids)
         if replace:
-            self.record_removed(cohort, workspace_id, uids)
-        self._run(
-            "insert_members",
-            (workspace_id, cohort.cohort_id, utcnow(), run_id, self._bind_uids(list(uids))),
-        )
+            self._run("delete_members", (workspace_id, cohort.cohort_id, members))
+        self._run("insert_members", (workspace_id, cohort.cohort_id, utcnow(), run_id, members))
 
     def record_removed(self, cohort: CohortSpec, workspace_id: str, uids: Sequence[str]) -> None:
         """One bulk delete per accepted request."""
-        self._run("delete_members", (workspace_id, cohort.cohort_id, self._bind_uids(list(uids))))
-
-    def _bind_uids(self, uids: list[str]) -> Any:
-        """A request's uids as one bound parameter (a list; JSON text where lists won't bind)."""
-        return uids
+        self._run("delete_members", (workspace_id, cohort.cohort_id, uids_json(uids)))
 
     def save_run(self, row: RunRow) -> None:
         """Delete-then-insert keeps one row per run and cohort on every engine."""
@@ -491,6 +487,12 @@ class SqlWarehouse(Warehouse):
                     f"{wait_seconds:g} s. Let it finish, or raise MOENGAGE_LOCK_WAIT_SECONDS"
                 )
             sleep(self.LOCK_POLL_SECONDS)
+
+
+def uids_json(uids: Sequence[str]) -> str:
+    """A request's uids as one bound parameter: a JSON array every engine's SQL unpacks
+    (DuckDB parses it faster than it converts a list of Python strings)."""
+    return orjson.dumps(list(uids)).decode()
 
 
 def read_failed(cohort: CohortSpec, reason: str) -> WarehouseError:

@@ -13,10 +13,9 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import duckdb
-import orjson
 
 from ..cohorts import CohortSpec
 from ..errors import ProfileError, WarehouseError
@@ -295,10 +294,6 @@ class DuckDBWarehouse(SqlWarehouse):
             "with MOENGAGE_DUCKDB_MEMORY_LIMIT (e.g. 1GB) or the profile's "
             "`settings: {memory_limit: ...}`"
         )
-
-    def _bind_uids(self, uids: list[str]) -> Any:
-        """One JSON text: DuckDB parses it faster than it converts a list of Python strings."""
-        return orjson.dumps(uids).decode()
 
     def close(self) -> None:
         """Close the database."""

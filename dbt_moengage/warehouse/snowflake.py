@@ -12,7 +12,6 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar
 
-import orjson
 import snowflake.connector
 from snowflake.connector.constants import FIELD_ID_TO_NAME
 
@@ -177,9 +176,6 @@ class SnowflakeWarehouse(SqlWarehouse):
             shown = f"NUMBER({column.precision},{column.scale})" if kind == "FIXED" else kind
             raise unusable_type(cohort, shown)
         return UidColumn(name=str(column.name), type="NUMBER" if whole_number else "VARCHAR")
-
-    def _bind_uids(self, uids: list[str]) -> Any:
-        return orjson.dumps(uids).decode()
 
     def close(self) -> None:
         """Close the session."""
