@@ -15,6 +15,7 @@ import time
 
 from dbt_moengage.cohorts import CohortSpec
 from dbt_moengage.warehouse.duckdb import DEFAULT_MEMORY_LIMIT, DuckDBWarehouse
+from dbt_moengage.warehouse.schema import StateKey
 
 
 def main() -> int:
@@ -36,10 +37,11 @@ def main() -> int:
         description="bench",
         uid_column="uid",
     )
+    key = StateKey("http://127.0.0.1", "BENCH_WORKSPACE")
     size = math.ceil(len(uids) / args.requests)
     started, cpu = time.perf_counter(), time.process_time()
     for start in range(0, len(uids), size):
-        warehouse.record_added(cohort, "BENCH_WORKSPACE", uids[start : start + size], "bench")
+        warehouse.record_added(cohort, key, uids[start : start + size], "bench")
     warehouse.close()
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
     print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds}))

@@ -15,10 +15,11 @@ from rich.table import Table
 
 from . import __version__
 from .errors import ConfigError, MoEngageSyncError
+from .manifest import load_manifest
 from .progress import Progress, make_progress
 from .report import print_summary
 from .settings import MoEngageSettings
-from .sync import SyncOptions, check_destinations, discover_cohorts, run_sync
+from .sync import SyncOptions, discover_cohorts, run_sync, validate
 
 EXIT_USAGE = 2
 
@@ -59,8 +60,41 @@ def project_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+SELECTORS = ("--select", "-s", "--exclude")
+
+
+class SelectorCommand(click.Command):
+    """A command whose --select and --exclude take several selectors, as dbt's do.
+
+    `--select a b --exclude c` means `--select a --select b --exclude c`: every word up
+    to the next option belongs to the flag before it (dbt's own option class does this,
+    but importing dbt costs a second and more at every start).
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Repeat the selector flag before each of its words, then parse as usual."""
+        return super().parse_args(ctx, expand_selectors(args))
+
+
+def expand_selectors(args: list[str]) -> list[str]:
+    """`--select a b` -> `--select a --select b`; other arguments unchanged."""
+    expanded: list[str] = []
+    flag: str | None = None
+    for arg in args:
+        if arg.startswith("-"):
+            name = arg.split("=", 1)[0]
+            flag = name if name in SELECTORS else None
+            expanded.append(arg)
+        elif flag is not None and expanded[-1] != flag:
+            # The flag's first word follows it (or its `=`); each later word gets the flag.
+            expanded.extend([flag, arg])
+        else:
+            expanded.append(arg)
+    return expanded
+
+
 def _split(values: tuple[str, ...]) -> tuple[str, ...]:
-    """dbt takes `--select a b`; click takes `-s a -s b` or `-s "a b"`: accept both."""
+    """`--select a b`, `-s a -s b` and `-s "a b"` all select a and b, as in dbt."""
     return tuple(name for chunk in values for name in chunk.split())
 
 
@@ -91,6 +125,12 @@ def _run_and_report(options: SyncOptions, log_format: str) -> int:
     return report.exit_code
 
 
+ALLOW_LARGE_REMOVAL = click.option(
+    "--allow-large-removal",
+    is_flag=True,
+    help="Let mirror cohorts remove more than max_remove_fraction of their members, or all.",
+)
+
 LOG_FORMAT = click.option(
     "--log-format",
     type=click.Choice(["auto", "text", "json"]),
@@ -100,7 +140,7 @@ LOG_FORMAT = click.option(
 )
 
 
-@main.command()
+@main.command(cls=SelectorCommand)
 @project_options
 @click.option(
     "--dry-run", is_flag=True, help="Validate and count what would be sent; send nothing."
@@ -120,6 +160,7 @@ LOG_FORMAT = click.option(
     default=None,
     help="Schema of the sync state tables [env: MOENGAGE_STATE_SCHEMA; default: the profile's].",
 )
+@ALLOW_LARGE_REMOVAL
 @LOG_FORMAT
 def sync(log_format: str, **kwargs: Any) -> None:
     """Sync every cohort model of the dbt project to MoEngage."""
@@ -138,6 +179,7 @@ def sync(log_format: str, **kwargs: Any) -> None:
 @click.option("--profiles-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
 @click.option("--target", "-t", default=None)
 @click.option("--state-schema", default=None, help="Schema of the sync state tables.")
+@ALLOW_LARGE_REMOVAL
 @LOG_FORMAT
 @click.argument("dbt_args", nargs=-1, type=click.UNPROCESSED)
 def build(
@@ -145,6 +187,7 @@ def build(
     profiles_dir: Path | None,
     target: str | None,
     state_schema: str | None,
+    allow_large_removal: bool,
     log_format: str,
     dbt_args: tuple[str, ...],
 ) -> None:
@@ -171,18 +214,20 @@ def build(
         target=target,
         state_schema=state_schema,
         only_built=True,
+        allow_large_removal=allow_large_removal,
     )
     code = _run_and_report(options, log_format)
     sys.exit(max(code, 0 if outcome.success else 1))
 
 
-@main.command(name="ls")
+@main.command(name="ls", cls=SelectorCommand)
 @project_options
 def list_cohorts(**kwargs: Any) -> None:
     """List the cohort models: model, cohort id and name, mode, uid column, destination."""
     options = _options(**kwargs)
     try:
         discovery = discover_cohorts(options)
+        near_misses = load_manifest(options.target_dir).near_misses()
     except ConfigError as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
         sys.exit(EXIT_USAGE)
@@ -200,29 +245,42 @@ def list_cohorts(**kwargs: Any) -> None:
         )
     console = make_console()
     console.print(table)
+    for warning in near_misses:
+        console.print(f"[yellow]warning[/yellow] {escape(warning)}", soft_wrap=True)
     for problem in discovery.problems:
         console.print(f"[red]invalid[/red] {escape(str(problem))}", soft_wrap=True)
     sys.exit(1 if discovery.problems else 0)
 
 
-@main.command()
+@main.command(name="validate", cls=SelectorCommand)
 @project_options
-def validate(**kwargs: Any) -> None:
-    """Check every cohort's config and the MoEngage settings, without warehouse or API."""
+@click.option(
+    "--warehouse",
+    "check_warehouse",
+    is_flag=True,
+    help="Also check each model's relation and uid column in the warehouse (no API call).",
+)
+def validate_command(check_warehouse: bool, **kwargs: Any) -> None:
+    """Check every cohort's config and the MoEngage settings, without the API."""
     options = _options(**kwargs)
     console = make_console()
     try:
-        discovery = discover_cohorts(options)
-        problems = [str(p) for p in discovery.problems]
-        problems += check_destinations(discovery, options.environ)
+        found = validate(options, check_warehouse)
     except ConfigError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
+        Console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         sys.exit(EXIT_USAGE)
-    for problem in problems:
+    for warning in found.warnings:
+        console.print(f"[yellow]warning[/yellow] {escape(warning)}", soft_wrap=True)
+    for problem in found.problems:
         console.print(f"[red]invalid[/red] {escape(problem)}", soft_wrap=True)
-    count = len(discovery.specs)
-    if problems:
-        console.print(f"{len(problems)} problem(s); {count} cohort(s) valid")
+    count = len(found.specs)
+    if not found.warehouse_checked:
+        console.print(
+            "relations and uid columns were not checked: `validate --warehouse` checks them",
+            soft_wrap=True,
+        )
+    if found.problems:
+        console.print(f"{len(found.problems)} problem(s); {count} cohort(s) valid")
         sys.exit(1)
     console.print(f"[green]ok[/green]: {count} cohort(s) valid")
 
@@ -270,6 +328,12 @@ def validate(**kwargs: Any) -> None:
 @click.option("--storm-429", type=int, default=0, help="Answer 429 to the first N requests.")
 @click.option("--no-retry-after", is_flag=True, help="Send 429s without a Retry-After header.")
 @click.option("--seed", type=int, default=0, help="Seed of the fault dice.")
+@click.option(
+    "--known-users",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="File of the uids MoEngage knows, one per line: adds of others are dropped.",
+)
 def emulator(
     host: str,
     port: int,
@@ -286,6 +350,7 @@ def emulator(
     storm_429: int,
     no_retry_after: bool,
     seed: int,
+    known_users: Path | None,
 ) -> None:
     """Run a local MoEngage Cohort Sync API for demos and tests."""
     from .emulator import EmulatorConfig, Faults, serve_forever
@@ -307,8 +372,15 @@ def emulator(
         rate_limit_per_min=rate_limit or None,
         max_body_bytes=max_body_bytes,
         faults=faults,
+        known_users=_read_users(known_users) if known_users else None,
     )
     serve_forever(config, host, port)
+
+
+def _read_users(path: Path) -> frozenset[str]:
+    """The uids of a --known-users file, one per line (blank lines skipped)."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return frozenset(line for line in lines if line.strip())
 
 
 def make_console() -> Console:

@@ -3,18 +3,29 @@
 One client per workspace: one `requests.Session`, one pacer shared by every cohort, a few
 requests in flight so latency does not waste the quota. The first request goes alone, so a
 wrong key costs one request (two at most when the first was retried), never a burst.
+
+The HTTP edge is exact: redirects are never followed, only a 2xx carrying MoEngage's
+`{"status": "success"}` counts as accepted, and every exception requests can raise is mapped
+to a typed error in one place (`request_error`), so retrying is decided by type.
 """
 
 from __future__ import annotations
 
+import base64
 import email.utils
+import json
+import socket
+import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from typing import Any
 
 import requests
+import urllib3.exceptions
+from requests import exceptions as rex
 from requests.adapters import HTTPAdapter
 from tenacity import (
     RetryCallState,
@@ -27,6 +38,7 @@ from tenacity import (
 
 from . import __version__
 from .errors import (
+    DestinationError,
     MoEngageSyncError,
     RateLimited,
     RequestRejected,
@@ -35,10 +47,15 @@ from .errors import (
 )
 from .pacer import Pacer
 from .packing import Body
-from .settings import MoEngageSettings
+from .settings import DOCUMENTED_DATA_CENTERS, MoEngageSettings
 
 MAX_RETRY_AFTER = 300.0
 CONNECT_TIMEOUT = 10.0
+# How much of an unexpected answer's body and of a redirect target an error message shows.
+BODY_SHOWN = 200
+LOCATION_SHOWN = 120
+_FIX_URL = "fix MOENGAGE_BASE_URL or MOENGAGE_DATA_CENTER"
+_STOPPED = "no further requests were sent to it"
 
 
 @dataclass
@@ -175,6 +192,8 @@ class MoEngageClient:
         try:
             for attempt in retrying:
                 with attempt:
+                    if self._fatal is not None:
+                        raise self._fatal
                     if tally.stopped.is_set():
                         raise _Stopped()
                     tally.attempt(first=attempt.retry_state.attempt_number == 1)
@@ -184,6 +203,11 @@ class MoEngageClient:
             raise TransientError(
                 f"gave up after {self.settings.max_attempts} attempts; last error: {exc}"
             ) from None
+        except WorkspaceFatal as exc:
+            # Every later send to this destination fails at once, without a request.
+            self._fatal = self._fatal or exc
+            tally.stopped.set()
+            raise
         except MoEngageSyncError:
             # Set here, not when the main thread collects, so no queued body slips out.
             tally.stopped.set()
@@ -204,43 +228,214 @@ class MoEngageClient:
                 self.settings.endpoint,
                 data=payload,
                 timeout=(CONNECT_TIMEOUT, self.settings.timeout_seconds),
+                # A redirect would carry the body and MOE-APPKEY to a host nobody chose.
+                allow_redirects=False,
             )
-        except requests.Timeout:
-            raise TransientError(
-                f"no answer from {self.settings.base_url} within "
-                f"{self.settings.timeout_seconds:g} s"
-            ) from None
-        except requests.ConnectionError as exc:
-            raise TransientError(
-                f"connection to {self.settings.base_url} failed ({type(exc).__name__})"
-            ) from None
+        except (requests.RequestException, urllib3.exceptions.HTTPError, UnicodeError) as exc:
+            raise request_error(exc, self.settings) from None
+        self._check(response)
+
+    def _check(self, response: requests.Response) -> None:
+        """Return if MoEngage accepted the request; raise the typed error otherwise."""
         status = response.status_code
         if 200 <= status < 300:
-            return
+            doc = _json_object(response)
+            if doc is not None and doc.get("status") == "success":
+                return
+            raise RequestRejected(status, self._unexpected(response, doc is not None))
+        if 300 <= status < 400:
+            location = self._shown(_without_query(response.headers.get("Location", "")))
+            target = f"to {location!r}" if location else "without a Location header"
+            raise DestinationError(
+                f"{_host(self.settings.base_url)} answered HTTP {status}, a redirect {target}, "
+                f"which is never followed (the credentials would go along): {_FIX_URL} to "
+                f"name the API host itself; {_STOPPED}"
+            )
         detail = self._detail(response)
         if status == 429:
             raise RateLimited(f"HTTP 429 rate limited: {detail}", _retry_after(response))
         if status >= 500 or status == 408:
             raise TransientError(f"HTTP {status}: {detail}")
         if status in (401, 403):
-            fatal = WorkspaceFatal(
+            raise WorkspaceFatal(
                 f"MoEngage answered HTTP {status} for workspace "
                 f"'{self.settings.workspace_id}': check MOENGAGE_WORKSPACE_ID and "
                 f"MOENGAGE_API_KEY (the Data API key, not the SDK key) and the data center "
-                f"({self.settings.base_url}); no further requests were sent to it"
+                f"({self.settings.base_url}); {_STOPPED}"
             )
-            self._fatal = fatal
-            raise fatal
         raise RequestRejected(status, detail)
 
-    def _detail(self, response: requests.Response) -> str:
-        text = response.text[:500].strip() or response.reason or ""
+    def _detail(self, response: requests.Response, limit: int = 500) -> str:
+        """The body of an answer, fit for a message: secrets masked, on one line, cut short."""
+        return self._shown(_text(response), limit) or response.reason or ""
+
+    def _unexpected(self, response: requests.Response, is_json: bool) -> str:
+        """What came back instead of MoEngage's success JSON (a proxy's page, nothing, a fail)."""
+        kind = self._shown(response.headers.get("Content-Type", ""), 80) or "none"
+        body = self._detail(response, BODY_SHOWN) if response.content else "empty"
+        # A JSON answer is MoEngage's own word; anything else is likely another host's page.
+        hint = "" if is_json else f"; if this is not MoEngage, {_FIX_URL}"
+        return (
+            f'the answer is not the API\'s acceptance {{"status": "success"}}: Content-Type '
+            f"{kind!r}, body {body!r}{hint}"
+        )
+
+    def _shown(self, text: str, limit: int = LOCATION_SHOWN) -> str:
+        """`text` fit for a message: secrets masked first, then on one line and cut short."""
         key = self.settings.api_key.reveal()
-        return text.replace(key, "***") if key else text
+        if key:
+            # A page echoing the request's headers would show the Basic token, the key in base64.
+            token = f"{self.settings.workspace_id}:{key}".encode("latin-1", "replace")
+            text = text.replace(key, "***").replace(base64.b64encode(token).decode(), "***")
+        text = " ".join(text.split())
+        return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class _Stopped(MoEngageSyncError):
     """A body left unsent because another body of the same stream failed first."""
+
+
+def request_error(exc: Exception, settings: MoEngageSettings) -> MoEngageSyncError:
+    """The typed error for an exception from sending a request: the one place that maps them.
+
+    Transient (retried): timeouts, refused or reset connections (also mid-handshake), a body
+    cut short or not decodable, and anything unknown. Destination-fatal (no retry, every later
+    send stops): what no retry can fix, a host that does not resolve, a TLS or certificate
+    failure, a redirect loop, a bad URL or header. Messages show the host, never the URL's
+    credentials or the key.
+    """
+    host = _host(settings.base_url)
+    # Timeout first: ConnectTimeout is a ConnectionError too.
+    if isinstance(exc, rex.ConnectTimeout):
+        return TransientError(f"could not connect to {host} within {CONNECT_TIMEOUT:g} s")
+    if isinstance(exc, rex.Timeout):
+        return TransientError(f"no answer from {host} within {settings.timeout_seconds:g} s")
+    # SSLError before ConnectionError, of which it is a subclass. A hang-up mid-handshake is
+    # a dropped connection; any other TLS failure (certificate, protocol) recurs every time.
+    if isinstance(exc, rex.SSLError) and _wraps(exc, _TLS_HANG_UPS):
+        return TransientError(f"{host} hung up during the TLS handshake")
+    if isinstance(exc, rex.SSLError):
+        return DestinationError(
+            f"TLS with {host} failed ({_tls_reason(exc)}): the host is not the MoEngage API, "
+            f"or a proxy intercepts TLS (give its CA in REQUESTS_CA_BUNDLE); {_FIX_URL}; "
+            f"{_STOPPED}"
+        )
+    # A proxy's own failure (including its name not resolving) is not the destination's.
+    if isinstance(exc, rex.ProxyError):
+        return TransientError(f"the proxy to {host} failed ({_cause_name(exc)})")
+    if isinstance(exc, rex.ConnectionError) and _wraps(exc, _DNS_ERRORS):
+        return DestinationError(
+            f"host {host} does not resolve (DNS): check MOENGAGE_DATA_CENTER (documented: "
+            f"{', '.join(DOCUMENTED_DATA_CENTERS)}) or MOENGAGE_BASE_URL; {_STOPPED}"
+        )
+    if isinstance(exc, rex.TooManyRedirects):
+        return DestinationError(f"{host} redirected too many times: {_FIX_URL}; {_STOPPED}")
+    if isinstance(exc, rex.InvalidProxyURL):
+        return DestinationError(
+            f"the proxy URL for {host} (HTTPS_PROXY or ALL_PROXY) is not valid; {_STOPPED}"
+        )
+    if isinstance(exc, (rex.InvalidURL, rex.InvalidSchema, rex.MissingSchema)):
+        return DestinationError(
+            f"the endpoint {_without_query(settings.endpoint)!r} is not an http(s) URL "
+            f"requests can send to ({type(exc).__name__}): {_FIX_URL}; {_STOPPED}"
+        )
+    # Not echoed: requests quotes the offending header value.
+    if isinstance(exc, (rex.InvalidHeader, UnicodeError)):
+        return DestinationError(
+            f"a request header for {host} holds characters HTTP cannot carry "
+            f"({type(exc).__name__}): check MOENGAGE_WORKSPACE_ID and MOENGAGE_API_KEY; "
+            f"{_STOPPED}"
+        )
+    if isinstance(exc, rex.ChunkedEncodingError):
+        return TransientError(f"the answer from {host} was cut off mid-body")
+    if isinstance(exc, rex.ContentDecodingError):
+        # The request may have been applied; sending it again only repeats uids, harmlessly.
+        return TransientError(
+            f"the answer from {host} could not be decoded (its Content-Encoding does not match)"
+        )
+    if isinstance(exc, rex.ConnectionError):
+        return TransientError(f"connection to {host} failed ({_cause_name(exc)})")
+    return TransientError(f"request to {host} failed ({type(exc).__name__})")
+
+
+# What urllib3 and the socket module raise for a name that does not resolve.
+_DNS_ERRORS = (urllib3.exceptions.NameResolutionError, socket.gaierror)
+# What ssl raises when the peer closes the connection before TLS is set up.
+_TLS_HANG_UPS = (ssl.SSLEOFError, ssl.SSLZeroReturnError)
+
+
+def _wrapped(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and all it wraps: causes, contexts, urllib3's `reason`, requests' first arg."""
+    seen: set[int] = set()
+    stack = [exc]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        for inner in (current.__cause__, current.__context__, getattr(current, "reason", None)):
+            if isinstance(inner, BaseException):
+                stack.append(inner)
+        stack.extend(arg for arg in current.args[:1] if isinstance(arg, BaseException))
+
+
+def _wraps(exc: BaseException, types: tuple[type[BaseException], ...]) -> bool:
+    return any(isinstance(inner, types) for inner in _wrapped(exc))
+
+
+def _cause_name(exc: BaseException) -> str:
+    """The innermost wrapped error's type: ConnectionRefusedError says more than MaxRetryError."""
+    names = [type(inner).__name__ for inner in _wrapped(exc)]
+    return names[-1]
+
+
+def _tls_reason(exc: BaseException) -> str:
+    """What TLS disliked, e.g. 'self-signed certificate', from the ssl error inside."""
+    # getattr: ssl sets these attributes only on the errors it raises itself.
+    for inner in _wrapped(exc):
+        verify = getattr(inner, "verify_message", None)
+        if isinstance(inner, ssl.SSLCertVerificationError) and verify:
+            return f"certificate verify failed: {verify}"
+        reason = getattr(inner, "reason", None)
+        if isinstance(inner, ssl.SSLError) and reason:
+            return str(reason)
+    return type(exc).__name__
+
+
+def _host(url: str) -> str:
+    """host[:port] of a URL, without any user:password@ before it."""
+    authority = url.partition("://")[2] if "://" in url else url
+    for end in "/?#":
+        authority = authority.split(end, 1)[0]
+    return authority.rpartition("@")[2] or "(no host)"
+
+
+def _without_query(url: str) -> str:
+    """`url` less its query string, fragment and user:password@, which may carry secrets."""
+    url = url.split("?", 1)[0].split("#", 1)[0]
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, path = rest.partition("/")
+    return f"{scheme}://{authority.rpartition('@')[2]}{slash}{path}"
+
+
+def _json_object(response: requests.Response) -> dict[str, Any] | None:
+    """The body as a JSON object, or None when it is anything else."""
+    try:
+        doc = json.loads(response.content)
+    except (ValueError, RecursionError):  # RecursionError: nesting too deep to parse
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _text(response: requests.Response) -> str:
+    """The body as text; decoded by hand, as guessing a charset is slow on a large page."""
+    try:
+        return response.content.decode(response.encoding or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know
+        return response.content.decode("utf-8", errors="replace")
 
 
 def _retry_after(response: requests.Response) -> float | None:
@@ -274,4 +469,4 @@ def _new_session(settings: MoEngageSettings) -> requests.Session:
     return session
 
 
-__all__ = ["MoEngageClient", "MoEngageSyncError", "Tally"]
+__all__ = ["MoEngageClient", "MoEngageSyncError", "Tally", "request_error"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import difflib
 import re
 from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import CohortSpecError
@@ -22,10 +22,19 @@ KNOWN_KEYS = (
     "mode",
     "max_uid_length",
     "destination",
+    "resend_after",
+    "max_remove_fraction",
 )
 _DESTINATION_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,39}$")
 DEFAULT_UID_COLUMN = "uid"
 MAX_COHORT_ID_LENGTH = 255
+# MoEngage drops uids it does not know yet; members are sent again this long after their
+# last acceptance, so a user whose profile appears later still joins (README: re-sends).
+DEFAULT_RESEND_AFTER = 7 * 86_400
+DEFAULT_MAX_REMOVE_FRACTION = 0.5
+_DURATION_RE = re.compile(r"\A([0-9]+)\s*([smhdw])\Z")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400, "w": 7 * 86_400}
+DURATION_HINT = "a duration such as 30m, 12h, 7d or 1s; 0 for every run, off for never"
 
 
 @dataclass(frozen=True)
@@ -42,18 +51,148 @@ class CohortSpec:
     mode: str = "add"
     max_uid_length: int | None = None
     destination: str | None = None
+    # Seconds after MoEngage last accepted a member before it is sent again; None: never.
+    resend_after: int | None = DEFAULT_RESEND_AFTER
+    # Mirror mode refuses a run removing more than this share of the current members.
+    max_remove_fraction: float = DEFAULT_MAX_REMOVE_FRACTION
+
+
+def parse_duration(value: object) -> int | None:
+    """Seconds in `30m`, `12h`, `7d`, `1s` or `0`; None for `off`. ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, int):
+        if value == 0:
+            return 0
+        raise ValueError(value)
+    if not isinstance(value, str):
+        raise ValueError(value)
+    text = value.strip().lower()
+    if text in ("off", "never"):
+        return None
+    if text == "0":
+        return 0
+    match = _DURATION_RE.match(text)
+    if match is None:
+        raise ValueError(value)
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def format_duration(seconds: int | None) -> str:
+    """The shortest way to write a duration parse_duration reads back."""
+    if seconds is None:
+        return "off"
+    if seconds == 0:
+        return "0"
+    for unit in ("w", "d", "h", "m"):
+        if seconds % _UNIT_SECONDS[unit] == 0:
+            return f"{seconds // _UNIT_SECONDS[unit]}{unit}"
+    return f"{seconds}s"
+
+
+@dataclass(frozen=True)
+class CohortDefaults:
+    """Run-wide defaults a cohort's meta may override (from the environment)."""
+
+    resend_after: int | None = DEFAULT_RESEND_AFTER
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """Cohorts of one destination sharing a cohort_id or a cohort_name, selected or not."""
+
+    field: str  # "cohort_id" or "cohort_name"
+    value: str
+    destination: str | None
+    specs: tuple[CohortSpec, ...]
+
+
+@dataclass(frozen=True)
+class Owner:
+    """What the sync state says of a live cohort: the model that fed it, the name it got."""
+
+    model: str | None
+    name_sent: str | None = None
+
+
+# (destination, cohort_id) -> what the state says of it.
+Ownership = Mapping[tuple[str | None, str], Owner]
 
 
 @dataclass(frozen=True)
 class Discovery:
-    """Every cohort found in a manifest: the valid specs and the problems, all at once."""
+    """Every cohort found in a manifest: the valid specs and the problems, all at once.
+
+    `contested` are selected, valid specs caught in a conflict: `settle` decides, from the
+    sync state, which of them keep syncing (the live one) and which are refused.
+    """
 
     specs: list[CohortSpec]
     problems: list[CohortSpecError]
+    contested: list[CohortSpec] = field(default_factory=list)
+    conflicts: list[Conflict] = field(default_factory=list)
+    # unique_ids in the manifest's order, which the settled specs keep.
+    order: tuple[str, ...] = ()
+
+    def settle(self, ownership: Ownership | None = None) -> Discovery:
+        """Contested specs that own every conflict they are in sync; the others are refused.
+
+        A conflict's owner is the one cohort with state in the workspace: the model that
+        last synced its cohort_id, or the cohort MoEngage last got that cohort_name for.
+        Without state (no warehouse, a first sync) every contested cohort is refused.
+        """
+        owners = ownership or {}
+        specs, problems = list(self.specs), list(self.problems)
+        for spec in self.contested:
+            lost = [c for c in self.conflicts if spec in c.specs and _owner(c, owners) != spec]
+            if lost:
+                problems.extend(_conflict_problem(spec, c, _owner(c, owners)) for c in lost)
+            else:
+                specs.append(spec)
+        position = {unique_id: i for i, unique_id in enumerate(self.order)}
+        specs.sort(key=lambda spec: position.get(spec.unique_id, len(position)))
+        return Discovery(specs=specs, problems=problems, order=self.order)
 
 
-def parse_cohort(node: ModelNode) -> tuple[CohortSpec | None, list[CohortSpecError]]:
+def _owner(conflict: Conflict, owners: Ownership) -> CohortSpec | None:
+    """The one spec of a conflict the state says is live, if exactly one is."""
+    live = []
+    for spec in conflict.specs:
+        owner = owners.get((conflict.destination, spec.cohort_id))
+        if owner is None:
+            continue
+        if conflict.field == "cohort_id" and owner.model == spec.model:
+            live.append(spec)
+        if conflict.field == "cohort_name" and owner.name_sent == spec.cohort_name:
+            live.append(spec)
+    return live[0] if len(live) == 1 else None
+
+
+def _conflict_problem(
+    spec: CohortSpec, conflict: Conflict, owner: CohortSpec | None
+) -> CohortSpecError:
+    where = f"destination '{conflict.destination}'" if conflict.destination else "the workspace"
+    others = ", ".join(s.model for s in conflict.specs if s is not spec)
+    if owner is not None:
+        problem = (
+            f"is already used in {where} by model {owner.model}, which keeps syncing; "
+            "this newer cohort is refused"
+        )
+    else:
+        problem = f"is shared with model(s) {others} in {where}"
+    fix = (
+        "give each model its own cohort_id"
+        if conflict.field == "cohort_id"
+        else "give each cohort its own cohort_name (a folder's +meta gives every model the same)"
+    )
+    return CohortSpecError(spec.model, conflict.field, conflict.value, problem, fix)
+
+
+def parse_cohort(
+    node: ModelNode, defaults: CohortDefaults | None = None
+) -> tuple[CohortSpec | None, list[CohortSpecError]]:
     """Validate one model's `moengage` meta; return the spec or every problem found."""
+    defaults = defaults or CohortDefaults()
     problems: list[CohortSpecError] = []
     meta = node.meta
     if not isinstance(meta, dict):
@@ -142,6 +281,33 @@ def parse_cohort(node: ModelNode) -> tuple[CohortSpec | None, list[CohortSpecErr
             )
         )
 
+    resend_after = defaults.resend_after
+    if "resend_after" in meta:
+        try:
+            resend_after = parse_duration(meta["resend_after"])
+        except ValueError:
+            problems.append(
+                CohortSpecError(
+                    node.name, "resend_after", meta["resend_after"], "not a duration", DURATION_HINT
+                )
+            )
+
+    max_remove_fraction = meta.get("max_remove_fraction", DEFAULT_MAX_REMOVE_FRACTION)
+    if (
+        isinstance(max_remove_fraction, bool)
+        or not isinstance(max_remove_fraction, int | float)
+        or not 0 < max_remove_fraction <= 1
+    ):
+        problems.append(
+            CohortSpecError(
+                node.name,
+                "max_remove_fraction",
+                max_remove_fraction,
+                "must be a number above 0 and at most 1",
+                "the share of current members one mirror run may remove, e.g. 0.5",
+            )
+        )
+
     if not node.relation_name:
         problems.append(
             CohortSpecError(
@@ -167,23 +333,36 @@ def parse_cohort(node: ModelNode) -> tuple[CohortSpec | None, list[CohortSpecErr
             mode=str(mode),
             max_uid_length=max_uid_length,
             destination=destination.lower() if isinstance(destination, str) else None,
+            resend_after=resend_after,
+            max_remove_fraction=float(max_remove_fraction),
         ),
         [],
     )
 
 
 def _check_cohort_name(model: str, name: Any) -> list[CohortSpecError]:
-    """MoEngage's rules: a string starting with '.', none of the restricted characters."""
+    """MoEngage's rules: a name, with or without a leading '.', none of the restricted
+    characters.
+
+    MoEngage's API reference shows ".Partner_Name" while the same API's field description
+    says a name "must not start with a period": both forms are accepted, neither required.
+    """
     if not isinstance(name, str):
         return [CohortSpecError(model, "cohort_name", name, "must be a string")]
-    if not name.startswith(".") or len(name.strip()) < 2:
+    if not name.strip().removeprefix(".").strip():
+        return [
+            CohortSpecError(
+                model, "cohort_name", name, "must name the cohort", "e.g. 'High Value Users'"
+            )
+        ]
+    if name != name.strip():
         return [
             CohortSpecError(
                 model,
                 "cohort_name",
                 name,
-                "must start with '.' followed by a name",
-                f"e.g. '.{name.strip() or 'My Cohort'}'",
+                "has leading or trailing spaces",
+                f"e.g. {name.strip()!r}",
             )
         ]
     bad = sorted({c for c in name if c in RESTRICTED_NAME_CHARS})
@@ -200,40 +379,54 @@ def _check_cohort_name(model: str, name: Any) -> list[CohortSpecError]:
     return []
 
 
-def discover(nodes: Iterable[ModelNode], select: Iterable[str] = ()) -> Discovery:
+def discover(
+    nodes: Iterable[ModelNode],
+    select: Iterable[str] = (),
+    defaults: CohortDefaults | None = None,
+) -> Discovery:
     """Validate every cohort node (those named in `select`, when given).
 
-    Shared cohort_ids are checked across every cohort, selected or not: two models
-    feeding one segment is wrong whichever of them this run syncs.
+    Shared cohort_ids and cohort_names are checked across every cohort of a destination,
+    selected or not: two models feeding one segment is wrong whichever of them this run
+    syncs. Cohorts caught in a conflict are `contested`: `Discovery.settle` decides.
     """
     wanted = set(select)
 
     def is_selected(node: ModelNode) -> bool:
         return not wanted or node.name in wanted or node.unique_id in wanted
 
-    parsed = [(node, *parse_cohort(node)) for node in nodes]
+    parsed = [(node, *parse_cohort(node, defaults)) for node in nodes]
     problems = [p for node, _, found in parsed if is_selected(node) for p in found]
-    by_id: dict[str, list[CohortSpec]] = defaultdict(list)
-    for _, spec, _ in parsed:
-        if spec is not None:
-            by_id[spec.cohort_id].append(spec)
-    shared = {cid: group for cid, group in by_id.items() if len(group) > 1}
-
+    valid = [spec for _, spec, _ in parsed if spec is not None]
+    conflicts = [
+        *_conflicts(valid, "cohort_id", lambda spec: spec.cohort_id),
+        *_conflicts(valid, "cohort_name", lambda spec: spec.cohort_name),
+    ]
+    in_conflict = {spec.unique_id for c in conflicts for spec in c.specs}
     specs: list[CohortSpec] = []
+    contested: list[CohortSpec] = []
     for node, spec, _ in parsed:
         if spec is None or not is_selected(node):
             continue
-        if spec.cohort_id not in shared:
-            specs.append(spec)
-            continue
-        models = ", ".join(s.model for s in shared[spec.cohort_id])
-        problems.append(
-            CohortSpecError(
-                spec.model,
-                "cohort_id",
-                spec.cohort_id,
-                f"is shared by models {models}",
-                "give each model its own cohort_id",
-            )
-        )
-    return Discovery(specs=specs, problems=problems)
+        (contested if spec.unique_id in in_conflict else specs).append(spec)
+    return Discovery(
+        specs=specs,
+        problems=problems,
+        contested=contested,
+        conflicts=conflicts,
+        order=tuple(node.unique_id for node, _, _ in parsed),
+    )
+
+
+def _conflicts(
+    specs: list[CohortSpec], field: str, value: Callable[[CohortSpec], str]
+) -> list[Conflict]:
+    """Groups of specs sharing a value of `field` within one destination."""
+    groups: dict[tuple[str | None, str], list[CohortSpec]] = defaultdict(list)
+    for spec in specs:
+        groups[(spec.destination, value(spec))].append(spec)
+    return [
+        Conflict(field, key[1], key[0], tuple(group))
+        for key, group in groups.items()
+        if len(group) > 1
+    ]

@@ -3,6 +3,11 @@
 The demo and the end-to-end tests point the client at it over 127.0.0.1. It applies the
 contract in the order MoEngage is assumed to: rate limit, auth, content type, size, body;
 then injects the configured faults around applying the request. Standard library only.
+
+Like MoEngage, it can know a set of users (`known_users`): an add of a uid it does not
+know is accepted (200) and silently dropped; the user joins only if sent again once
+known. Left unset, every uid is taken as a known user. A request's name and description
+become the cohort's, so a rename is seen as MoEngage would show it.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -84,6 +90,8 @@ class EmulatorConfig:
     faults: Faults = field(default_factory=Faults)
     # The quota's window; tests shorten it to show a quota tighter than the client was told.
     window_seconds: float = WINDOW_SECONDS
+    # The users MoEngage knows; None: every uid is a known user.
+    known_users: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         if not self.workspace_id:
@@ -120,6 +128,8 @@ class _Cohort:
     description: str | None
     members: set[str] = field(default_factory=set)
     delivered: int = 0
+    # Adds of uids no known user has: accepted, then dropped, as MoEngage does.
+    unmatched: int = 0
 
 
 @dataclass
@@ -219,8 +229,10 @@ def _validate(doc: Any) -> _SyncRequest:
         raise _BadRequest(f"unknown key(s) in parameters: {', '.join(extra)}")
 
     name = _require_string(params, "cohort_name", "parameters.")
-    if not name.startswith("."):
-        raise _BadRequest(f"parameters.cohort_name must start with '.', got {_short(name)}")
+    # MoEngage's pages disagree on a leading '.' (an example sends one, a field description
+    # forbids it): both forms are accepted.
+    if not name.strip().removeprefix(".").strip():
+        raise _BadRequest(f"parameters.cohort_name must name the cohort, got {_short(name)}")
     bad = sorted({c for c in name if c in FORBIDDEN_NAME_CHARS})
     if bad:
         raise _BadRequest(
@@ -302,6 +314,7 @@ class Emulator:
         self._log: list[RequestRecord] = []
         self._windows: dict[str, deque[float]] = {}
         self._ids = itertools.count(1)
+        self._known = None if config.known_users is None else set(config.known_users)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -371,6 +384,7 @@ class Emulator:
                     "cohort_name": c.name,
                     "cohort_description": c.description,
                     "members": len(c.members),
+                    "unmatched": c.unmatched,
                 }
                 for cid, c in self._cohorts.items()
             }
@@ -409,6 +423,17 @@ class Emulator:
             self._faults = faults
             self._rng = random.Random(faults.seed)
             self._storm_left = faults.storm_429
+
+    def add_users(self, uids: Iterable[str]) -> None:
+        """Users whose profiles now exist in MoEngage: later adds of them are matched."""
+        with self._lock:
+            if self._known is not None:
+                self._known.update(uids)
+
+    def known_users(self) -> set[str] | None:
+        """The users the emulator knows (None: every uid)."""
+        with self._lock:
+            return None if self._known is None else set(self._known)
 
     def reset(self) -> None:
         """Forget cohorts, the request log and the rate-limit windows."""
@@ -498,8 +523,14 @@ class Emulator:
             if req.cohort_description is not None:
                 cohort.description = req.cohort_description
             if req.action == "add_members":
-                cohort.members.update(req.uids)
+                matched = (
+                    req.uids
+                    if self._known is None
+                    else [uid for uid in req.uids if uid in self._known]
+                )
+                cohort.members.update(matched)
                 cohort.delivered += len(req.uids)
+                cohort.unmatched += len(req.uids) - len(matched)
             else:
                 cohort.members.difference_update(req.uids)
 
@@ -584,6 +615,7 @@ class Emulator:
                         "cohort_name": cohort.name,
                         "cohort_description": cohort.description,
                         "members": sorted(cohort.members),
+                        "unmatched": cohort.unmatched,
                     }
             return 404, {"status": "fail", "error": {"message": f"unknown cohort {cohort_id!r}"}}
         if path == "/stats":

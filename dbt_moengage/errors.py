@@ -8,10 +8,14 @@
     ├── CohortError                   one cohort cannot sync; the others go on: exit 1
     │   ├── CohortSpecError           bad `meta.moengage` config (model, field, value)
     │   ├── WarehouseError            the model's relation or column cannot be read
-    │   └── RequestRejected           MoEngage refused a request as is (400/413/415/...)
-    ├── TransientError                worth retrying: 429, 5xx, dropped connection, timeout
+    │   └── RequestRejected           MoEngage refused a request as is (400/413/415/...),
+    │                                 or a 2xx whose body is not {"status": "success"}
+    ├── TransientError                worth retrying: 429, 5xx, dropped connection, timeout,
+    │   │                             a body cut short or not decodable
     │   └── RateLimited               429, carries the server's Retry-After when it gave one
     └── WorkspaceFatal                stop every cohort of the workspace (401/403): exit 1
+        └── DestinationError          the destination cannot be reached as set: a redirect,
+                                      a host that does not resolve, TLS, a bad URL or header
 
 Retrying is decided by these types, never by matching message text.
 """
@@ -67,7 +71,7 @@ class WarehouseError(CohortError):
 
 
 class RequestRejected(CohortError):
-    """MoEngage rejected a request as is; retrying it unchanged cannot help."""
+    """MoEngage rejected or did not accept a request; retrying it unchanged cannot help."""
 
     def __init__(self, status: int, detail: str) -> None:
         self.status = status
@@ -89,3 +93,7 @@ class RateLimited(TransientError):
 
 class WorkspaceFatal(MoEngageSyncError):
     """The workspace refuses every request (bad credentials); stop sending to it."""
+
+
+class DestinationError(WorkspaceFatal):
+    """The destination's URL or headers cannot work (redirect, DNS, TLS); stop sending to it."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from collections.abc import Iterator
@@ -59,6 +60,39 @@ class Manifest:
                 tags=tuple(node.get("tags", []) or []),
             )
 
+    def near_misses(self) -> list[str]:
+        """Meta keys of models that look like a misspelt `moengage` (the model is no cohort)."""
+        found = []
+        nodes = self.data.get("nodes", {})
+        for unique_id in sorted(nodes):
+            node = nodes[unique_id]
+            if not isinstance(node, dict) or node.get("resource_type") != "model":
+                continue
+            for where, meta in (
+                ("config.meta", (node.get("config") or {}).get("meta")),
+                ("meta", node.get("meta")),
+            ):
+                if not isinstance(meta, dict) or "moengage" in meta:
+                    continue
+                for key in meta:
+                    if _looks_like_moengage(str(key)):
+                        found.append(
+                            f"model '{node.get('name', unique_id)}': {where}.{key} looks like "
+                            "a misspelt `moengage`, so the model is not a cohort; rename the "
+                            "key to moengage if it should be one"
+                        )
+        return list(dict.fromkeys(found))
+
+
+def _looks_like_moengage(key: str) -> bool:
+    """`moengange`, `MoEngage`, `moengage_cohort`, `mo-engage`: close to, but not, moengage."""
+    folded = key.lower().replace("-", "").replace("_", "").replace(" ", "")
+    if key == "moengage":
+        return False
+    if folded.startswith("moengage") or folded.endswith("moengage"):
+        return True
+    return difflib.SequenceMatcher(None, folded, "moengage").ratio() >= 0.87
+
 
 def _moengage_meta(node: dict[str, Any]) -> tuple[Any, str] | None:
     """`config.meta.moengage` first, then the node's top-level `meta.moengage`."""
@@ -108,6 +142,8 @@ class BuildOutcome:
 
     built: bool
     reason: str
+    # Whether the model was part of the invocation at all (False: `--select` left it out).
+    selected: bool = True
 
 
 def load_run_results(target_dir: Path) -> dict[str, str]:
@@ -138,7 +174,7 @@ def build_outcome(manifest: Manifest, unique_id: str, statuses: dict[str, str]) 
     """Whether a model built in the invocation and every test on it passed."""
     status = statuses.get(unique_id)
     if status is None:
-        return BuildOutcome(False, "not part of this dbt invocation")
+        return BuildOutcome(False, "not built in this dbt invocation", selected=False)
     if status not in BUILT:
         return BuildOutcome(False, f"its model did not build (dbt status: {status})")
     for test_id, node in manifest.data.get("nodes", {}).items():

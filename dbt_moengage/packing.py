@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -17,10 +18,25 @@ REMOVE = "remove_members"
 
 @dataclass(frozen=True)
 class Body:
-    """One request body, ready to send, and the uids it carries."""
+    """One request body, ready to send, and the uids it carries.
+
+    The last `resent` uids are members MoEngage accepted before, sent again; the others
+    are new to the cohort.
+    """
 
     payload: bytes
     uids: list[str]
+    resent: int = 0
+
+    @property
+    def new_uids(self) -> list[str]:
+        """The uids new to the cohort."""
+        return self.uids[: len(self.uids) - self.resent]
+
+    @property
+    def resent_uids(self) -> list[str]:
+        """The uids sent again."""
+        return self.uids[len(self.uids) - self.resent :]
 
 
 class BodyPacker:
@@ -58,14 +74,25 @@ class BodyPacker:
                 f"of the {max_bytes} bytes a request may hold; shorten the description"
             )
 
-    def pack(self, batches: Iterable[Sequence[str]]) -> Iterator[Body]:
-        """Yield full bodies as the uids stream in, then the last partial one."""
+    def pack(
+        self, batches: Iterable[Sequence[str]], resend: Iterable[Sequence[str]] = ()
+    ) -> Iterator[Body]:
+        """Yield full bodies as the uids stream in, then the last partial one.
+
+        `resend` batches follow `batches` in the same bodies, so re-sends fill the room
+        the new uids leave; each body counts the re-sent uids it carries.
+        """
         # A member costs its encoded bytes plus one comma; the last one needs no comma.
         capacity = self.room + 1
         parts: list[bytes] = []  # runs of encoded members, each comma-joined
         uids: list[str] = []
         used = 0
-        for batch in batches:
+        # How many of `uids` came from the resend batches (always the last ones).
+        resent = 0
+        tagged = itertools.chain(
+            ((False, batch) for batch in batches), ((True, batch) for batch in resend)
+        )
+        for again, batch in tagged:
             if not batch:
                 continue
             if not _plain(batch):
@@ -75,10 +102,11 @@ class BodyPacker:
                     if len(piece) > self.room:
                         raise self._too_big(len(piece), uid)
                     if used + len(piece) + 1 > capacity:
-                        yield self._body(parts, uids)
-                        parts, uids, used = [], [], 0
+                        yield self._body(parts, uids, resent)
+                        parts, uids, used, resent = [], [], 0, 0
                     parts.append(piece)
                     uids.append(uid)
+                    resent += again
                     used += len(piece) + 1
                 continue
             # Plain ASCII: a member is `{"uid":"` + uid + `"}`, its size known without
@@ -100,19 +128,21 @@ class BodyPacker:
                     if not parts:
                         uid = batch[start]
                         raise self._too_big(len(uid) + _PLAIN_COST - 1, uid)
-                    yield self._body(parts, uids)
-                    parts, uids, used = [], [], 0
+                    yield self._body(parts, uids, resent)
+                    parts, uids, used, resent = [], [], 0, 0
                     continue
                 run = batch[start:stop]
                 parts.append(('{"uid":"' + '"},{"uid":"'.join(run) + '"}').encode())
                 uids.extend(run)
+                if again:
+                    resent += len(run)
                 used += reach(stop) - reach(start)
                 start = stop
         if parts:
-            yield self._body(parts, uids)
+            yield self._body(parts, uids, resent)
 
-    def _body(self, parts: list[bytes], uids: list[str]) -> Body:
-        return Body(self.prefix + b",".join(parts) + self.suffix, uids)
+    def _body(self, parts: list[bytes], uids: list[str], resent: int) -> Body:
+        return Body(self.prefix + b",".join(parts) + self.suffix, uids, resent)
 
     def _too_big(self, size: int, uid: str) -> CohortError:
         return CohortError(

@@ -96,9 +96,7 @@ class _Meter:
 
     def start(self, result: CohortResult) -> _Sending:
         with self._lock:
-            sending = _Sending(
-                total=result.planned_add + result.planned_remove, reported_at=self.clock()
-            )
+            sending = _Sending(total=_planned(result), reported_at=self.clock())
             self._cohorts[id(result)] = sending
             return sending
 
@@ -107,9 +105,7 @@ class _Meter:
             now = self.clock()
             sending = self._cohorts.get(id(result))
             if sending is None:
-                sending = _Sending(
-                    total=result.planned_add + result.planned_remove, reported_at=now
-                )
+                sending = _Sending(total=_planned(result), reported_at=now)
                 self._cohorts[id(result)] = sending
             sending.uids_sent += uids
             sending.requests += 1
@@ -283,7 +279,7 @@ class RichProgress(Progress):
             self.bars.update(task, status=result.status)
             if result.status == SYNCED:
                 # A cohort with nothing to send has a one-step bar, full once it is synced.
-                self.bars.update(task, completed=max(result.planned_add + result.planned_remove, 1))
+                self.bars.update(task, completed=max(_planned(result), 1))
             self.bars.stop_task(task)
             self.bars.refresh()
         if task is None or result.status != SYNCED:
@@ -331,6 +327,7 @@ class JsonProgress(Progress):
                 "mode": result.mode,
                 "uids_total": result.uids_total,
                 "planned_add": result.planned_add,
+                "planned_resend": result.planned_resend,
                 "planned_remove": result.planned_remove,
                 "rate_limit_per_min": self.rate_limit_per_min,
             },
@@ -349,6 +346,7 @@ class JsonProgress(Progress):
                 "mode": result.mode,
                 "uids_total": result.uids_total,
                 "planned_add": result.planned_add,
+                "planned_resend": result.planned_resend,
                 "planned_remove": result.planned_remove,
                 "uids_sent": sending.uids_sent,
                 "added": sending.added,
@@ -387,15 +385,21 @@ def make_progress(log_format: str, console: Console, rate_limit_per_min: int) ->
     )
 
 
+def _planned(result: CohortResult) -> int:
+    """Uids a cohort's run plans to send: adds, re-sends and removals."""
+    return result.planned_add + result.planned_resend + result.planned_remove
+
+
 def result_line(result: CohortResult) -> str:
     """One line saying how a cohort ended."""
     arrow = escape(f"{result.model} -> {result.cohort_id}")
+    renamed = ", renamed" if result.renamed else ""
     if result.status == SYNCED:
         removed = f", removed {result.removed:,}" if result.mode == "mirror" else ""
         return (
             f"[green]synced[/green] {arrow}: added {result.added:,}{removed}, "
-            f"{result.unchanged:,} unchanged, in {_plural(result.requests, 'request')} "
-            f"({result.seconds:.1f} s)"
+            f"re-sent {result.resent:,}, {result.unchanged:,} unchanged{renamed}, in "
+            f"{_plural(result.requests, 'request')} ({result.seconds:.1f} s)"
         )
     if result.status == DRY_RUN:
         removals = (
@@ -403,9 +407,11 @@ def result_line(result: CohortResult) -> str:
             if result.mode == "mirror"
             else f" ({result.left_but_kept:,} left the model but stay in MoEngage: add mode)"
         )
+        rename = ", rename" if result.renamed else ""
         return (
-            f"[cyan]dry run[/cyan] {arrow}: would add {result.planned_add:,}{removals} "
-            f"in {_plural(result.planned_requests, 'request')}"
+            f"[cyan]dry run[/cyan] {arrow}: would add {result.planned_add:,}, re-send "
+            f"{result.planned_resend:,}{removals}{rename} in "
+            f"{_plural(result.planned_requests, 'request')}"
         )
     return f"[red]{result.status}[/red] {escape(result.model)}: {escape(str(result.error))}"
 

@@ -8,7 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
+
+from .uids import DROP_REASONS
 
 RESULTS_FILE = "moengage_sync_results.json"
 
@@ -17,6 +21,8 @@ DRY_RUN = "dry_run"
 FAILED = "failed"
 INVALID = "invalid"
 SKIPPED = "skipped"
+# A mirror run that would remove too many members, refused (nothing sent).
+GUARDED = "guarded"
 OK_STATUSES = (SYNCED, DRY_RUN)
 
 
@@ -33,12 +39,19 @@ class CohortResult:
     uids_sent: int = 0
     added: int = 0
     removed: int = 0
+    # Members MoEngage had accepted before, sent again (unknown users may have joined since).
+    resent: int = 0
     unchanged: int = 0
     left_but_kept: int = 0
     planned_add: int = 0
     planned_remove: int = 0
+    planned_resend: int = 0
+    # The cohort's name or description changed, and MoEngage got the new one.
+    renamed: bool = False
     uids_unsynced: int = 0
-    dropped: dict[str, int] = field(default_factory=lambda: {"null": 0, "empty": 0, "duplicate": 0})
+    # Skipped because its model was not part of this dbt invocation: not a failure.
+    unselected: bool = False
+    dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
     requests: int = 0
     planned_requests: int = 0
     retries: int = 0
@@ -58,8 +71,9 @@ class RunReport:
 
     @property
     def exit_code(self) -> int:
-        """0 when every cohort synced (or would have, in a dry run), else 1."""
-        return 0 if all(r.status in OK_STATUSES for r in self.results) else 1
+        """0 when every cohort synced (or would have, in a dry run), or was left out of
+        this dbt invocation; else 1."""
+        return 0 if all(r.status in OK_STATUSES or r.unselected for r in self.results) else 1
 
     def to_json(self) -> dict[str, Any]:
         """The report as written to target/moengage_sync_results.json."""
@@ -81,49 +95,131 @@ class RunReport:
 
 
 def summary_table(report: RunReport) -> Table:
-    """A table with one row per cohort."""
+    """A table with one row per cohort (every number in full; it needs a wide console)."""
     title = "MoEngage cohort sync (dry run)" if report.dry_run else "MoEngage cohort sync"
     table = Table(title=title, title_justify="left")
-    table.add_column("model", no_wrap=True)
-    table.add_column("cohort_id", no_wrap=True)
-    table.add_column("mode", no_wrap=True)
-    table.add_column("status", no_wrap=True)
-    added, removed = ("to add", "to remove") if report.dry_run else ("added", "removed")
-    numbers = ("uids", added, removed, "unchanged", "left", "null", "empty", "dup", "req")
-    for name in (*numbers, "retry", "sec"):
+    for name in ("model", "cohort_id", "mode", "status"):
+        table.add_column(name, no_wrap=True)
+    for name in (*_number_headers(report), "sec"):
         table.add_column(name, justify="right", no_wrap=True)
-    styles = {SYNCED: "green", DRY_RUN: "cyan"}
     for r in report.results:
-        style = styles.get(r.status, "red")
-        if report.dry_run:
-            values = (r.planned_add, r.planned_remove, r.planned_requests)
-        else:
-            values = (r.added, r.removed, r.requests)
         table.add_row(
-            r.model,
-            r.cohort_id or "-",
+            Text(r.model),
+            Text(r.cohort_id or "-"),
             r.mode,
-            f"[{style}]{r.status}[/{style}]",
-            f"{r.uids_total:,}",
-            f"{values[0]:,}",
-            f"{values[1]:,}",
-            f"{r.unchanged:,}",
-            f"{r.left_but_kept:,}",
-            f"{r.dropped['null']:,}",
-            f"{r.dropped['empty']:,}",
-            f"{r.dropped['duplicate']:,}",
-            f"{values[2]:,}",
-            f"{r.retries:,}",
+            _status(r),
+            *(f"{value:,}" for value in _numbers(report, r)),
             f"{r.seconds:.1f}",
         )
     return table
 
 
+def _number_headers(report: RunReport) -> tuple[str, ...]:
+    if report.dry_run:
+        return ("uids", "to add", "to resend", "to remove", "unchanged", "left", "dropped", "req")
+    return (
+        "uids",
+        "added",
+        "resent",
+        "removed",
+        "unchanged",
+        "left",
+        "dropped",
+        "req",
+        "retry",
+    )
+
+
+def _numbers(report: RunReport, r: CohortResult) -> tuple[int, ...]:
+    dropped = sum(r.dropped.values())
+    if report.dry_run:
+        return (
+            r.uids_total,
+            r.planned_add,
+            r.planned_resend,
+            r.planned_remove,
+            r.unchanged,
+            r.left_but_kept,
+            dropped,
+            r.planned_requests,
+        )
+    return (
+        r.uids_total,
+        r.added,
+        r.resent,
+        r.removed,
+        r.unchanged,
+        r.left_but_kept,
+        dropped,
+        r.requests,
+        r.retries,
+    )
+
+
+def _status(r: CohortResult) -> Text:
+    style = _STYLES.get(r.status, "red")
+    if r.status == SKIPPED and r.unselected:
+        style = "yellow"
+    text = Text(r.status, style=style)
+    if r.renamed:
+        text.append(" renamed")
+    return text
+
+
+def stacked_summary(report: RunReport, width: int = 80) -> list[Text]:
+    """The summary as a few short lines per cohort, for a console too narrow for the table.
+
+    Lines break between fields only (`added 1,234`), so a number, its label or a model name
+    is never cut.
+    """
+    title = "MoEngage cohort sync (dry run)" if report.dry_run else "MoEngage cohort sync"
+    lines = [Text(title, style="italic")]
+    headers = _number_headers(report)
+    for r in report.results:
+        head = Text(f"{r.model} -> {r.cohort_id or '-'} ({r.mode}): ")
+        head.append_text(_status(r))
+        lines.append(head)
+        values = _numbers(report, r)
+        fields = [f"{name} {value:,}" for name, value in zip(headers, values, strict=True)]
+        fields.append(f"{r.seconds:.1f} s")
+        line = ""
+        for piece in fields:
+            if line and len(line) + 2 + len(piece) > width:
+                lines.append(Text(line))
+                line = ""
+            line = f"{line}  {piece}" if line else f"  {piece}"
+        lines.append(Text(line))
+    return lines
+
+
+def _dropped_line(r: CohortResult) -> str | None:
+    parts = [f"{count:,} {reason}" for reason, count in r.dropped.items() if count]
+    return f"{r.model}: rows not sent: {', '.join(parts)}" if parts else None
+
+
 def print_summary(report: RunReport, console: Console, results_path: Path | None) -> None:
-    """Print the table, every error in full, and where the JSON report went."""
-    console.print(summary_table(report))
+    """The table (or, on a narrow console, stacked lines), every error in full, and where
+    the JSON report went. Outside text is never read as markup."""
+    table = summary_table(report)
+    # The table's natural width, unclamped: only if it fits is nothing squeezed or cut.
+    natural = Measurement.get(console, console.options.update_width(1_000_000), table)
+    if natural.maximum <= console.width:
+        console.print(table)
+    else:
+        # Rich wraps these at spaces, so a name or a number moves whole to the next line.
+        for line in stacked_summary(report, console.width):
+            console.print(line)
+    for r in report.results:
+        dropped = _dropped_line(r)
+        if dropped:
+            console.print(Text(dropped))
     for r in report.results:
         if r.error:
-            console.print(f"[red]error[/red] {r.model}: {r.error}", soft_wrap=True)
+            message = Text("error ", style="red")
+            message.append(f"{r.model}: {r.error}")
+            console.print(message, soft_wrap=True)
     if results_path is not None:
-        console.print(f"results written to {results_path}", soft_wrap=True)
+        console.print(Text(f"results written to {results_path}"), soft_wrap=True)
+
+
+_STYLES = {SYNCED: "green", DRY_RUN: "cyan"}

@@ -16,8 +16,11 @@ DEFAULT_RATE_LIMIT_PER_MIN = 300
 # MoEngage says 128 KB; 128,000 bytes fits both the decimal and the binary reading of that.
 DEFAULT_MAX_BODY_BYTES = 128_000
 DEFAULT_MAX_IN_FLIGHT = 4
-# ASCII digits only: \d would also take other scripts' digits, e.g. Arabic-Indic.
-_DATA_CENTER_RE = re.compile(r"\A[0-9]{2}\Z")
+# ASCII digits only: \d would also take other scripts' digits, e.g. Arabic-Indic. Three
+# digits for data centers such as 101.
+_DATA_CENTER_RE = re.compile(r"\A[0-9]{2,3}\Z")
+# MoEngage's API introduction lists these; another one still works, with a warning.
+DOCUMENTED_DATA_CENTERS = ("01", "02", "03", "04", "05", "06", "101")
 
 
 class Secret:
@@ -171,19 +174,42 @@ def base_url_from_env(env: Mapping[str, str], required: bool = True) -> str:
     data_center = env.get("MOENGAGE_DATA_CENTER", "").strip()
     if data_center and not _DATA_CENTER_RE.match(data_center):
         raise SettingsError(
-            f"MOENGAGE_DATA_CENTER = {data_center!r}: must be two digits such as '01' or '02' "
-            "(the number in your dashboard's URL, dashboard-NN.moengage.com)"
+            f"MOENGAGE_DATA_CENTER = {data_center!r}: must be two or three digits, such as "
+            f"{', '.join(DOCUMENTED_DATA_CENTERS)} (the number in your dashboard's URL, "
+            "dashboard-NN.moengage.com)"
         )
     if not base_url:
         if not data_center and not required:
             return ""
         if not data_center:
             raise SettingsError(
-                "set MOENGAGE_DATA_CENTER (two digits, e.g. '01') or MOENGAGE_BASE_URL"
+                "set MOENGAGE_DATA_CENTER (two or three digits, e.g. '01') or MOENGAGE_BASE_URL"
             )
         return f"https://api-{data_center}.moengage.com"
     check_base_url(base_url)
     return base_url.rstrip("/")
+
+
+def data_center_warning(env: Mapping[str, str], destination: str | None = None) -> str | None:
+    """A warning when the data center in use is not one MoEngage documents; None otherwise.
+
+    It never refuses: a new region works before this list knows it. A malformed value is
+    from_env's to refuse, and a data center that MOENGAGE_BASE_URL overrides is not used.
+    """
+    if destination:
+        env = destination_env(env, destination)
+    data_center = env.get("MOENGAGE_DATA_CENTER", "").strip()
+    if env.get("MOENGAGE_BASE_URL", "").strip() or not _DATA_CENTER_RE.match(data_center):
+        return None
+    if data_center in DOCUMENTED_DATA_CENTERS:
+        return None
+    name = (destination_prefix(destination) if destination else "MOENGAGE_") + "DATA_CENTER"
+    return (
+        f"{name} = {data_center!r} is not a data center MoEngage documents "
+        f"({', '.join(DOCUMENTED_DATA_CENTERS)}); requests will go to "
+        f"https://api-{data_center}.moengage.com: check it against your dashboard's URL "
+        "(dashboard-NN.moengage.com)"
+    )
 
 
 def check_base_url(url: str) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -14,7 +15,15 @@ from pathlib import Path
 
 from .checkpoints import GroupCommit
 from .client import MoEngageClient, Tally
-from .cohorts import CohortSpec, Discovery, discover
+from .cohorts import (
+    DURATION_HINT,
+    CohortDefaults,
+    CohortSpec,
+    Discovery,
+    Owner,
+    discover,
+    parse_duration,
+)
 from .errors import (
     CohortError,
     CohortSpecError,
@@ -27,10 +36,19 @@ from .errors import (
 from .manifest import Manifest, build_outcome, load_manifest, load_run_results
 from .packing import ADD, REMOVE, Body, BodyPacker
 from .progress import Progress
-from .report import DRY_RUN, FAILED, INVALID, SKIPPED, SYNCED, CohortResult, RunReport
+from .report import DRY_RUN, FAILED, GUARDED, INVALID, SKIPPED, SYNCED, CohortResult, RunReport
 from .selection import resolve as resolve_selection
-from .settings import MoEngageSettings
-from .warehouse import RunRow, SqlWarehouse, connect, load_profile_target
+from .settings import MoEngageSettings, data_center_warning
+from .warehouse import (
+    SCHEMA_VERSION,
+    CohortRecord,
+    RunRow,
+    SqlWarehouse,
+    StateKey,
+    connect,
+    load_profile_target,
+    normalize_endpoint,
+)
 from .warehouse import base as wh
 
 
@@ -50,7 +68,10 @@ class SyncOptions:
     only_built: bool = False
     # Where manifest.json (and run_results.json) are, when not the project's target/.
     target_path: Path | None = None
-    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    # Let a mirror run remove more than its max_remove_fraction (or everyone).
+    allow_large_removal: bool = False
+    # Never in a repr: it holds the API key and warehouse passwords.
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ), repr=False)
 
     @property
     def target_dir(self) -> Path:
@@ -69,19 +90,16 @@ def run_sync(options: SyncOptions, progress: Progress | None = None) -> RunRepor
     progress = progress or Progress()
     report = RunReport(run_id=uuid.uuid4().hex, started_at=_now(), dry_run=options.dry_run)
     manifest = load_manifest(options.target_dir)
-    discovery = discover_cohorts(options, manifest)
-    if options.only_built:
-        discovery = _only_built(manifest, discovery, report, progress)
+    discovery = discover_cohorts(options, manifest, settle=False)
     settings = MoEngageSettings.from_env(options.environ, require_credentials=False)
-    senders, specs_to_sync = _destinations(discovery, options, report, progress)
-    discovery = Discovery(specs=specs_to_sync, problems=discovery.problems)
+    senders, discovery = _destinations(discovery, options, report, progress)
     target = load_profile_target(
         options.project_dir, options.profiles_dir, options.target, options.environ
     )
     state_schema = options.state_schema or options.environ.get("MOENGAGE_STATE_SCHEMA") or None
 
-    report.results.extend(_invalid_results(discovery.problems, progress))
-    if not discovery.specs:
+    if not discovery.specs and not discovery.contested:
+        report.results.extend(_invalid_results(discovery.problems, progress))
         progress.message("no valid cohort to sync")
         report.finished_at = _now()
         return report
@@ -94,7 +112,8 @@ def run_sync(options: SyncOptions, progress: Progress | None = None) -> RunRepor
             wait_seconds=settings.lock_wait_seconds,
         )
     except wh.LockTimeout as exc:
-        for spec in discovery.specs:
+        report.results.extend(_invalid_results(discovery.problems, progress))
+        for spec in [*discovery.specs, *discovery.contested]:
             report.results.append(_result(spec, FAILED, str(exc)))
             progress.cohort_finished(report.results[-1])
         report.finished_at = _now()
@@ -102,7 +121,20 @@ def run_sync(options: SyncOptions, progress: Progress | None = None) -> RunRepor
 
     with warehouse:
         warehouse.lock_stale_seconds = settings.lock_stale_seconds
-        warehouse.prepare_state(create=not options.dry_run)
+        status = warehouse.prepare_state(create=not options.dry_run)
+        if status.upgraded_from is not None:
+            progress.message(
+                f"upgraded the sync state in schema {warehouse.state_schema!r} from version "
+                f"{status.upgraded_from} to {SCHEMA_VERSION}: state is now kept per endpoint "
+                "(MoEngage server) and workspace; members recorded before are sent again on "
+                "their cohort's next sync"
+            )
+        if status.note:
+            progress.message(status.note)
+        discovery = discovery.settle(_ownership(warehouse, senders))
+        if options.only_built:
+            discovery = _only_built(manifest, discovery, report, progress)
+        report.results.extend(_invalid_results(discovery.problems, progress))
         specs = []
         for spec in discovery.specs:
             try:
@@ -134,6 +166,17 @@ def run_sync(options: SyncOptions, progress: Progress | None = None) -> RunRepor
     return report
 
 
+def _ownership(
+    warehouse: SqlWarehouse, senders: Mapping[str | None, MoEngageSettings]
+) -> dict[tuple[str | None, str], Owner]:
+    """(destination, cohort_id) -> what the state says of it, for settling conflicts."""
+    found: dict[tuple[str | None, str], Owner] = {}
+    for destination, settings in senders.items():
+        for cohort_id, owner in warehouse.owners(state_key(settings)).items():
+            found[(destination, cohort_id)] = owner
+    return found
+
+
 def _sync_destination(
     specs: list[CohortSpec],
     settings: MoEngageSettings,
@@ -149,11 +192,19 @@ def _sync_destination(
         fatal: WorkspaceFatal | None = None
         for spec in specs:
             if fatal is not None:
-                error = f"not sent: the workspace refused an earlier request ({fatal})"
+                error = f"not sent: the destination failed for every cohort ({fatal})"
                 results.append(_result(spec, SKIPPED, error))
                 progress.cohort_finished(results[-1])
                 continue
-            job = CohortSync(spec, warehouse, client, settings, run_id, progress)
+            job = CohortSync(
+                spec,
+                warehouse,
+                client,
+                settings,
+                run_id,
+                progress,
+                allow_large_removal=options.allow_large_removal,
+            )
             if client is None:
                 result = job.dry_run(options.full_refresh)
             else:
@@ -169,7 +220,7 @@ def _sync_destination(
 
 def _destinations(
     discovery: Discovery, options: SyncOptions, report: RunReport, progress: Progress
-) -> tuple[dict[str | None, MoEngageSettings], list[CohortSpec]]:
+) -> tuple[dict[str | None, MoEngageSettings], Discovery]:
     """Settings per destination the cohorts name, and the cohorts whose destination is set.
 
     The default destination's settings missing is a configuration error (exit 2); a named
@@ -177,7 +228,8 @@ def _destinations(
     """
     senders: dict[str | None, MoEngageSettings] = {}
     refused: dict[str, str] = {}
-    for name in dict.fromkeys(spec.destination for spec in discovery.specs):
+    every = [*discovery.specs, *discovery.contested]
+    for name in dict.fromkeys(spec.destination for spec in every):
         try:
             senders[name] = MoEngageSettings.from_env(
                 options.environ, require_credentials=not options.dry_run, destination=name
@@ -186,15 +238,16 @@ def _destinations(
             if name is None:
                 raise
             refused[name] = str(exc)
-    kept = []
-    for spec in discovery.specs:
+    for spec in every:
         if spec.destination in refused:
             result = _result(spec, INVALID, refused[spec.destination])
             report.results.append(result)
             progress.problem(f"model '{spec.model}': {refused[spec.destination]}")
-        else:
-            kept.append(spec)
-    return senders, kept
+    return senders, replace(
+        discovery,
+        specs=[s for s in discovery.specs if s.destination not in refused],
+        contested=[s for s in discovery.contested if s.destination not in refused],
+    )
 
 
 class CohortSync:
@@ -208,6 +261,7 @@ class CohortSync:
         settings: MoEngageSettings,
         run_id: str,
         progress: Progress | None = None,
+        allow_large_removal: bool = False,
     ) -> None:
         self.spec = spec
         self.progress = progress or Progress()
@@ -215,7 +269,10 @@ class CohortSync:
         self.client = client
         self.settings = settings
         self.run_id = run_id
-        self.workspace = settings.workspace_id
+        self.allow_large_removal = allow_large_removal
+        self.key = state_key(settings)
+        # One clock reading per cohort: the plan and the streams agree on what is due.
+        self.now = wh.utcnow()
         self.result = CohortResult(
             model=spec.model,
             cohort_id=spec.cohort_id,
@@ -223,6 +280,12 @@ class CohortSync:
             mode=spec.mode,
         )
         self.fatal: WorkspaceFatal | None = None
+        self.record: CohortRecord | None = None
+        # The name or description MoEngage holds differs from the config (or is unknown).
+        self.rename = False
+        self.guard: str | None = None
+        self._resent = 0
+        self._counts = threading.Lock()
 
     @property
     def mirror(self) -> bool:
@@ -230,15 +293,19 @@ class CohortSync:
         return self.spec.mode == "mirror"
 
     def dry_run(self, full_refresh: bool = False) -> CohortResult:
-        """Count what a sync would add and remove, and the requests it would take."""
+        """Count what a sync would add, re-send and remove, and the requests it would take."""
         started = time.monotonic()
         try:
             self._plan(full_refresh)
-            requests = sum(1 for _ in self._bodies(ADD, full_refresh))
+            requests = sum(1 for _ in self._add_bodies(full_refresh))
             if self.mirror:
                 requests += sum(1 for _ in self._bodies(REMOVE))
             self.result.planned_requests = requests
-            self.result.status = DRY_RUN
+            self.result.renamed = self._renaming
+            if self.guard:
+                self.result.status, self.result.error = GUARDED, self.guard
+            else:
+                self.result.status = DRY_RUN
         except CohortError as exc:
             self.result.error = str(exc)
         self.result.seconds = round(time.monotonic() - started, 3)
@@ -250,7 +317,7 @@ class CohortSync:
         adds, removes = Tally(), Tally()
         try:
             with self.warehouse.lock(
-                self.spec, self.workspace, self.run_id, self.settings.lock_wait_seconds
+                self.spec, self.key, self.run_id, self.settings.lock_wait_seconds
             ):
                 self._run_locked(full_refresh, adds, removes)
         except WorkspaceFatal as exc:
@@ -264,9 +331,16 @@ class CohortSync:
 
     def _run_locked(self, full_refresh: bool, adds: Tally, removes: Tally) -> None:
         """Send the delta; the run row says 'running' until it says how it ended."""
+        adopted = self.warehouse.adopt_legacy(self.spec, self.key)
+        if adopted:
+            self.progress.message(
+                f"{self.spec.model}: {adopted:,} members recorded before the state was kept "
+                f"per endpoint are sent again to {self.key.endpoint}"
+            )
         row = RunRow(
             run_id=self.run_id,
-            workspace_id=self.workspace,
+            endpoint=self.key.endpoint,
+            workspace_id=self.key.workspace_id,
             cohort_id=self.spec.cohort_id,
             model=self.spec.model,
             mode=self.spec.mode,
@@ -275,6 +349,10 @@ class CohortSync:
         )
         self.warehouse.save_run(row)
         try:
+            self._plan(full_refresh)
+            if self.guard:
+                self.result.status, self.result.error = GUARDED, self.guard
+                return
             self._send(full_refresh, adds, removes)
             self.result.status = SYNCED
         except MoEngageSyncError as exc:
@@ -282,58 +360,143 @@ class CohortSync:
             raise
         finally:
             self._tally(adds, removes)
+            self._remember(adds)
+            r = self.result
             row.finished_at = wh.utcnow()
-            row.status, row.error = self.result.status, self.result.error
-            row.added, row.removed = self.result.added, self.result.removed
-            row.unchanged, row.left_but_kept = self.result.unchanged, self.result.left_but_kept
-            row.requests, row.retries = self.result.requests, self.result.retries
+            row.status, row.error = r.status, r.error
+            row.added, row.removed, row.resent = r.added, r.removed, r.resent
+            row.unchanged, row.left_but_kept = r.unchanged, r.left_but_kept
+            row.requests, row.retries, row.renamed = r.requests, r.retries, r.renamed
             self.warehouse.save_run(row)
 
     def _plan(self, full_refresh: bool) -> None:
         self.warehouse.check_uid_lengths(self.spec)
         counts = self.warehouse.audience_stats(self.spec)
-        delta = self.warehouse.plan(self.spec, self.workspace, full_refresh)
-        self.result.uids_total = delta.distinct
-        self.result.dropped = counts.dropped(delta.distinct)
-        self.result.unchanged = delta.unchanged
-        self.result.planned_add = delta.to_add
+        delta = self.warehouse.plan(self.spec, self.key, full_refresh, self.now)
+        if self.warehouse.state_ready:
+            self.record = self.warehouse.cohort_record(self.spec, self.key)
+        r = self.result
+        r.uids_total = delta.distinct
+        r.dropped = counts.dropped(delta.distinct)
+        r.unchanged = delta.unchanged
+        r.planned_add = delta.to_add
+        r.planned_resend = delta.to_resend
         if self.mirror:
-            self.result.planned_remove = delta.to_remove
+            r.planned_remove = delta.to_remove
         else:
-            self.result.left_but_kept = delta.to_remove
+            r.left_but_kept = delta.to_remove
+        if self.record is not None:
+            self.rename = (self.record.cohort_name, self.record.cohort_description) != (
+                self.spec.cohort_name,
+                self.spec.description,
+            )
+        else:
+            # Members but no record (state from before names were kept): send the name.
+            self.rename = delta.current > 0
+        self.guard = self._guard(delta)
+
+    @property
+    def _renaming(self) -> bool:
+        """Whether this run changes a name or description MoEngage knows."""
+        return self.rename and self.record is not None and self.record.cohort_name is not None
+
+    def _guard(self, delta: wh.Delta) -> str | None:
+        """Why a mirror run is refused: it would empty the cohort or remove too many."""
+        if not self.mirror or not self.result.planned_remove or self.allow_large_removal:
+            return None
+        removing, current = self.result.planned_remove, delta.current
+        fraction = self.spec.max_remove_fraction
+        if delta.distinct == 0:
+            why = f"the model has no valid uid, so all {current:,} members would be removed"
+        elif removing > fraction * current:
+            why = (
+                f"{removing:,} of {current:,} members ({removing / current:.0%}) would be "
+                f"removed, more than max_remove_fraction = {fraction:g}"
+            )
+        else:
+            return None
+        return (
+            f"model '{self.spec.model}': guarded, nothing sent: {why}. If the model is right, "
+            "re-run with --allow-large-removal (or raise meta.moengage.max_remove_fraction); "
+            "if not, fix the model first"
+        )
 
     def _send(self, full_refresh: bool, adds: Tally, removes: Tally) -> None:
         assert self.client is not None
-        self._plan(full_refresh)
         self.progress.cohort_started(self.result)
         if self.mirror and self.result.planned_remove:
             self.client.send_all(self._bodies(REMOVE), removes, self._checkpoint(REMOVE))
-        if self.result.planned_add:
-            self.client.send_all(
-                self._bodies(ADD, full_refresh), adds, self._checkpoint(ADD, full_refresh)
-            )
+        bodies = self._add_bodies(full_refresh)
+        self.client.send_all(bodies, adds, self._checkpoint(ADD, full_refresh))
+
+    def _remember(self, adds: Tally) -> None:
+        """Record the model, and the name and description once a request carried them."""
+        sent = adds.accepted > 0
+        if not sent and self.result.status != SYNCED:
+            return
+        self.result.renamed = sent and self._renaming
+        old = self.record or CohortRecord(self.spec.model, None, None)
+        self.warehouse.save_cohort(
+            self.spec,
+            self.key,
+            CohortRecord(
+                model=self.spec.model,
+                cohort_name=self.spec.cohort_name if sent else old.cohort_name,
+                cohort_description=self.spec.description if sent else old.cohort_description,
+            ),
+        )
 
     def _checkpoint(self, action: str, full_refresh: bool = False) -> Callable[[Body], None]:
         """What runs after each accepted body: record its uids, then show progress."""
-        spec, workspace = self.spec, self.workspace
+        spec, key = self.spec, self.key
         if action == REMOVE:
-            commits = GroupCommit(lambda uids: self.warehouse.record_removed(spec, workspace, uids))
-        else:
-            # A full refresh resends every member; each accepted body replaces its uids'
-            # rows, so the state stays true even if the refresh stops halfway.
-            commits = GroupCommit(
-                lambda uids: self.warehouse.record_added(
-                    spec, workspace, uids, self.run_id, replace=full_refresh
-                )
+            removed = GroupCommit(lambda uids: self.warehouse.record_removed(spec, key, uids))
+
+            def accepted_removal(body: Body) -> None:
+                removed.record(body.uids)
+                self.progress.sent(self.result, action, len(body.uids))
+
+            return accepted_removal
+        # A full refresh resends every member; each accepted body replaces its uids' rows,
+        # so the state stays true even if the refresh stops halfway.
+        added = GroupCommit(
+            lambda uids: self.warehouse.record_added(
+                spec, key, uids, self.run_id, replace=full_refresh
             )
+        )
+        resent = GroupCommit(
+            lambda uids: self.warehouse.record_resent(spec, key, uids, self.run_id)
+        )
 
         def accepted(body: Body) -> None:
-            commits.record(body.uids)
+            if body.resent < len(body.uids):
+                added.record(body.new_uids)
+            if body.resent:
+                resent.record(body.resent_uids)
+                with self._counts:
+                    self._resent += body.resent
             self.progress.sent(self.result, action, len(body.uids))
 
         return accepted
 
-    def _bodies(self, action: str, everyone: bool = False) -> Iterable[Body]:
+    def _add_bodies(self, full_refresh: bool) -> Iterable[Body]:
+        """New uids, then the re-sends due (or a rename's few members) in the same bodies."""
+        if full_refresh:
+            return self._bodies(ADD, everyone=True)
+        r = self.result
+        if r.planned_resend:
+            again: str | None = wh.RESEND
+        elif self.rename and not r.planned_add:
+            again = wh.RENAME
+        else:
+            again = None
+        if not r.planned_add and again is None:
+            return iter(())
+        return self._bodies(ADD, resend=again)
+
+    def _bodies(
+        self, action: str, everyone: bool = False, resend: str | None = None
+    ) -> Iterable[Body]:
         packer = BodyPacker(
             action=ADD if action == ADD else REMOVE,
             partner=self.settings.partner,
@@ -343,34 +506,114 @@ class CohortSync:
             max_bytes=self.settings.max_body_bytes,
         )
         kind = wh.REMOVE if action == REMOVE else wh.ALL if everyone else wh.ADD
-        return packer.pack(self.warehouse.stream_delta(self.spec, self.workspace, kind))
+        stream = self.warehouse.stream_delta(self.spec, self.key, kind, now=self.now)
+        if resend is None:
+            return packer.pack(stream)
+        again = self.warehouse.stream_delta(self.spec, self.key, resend, now=self.now)
+        return packer.pack(stream, resend=again)
 
     def _tally(self, adds: Tally, removes: Tally) -> None:
         r = self.result
-        r.added, r.removed = adds.uids_accepted, removes.uids_accepted
-        r.uids_sent = r.added + r.removed
+        with self._counts:
+            r.resent = self._resent
+        r.added, r.removed = adds.uids_accepted - r.resent, removes.uids_accepted
+        r.uids_sent = adds.uids_accepted + r.removed
         r.requests = adds.requests + removes.requests
         r.retries = adds.retries + removes.retries
         if r.status != SYNCED:
             r.uids_unsynced = max(r.planned_add - r.added, 0) + max(r.planned_remove - r.removed, 0)
 
 
-def discover_cohorts(options: SyncOptions, manifest: Manifest | None = None) -> Discovery:
-    """The selected cohorts of the manifest, validated (no warehouse, no API)."""
+def state_key(settings: MoEngageSettings) -> StateKey:
+    """The state key of a destination: its endpoint (normalized base URL) and workspace."""
+    return StateKey(normalize_endpoint(settings.base_url), settings.workspace_id)
+
+
+def discover_cohorts(
+    options: SyncOptions, manifest: Manifest | None = None, settle: bool = True
+) -> Discovery:
+    """The selected cohorts of the manifest, validated (no warehouse, no API).
+
+    With `settle`, cohorts sharing a cohort_id or cohort_name are all refused, as nothing
+    says which is live; a sync settles them with the state instead.
+    """
     manifest = manifest or load_manifest(options.target_dir)
     nodes = list(manifest.cohort_nodes())
-    return discover(nodes, select_cohorts(options, [n.unique_id for n in nodes]))
+    selected = select_cohorts(options, [n.unique_id for n in nodes])
+    discovery = discover(nodes, selected, cohort_defaults(options.environ))
+    return discovery.settle() if settle else discovery
 
 
-def check_destinations(discovery: Discovery, environ: Mapping[str, str]) -> list[str]:
-    """Settings problems of every destination the cohorts use (credentials, URLs)."""
-    problems = []
-    for name in dict.fromkeys(spec.destination for spec in discovery.specs):
+def cohort_defaults(environ: Mapping[str, str]) -> CohortDefaults:
+    """Run-wide cohort defaults from the environment (MOENGAGE_RESEND_AFTER)."""
+    raw = environ.get("MOENGAGE_RESEND_AFTER", "").strip()
+    if not raw:
+        return CohortDefaults()
+    try:
+        return CohortDefaults(resend_after=parse_duration(raw))
+    except ValueError:
+        raise SettingsError(f"MOENGAGE_RESEND_AFTER = {raw!r}: not {DURATION_HINT}") from None
+
+
+@dataclass
+class Validation:
+    """What `validate` found: the cohorts that would sync, problems, and warnings."""
+
+    specs: list[CohortSpec]
+    problems: list[str]
+    warnings: list[str]
+    warehouse_checked: bool = False
+
+
+def validate(options: SyncOptions, check_warehouse: bool = False) -> Validation:
+    """Every check a sync makes before sending, without the API; the warehouse if asked.
+
+    Settings of the default destination that are missing or wrong raise SettingsError
+    (exit 2, as `sync` does); a named destination's are problems of its cohorts.
+    """
+    manifest = load_manifest(options.target_dir)
+    discovery = discover_cohorts(options, manifest, settle=False)
+    problems: list[str] = []
+    warnings = manifest.near_misses()
+    senders: dict[str | None, MoEngageSettings] = {}
+    every = [*discovery.specs, *discovery.contested]
+    for name in dict.fromkeys(spec.destination for spec in every):
         try:
-            MoEngageSettings.from_env(environ, destination=name)
+            senders[name] = MoEngageSettings.from_env(options.environ, destination=name)
         except SettingsError as exc:
+            if name is None:
+                raise
             problems.append(str(exc))
-    return problems
+            continue
+        warning = data_center_warning(options.environ, name)
+        if warning:
+            warnings.append(warning)
+    if not check_warehouse:
+        discovery = discovery.settle()
+        problems[:0] = [str(p) for p in discovery.problems]
+        return Validation(discovery.specs, problems, warnings)
+    target = load_profile_target(
+        options.project_dir, options.profiles_dir, options.target, options.environ
+    )
+    state_schema = options.state_schema or options.environ.get("MOENGAGE_STATE_SCHEMA") or None
+    with connect(
+        target, options.project_dir, state_schema=state_schema, read_only=True
+    ) as warehouse:
+        status = warehouse.prepare_state(create=False)
+        if status.note:
+            warnings.append(status.note)
+        discovery = discovery.settle(_ownership(warehouse, senders))
+        problems[:0] = [str(p) for p in discovery.problems]
+        specs = []
+        for spec in discovery.specs:
+            try:
+                column = warehouse.check_uid_column(spec)
+                spec = replace(spec, uid_column=column.name)
+                warehouse.check_uid_lengths(spec)
+                specs.append(spec)
+            except CohortError as exc:
+                problems.append(str(exc))
+    return Validation(specs, problems, warnings, warehouse_checked=True)
 
 
 def select_cohorts(options: SyncOptions, cohort_ids: list[str]) -> tuple[str, ...]:
@@ -402,19 +645,16 @@ def _only_built(
     """Keep the cohorts whose model built, and passed its tests, in run_results.json."""
     statuses = load_run_results(manifest.path.parent)
     kept: list[CohortSpec] = []
-    absent: list[str] = []
     for spec in discovery.specs:
         outcome = build_outcome(manifest, spec.unique_id, statuses)
         if outcome.built:
             kept.append(spec)
-        elif outcome.reason == "not part of this dbt invocation":
-            absent.append(spec.model)
-        else:
-            result = _result(spec, SKIPPED, f"not synced: {outcome.reason}")
-            report.results.append(result)
-            progress.cohort_finished(result)
-    if absent:
-        progress.message(f"not built in this dbt invocation, so not synced: {', '.join(absent)}")
+            continue
+        result = _result(spec, SKIPPED, f"not synced: {outcome.reason}")
+        # Left out of the invocation (`build --select`) is the user's choice, not a failure.
+        result.unselected = not outcome.selected
+        report.results.append(result)
+        progress.cohort_finished(result)
     return Discovery(specs=kept, problems=discovery.problems)
 
 

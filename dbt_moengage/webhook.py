@@ -5,6 +5,9 @@ hex HMAC-SHA256 of the raw body, keyed with the webhook's secret. The receiver a
 (dbt Cloud gives up after 10 seconds) and syncs in one worker thread, one run at a time:
 manifest.json and run_results.json are fetched from the Administrative API v2 into a fresh
 folder, and `run_sync(only_built=True)` syncs the cohorts whose models built in that run.
+A run counts as synced once `run_sync` returned a report; a redelivery meanwhile or after is a
+duplicate, but a run whose artifacts could not be fetched, or whose sync raised, is forgotten so
+dbt Cloud's redelivery of its event syncs it.
 Standard library server; secrets (webhook secret, API token, MoEngage key) are never logged.
 """
 
@@ -75,7 +78,8 @@ class WebhookConfig:
     read_timeout: float = 120.0
     fetch_attempts: int = 4
     fetch_backoff: float = 2.0
-    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    # The sync's environment holds MoEngage and warehouse secrets: never part of a repr.
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ), repr=False)
 
     def __post_init__(self) -> None:
         check_cloud_host(self.cloud_host)
@@ -159,7 +163,10 @@ class WebhookReceiver:
         self._idle = threading.Condition()
         self._pending = 0
         self._stopping = threading.Event()
+        # Runs whose sync finished (a report, whatever the cohorts' statuses), oldest first.
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
+        # Runs queued or being synced; they join _seen, or are forgotten, when the sync ends.
+        self._in_flight: set[str] = set()
         self._seen_lock = threading.Lock()
         self._work_dir: Path | None = config.work_dir
         self._run_dirs: collections.deque[Path] = collections.deque()
@@ -286,9 +293,10 @@ class WebhookReceiver:
             return Decision(200, "ignored", f"account {run.account_id} is not this receiver's")
         if self._stopping.is_set():
             return Decision(503, "stopping", "the receiver is shutting down")
-        if not self._first_time(run.run_id):
-            log.info("webhook ignored: %s was already received", where)
-            return Decision(200, "duplicate", f"run {run.run_id} already received")
+        duplicate = self._claim(run.run_id)
+        if duplicate:
+            log.info("webhook ignored: %s %s", where, duplicate)
+            return Decision(200, "duplicate", f"run {run.run_id} {duplicate}")
         with self._idle:
             self._pending += 1
         self._queue.put(run)
@@ -323,15 +331,28 @@ class WebhookReceiver:
         )
         return run, ""
 
-    def _first_time(self, run_id: str) -> bool:
-        # dbt Cloud re-delivers an event it thinks failed; one sync per run is enough.
+    def _claim(self, run_id: str) -> str:
+        """Claim `run_id` for a sync and return ""; for a duplicate, return why it is one."""
+        # dbt Cloud re-delivers an event it thinks failed; one sync per run is enough, but only
+        # a sync that finished counts: until then a redelivery must not queue it a second time.
         with self._seen_lock:
             if run_id in self._seen:
-                return False
-            self._seen[run_id] = None
-            while len(self._seen) > _SEEN_RUNS:
-                self._seen.popitem(last=False)
-            return True
+                return "was already synced"
+            if run_id in self._in_flight:
+                return "is in progress (queued or syncing)"
+            self._in_flight.add(run_id)
+            return ""
+
+    def _settle(self, run_id: str, synced: bool) -> None:
+        """End `run_id`'s sync: remember it if it finished, else forget it so it can come again."""
+        # A run whose artifacts could not be fetched, or whose sync raised before a report, is
+        # forgotten: dbt Cloud's redelivery of the event then syncs it.
+        with self._seen_lock:
+            self._in_flight.discard(run_id)
+            if synced:
+                self._seen[run_id] = None
+                while len(self._seen) > _SEEN_RUNS:
+                    self._seen.popitem(last=False)
 
     # -- the worker ------------------------------------------------------------------------
 
@@ -340,17 +361,21 @@ class WebhookReceiver:
             run = self._queue.get()
             if run is None:
                 break
+            synced = False
             try:
                 if self._stopping.is_set():
                     log.warning("dbt Cloud run %s not synced: the receiver is stopping", run.run_id)
                     continue
                 outcome = self.sync_run(run)
+                synced = outcome.report is not None
                 self.last_reports.append(outcome)
                 log.info("%s", summary_line(outcome))
             except Exception as exc:  # the worker must outlive any one run
                 log.error("dbt Cloud run %s: sync crashed: %s", run.run_id, type(exc).__name__)
                 self.last_reports.append(RunOutcome(run, None, error=type(exc).__name__))
             finally:
+                # Settled before idle, so a delivery after wait_idle() sees how the sync ended.
+                self._settle(run.run_id, synced)
                 with self._idle:
                     self._pending -= 1
                     self._idle.notify_all()
@@ -378,8 +403,13 @@ class WebhookReceiver:
         except MoEngageSyncError as exc:  # their messages never hold a secret
             outcome.error = str(exc)
             return outcome
-        report.write(folder)
         outcome.report = report
+        try:
+            report.write(folder)
+        except OSError as exc:
+            # The cohorts are synced; a report file that cannot be written does not undo that.
+            outcome.error = f"report not written to {folder}: {exc.strerror or type(exc).__name__}"
+            log.warning("dbt Cloud run %s: %s", run.run_id, outcome.error)
         return outcome
 
     def _new_run_dir(self, run: CloudRun) -> Path:
@@ -487,7 +517,8 @@ def summary_line(outcome: RunOutcome) -> str:
     counts = collections.Counter(r.status for r in outcome.report.results)
     statuses = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no cohort"
     where = outcome.folder / "moengage_sync_results.json" if outcome.folder else "-"
-    return f"{head}: {statuses}; exit {outcome.exit_code}; report {where}"
+    tail = outcome.error if outcome.error else f"report {where}"
+    return f"{head}: {statuses}; exit {outcome.exit_code}; {tail}"
 
 
 class _Server(ThreadingHTTPServer):

@@ -11,6 +11,7 @@
 {% macro _moengage_state_columns() %}
     {{ return([
         {'name': 'moengage_cohort_members', 'columns': [
+            ['endpoint', 'string', true],
             ['workspace_id', 'string', true],
             ['cohort_id', 'string', true],
             ['uid', 'string', true],
@@ -19,6 +20,7 @@
         ]},
         {'name': 'moengage_sync_runs', 'columns': [
             ['run_id', 'string', true],
+            ['endpoint', 'string', true],
             ['workspace_id', 'string', true],
             ['cohort_id', 'string', true],
             ['model', 'string', true],
@@ -29,18 +31,35 @@
             ['status', 'string', true],
             ['added', 'bigint', false],
             ['removed', 'bigint', false],
+            ['resent', 'bigint', false],
             ['unchanged', 'bigint', false],
             ['left_but_kept', 'bigint', false],
             ['requests', 'bigint', false],
             ['retries', 'bigint', false],
+            ['renamed', 'boolean', false],
             ['error', 'string', false],
         ]},
         {'name': 'moengage_sync_locks', 'columns': [
+            ['endpoint', 'string', true],
             ['workspace_id', 'string', true],
             ['cohort_id', 'string', true],
             ['run_id', 'string', true],
             ['locked_at', 'timestamp', true],
             ['heartbeat_at', 'timestamp', true],
+        ]},
+        {'name': 'moengage_cohorts', 'columns': [
+            ['endpoint', 'string', true],
+            ['workspace_id', 'string', true],
+            ['cohort_id', 'string', true],
+            ['model', 'string', true],
+            ['cohort_name', 'string', false],
+            ['cohort_description', 'string', false],
+            ['updated_at', 'timestamp', true],
+        ]},
+        {'name': 'moengage_state_version', 'columns': [
+            ['version', 'bigint', true],
+            ['upgraded_at', 'timestamp', true],
+            ['runner', 'string', true],
         ]},
     ]) }}
 {% endmacro %}

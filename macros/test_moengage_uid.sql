@@ -1,10 +1,13 @@
 {#-
     moengage_uid: the column holds uids MoEngage can take, one row per user.
 
-    Fails (returns) every row whose uid is
+    The same rule the runner applies before sending (dbt_moengage/uids.py). Fails (returns)
+    every row whose uid is
       - null,
-      - empty ('' or nothing but spaces, tabs, line feeds and carriage returns),
-      - duplicated (compared after trim(), so 'a' and ' a ' are the same uid),
+      - empty: '' or nothing but whitespace (spaces, tabs, line breaks, and the no-break and
+        zero-width spaces of _moengage_uid_whitespace),
+      - padded: whitespace at either end ('a ' can never match user 'a'; the runner drops it),
+      - duplicated (compared exactly, as MoEngage compares uids),
       - longer than `max_length` characters, when `max_length` is given.
     The uid is cast to text with dbt.type_string() first, so integer uid columns work too.
     A row that breaks more than one rule comes back once per rule; `failure_reason` says which.
@@ -35,12 +38,6 @@
     ) }}
 {%- endif -%}
 
-{#- strip every whitespace character, not just the spaces trim() removes on most warehouses -#}
-{%- set stripped = namespace(expr='uid_value') -%}
-{%- for blank in [' ', '\t', '\n', '\r'] -%}
-    {%- set stripped.expr = "replace(" ~ stripped.expr ~ ", '" ~ blank ~ "', '')" -%}
-{%- endfor %}
-
 with uids as (
 
     select cast({{ column_name }} as {{ dbt.type_string() }}) as uid_value
@@ -52,18 +49,17 @@ normalized as (
 
     select
         uid_value,
-        trim(uid_value) as uid_trimmed,
-        {{ stripped.expr }} as uid_without_whitespace
+        {{ moengage.moengage_uid_trim('uid_value') }} as uid_trimmed
     from uids
 
 ),
 
 duplicated as (
 
-    select uid_trimmed
+    select uid_value
     from normalized
-    where uid_without_whitespace <> ''
-    group by uid_trimmed
+    where uid_trimmed <> ''
+    group by uid_value
     having count(*) > 1
 
 )
@@ -80,7 +76,15 @@ select
     uid_value,
     cast('empty' as {{ dbt.type_string() }}) as failure_reason
 from normalized
-where uid_without_whitespace = ''
+where uid_trimmed = ''
+
+union all
+
+select
+    uid_value,
+    cast('whitespace' as {{ dbt.type_string() }}) as failure_reason
+from normalized
+where uid_trimmed <> '' and uid_trimmed <> uid_value
 
 union all
 
@@ -89,7 +93,7 @@ select
     cast('duplicate' as {{ dbt.type_string() }}) as failure_reason
 from normalized
 inner join duplicated
-    on normalized.uid_trimmed = duplicated.uid_trimmed
+    on normalized.uid_value = duplicated.uid_value
 
 {%- if max_length is not none %}
 

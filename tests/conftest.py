@@ -13,8 +13,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from dbt_moengage import uids
 from dbt_moengage.emulator import Emulator, EmulatorConfig
-from dbt_moengage.warehouse.base import BLANK
 
 ROOT = Path(__file__).resolve().parents[1]
 INTEGRATION = ROOT / "integration_tests"
@@ -44,7 +44,9 @@ class BuiltProject:
         relation, column = COHORTS[cohort_id]
         with duckdb.connect(str(self.database), read_only=True) as conn:
             rows = conn.execute(f'select "{column}" from main.{relation}').fetchall()
-        return {str(value) for (value,) in rows if value is not None and str(value).strip(BLANK)}
+        return {
+            str(value) for (value,) in rows if value is not None and not uids.problem(str(value))
+        }
 
 
 def dbt(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from dbt_moengage.cli import expand_selectors
+
 from .conftest import API_KEY, COHORTS, WORKSPACE, BuiltProject, run_cli, sync_args
 
 pytestmark = pytest.mark.e2e
@@ -91,3 +93,20 @@ def test_help_lists_the_commands() -> None:
     assert "sync" in done.stdout and "emulator" in done.stdout
     done = run_cli(["sync", "--help"], {"PATH": ""})
     assert "--dry-run" in done.stdout and "--select" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "expanded"),
+    [
+        (["--select", "a", "b"], ["--select", "a", "--select", "b"]),
+        (
+            ["-s", "a", "b", "--exclude", "c", "d"],
+            ["-s", "a", "-s", "b", "--exclude", "c", "--exclude", "d"],
+        ),
+        (["--select=a", "b"], ["--select=a", "--select", "b"]),
+        (["--select", "a", "--target", "dev"], ["--select", "a", "--target", "dev"]),
+        (["--dry-run", "--select", "tag:x"], ["--dry-run", "--select", "tag:x"]),
+    ],
+)
+def test_several_selectors_follow_one_flag(args: list[str], expanded: list[str]) -> None:
+    assert expand_selectors(args) == expanded

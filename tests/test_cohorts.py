@@ -8,9 +8,14 @@ import pytest
 
 from dbt_moengage.cohorts import (
     RESTRICTED_NAME_CHARS,
+    CohortDefaults,
     CohortSpec,
+    Owner,
+    Ownership,
     discover,
+    format_duration,
     parse_cohort,
+    parse_duration,
 )
 from dbt_moengage.errors import CohortError, CohortSpecError
 from dbt_moengage.manifest import ModelNode
@@ -139,16 +144,26 @@ def test_missing_cohort_name() -> None:
     assert "is required" in str(problem)
 
 
-@pytest.mark.parametrize("name", ["High Value", "", " ", ".", ". ", " .Leading space"])
-def test_cohort_name_must_start_with_a_period(name: str) -> None:
+@pytest.mark.parametrize("name", ["", " ", ".", ". ", " . "])
+def test_cohort_name_must_name_something(name: str) -> None:
     problem = only_problem(model("hv", {"cohort_name": name}))
     assert_names(problem, "hv", "cohort_name", name)
-    assert "must start with '.'" in str(problem)
+    assert "must name the cohort" in str(problem)
 
 
-def test_cohort_name_hint_suggests_the_fixed_name() -> None:
-    problem = only_problem(model("hv", {"cohort_name": "High Value"}))
-    assert "e.g. '.High Value'" in str(problem)
+@pytest.mark.parametrize("name", [" .Leading space", "Trailing ", "\tTabbed"])
+def test_cohort_name_with_surrounding_spaces(name: str) -> None:
+    problem = only_problem(model("hv", {"cohort_name": name}))
+    assert_names(problem, "hv", "cohort_name", name)
+    assert "leading or trailing spaces" in str(problem)
+    assert repr(name.strip()) in str(problem)
+
+
+@pytest.mark.parametrize("name", ["High Value", ".High Value", "..Two dots", "a"])
+def test_cohort_name_with_or_without_a_leading_period(name: str) -> None:
+    # MoEngage's API reference sends ".Partner_Name"; its field description says a name
+    # must not start with a period: both are accepted, neither required.
+    assert ok(model("hv", {"cohort_name": name})).cohort_name == name
 
 
 @pytest.mark.parametrize("char", list('|*?\\:<>=$"'))
@@ -278,32 +293,33 @@ def cohort(name: str, **meta: Any) -> ModelNode:
 
 
 def test_discover_splits_specs_and_problems() -> None:
-    found = discover([cohort("a"), model("bad", {"cohort_name": "nope"}), cohort("b")])
+    found = discover([cohort("a"), model("bad", {"cohort_name": "a|b"}), cohort("b")])
     assert [s.model for s in found.specs] == ["a", "b"]
     assert [(p.model, p.field) for p in found.problems] == [("bad", "cohort_name")]
 
 
 def test_discover_refuses_a_shared_cohort_id_for_both_models() -> None:
     nodes = [cohort("a", cohort_id="shared"), cohort("b"), cohort("c", cohort_id="shared")]
-    found = discover(nodes)
+    found = discover(nodes).settle()
     assert [s.model for s in found.specs] == ["b"]
     assert sorted(p.model for p in found.problems) == ["a", "c"]
     for problem in found.problems:
         assert_names(problem, problem.model, "cohort_id", "shared")
-        assert "is shared by models a, c" in str(problem)
+        other = "c" if problem.model == "a" else "a"
+        assert f"is shared with model(s) {other} in the workspace" in str(problem)
         assert "give each model its own cohort_id" in str(problem)
 
 
 def test_discover_default_cohort_id_can_clash_with_an_explicit_one() -> None:
-    found = discover([cohort("a"), cohort("b", cohort_id="a")])
+    found = discover([cohort("a"), cohort("b", cohort_id="a")]).settle()
     assert found.specs == []
     assert sorted(p.model for p in found.problems) == ["a", "b"]
 
 
 def test_discover_only_counts_valid_specs_for_shared_ids() -> None:
     # The invalid model is reported for its own problem, not as a clash.
-    bad = model("bad", {"cohort_name": "nope", "cohort_id": "a"})
-    found = discover([cohort("a"), bad])
+    bad = model("bad", {"cohort_name": "a|b", "cohort_id": "a"})
+    found = discover([cohort("a"), bad]).settle()
     assert [s.model for s in found.specs] == ["a"]
     assert [(p.model, p.field) for p in found.problems] == [("bad", "cohort_name")]
 
@@ -329,10 +345,127 @@ def test_discover_empty_select_takes_every_cohort() -> None:
 
 def test_a_cohort_id_shared_with_an_unselected_model_is_still_refused() -> None:
     nodes = [cohort("a", cohort_id="shared"), cohort("b"), cohort("c", cohort_id="shared")]
-    found = discover(nodes, select=["a", "b"])
+    found = discover(nodes, select=["a", "b"]).settle()
     assert [s.model for s in found.specs] == ["b"]
     assert [(p.model, p.field) for p in found.problems] == [("a", "cohort_id")]
-    assert "is shared by models a, c" in str(found.problems[0])
+    assert "is shared with model(s) c" in str(found.problems[0])
+
+
+def test_a_live_cohort_id_keeps_syncing_and_the_newcomer_is_refused() -> None:
+    nodes = [cohort("live", cohort_id="shared"), cohort("newcomer", cohort_id="shared")]
+    owners: Ownership = {(None, "shared"): Owner(model="live")}
+    found = discover(nodes).settle(owners)
+    assert [s.model for s in found.specs] == ["live"]
+    (problem,) = found.problems
+    assert_names(problem, "newcomer", "cohort_id", "shared")
+    assert "already used in the workspace by model live, which keeps syncing" in str(problem)
+
+
+def test_a_cohort_id_owned_by_a_model_outside_the_conflict_refuses_both() -> None:
+    nodes = [cohort("a", cohort_id="shared"), cohort("b", cohort_id="shared")]
+    owners: Ownership = {(None, "shared"): Owner(model="gone")}
+    found = discover(nodes).settle(owners)
+    assert found.specs == [] and sorted(p.model for p in found.problems) == ["a", "b"]
+
+
+def test_the_same_cohort_id_in_two_destinations_is_no_conflict() -> None:
+    nodes = [cohort("us", cohort_id="shared"), cohort("eu", cohort_id="shared", destination="eu")]
+    found = discover(nodes).settle()
+    assert [s.model for s in found.specs] == ["us", "eu"]
+    assert found.problems == []
+
+
+def test_a_shared_cohort_name_is_refused_for_every_model() -> None:
+    # A folder's +meta block gives every model of the folder the same name.
+    nodes = [
+        cohort("a", cohort_name=".Enterprise"),
+        cohort("b", cohort_name=".Enterprise"),
+        cohort("c"),
+    ]
+    found = discover(nodes).settle()
+    assert [s.model for s in found.specs] == ["c"]
+    assert sorted(p.model for p in found.problems) == ["a", "b"]
+    for problem in found.problems:
+        assert_names(problem, problem.model, "cohort_name", ".Enterprise")
+        assert "give each cohort its own cohort_name" in str(problem)
+        assert "+meta" in str(problem)
+
+
+def test_a_live_cohort_name_keeps_syncing() -> None:
+    nodes = [cohort("a", cohort_name=".Same"), cohort("b", cohort_name=".Same")]
+    owners: Ownership = {
+        (None, "a"): Owner(model="a", name_sent=".Same"),
+        (None, "b"): Owner(model="b"),
+    }
+    found = discover(nodes).settle(owners)
+    assert [s.model for s in found.specs] == ["a"]
+    assert [(p.model, p.field) for p in found.problems] == [("b", "cohort_name")]
+
+
+def test_settle_keeps_the_manifest_order() -> None:
+    nodes = [cohort("a", cohort_id="x"), cohort("b"), cohort("c", cohort_id="x")]
+    owners: Ownership = {(None, "x"): Owner(model="a")}
+    found = discover(nodes).settle(owners)
+    assert [s.model for s in found.specs] == ["a", "b"]
+
+
+# resend_after and max_remove_fraction
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("30m", 1_800),
+        ("12h", 43_200),
+        ("7d", 604_800),
+        ("1s", 1),
+        ("2w", 1_209_600),
+        ("0", 0),
+        (0, 0),
+        ("off", None),
+        ("OFF", None),
+        (" 3D ", 259_200),
+    ],
+)
+def test_durations(value: object, seconds: int | None) -> None:
+    assert parse_duration(value) == seconds
+    spec = ok(model("hv", {"cohort_name": "HV", "resend_after": value}))
+    assert spec.resend_after == seconds
+
+
+@pytest.mark.parametrize("value", ["7", "7 days", "-1d", "1.5h", "", "soon", 7, True, None, [1]])
+def test_bad_durations_name_the_field(value: object) -> None:
+    problem = only_problem(model("hv", {"cohort_name": "HV", "resend_after": value}))
+    assert_names(problem, "hv", "resend_after", value)
+    assert "30m, 12h, 7d or 1s" in str(problem) and "off for never" in str(problem)
+
+
+@pytest.mark.parametrize("seconds", [None, 0, 1, 59, 60, 3_600, 86_400, 604_800, 90_061])
+def test_format_duration_round_trips(seconds: int | None) -> None:
+    assert parse_duration(format_duration(seconds)) == seconds
+
+
+def test_resend_after_defaults_to_seven_days_or_the_run_default() -> None:
+    assert ok(model("hv", {"cohort_name": "HV"})).resend_after == 7 * 86_400
+    spec, _ = parse_cohort(model("hv", {"cohort_name": "HV"}), CohortDefaults(resend_after=60))
+    assert spec is not None and spec.resend_after == 60
+    meta = {"cohort_name": "HV", "resend_after": "off"}
+    spec, _ = parse_cohort(model("hv", meta), CohortDefaults(resend_after=60))
+    assert spec is not None and spec.resend_after is None
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.5, 1, 1.0])
+def test_max_remove_fraction(fraction: float) -> None:
+    meta = {"cohort_name": "HV", "mode": "mirror", "max_remove_fraction": fraction}
+    assert ok(model("hv", meta)).max_remove_fraction == fraction
+    assert ok(model("hv", {"cohort_name": "HV"})).max_remove_fraction == 0.5
+
+
+@pytest.mark.parametrize("fraction", [0, -0.1, 1.5, "half", True, None])
+def test_bad_max_remove_fraction(fraction: object) -> None:
+    problem = only_problem(model("hv", {"cohort_name": "HV", "max_remove_fraction": fraction}))
+    assert_names(problem, "hv", "max_remove_fraction", fraction)
+    assert "above 0 and at most 1" in str(problem)
 
 
 @pytest.mark.parametrize("mode", ["add", "mirror"])

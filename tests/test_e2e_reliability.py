@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import duckdb
@@ -14,6 +15,7 @@ from dbt_moengage.emulator import Emulator, EmulatorConfig, Faults
 from dbt_moengage.errors import WarehouseError
 from dbt_moengage.sync import SyncOptions, run_sync
 from dbt_moengage.warehouse.duckdb import DuckDBWarehouse
+from dbt_moengage.warehouse.schema import StateKey
 
 from .conftest import API_KEY, COHORTS, WORKSPACE, BuiltProject, run_cli, sync_args, sync_env
 
@@ -85,10 +87,15 @@ def test_warehouse_connection_lost_mid_stream(
     original = DuckDBWarehouse.stream_delta
 
     def dropping(
-        self: DuckDBWarehouse, cohort: Any, workspace_id: str, action: str, batch_rows: int = 0
+        self: DuckDBWarehouse,
+        cohort: Any,
+        key: StateKey,
+        action: str,
+        batch_rows: int = 0,
+        now: datetime | None = None,
     ) -> Iterator[list[str]]:
         """The delta's first two pages, then the connection is gone."""
-        for page, batch in enumerate(original(self, cohort, workspace_id, action, 100)):
+        for page, batch in enumerate(original(self, cohort, key, action, 100, now)):
             if page == 2:
                 raise WarehouseError("reading uids failed: Connection Error: connection was closed")
             yield batch

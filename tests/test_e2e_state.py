@@ -14,15 +14,14 @@ import duckdb
 import pytest
 
 from dbt_moengage.emulator import Emulator, EmulatorConfig, Faults, RequestRecord
+from dbt_moengage.warehouse import schema
+from dbt_moengage.warehouse.schema import LOCKS, MEMBERS, RUNS
 
 from .conftest import COHORTS, WORKSPACE, BuiltProject, dbt, run_cli, sync_args, sync_env
 
 pytestmark = pytest.mark.e2e
 
-MEMBERS = "moengage_cohort_members"
-RUNS = "moengage_sync_runs"
-LOCKS = "moengage_sync_locks"
-STATE_TABLES = {MEMBERS, RUNS, LOCKS}
+STATE_TABLES = set(schema.STATE_TABLES)
 
 OTHER_WORKSPACE = "WS_E2E_OTHER"
 OTHER_API_KEY = "sk-e2e-other-0a1b2c3d4e5f-do-not-print"

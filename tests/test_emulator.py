@@ -96,6 +96,7 @@ def test_add_members_is_applied_and_visible(emu: Emulator, post: Post) -> None:
             "cohort_name": ".High Value Users",
             "cohort_description": "Built by dbt model high_value",
             "members": 3,
+            "unmatched": 0,
         }
     }
     detail = requests.get(emu.url + "/cohorts/high_value", timeout=5).json()
@@ -135,6 +136,39 @@ def test_delivered_counts_duplicates_and_later_calls_update_the_name(
     cohort = emu.cohorts()["high_value"]
     assert cohort["cohort_name"] == ".Renamed"
     assert cohort["cohort_description"] == "Built by dbt model high_value"
+
+
+@pytest.mark.parametrize("name", [".With Period", "Without Period", "..Two"])
+def test_both_name_forms_are_accepted(emu: Emulator, post: Post, name: str) -> None:
+    # MoEngage's pages disagree on a leading '.': the emulator takes both, as the runner does.
+    assert post(make_body(["a"], cohort_name=name)).status_code == 200
+    assert emu.cohorts()["high_value"]["cohort_name"] == name
+
+
+def test_unknown_users_are_accepted_and_dropped_until_known() -> None:
+    emulator = start(known_users=frozenset({"known-1", "known-2"}))
+    try:
+        post = poster(emulator)
+        resp = post(make_body(["known-1", "stranger", "known-2"]))
+        # 200 all the same: MoEngage never says which uids it matched.
+        assert resp.status_code == 200 and resp.json()["status"] == "success"
+        assert emulator.members("high_value") == {"known-1", "known-2"}
+        assert emulator.cohorts()["high_value"]["unmatched"] == 1
+        # The profile appears later; the uid joins only when it is sent again.
+        emulator.add_users(["stranger"])
+        assert emulator.members("high_value") == {"known-1", "known-2"}
+        post(make_body(["stranger"]))
+        assert emulator.members("high_value") == {"known-1", "known-2", "stranger"}
+        detail = requests.get(emulator.url + "/cohorts/high_value", timeout=5).json()
+        assert detail["unmatched"] == 1
+        assert emulator.known_users() == {"known-1", "known-2", "stranger"}
+    finally:
+        emulator.stop()
+
+
+def test_every_uid_is_a_known_user_by_default(emu: Emulator, post: Post) -> None:
+    post(make_body(["anyone"]))
+    assert emu.members("high_value") == {"anyone"} and emu.known_users() is None
 
 
 def test_unknown_cohort_is_empty_and_404s(emu: Emulator) -> None:
@@ -261,7 +295,8 @@ def _with(path: list[Any], value: Any) -> Callable[[dict[str, Any]], dict[str, A
         (_with(["parameters", "cohort_name"], ".High|Value"), "cohort_name"),
         (_with(["parameters", "cohort_name"], '.say "hi"'), "cohort_name"),
         (_with(["parameters", "cohort_name"], ".a$b"), "cohort_name"),
-        (_with(["parameters", "cohort_name"], "No Period"), "cohort_name"),
+        (_with(["parameters", "cohort_name"], "."), "cohort_name"),
+        (_with(["parameters", "cohort_name"], " . "), "cohort_name"),
         (_without_members, "members"),
         (_with(["parameters", "members"], []), "members"),
         (_with(["parameters", "members"], [{"uid": "a", "email": "a@x"}]), "members[0]"),

@@ -341,3 +341,40 @@ def test_a_plain_uid_too_big_fails_after_the_bodies_before_it() -> None:
     with pytest.raises(CohortError, match="cannot fit in one request"):
         sent.extend(bodies)
     assert sent[0].uids == small[: len(sent[0].uids)]
+
+
+# Re-sends share the bodies of the adds.
+
+
+def test_resends_fill_the_room_the_adds_leave() -> None:
+    new = [f"new-{i:03d}" for i in range(30)]
+    again = [f"old-{i:03d}" for i in range(300)]
+    bodies = list(packer(2_000).pack([new[:10], new[10:]], resend=[again[:100], again[100:]]))
+    check_bodies(bodies, [*new, *again], 2_000)
+    check_near_full(bodies, 2_000)
+    assert [u for b in bodies for u in b.new_uids] == new
+    assert [u for b in bodies for u in b.resent_uids] == again
+    # The first body holds the 30 new uids and re-sends after them.
+    assert bodies[0].new_uids == new and 0 < bodies[0].resent < len(bodies[0].uids)
+    assert all(b.new_uids == [] for b in bodies[1:])
+    assert all(b.resent == len(b.uids) for b in bodies[1:])
+
+
+def test_only_resends() -> None:
+    bodies = list(packer().pack([], resend=[["a", 'b"'], ["c"]]))
+    assert [(b.uids, b.resent) for b in bodies] == [(["a", 'b"', "c"], 3)]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    new=st.lists(mixed_uid, max_size=100),
+    again=st.lists(mixed_uid, max_size=100),
+    max_bytes=st.integers(300, 1500),
+)
+def test_property_resends_pack_as_one_stream(
+    new: list[str], again: list[str], max_bytes: int
+) -> None:
+    bodies = list(packer(max_bytes).pack([new], resend=[again]))
+    assert [b.payload for b in bodies] == reference_pack([*new, *again], max_bytes)
+    assert [u for b in bodies for u in b.new_uids] == new
+    assert [u for b in bodies for u in b.resent_uids] == again

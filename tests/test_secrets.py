@@ -109,3 +109,13 @@ def test_secret_and_settings_reprs_hide_the_key() -> None:
     settings = MoEngageSettings(workspace_id="W", api_key=Secret(API_KEY), base_url="https://x")
     for text in (repr(settings), str(settings), f"{settings.api_key}", repr(settings.api_key)):
         assert API_KEY not in text
+
+
+def test_sync_options_repr_holds_no_environment() -> None:
+    from dbt_moengage.sync import SyncOptions
+
+    environ = {"MOENGAGE_API_KEY": "sk-in-env-123", "SNOWFLAKE_PASSWORD": "pw-in-env-456"}
+    options = SyncOptions(environ=environ)
+    for text in (repr(options), str(options), f"{options}"):
+        assert "sk-in-env-123" not in text and "pw-in-env-456" not in text
+        assert "environ" not in text

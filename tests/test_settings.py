@@ -9,8 +9,10 @@ from dbt_moengage.settings import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_RATE_LIMIT_PER_MIN,
+    DOCUMENTED_DATA_CENTERS,
     MoEngageSettings,
     Secret,
+    data_center_warning,
 )
 
 KEY = "sk-live-7f3a9c1e-never-print-me"
@@ -119,6 +121,8 @@ def test_reads_os_environ_when_no_mapping_is_given(monkeypatch: pytest.MonkeyPat
         ("02", "https://api-02.moengage.com"),
         (" 03 ", "https://api-03.moengage.com"),
         ("99", "https://api-99.moengage.com"),
+        ("101", "https://api-101.moengage.com"),
+        ("001", "https://api-001.moengage.com"),
     ],
 )
 def test_data_center_gives_the_url(data_center: str, url: str) -> None:
@@ -126,18 +130,62 @@ def test_data_center_gives_the_url(data_center: str, url: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "data_center", ["1", "001", "ab", "0a", "dc01", "1 2", ARABIC_INDIC_01, FULLWIDTH_01]
+    "data_center",
+    ["1", "1010", "ab", "0a", "10a", "dc01", "1 2", "1.0", ARABIC_INDIC_01, FULLWIDTH_01],
 )
-def test_data_center_must_be_two_digits(data_center: str) -> None:
+def test_data_center_must_be_two_or_three_digits(data_center: str) -> None:
     message = refused(env(MOENGAGE_DATA_CENTER=data_center))
     assert "MOENGAGE_DATA_CENTER" in message
     assert repr(data_center.strip()) in message
-    assert "two digits" in message
+    assert "two or three digits" in message
+    assert "101" in message
+
+
+def test_documented_data_centers_give_no_warning() -> None:
+    assert DOCUMENTED_DATA_CENTERS == ("01", "02", "03", "04", "05", "06", "101")
+    for data_center in DOCUMENTED_DATA_CENTERS:
+        environ = env(MOENGAGE_DATA_CENTER=f" {data_center} ")
+        url = MoEngageSettings.from_env(environ).base_url
+        assert url == f"https://api-{data_center}.moengage.com"
+        assert data_center_warning(environ) is None
+
+
+@pytest.mark.parametrize("data_center", ["07", "99", "00", "102", "001"])
+def test_undocumented_data_center_warns_but_works(data_center: str) -> None:
+    environ = env(MOENGAGE_DATA_CENTER=data_center)
+    assert MoEngageSettings.from_env(environ).base_url == f"https://api-{data_center}.moengage.com"
+    warning = data_center_warning(environ)
+    assert warning is not None
+    assert f"MOENGAGE_DATA_CENTER = {data_center!r}" in warning
+    assert "01, 02, 03, 04, 05, 06, 101" in warning
+    assert f"https://api-{data_center}.moengage.com" in warning
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        without("MOENGAGE_DATA_CENTER"),
+        env(MOENGAGE_DATA_CENTER=""),
+        env(MOENGAGE_DATA_CENTER="abc"),  # from_env refuses it; no warning on top
+        env(MOENGAGE_DATA_CENTER="07", MOENGAGE_BASE_URL="https://proxy.example.com"),
+    ],
+)
+def test_no_data_center_warning_when_none_is_used(environ: dict[str, str]) -> None:
+    assert data_center_warning(environ) is None
+
+
+def test_data_center_warning_names_the_destination_variable() -> None:
+    environ = {"MOENGAGE_DATA_CENTER": "01", "MOENGAGE_EU_DATA_CENTER": "09"}
+    warning = data_center_warning(environ, destination="eu")
+    assert warning is not None and warning.startswith("MOENGAGE_EU_DATA_CENTER = '09'")
+    assert data_center_warning(environ) is None
+    assert data_center_warning({"MOENGAGE_DATA_CENTER": "09"}, destination="eu") is None
 
 
 def test_neither_data_center_nor_base_url() -> None:
     message = refused(without("MOENGAGE_DATA_CENTER"))
     assert "MOENGAGE_DATA_CENTER" in message and "MOENGAGE_BASE_URL" in message
+    assert "two or three digits" in message
 
 
 def test_base_url_overrides_the_data_center() -> None:

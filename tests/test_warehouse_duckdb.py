@@ -19,11 +19,7 @@ from dbt_moengage.cohorts import CohortSpec
 from dbt_moengage.errors import WarehouseError
 from dbt_moengage.warehouse.base import (
     ADD,
-    LOCKS,
-    MEMBERS,
     REMOVE,
-    RUNS,
-    STATE_TABLES,
     AudienceStats,
     LockTimeout,
     RunRow,
@@ -33,8 +29,11 @@ from dbt_moengage.warehouse.base import (
 )
 from dbt_moengage.warehouse.duckdb import DuckDBWarehouse
 from dbt_moengage.warehouse.profiles import ProfileTarget
+from dbt_moengage.warehouse.schema import LOCKS, MEMBERS, RUNS, STATE_TABLES, StateKey
 
 WS = "WS_UNIT"
+KEY = StateKey("http://127.0.0.1:8765", WS)
+OTHER_KEY = StateKey("http://127.0.0.1:8765", "WS_OTHER")
 
 
 @pytest.fixture
@@ -66,7 +65,7 @@ def warehouse(db: Path) -> Iterator[DuckDBWarehouse]:
 @pytest.fixture
 def ready(warehouse: DuckDBWarehouse) -> DuckDBWarehouse:
     """The warehouse with its state tables created."""
-    assert warehouse.prepare_state(create=True)
+    assert warehouse.prepare_state(create=True).ready
     return warehouse
 
 
@@ -97,14 +96,17 @@ def sql(warehouse: DuckDBWarehouse, text: str, params: Sequence[Any] = ()) -> li
 
 def delta_uids(warehouse: DuckDBWarehouse, cohort: CohortSpec, action: str) -> list[str]:
     """The whole delta of one action, sorted."""
-    return sorted(u for batch in warehouse.stream_delta(cohort, WS, action) for u in batch)
+    return sorted(u for batch in warehouse.stream_delta(cohort, KEY, action) for u in batch)
 
 
 def plan(
-    warehouse: DuckDBWarehouse, cohort: CohortSpec, full_refresh: bool = False, ws: str = WS
+    warehouse: DuckDBWarehouse,
+    cohort: CohortSpec,
+    full_refresh: bool = False,
+    key: StateKey = KEY,
 ) -> tuple[int, int, int, int]:
     """(distinct, to_add, to_remove, unchanged) of a plan."""
-    delta = warehouse.plan(cohort, ws, full_refresh)
+    delta = warehouse.plan(cohort, key, full_refresh)
     return (delta.distinct, delta.to_add, delta.to_remove, delta.unchanged)
 
 
@@ -116,9 +118,11 @@ class Counted:
     nulls: int
     empties: int
     distinct: int
+    padded: int = 0
 
     def dropped(self) -> dict[str, int]:
-        return AudienceStats(self.rows, self.nulls, self.empties).dropped(self.distinct)
+        stats = AudienceStats(self.rows, self.nulls, self.empties, self.padded)
+        return stats.dropped(self.distinct)
 
     @property
     def duplicates(self) -> int:
@@ -128,16 +132,19 @@ class Counted:
 def stats_with_distinct(warehouse: DuckDBWarehouse, cohort: CohortSpec) -> Counted:
     """audience_stats completed with the distinct count of the plan, as the runner does."""
     stats = warehouse.audience_stats(cohort)
-    distinct = warehouse.plan(cohort, WS, False).distinct
-    return Counted(stats.rows, stats.nulls, stats.empties, distinct)
+    distinct = warehouse.plan(cohort, KEY, False).distinct
+    return Counted(stats.rows, stats.nulls, stats.empties, distinct, stats.padded)
 
 
-def state(warehouse: DuckDBWarehouse, cohort_id: str = "aud_cohort", ws: str = WS) -> list[str]:
+def state(
+    warehouse: DuckDBWarehouse, cohort_id: str = "aud_cohort", key: StateKey = KEY
+) -> list[str]:
     """The state's uids of one cohort, one per row."""
     rows = sql(
         warehouse,
-        f"select uid from main.{MEMBERS} where workspace_id = ? and cohort_id = ? order by uid",
-        (ws, cohort_id),
+        f"select uid from main.{MEMBERS} where endpoint = ? and workspace_id = ? "
+        "and cohort_id = ? order by uid",
+        (*key.params, cohort_id),
     )
     return [uid for (uid,) in rows]
 
@@ -148,9 +155,39 @@ def state(warehouse: DuckDBWarehouse, cohort_id: str = "aud_cohort", ws: str = W
 def test_audience_stats_counts_what_is_dropped(db: Path, warehouse: DuckDBWarehouse) -> None:
     insert(warehouse, ["a", "b", "a", None, None, "", " ", "\t", " \t\r\n", "c", " c ", "b"])
     stats = stats_with_distinct(warehouse, spec(db))
-    assert stats == Counted(rows=12, nulls=2, empties=4, distinct=4)
+    # ' c ' can never match user 'c': MoEngage compares uids exactly.
+    assert stats == Counted(rows=12, nulls=2, empties=4, distinct=3, padded=1)
     assert stats.duplicates == 2
-    assert stats.dropped() == {"null": 2, "empty": 4, "duplicate": 2}
+    assert stats.dropped() == {"null": 2, "empty": 4, "whitespace": 1, "duplicate": 2}
+
+
+@pytest.mark.parametrize(
+    ("uid", "reason"),
+    [
+        ("\u00a0", "empty"),
+        ("\u200b\u200b", "empty"),
+        ("\ufeff", "empty"),
+        (" \u3000", "empty"),
+        ("a\u00a0", "whitespace"),
+        ("\u200ba", "whitespace"),
+        ("a\n", "whitespace"),
+        ("\ta", "whitespace"),
+        ("a b", None),
+        ("a\u00a0b", None),
+    ],
+)
+def test_the_one_uid_rule(
+    db: Path, warehouse: DuckDBWarehouse, uid: str, reason: str | None
+) -> None:
+    # The warehouse's SQL and uids.problem() agree on every case.
+    from dbt_moengage import uids
+
+    insert(warehouse, [uid])
+    stats = stats_with_distinct(warehouse, spec(db))
+    dropped = {k: v for k, v in stats.dropped().items() if v}
+    assert uids.problem(uid) == reason
+    assert dropped == ({reason: 1} if reason else {})
+    assert stats.distinct == (0 if reason else 1)
 
 
 def test_audience_stats_of_an_empty_model(db: Path, warehouse: DuckDBWarehouse) -> None:
@@ -234,40 +271,40 @@ def test_odd_column_names_are_quoted(db: Path, warehouse: DuckDBWarehouse, colum
 
 def test_prepare_state_without_create_makes_nothing(db: Path) -> None:
     with open_db(db, state_schema="sync_state") as warehouse:
-        assert warehouse.prepare_state(create=False) is False
+        assert warehouse.prepare_state(create=False).ready is False
         assert warehouse.existing_state_tables() == set()
         schemas = sql(warehouse, "select schema_name from information_schema.schemata")
         assert "sync_state" not in {name for (name,) in schemas}
     with open_db(db) as warehouse:
-        assert warehouse.prepare_state(create=False) is False
+        assert warehouse.prepare_state(create=False).ready is False
         tables = sql(warehouse, "select table_name from information_schema.tables")
         assert {name for (name,) in tables} == {"aud"}
 
 
 def test_read_only_never_creates_state(db: Path) -> None:
     with open_db(db, read_only=True) as warehouse:
-        assert warehouse.prepare_state(create=True) is False
+        assert warehouse.prepare_state(create=True).ready is False
         assert warehouse.existing_state_tables() == set()
 
 
 def test_prepare_state_is_idempotent(db: Path) -> None:
     with open_db(db, state_schema="sync_state") as warehouse:
-        assert warehouse.prepare_state(create=True) is True
+        assert warehouse.prepare_state(create=True).ready is True
         assert warehouse.existing_state_tables() == set(STATE_TABLES)
-        warehouse.record_added(spec(db), WS, ["kept"], "run-1")
-        assert warehouse.prepare_state(create=True) is True
-        assert warehouse.prepare_state(create=False) is True
+        warehouse.record_added(spec(db), KEY, ["kept"], "run-1")
+        assert warehouse.prepare_state(create=True).ready is True
+        assert warehouse.prepare_state(create=False).ready is True
         rows = sql(warehouse, f'select uid from "sync_state".{MEMBERS}')
         assert rows == [("kept",)]
     with open_db(db, state_schema="sync_state") as warehouse:
-        assert warehouse.prepare_state(create=False) is True
+        assert warehouse.prepare_state(create=False).ready is True
 
 
 def test_missing_state_tables_are_completed(db: Path, warehouse: DuckDBWarehouse) -> None:
-    assert warehouse.prepare_state(create=True)
+    assert warehouse.prepare_state(create=True).ready
     sql(warehouse, f"drop table main.{LOCKS}")
-    assert warehouse.prepare_state(create=False) is False
-    assert warehouse.prepare_state(create=True) is True
+    assert warehouse.prepare_state(create=False).ready is False
+    assert warehouse.prepare_state(create=True).ready is True
     assert warehouse.existing_state_tables() == set(STATE_TABLES)
 
 
@@ -277,7 +314,7 @@ def test_missing_state_tables_are_completed(db: Path, warehouse: DuckDBWarehouse
 def test_plan_without_state_counts_everything(db: Path, warehouse: DuckDBWarehouse) -> None:
     insert(warehouse, ["a", "b", "b", None])
     cohort = spec(db)
-    assert warehouse.prepare_state(create=False) is False
+    assert warehouse.prepare_state(create=False).ready is False
     assert plan(warehouse, cohort) == (2, 2, 0, 0)
     assert delta_uids(warehouse, cohort, ADD) == ["a", "b"]
     assert delta_uids(warehouse, cohort, REMOVE) == []
@@ -289,10 +326,10 @@ def test_state_round_trip(db: Path, ready: DuckDBWarehouse) -> None:
     assert plan(ready, cohort) == (3, 3, 0, 0)
     assert delta_uids(ready, cohort, ADD) == ["a", "b", "c"]
 
-    ready.record_added(cohort, WS, ["a", "b"], "run-1")
+    ready.record_added(cohort, KEY, ["a", "b"], "run-1")
     assert plan(ready, cohort) == (3, 1, 0, 2)
     assert delta_uids(ready, cohort, ADD) == ["c"]
-    ready.record_added(cohort, WS, ["c"], "run-1")
+    ready.record_added(cohort, KEY, ["c"], "run-1")
     assert plan(ready, cohort) == (3, 0, 0, 3)
     assert delta_uids(ready, cohort, ADD) == []
 
@@ -302,10 +339,10 @@ def test_state_round_trip(db: Path, ready: DuckDBWarehouse) -> None:
     assert delta_uids(ready, cohort, REMOVE) == ["a", "b"]
     assert plan(ready, cohort, full_refresh=True) == (2, 2, 2, 0)
 
-    ready.record_removed(cohort, WS, ["a"])
+    ready.record_removed(cohort, KEY, ["a"])
     assert state(ready) == ["b", "c"]
     assert delta_uids(ready, cohort, REMOVE) == ["b"]
-    ready.record_removed(cohort, WS, ["b", "never-there"])
+    ready.record_removed(cohort, KEY, ["b", "never-there"])
     assert plan(ready, cohort) == (2, 1, 0, 1)
 
     run_ids = sql(ready, f"select distinct run_id from main.{MEMBERS}")
@@ -314,7 +351,7 @@ def test_state_round_trip(db: Path, ready: DuckDBWarehouse) -> None:
     assert abs(synced_at - utcnow()) < timedelta(minutes=1)
 
     # A full refresh's checkpoint replaces rows, so a uid is never in the state twice.
-    ready.record_added(cohort, WS, ["a", "c"], "run-2", replace=True)
+    ready.record_added(cohort, KEY, ["a", "c"], "run-2", replace=True)
     assert state(ready) == ["a", "c"]
     assert sql(ready, f"select count(*) from main.{MEMBERS} where run_id = 'run-2'") == [(2,)]
 
@@ -323,14 +360,14 @@ def test_state_is_kept_per_workspace_and_cohort(db: Path, ready: DuckDBWarehouse
     cohort = spec(db)
     other = replace(cohort, cohort_id="other_cohort")
     insert(ready, ["a", "b"])
-    ready.record_added(cohort, WS, ["a", "b"], "run-1")
+    ready.record_added(cohort, KEY, ["a", "b"], "run-1")
     assert plan(ready, cohort) == (2, 0, 0, 2)
-    assert plan(ready, cohort, ws="WS_OTHER") == (2, 2, 0, 0)
+    assert plan(ready, cohort, key=OTHER_KEY) == (2, 2, 0, 0)
     assert plan(ready, other) == (2, 2, 0, 0)
-    ready.record_added(other, WS, ["a"], "run-2")
-    ready.record_removed(other, WS, ["a"])
+    ready.record_added(other, KEY, ["a"], "run-2")
+    ready.record_removed(other, KEY, ["a"])
     assert state(ready) == ["a", "b"]
-    ready.record_removed(cohort, "WS_OTHER", ["a", "b"])
+    ready.record_removed(cohort, OTHER_KEY, ["a", "b"])
     assert state(ready) == ["a", "b"]
 
 
@@ -339,7 +376,7 @@ def test_uids_are_compared_exactly(db: Path, ready: DuckDBWarehouse) -> None:
     cohort = spec(db)
     odd = ["quo'te", 'back\\slash"', "new\nline", "tab\tbed", '["json"]']
     insert(ready, ["Ab", "ab", "é", "e\u0301", *odd])
-    ready.record_added(cohort, WS, ["ab", "é", *odd[1:]], "run-1")
+    ready.record_added(cohort, KEY, ["ab", "é", *odd[1:]], "run-1")
     assert delta_uids(ready, cohort, ADD) == sorted(["Ab", "e\u0301", odd[0]])
     assert sorted(state(ready)) == sorted(["ab", "é", *odd[1:]])
 
@@ -347,7 +384,7 @@ def test_uids_are_compared_exactly(db: Path, ready: DuckDBWarehouse) -> None:
 def test_stream_delta_batches(db: Path, ready: DuckDBWarehouse) -> None:
     cohort = spec(db)
     insert(ready, [f"u{i:03d}" for i in range(25)])
-    batches = list(ready.stream_delta(cohort, WS, ADD, batch_rows=10))
+    batches = list(ready.stream_delta(cohort, KEY, ADD, batch_rows=10))
     assert [len(b) for b in batches] == [10, 10, 5]
     assert sorted(u for b in batches for u in b) == [f"u{i:03d}" for i in range(25)]
 
@@ -357,8 +394,8 @@ def test_checkpoints_while_streaming(db: Path, ready: DuckDBWarehouse) -> None:
     cohort = spec(db)
     insert(ready, [f"u{i:03d}" for i in range(30)])
     seen: list[str] = []
-    for batch in ready.stream_delta(cohort, WS, ADD, batch_rows=7):
-        ready.record_added(cohort, WS, batch, "run-1")
+    for batch in ready.stream_delta(cohort, KEY, ADD, batch_rows=7):
+        ready.record_added(cohort, KEY, batch, "run-1")
         seen.extend(batch)
     assert sorted(seen) == state(ready) == [f"u{i:03d}" for i in range(30)]
     assert plan(ready, cohort) == (30, 0, 0, 30)
@@ -404,9 +441,9 @@ def test_out_of_memory_says_how_to_raise_the_cap(db: Path) -> None:
             "from main.big"
         )
     with open_db(db, memory_limit="8MB") as opened:
-        assert opened.prepare_state(create=True)
+        assert opened.prepare_state(create=True).ready
         with pytest.raises(WarehouseError) as caught:
-            opened.plan(spec(db, table="huge"), WS, False)
+            opened.plan(spec(db, table="huge"), KEY, False)
     text = str(caught.value)
     assert "model 'huge'" in text and "Out of Memory Error" in text
     assert "memory_limit = 8MB" in text and "MOENGAGE_DUCKDB_MEMORY_LIMIT" in text
@@ -418,6 +455,7 @@ def test_out_of_memory_says_how_to_raise_the_cap(db: Path) -> None:
 def test_save_run_upserts_one_row(ready: DuckDBWarehouse) -> None:
     row = RunRow(
         run_id="run-1",
+        endpoint=KEY.endpoint,
         workspace_id=WS,
         cohort_id="aud_cohort",
         model="aud",
@@ -455,8 +493,8 @@ def dead_lock(warehouse: DuckDBWarehouse, run_id: str, cohort_id: str = "aud_coh
     now = utcnow()
     sql(
         warehouse,
-        f"insert into main.{LOCKS} values (?, ?, ?, ?, ?)",
-        (WS, cohort_id, run_id, now, now),
+        f"insert into main.{LOCKS} values (?, ?, ?, ?, ?, ?)",
+        (*KEY.params, cohort_id, run_id, now, now),
     )
 
 
@@ -469,10 +507,10 @@ def lock_rows(warehouse: DuckDBWarehouse) -> list[tuple[Any, ...]]:
 @pytest.mark.usefixtures("fast_locks")
 def test_lock_blocks_a_second_run(db: Path, ready: DuckDBWarehouse) -> None:
     cohort = spec(db)
-    with ready.lock(cohort, WS, "run-1", wait_seconds=0):
+    with ready.lock(cohort, KEY, "run-1", wait_seconds=0):
         assert lock_rows(ready) == [(WS, "aud_cohort", "run-1")]
         started = time.monotonic()
-        with pytest.raises(LockTimeout) as caught, ready.lock(cohort, WS, "run-2", 0.3):
+        with pytest.raises(LockTimeout) as caught, ready.lock(cohort, KEY, "run-2", 0.3):
             pytest.fail("run-2 took a lock run-1 holds")
         assert time.monotonic() - started >= 0.3
         message = str(caught.value)
@@ -481,7 +519,7 @@ def test_lock_blocks_a_second_run(db: Path, ready: DuckDBWarehouse) -> None:
         # The loser left no row behind.
         assert lock_rows(ready) == [(WS, "aud_cohort", "run-1")]
     assert lock_rows(ready) == []
-    with ready.lock(cohort, WS, "run-2", wait_seconds=0):
+    with ready.lock(cohort, KEY, "run-2", wait_seconds=0):
         assert lock_rows(ready) == [(WS, "aud_cohort", "run-2")]
 
 
@@ -490,9 +528,9 @@ def test_lock_is_per_workspace_and_cohort(db: Path, ready: DuckDBWarehouse) -> N
     cohort = spec(db)
     other = replace(cohort, cohort_id="other_cohort")
     with (
-        ready.lock(cohort, WS, "run-1", wait_seconds=0),
-        ready.lock(other, WS, "run-2", wait_seconds=0),
-        ready.lock(cohort, "WS_OTHER", "run-3", wait_seconds=0),
+        ready.lock(cohort, KEY, "run-1", wait_seconds=0),
+        ready.lock(other, KEY, "run-2", wait_seconds=0),
+        ready.lock(cohort, OTHER_KEY, "run-3", wait_seconds=0),
     ):
         assert len(lock_rows(ready)) == 3
     assert lock_rows(ready) == []
@@ -501,7 +539,7 @@ def test_lock_is_per_workspace_and_cohort(db: Path, ready: DuckDBWarehouse) -> N
 @pytest.mark.usefixtures("fast_locks")
 def test_lock_is_released_on_error(db: Path, ready: DuckDBWarehouse) -> None:
     cohort = spec(db)
-    with pytest.raises(RuntimeError), ready.lock(cohort, WS, "run-1", wait_seconds=0):
+    with pytest.raises(RuntimeError), ready.lock(cohort, KEY, "run-1", wait_seconds=0):
         raise RuntimeError("boom")
     assert lock_rows(ready) == []
 
@@ -509,7 +547,7 @@ def test_lock_is_released_on_error(db: Path, ready: DuckDBWarehouse) -> None:
 @pytest.mark.usefixtures("fast_locks")
 def test_waiter_gets_the_lock_once_released(db: Path, ready: DuckDBWarehouse) -> None:
     cohort = spec(db)
-    held = ready.lock(cohort, WS, "run-1", wait_seconds=0)
+    held = ready.lock(cohort, KEY, "run-1", wait_seconds=0)
     held.__enter__()
     polls = 0
 
@@ -519,7 +557,7 @@ def test_waiter_gets_the_lock_once_released(db: Path, ready: DuckDBWarehouse) ->
         if polls == 3:
             held.__exit__(None, None, None)
 
-    ready._acquire(cohort, WS, "run-2", 5.0, time.monotonic, sleep)
+    ready._acquire(cohort, KEY, "run-2", 5.0, time.monotonic, sleep)
     assert polls == 3
     assert lock_rows(ready) == [(WS, "aud_cohort", "run-2")]
 
@@ -531,10 +569,10 @@ def test_stale_lock_is_taken_over(
     monkeypatch.setattr(SqlWarehouse, "lock_stale_seconds", 0.3)
     cohort = spec(db)
     dead_lock(ready, "dead-run")
-    with pytest.raises(LockTimeout), ready.lock(cohort, WS, "run-2", wait_seconds=0):
+    with pytest.raises(LockTimeout), ready.lock(cohort, KEY, "run-2", wait_seconds=0):
         pass
     time.sleep(0.4)
-    with ready.lock(cohort, WS, "run-2", wait_seconds=0):
+    with ready.lock(cohort, KEY, "run-2", wait_seconds=0):
         assert lock_rows(ready) == [(WS, "aud_cohort", "run-2")]
     assert lock_rows(ready) == []
 
@@ -545,11 +583,11 @@ def test_heartbeat_keeps_a_lock_fresh(
 ) -> None:
     monkeypatch.setattr(SqlWarehouse, "lock_stale_seconds", 0.5)
     cohort = spec(db)
-    with ready.lock(cohort, WS, "run-1", wait_seconds=0):
+    with ready.lock(cohort, KEY, "run-1", wait_seconds=0):
         for _ in range(4):
             time.sleep(0.2)
             ready.heartbeat("run-1")
-        with pytest.raises(LockTimeout), ready.lock(cohort, WS, "run-2", wait_seconds=0):
+        with pytest.raises(LockTimeout), ready.lock(cohort, KEY, "run-2", wait_seconds=0):
             pass
 
 
@@ -565,8 +603,8 @@ def test_fresh_lock_is_not_stale_in_any_time_zone(
     time.tzset()
     try:
         cohort = spec(db)
-        with ready.lock(cohort, WS, "run-1", wait_seconds=0):
-            with pytest.raises(LockTimeout), ready.lock(cohort, WS, "run-2", wait_seconds=0):
+        with ready.lock(cohort, KEY, "run-1", wait_seconds=0):
+            with pytest.raises(LockTimeout), ready.lock(cohort, KEY, "run-2", wait_seconds=0):
                 pass
             assert lock_rows(ready) == [(WS, "aud_cohort", "run-1")]
     finally:
@@ -612,4 +650,4 @@ def test_second_process_waits_for_the_file(db: Path) -> None:
         holder.stdin.close()
         holder.wait(timeout=30)
     with open_db(db, wait_seconds=0.5) as warehouse:
-        assert warehouse.prepare_state(create=True)
+        assert warehouse.prepare_state(create=True).ready

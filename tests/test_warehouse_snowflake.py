@@ -12,9 +12,11 @@ import snowflake.connector
 from dbt_moengage.cohorts import CohortSpec
 from dbt_moengage.errors import WarehouseError
 from dbt_moengage.warehouse.base import ADD, REMOVE, LockTimeout, UidColumn
+from dbt_moengage.warehouse.schema import STATE_TABLES, StateKey
 from dbt_moengage.warehouse.snowflake import SnowflakeWarehouse
 
 WS = "WS_SF"
+KEY = StateKey("https://api-01.moengage.com", WS)
 
 
 @pytest.fixture
@@ -74,13 +76,9 @@ def test_missing_relation_and_column(warehouse: SnowflakeWarehouse) -> None:
 
 
 def test_state_tables_are_created_upper_case_and_found(warehouse: SnowflakeWarehouse) -> None:
-    assert warehouse.prepare_state(create=False) is False
-    assert warehouse.prepare_state(create=True) is True
-    assert warehouse.existing_state_tables() == {
-        "moengage_cohort_members",
-        "moengage_sync_runs",
-        "moengage_sync_locks",
-    }
+    assert warehouse.prepare_state(create=False).ready is False
+    assert warehouse.prepare_state(create=True).ready is True
+    assert warehouse.existing_state_tables() == set(STATE_TABLES)
     tables = warehouse.conn.cursor().execute(
         "select table_name from DB.information_schema.tables where table_schema = 'MOENGAGE_STATE'"
     )
@@ -95,21 +93,21 @@ def test_delta_streams_in_batches_and_checkpoints(warehouse: SnowflakeWarehouse)
     spec = CohortSpec(**{**spec.__dict__, "uid_column": warehouse.check_uid_column(spec).name})
     warehouse.prepare_state(create=True)
     stats = warehouse.audience_stats(spec)
-    delta = warehouse.plan(spec, WS, False)
-    assert (stats.rows, stats.nulls, stats.empties) == (54, 1, 2)
+    delta = warehouse.plan(spec, KEY, False)
+    assert (stats.rows, stats.nulls, stats.empties, stats.padded) == (54, 1, 2, 0)
     assert (delta.distinct, delta.to_add, delta.to_remove) == (50, 50, 0)
     assert stats.dropped(delta.distinct)["duplicate"] == 1
 
-    batches = list(warehouse.stream_delta(spec, WS, ADD, batch_rows=7))
+    batches = list(warehouse.stream_delta(spec, KEY, ADD, batch_rows=7))
     assert all(len(b) <= 7 for b in batches) and len(batches) == 8
     assert sorted(u for b in batches for u in b) == uids
 
-    warehouse.record_added(spec, WS, uids[:30], "run-1")
-    assert warehouse.plan(spec, WS, False).to_add == 20
-    warehouse.record_removed(spec, WS, uids[:5])
-    assert warehouse.plan(spec, WS, False).to_add == 25
-    warehouse.record_added(spec, WS, ['odd"uid', "x\\y"], "run-1")
-    removed = sorted(u for b in warehouse.stream_delta(spec, WS, REMOVE) for u in b)
+    warehouse.record_added(spec, KEY, uids[:30], "run-1")
+    assert warehouse.plan(spec, KEY, False).to_add == 20
+    warehouse.record_removed(spec, KEY, uids[:5])
+    assert warehouse.plan(spec, KEY, False).to_add == 25
+    warehouse.record_added(spec, KEY, ['odd"uid', "x\\y"], "run-1")
+    removed = sorted(u for b in warehouse.stream_delta(spec, KEY, REMOVE) for u in b)
     assert removed == ['odd"uid', "x\\y"]
 
 
@@ -120,16 +118,17 @@ def test_lock_is_exclusive_and_stale_locks_are_taken_over(
     monkeypatch.setattr(SnowflakeWarehouse, "LOCK_POLL_SECONDS", 0.05)
     spec = cohort()
     with (
-        warehouse.lock(spec, WS, "run-1", wait_seconds=1),
+        warehouse.lock(spec, KEY, "run-1", wait_seconds=1),
         pytest.raises(LockTimeout, match="being synced by another run"),
-        warehouse.lock(spec, WS, "run-2", wait_seconds=0.2),
+        warehouse.lock(spec, KEY, "run-2", wait_seconds=0.2),
     ):
         pass
     # A holder that stopped beating (killed) loses the lock once it is stale.
     warehouse.lock_stale_seconds = 0.3
-    warehouse._run("insert_lock", (WS, "audience", "dead", _ago(5), _ago(5), WS, "audience"))
-    with warehouse.lock(spec, WS, "run-3", wait_seconds=2):
-        holder = warehouse._scalar_row("lock_holder", (WS, "audience"))
+    where = (*KEY.params, "audience")
+    warehouse._run("insert_lock", (*where, "dead", _ago(5), _ago(5), *where))
+    with warehouse.lock(spec, KEY, "run-3", wait_seconds=2):
+        holder = warehouse._scalar_row("lock_holder", where)
         assert holder[0] == "run-3"
 
 
@@ -138,9 +137,9 @@ def test_heartbeat_thread_keeps_a_live_lock(warehouse: SnowflakeWarehouse) -> No
     warehouse.lock_stale_seconds = 0.4
     spec = cohort()
     beats = threading.Event()
-    with warehouse.lock(spec, WS, "run-1", wait_seconds=1):
+    with warehouse.lock(spec, KEY, "run-1", wait_seconds=1):
         beats.wait(1.0)  # several heartbeat periods: without beats the lock would be stale
-        with pytest.raises(LockTimeout), warehouse.lock(spec, WS, "run-2", wait_seconds=0.3):
+        with pytest.raises(LockTimeout), warehouse.lock(spec, KEY, "run-2", wait_seconds=0.3):
             pass
 
 

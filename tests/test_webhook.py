@@ -25,9 +25,13 @@ from click.testing import CliRunner
 
 from dbt_moengage.emulator import Emulator
 from dbt_moengage.errors import SettingsError
+from dbt_moengage.progress import Progress
+from dbt_moengage.report import RunReport
 from dbt_moengage.settings import Secret
+from dbt_moengage.sync import SyncOptions, run_sync
 from dbt_moengage.webhook import (
     CloudRun,
+    RunOutcome,
     WebhookConfig,
     WebhookReceiver,
     check_cloud_host,
@@ -54,12 +58,19 @@ class ArtifactRequest:
 
 
 class CloudApi:
-    """dbt Cloud's Administrative API v2 artifacts endpoint, serving folders per run id."""
+    """dbt Cloud's Administrative API v2 artifacts endpoint, serving folders per run id.
+
+    `failure` makes every authorized request answer that status; with `hold` set to an event,
+    each request sets `held` and waits for `hold` before it is answered.
+    """
 
     def __init__(self, token: str) -> None:
         self.token = token
         self.runs: dict[str, Path] = {}
         self.requests: list[ArtifactRequest] = []
+        self.failure: int | None = None
+        self.hold: threading.Event | None = None
+        self.held = threading.Event()
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _CloudHandler)
         cast(Any, self._server).api = self
@@ -73,11 +84,17 @@ class CloudApi:
 
     def answer(self, path: str, authorization: str) -> tuple[int, bytes]:
         """The status and body for GET `path`."""
+        hold = self.hold
+        if hold is not None:
+            self.held.set()
+            hold.wait(60)
         authorized = hmac.compare_digest(authorization, f"Token {self.token}")
         status, body = 404, b'{"status": {"code": 404}}'
         parts = path.strip("/").split("/")
         if not authorized:
             status, body = 401, b'{"status": {"code": 401}}'
+        elif self.failure is not None:
+            status, body = self.failure, b'{"status": {"code": %d}}' % self.failure
         elif (
             len(parts) == 8
             and parts[:3] == ["api", "v2", "accounts"]
@@ -130,6 +147,18 @@ def publish_run(cloud: CloudApi, project: BuiltProject, run_id: str, tmp_path: P
         shutil.copy(project.target_dir / name, folder / name)
     cloud.runs[run_id] = folder
     return folder
+
+
+def fail_model(folder: Path, unique_id: str) -> None:
+    """Mark the model as errored in the published run_results.json."""
+    path = folder / "run_results.json"
+    run_results = json.loads(path.read_text())
+    found = [r for r in run_results["results"] if r["unique_id"] == unique_id]
+    assert found, f"{unique_id} is not in run_results.json"
+    for result in found:
+        result["status"] = "error"
+        result["message"] = "Runtime Error: division by zero"
+    path.write_text(json.dumps(run_results))
 
 
 def make_receiver(
@@ -326,15 +355,7 @@ def test_errored_run_syncs_only_the_models_that_built(
 ) -> None:
     caplog.set_level(logging.INFO)
     folder = publish_run(cloud, project, "9004", tmp_path)
-    path = folder / "run_results.json"
-    run_results = json.loads(path.read_text())
-    failed = "model.moengage_integration_tests.high_value_users"
-    found = [r for r in run_results["results"] if r["unique_id"] == failed]
-    assert found, "high_value_users is not in run_results.json"
-    for result in found:
-        result["status"] = "error"
-        result["message"] = "Runtime Error: division by zero"
-    path.write_text(json.dumps(run_results))
+    fail_model(folder, "model.moengage_integration_tests.high_value_users")
 
     with make_receiver(project, emulator, cloud, tmp_path) as receiver:
         body = event("9004", status="Errored")
@@ -419,6 +440,123 @@ def test_runs_are_synced_one_at_a_time_in_order(
         assert sum(r.added for r in later.report.results) == 0
     for cohort_id in COHORTS:
         assert emulator.members(cohort_id) == project.expected_members(cohort_id)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    "failure", ["token refused", "server error", "broken manifest", "sync crashed"]
+)
+def test_run_not_synced_is_synced_when_delivered_again(
+    project: BuiltProject,
+    emulator: Emulator,
+    cloud: CloudApi,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: str,
+) -> None:
+    folder = publish_run(cloud, project, "9301", tmp_path)
+    manifest = (folder / "manifest.json").read_bytes()
+    crashed: list[SyncOptions] = []
+    if failure == "token refused":
+        cloud.token = "dbtc_the_right_token"
+    elif failure == "server error":
+        cloud.failure = 500
+    elif failure == "broken manifest":
+        (folder / "manifest.json").write_bytes(manifest[:100])
+    else:
+
+        def crash_once(options: SyncOptions, progress: Progress | None = None) -> RunReport:
+            if not crashed:
+                crashed.append(options)
+                raise RuntimeError("the sync crashed")
+            return run_sync(options, progress)
+
+        monkeypatch.setattr("dbt_moengage.webhook.run_sync", crash_once)
+
+    with make_receiver(project, emulator, cloud, tmp_path) as receiver:
+        body = event("9301")
+        assert post(receiver, body, sign(body)).json()["status"] == "queued"
+        assert receiver.wait_idle(300)
+        first = receiver.last_reports[-1]
+        assert first.report is None and first.exit_code == 2, first
+        assert emulator.requests() == []
+
+        # dbt Cloud is put right, then redelivers the event: the run is synced this time.
+        cloud.token, cloud.failure = CLOUD_TOKEN, None
+        (folder / "manifest.json").write_bytes(manifest)
+        again = post(receiver, body, sign(body))
+        assert again.status_code == 200
+        assert again.json() == {"status": "queued", "detail": "run 9301 queued"}
+        assert receiver.wait_idle(300)
+        outcomes = list(receiver.last_reports)
+
+    assert [o.run.run_id for o in outcomes] == ["9301", "9301"]
+    assert outcomes[-1].exit_code == 0, outcomes[-1]
+    assert [r.status for r in cloud.requests][-2:] == [200, 200]
+    assert len(crashed) == (failure == "sync crashed")
+    for cohort_id in COHORTS:
+        assert emulator.members(cohort_id) == project.expected_members(cohort_id), cohort_id
+
+
+@pytest.mark.e2e
+def test_redelivery_while_queued_or_syncing_is_a_duplicate(
+    project: BuiltProject, emulator: Emulator, cloud: CloudApi, tmp_path: Path
+) -> None:
+    for run_id in ("9401", "9402"):
+        publish_run(cloud, project, run_id, tmp_path)
+    hold = cloud.hold = threading.Event()
+    with make_receiver(project, emulator, cloud, tmp_path) as receiver:
+        # Released before the receiver stops, whatever happens: stop() waits for the sync.
+        try:
+            syncing, queued = event("9401"), event("9402")
+            assert post(receiver, syncing, sign(syncing)).json()["status"] == "queued"
+            # The worker is fetching 9401's artifacts, so 9402 waits in the queue behind it.
+            assert cloud.held.wait(60)
+            assert post(receiver, queued, sign(queued)).json()["status"] == "queued"
+            for run_id, body in (("9401", syncing), ("9402", queued)):
+                answer = post(receiver, body, sign(body))
+                assert answer.status_code == 200
+                assert answer.json()["status"] == "duplicate", run_id
+                assert answer.json()["detail"] == f"run {run_id} is in progress (queued or syncing)"
+        finally:
+            hold.set()
+        assert receiver.wait_idle(300)
+        outcomes = list(receiver.last_reports)
+
+    assert [o.run.run_id for o in outcomes] == ["9401", "9402"]
+    assert [o.exit_code for o in outcomes] == [0, 0]
+    # Each artifact of each run was fetched once: the redeliveries queued nothing.
+    assert sorted(r.path.split("/")[6] for r in cloud.requests) == ["9401"] * 2 + ["9402"] * 2
+    for cohort_id in COHORTS:
+        assert emulator.members(cohort_id) == project.expected_members(cohort_id), cohort_id
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("model_failed", [False, True], ids=["all synced", "one skipped"])
+def test_redelivery_after_a_finished_sync_is_a_duplicate(
+    project: BuiltProject, emulator: Emulator, cloud: CloudApi, tmp_path: Path, model_failed: bool
+) -> None:
+    folder = publish_run(cloud, project, "9501", tmp_path)
+    if model_failed:
+        fail_model(folder, "model.moengage_integration_tests.high_value_users")
+    with make_receiver(project, emulator, cloud, tmp_path) as receiver:
+        body = event("9501")
+        assert post(receiver, body, sign(body)).json()["status"] == "queued"
+        assert receiver.wait_idle(300)
+        sent = len(emulator.requests())
+        assert sent > 0
+
+        again = post(receiver, body, sign(body))
+        assert again.status_code == 200
+        assert again.json() == {"status": "duplicate", "detail": "run 9501 was already synced"}
+        assert receiver.wait_idle(10)
+        outcomes = list(receiver.last_reports)
+
+    # Whatever the cohorts' statuses, a sync that ended with a report is not repeated.
+    assert len(outcomes) == 1
+    assert outcomes[0].exit_code == (1 if model_failed else 0)
+    assert len(cloud.requests) == 2
+    assert len(emulator.requests()) == sent
 
 
 def free_port() -> int:
@@ -537,3 +675,91 @@ def test_command_refuses_to_start_without_secrets(tmp_path: Path) -> None:
     assert "https" in done.output
     for secret in (WEBHOOK_SECRET, CLOUD_TOKEN):
         assert secret not in done.output
+
+
+def bare_receiver(tmp_path: Path, environ: dict[str, str] | None = None) -> WebhookReceiver:
+    """A receiver whose sync is replaced by the test; it never reaches a dbt Cloud API."""
+    config = WebhookConfig(
+        secret=Secret(WEBHOOK_SECRET),
+        api_token=Secret(CLOUD_TOKEN),
+        project_dir=tmp_path,
+        cloud_host="http://127.0.0.1:9",
+        work_dir=tmp_path / "work",
+        environ=environ or {},
+    )
+    return WebhookReceiver(config)
+
+
+def deliver(receiver: WebhookReceiver, run_id: str) -> str:
+    """Deliver run `run_id`'s event without HTTP, wait for its sync; return the answer's status."""
+    body = event(run_id)
+    decision = receiver.decide(body, sign(body))
+    assert receiver.wait_idle(30)
+    return decision.outcome
+
+
+def test_seen_runs_stay_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("dbt_moengage.webhook._SEEN_RUNS", 3)
+    receiver = bare_receiver(tmp_path)
+
+    def synced(run: CloudRun) -> RunOutcome:
+        report = RunReport(run_id=run.run_id, started_at="", dry_run=False)
+        return RunOutcome(run, None, report=report)
+
+    monkeypatch.setattr(receiver, "sync_run", synced)
+    with receiver:
+        assert [deliver(receiver, run_id) for run_id in ("1", "2", "3", "4")] == ["queued"] * 4
+        assert [deliver(receiver, run_id) for run_id in ("2", "3", "4")] == ["duplicate"] * 3
+        # The oldest run fell out of the bounded set.
+        assert deliver(receiver, "1") == "queued"
+        assert [o.run.run_id for o in receiver.last_reports] == ["1", "2", "3", "4", "1"]
+
+
+def test_report_not_written_still_counts_as_synced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_artifacts(config: WebhookConfig, run: CloudRun, folder: Path) -> None:
+        pass
+
+    def sync(options: SyncOptions, progress: Progress | None = None) -> RunReport:
+        return RunReport(run_id="r", started_at="", dry_run=False)
+
+    def disk_full(self: RunReport, target_dir: Path) -> Path:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("dbt_moengage.webhook.fetch_artifacts", no_artifacts)
+    monkeypatch.setattr("dbt_moengage.webhook.run_sync", sync)
+    monkeypatch.setattr(RunReport, "write", disk_full)
+    with bare_receiver(tmp_path) as receiver:
+        assert deliver(receiver, "7") == "queued"
+        assert deliver(receiver, "7") == "duplicate"
+        outcomes = list(receiver.last_reports)
+    assert len(outcomes) == 1
+    assert outcomes[0].report is not None and outcomes[0].exit_code == 0
+    assert "report not written" in str(outcomes[0].error)
+    assert "No space left on device" in str(outcomes[0].error)
+
+
+def test_config_repr_holds_no_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    password = "pg-e2e-7a6b5c-do-not-print"
+    environ = {
+        "DBT_CLOUD_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "DBT_CLOUD_API_TOKEN": CLOUD_TOKEN,
+        "MOENGAGE_API_KEY": API_KEY,
+        "DBT_ENV_SECRET_PASSWORD": password,
+    }
+    given = bare_receiver(tmp_path, environ).config
+    # As `serve-webhook` builds it: the environment is the process's own.
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    default = WebhookConfig(
+        secret=Secret(WEBHOOK_SECRET), api_token=Secret(CLOUD_TOKEN), project_dir=tmp_path
+    )
+    assert default.environ["MOENGAGE_API_KEY"] == API_KEY
+    for config in (given, default):
+        shown = [repr(config), str(config), f"{config}", f"{config!r}"]
+        for secret in (*SECRETS, password):
+            for text in shown:
+                assert secret not in text
+        assert "environ" not in repr(config)
+        assert "Secret('***')" in repr(config)

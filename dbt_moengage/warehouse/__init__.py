@@ -5,8 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ProfileError
-from .base import ADD, REMOVE, AudienceStats, Delta, LockTimeout, RunRow, SqlWarehouse, Warehouse
+from .base import (
+    ADD,
+    ALL,
+    REMOVE,
+    RENAME,
+    RESEND,
+    AudienceStats,
+    CohortRecord,
+    Delta,
+    LockTimeout,
+    RunRow,
+    SqlWarehouse,
+    StateVersionError,
+    Warehouse,
+)
 from .profiles import ProfileTarget, load_profile_target
+from .schema import SCHEMA_VERSION, StateKey, StateStatus, normalize_endpoint
 
 SUPPORTED = ("duckdb", "snowflake")
 
@@ -44,14 +59,23 @@ def connect(
 
 __all__ = [
     "ADD",
+    "ALL",
     "REMOVE",
+    "RENAME",
+    "RESEND",
+    "SCHEMA_VERSION",
     "AudienceStats",
+    "CohortRecord",
     "Delta",
     "LockTimeout",
     "ProfileTarget",
     "RunRow",
     "SqlWarehouse",
+    "StateKey",
+    "StateStatus",
+    "StateVersionError",
     "Warehouse",
     "connect",
     "load_profile_target",
+    "normalize_endpoint",
 ]

@@ -12,27 +12,28 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import ClassVar
 
 import duckdb
 
+from .. import uids
 from ..cohorts import CohortSpec
 from ..errors import ProfileError, WarehouseError
 from .base import (
     COMMON_SQL,
     DEFAULT_FETCH_ROWS,
-    STATE_TABLES,
     LockTimeout,
     SqlWarehouse,
     UidColumn,
     missing_column,
     quote_identifier,
     read_failed,
-    state_ddl,
     unusable_type,
 )
 from .profiles import ProfileTarget
+from .schema import STATE_TABLES, StateKey, StateStatus, state_ddl
 
 # DuckDB's own memory (hash tables, the delta, checkpoints not yet in the file) is capped
 # here and spills to disk past it, so a sync's memory stays flat whatever the audience's
@@ -56,11 +57,11 @@ UID_TYPES = (
     "UHUGEINT",
 )
 
-# Whitespace-only uids count as empty (space, tab, LF, VT, FF, CR); a regex is cheaper
-# here than trim() with a character list.
+# The one uid rule (dbt_moengage/uids.py): sent when not null, not blank, and without
+# whitespace at either end.
 _TEXT = "cast({col} as varchar)"
-_BLANK = f"regexp_full_match({_TEXT}, '[ \\t\\n\\v\\f\\r]*')"
-_VALID = f"{{col}} is not null and not {_BLANK}"
+_TRIMMED = f"trim({_TEXT}, {uids.sql_literal()})"
+_VALID = f"{{col}} is not null and {_TEXT} <> '' and {_TRIMMED} = {_TEXT}"
 
 # The state tables' types; the dbt package's variant for this engine uses the same.
 STATE_TYPES = {
@@ -75,24 +76,15 @@ SQL: dict[str, str] = {
     **state_ddl(STATE_TYPES),
     "stats": f"""
         select count(*), count(*) - count({{col}}),
-            count(*) filter (where {{col}} is not null and {_BLANK})
+            count(*) filter (where {{col}} is not null and {_TRIMMED} = ''),
+            count(*) filter (where {_TRIMMED} <> '' and {_TRIMMED} <> {_TEXT})
         from {{relation}}""",
     "model_uids": f"select distinct {_TEXT} as uid from {{relation}} where {_VALID}",
-    "plan": """
-        select count(m.uid), count(*) filter (where s.uid is null),
-            count(*) filter (where m.uid is null)
-        from ({model_uids}) m full outer join ({state_uids}) s on m.uid = s.uid""",
     "add_delta": "select m.uid from ({model_uids}) m anti join ({state_uids}) s on m.uid = s.uid",
     "remove_delta": (
         "select s.uid from ({state_uids}) s anti join ({model_uids}) m on s.uid = m.uid"
     ),
-    "insert_members": """
-        insert into {members} (workspace_id, cohort_id, synced_at, run_id, uid)
-        select ?, ?, ?, ?, unnest(from_json(?, '["varchar"]'))""",
-    "delete_members": """
-        delete from {members}
-        where workspace_id = ? and cohort_id = ?
-            and uid in (select unnest(from_json(?, '["varchar"]')))""",
+    "json_uids": """select unnest(from_json(?, '["varchar"]')) as uid""",
     "clear_locks": "delete from {locks}",
 }
 
@@ -102,6 +94,9 @@ class DuckDBWarehouse(SqlWarehouse):
 
     engine = "duckdb"
     SQL: ClassVar[dict[str, str]] = SQL
+    STATE_TYPES: ClassVar[dict[str, str]] = STATE_TYPES
+    EPOCH: ClassVar[str] = "epoch({})"
+    UID_HASH: ClassVar[str] = "hash({})"
     ERRORS: ClassVar[tuple[type[BaseException], ...]] = (duckdb.Error,)
 
     def __init__(
@@ -205,21 +200,25 @@ class DuckDBWarehouse(SqlWarehouse):
         """`"schema"."table"` in the database's own catalog."""
         return f"{self.quote(self.state_schema)}.{self.quote(name)}"
 
-    def existing_state_tables(self) -> set[str]:
-        """State tables present in the state schema."""
+    def state_columns(self) -> dict[str, set[str]]:
+        """State tables present in the state schema, with their columns."""
         rows = self.conn.execute(
-            "select lower(table_name) from information_schema.tables "
+            "select lower(table_name), lower(column_name) from information_schema.columns "
             "where table_catalog = current_database() and table_schema = ?",
             [self.state_schema],
         ).fetchall()
-        return {name for (name,) in rows if name in STATE_TABLES}
+        found: dict[str, set[str]] = {}
+        for table, column in rows:
+            if table in STATE_TABLES:
+                found.setdefault(table, set()).add(column)
+        return found
 
-    def prepare_state(self, create: bool) -> bool:
+    def prepare_state(self, create: bool) -> StateStatus:
         """Create what is missing; lock rows left by a runner that died are stale here."""
-        ready = super().prepare_state(create and not self.read_only)
-        if ready and not self.read_only:
+        status = super().prepare_state(create and not self.read_only)
+        if status.ready and not self.read_only:
             self._run("clear_locks")
-        return ready
+        return status
 
     def check_uid_column(self, cohort: CohortSpec) -> UidColumn:
         """Refuse a missing relation, a missing column, or a column of an unusable type."""
@@ -246,16 +245,17 @@ class DuckDBWarehouse(SqlWarehouse):
     def stream_delta(
         self,
         cohort: CohortSpec,
-        workspace_id: str,
+        key: StateKey,
         action: str,
         batch_rows: int = DEFAULT_FETCH_ROWS,
+        now: datetime | None = None,
     ) -> Iterator[list[str]]:
         """Write the delta to a temp table, then read it a page at a time.
 
         A result kept open while checkpoints insert would stop DuckDB from flushing them,
         so memory would grow with the audience; short page reads keep it flat.
         """
-        query = self._delta_query(cohort, workspace_id, action)
+        query = self._delta_query(cohort, key, action)
         if query is None:
             return
         name, params = query
@@ -263,7 +263,7 @@ class DuckDBWarehouse(SqlWarehouse):
         with self._statements:
             try:
                 self.conn.execute(
-                    f"create temp table {table} as {self._format(name, cohort)}", params
+                    f"create temp table {table} as {self._format(name, cohort, now)}", params
                 )
                 (total,) = self.conn.execute(f"select count(*) from {table}").fetchone() or (0,)
             except duckdb.Error as exc:

@@ -9,25 +9,26 @@ FLATTEN it in the warehouse: one statement per accepted request, never one per u
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
 import snowflake.connector
 from snowflake.connector.constants import FIELD_ID_TO_NAME
 
+from .. import uids
 from ..cohorts import CohortSpec
 from ..errors import ProfileError, WarehouseError
 from .base import (
     COMMON_SQL,
-    STATE_TABLES,
     SqlWarehouse,
     UidColumn,
     missing_column,
     quote_identifier,
-    state_ddl,
     unusable_type,
 )
 from .profiles import ProfileTarget
+from .schema import STATE_TABLES, state_ddl
 from .snowflake_connect import open_connection
 
 TEXT_TYPES = ("TEXT",)
@@ -36,11 +37,11 @@ NUMBER_TYPES = ("FIXED",)
 NOT_FOUND = 2003
 _SIMPLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 
-# Whitespace-only uids count as empty: space, tab, LF, VT, FF, CR.
-_BLANK = "chr(32) || chr(9) || chr(10) || chr(11) || chr(12) || chr(13)"
+# The one uid rule (dbt_moengage/uids.py): sent when not null, not blank, and without
+# whitespace at either end.
 _TEXT = "cast({col} as varchar)"
-_VALID = f"{{col}} is not null and trim({_TEXT}, {_BLANK}) <> ''"
-_JSON_UIDS = "select value::varchar from table(flatten(input => parse_json(?)))"
+_TRIMMED = f"trim({_TEXT}, {uids.sql_literal()})"
+_VALID = f"{{col}} is not null and {_TEXT} <> '' and {_TRIMMED} = {_TEXT}"
 
 # The state tables' types; the dbt package's variant for this engine uses the same.
 STATE_TYPES = {
@@ -55,24 +56,17 @@ SQL: dict[str, str] = {
     **state_ddl(STATE_TYPES),
     "stats": f"""
         select count(*), count(*) - count({{col}}),
-            count_if({{col}} is not null and trim({_TEXT}, {_BLANK}) = '')
+            count_if({{col}} is not null and {_TRIMMED} = ''),
+            count_if({_TRIMMED} <> '' and {_TRIMMED} <> {_TEXT})
         from {{relation}}""",
     "model_uids": f"select distinct {_TEXT} as uid from {{relation}} where {_VALID}",
-    "plan": """
-        select count(m.uid), count_if(s.uid is null), count_if(m.uid is null)
-        from ({model_uids}) m full outer join ({state_uids}) s on m.uid = s.uid""",
     "add_delta": """
         select m.uid from ({model_uids}) m
         left join ({state_uids}) s on m.uid = s.uid where s.uid is null""",
     "remove_delta": """
         select s.uid from ({state_uids}) s
         left join ({model_uids}) m on s.uid = m.uid where m.uid is null""",
-    "insert_members": """
-        insert into {members} (workspace_id, cohort_id, synced_at, run_id, uid)
-        select ?, ?, ?, ?, value::varchar from table(flatten(input => parse_json(?)))""",
-    "delete_members": f"""
-        delete from {{members}}
-        where workspace_id = ? and cohort_id = ? and uid in ({_JSON_UIDS})""",
+    "json_uids": "select value::varchar as uid from table(flatten(input => parse_json(?)))",
 }
 
 
@@ -81,6 +75,10 @@ class SnowflakeWarehouse(SqlWarehouse):
 
     engine = "snowflake"
     SQL: ClassVar[dict[str, str]] = SQL
+    STATE_TYPES: ClassVar[dict[str, str]] = STATE_TYPES
+    EPOCH: ClassVar[str] = "date_part(epoch_second, {})"
+    # Snowflake's hash() is a signed 64-bit number.
+    UID_HASH: ClassVar[str] = "abs(hash({}))"
     ERRORS: ClassVar[tuple[type[BaseException], ...]] = (snowflake.connector.errors.Error,)
     # Runners on different machines share the lock table; only the heartbeat tells a live
     # holder from a killed one. The connector's connections are thread safe.
@@ -119,8 +117,10 @@ class SnowflakeWarehouse(SqlWarehouse):
         """database.schema.table, each part as dbt-snowflake would write it."""
         return f"{self.quote(self.database)}.{self.quote(self.state_schema)}.{name}"
 
-    def _format(self, name: str, cohort: CohortSpec | None = None) -> str:
-        text = super()._format(name, cohort)
+    def _format(
+        self, name: str, cohort: CohortSpec | None = None, now: datetime | None = None
+    ) -> str:
+        text = super()._format(name, cohort, now)
         if name == "create_schema":
             return text.replace(
                 f" {self.quote(self.state_schema)}",
@@ -128,22 +128,26 @@ class SnowflakeWarehouse(SqlWarehouse):
             )
         return text
 
-    def existing_state_tables(self) -> set[str]:
-        """State tables present in the state schema."""
+    def state_columns(self) -> dict[str, set[str]]:
+        """State tables present in the state schema, with their columns."""
         schema = (
             self.state_schema.upper() if _SIMPLE.match(self.state_schema) else self.state_schema
         )
         cursor = self.conn.cursor()
         try:
             cursor.execute(
-                f"select lower(table_name) from {self.quote(self.database)}.information_schema"
-                ".tables where table_schema = ?",
+                "select lower(table_name), lower(column_name) from "
+                f"{self.quote(self.database)}.information_schema.columns where table_schema = ?",
                 [schema],
             )
-            return {name for (name,) in cursor.fetchall() if name in STATE_TABLES}
+            found: dict[str, set[str]] = {}
+            for table, column in cursor.fetchall():
+                if table in STATE_TABLES:
+                    found.setdefault(table, set()).add(column)
+            return found
         except snowflake.connector.errors.ProgrammingError as exc:
             if exc.errno == NOT_FOUND:
-                return set()
+                return {}
             raise WarehouseError(f"cannot list the state tables in {schema}: {exc}") from None
         finally:
             cursor.close()

@@ -1,4 +1,4 @@
-{#- The columns of the three state tables in `schema`, as information_schema reports them
+{#- The columns of the state tables in `schema`, as information_schema reports them
     (the shape of seeds/expected_state_columns.csv). DuckDB only, like this project. -#}
 {% macro state_columns(schema) %}
 
@@ -11,6 +11,12 @@ select
 from information_schema.columns
 where table_catalog = '{{ target.database }}'
     and table_schema = '{{ schema }}'
-    and table_name in ('moengage_cohort_members', 'moengage_sync_runs', 'moengage_sync_locks')
+    and table_name in (
+        'moengage_cohort_members',
+        'moengage_sync_runs',
+        'moengage_sync_locks',
+        'moengage_cohorts',
+        'moengage_state_version'
+    )
 
 {% endmacro %}

@@ -6,12 +6,13 @@
 with members as (
 
     select
+        endpoint,
         workspace_id,
         cohort_id,
-        count(*) as member_count,
+        count(distinct uid) as member_count,
         max(synced_at) as last_synced_at
     from {{ ref('moengage_current_members') }}
-    group by workspace_id, cohort_id
+    group by endpoint, workspace_id, cohort_id
 
 ),
 
@@ -20,7 +21,7 @@ ranked_runs as (
     select
         *,
         row_number() over (
-            partition by workspace_id, cohort_id
+            partition by endpoint, workspace_id, cohort_id
             order by started_at desc, run_id desc
         ) as run_rank
     from {{ ref('moengage_sync_history') }}
@@ -37,13 +38,14 @@ last_runs as (
 
 cohorts as (
 
-    select workspace_id, cohort_id from members
+    select endpoint, workspace_id, cohort_id from members
     union
-    select workspace_id, cohort_id from last_runs
+    select endpoint, workspace_id, cohort_id from last_runs
 
 )
 
 select
+    cohorts.endpoint,
     cohorts.workspace_id,
     cohorts.cohort_id,
     last_runs.model,
@@ -55,11 +57,14 @@ select
     last_runs.finished_at as last_run_finished_at,
     last_runs.added as last_run_added,
     last_runs.removed as last_run_removed,
+    last_runs.resent as last_run_resent,
     last_runs.error as last_run_error
 from cohorts
 left join members
-    on cohorts.workspace_id = members.workspace_id
+    on cohorts.endpoint = members.endpoint
+    and cohorts.workspace_id = members.workspace_id
     and cohorts.cohort_id = members.cohort_id
 left join last_runs
-    on cohorts.workspace_id = last_runs.workspace_id
+    on cohorts.endpoint = last_runs.endpoint
+    and cohorts.workspace_id = last_runs.workspace_id
     and cohorts.cohort_id = last_runs.cohort_id

@@ -4,6 +4,7 @@
 ) }}
 
 select
+    endpoint,
     workspace_id,
     cohort_id,
     uid,

@@ -9,6 +9,7 @@
 
 select
     run_id,
+    endpoint,
     workspace_id,
     cohort_id,
     model,
@@ -20,9 +21,11 @@ select
     {{ dbt.datediff('started_at', 'finished_at', 'second') }} as duration_seconds,
     added,
     removed,
+    resent,
     unchanged,
     left_but_kept,
     requests,
     retries,
+    renamed,
     error
 from {{ moengage.moengage_state_relation('moengage_sync_runs') }}

@@ -1,0 +1,42 @@
+"""The one rule for a uid MoEngage can match, shared by the runner's SQL and the dbt test.
+
+A uid is the model's value cast to text. It is sent when it is not null, not blank, and
+has no whitespace at either end: MoEngage compares uids exactly, so `' a '` can never
+match user `a`. Whitespace here is ASCII whitespace plus the invisible characters that
+arrive from spreadsheets and web forms (no-break and zero-width spaces, the byte-order
+mark). The dbt package's `_moengage_uid_whitespace` macro holds the same characters;
+tests/test_uids.py checks that they agree.
+"""
+
+from __future__ import annotations
+
+WHITESPACE = (
+    " \t\n\x0b\x0c\r"  # ASCII whitespace
+    "\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+    "\u2028\u2029\u202f\u205f\u3000"  # Unicode spaces and line breaks
+    "\u200b\u200c\u200d\u2060\ufeff"  # zero-width characters and the byte-order mark
+)
+
+# Why a row of the model is not sent, as counted in the report.
+NULL = "null"
+BLANK = "empty"
+PADDED = "whitespace"
+DUPLICATE = "duplicate"
+DROP_REASONS = (NULL, BLANK, PADDED, DUPLICATE)
+
+
+def problem(uid: str | None) -> str | None:
+    """Why this uid would not be sent (a DROP_REASONS entry but duplicate), or None."""
+    if uid is None:
+        return NULL
+    stripped = uid.strip(WHITESPACE)
+    if not stripped:
+        return BLANK
+    if stripped != uid:
+        return PADDED
+    return None
+
+
+def sql_literal() -> str:
+    """WHITESPACE as a SQL string literal (no quote to escape in it)."""
+    return "'" + WHITESPACE + "'"

@@ -1,0 +1,172 @@
+"""The sync state's tables: their columns, their version, and how older state is upgraded.
+
+State is keyed by endpoint and workspace: the emulator and production, or two data
+centers, never share it. Version 1 (before endpoints) keyed it by workspace alone; a
+runner meeting it adds the missing columns in place. Rows written then have an unknown
+endpoint (''): the first endpoint that syncs such a cohort adopts them as due for a
+re-send, so every member is sent again there (the safe side) while mirror mode can still
+remove members that left.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import urlsplit
+
+MEMBERS = "moengage_cohort_members"
+RUNS = "moengage_sync_runs"
+LOCKS = "moengage_sync_locks"
+COHORTS = "moengage_cohorts"
+VERSION = "moengage_state_version"
+STATE_TABLES = (MEMBERS, RUNS, LOCKS, COHORTS, VERSION)
+# How the SQL templates name each table: `{members}`, `{runs}`, ...
+ALIASES = {MEMBERS: "members", RUNS: "runs", LOCKS: "locks", COHORTS: "cohorts", VERSION: "version"}
+
+SCHEMA_VERSION = 2
+# The endpoint of rows written before state was kept per endpoint.
+LEGACY_ENDPOINT = ""
+# synced_at of adopted legacy rows: before any real sync, so always due for a re-send.
+LEGACY_SYNCED_AT = datetime(1970, 1, 1)
+
+# The state tables' columns: (name, kind, not null). The dbt package's
+# _moengage_state_columns macro holds the same list; integration_tests compares them.
+STATE_COLUMNS: dict[str, tuple[tuple[str, str, bool], ...]] = {
+    MEMBERS: (
+        ("endpoint", "string", True),
+        ("workspace_id", "string", True),
+        ("cohort_id", "string", True),
+        ("uid", "string", True),
+        ("synced_at", "timestamp", True),
+        ("run_id", "string", True),
+    ),
+    RUNS: (
+        ("run_id", "string", True),
+        ("endpoint", "string", True),
+        ("workspace_id", "string", True),
+        ("cohort_id", "string", True),
+        ("model", "string", True),
+        ("mode", "string", True),
+        ("full_refresh", "boolean", True),
+        ("started_at", "timestamp", True),
+        ("finished_at", "timestamp", False),
+        ("status", "string", True),
+        ("added", "bigint", False),
+        ("removed", "bigint", False),
+        ("resent", "bigint", False),
+        ("unchanged", "bigint", False),
+        ("left_but_kept", "bigint", False),
+        ("requests", "bigint", False),
+        ("retries", "bigint", False),
+        ("renamed", "boolean", False),
+        ("error", "string", False),
+    ),
+    LOCKS: (
+        ("endpoint", "string", True),
+        ("workspace_id", "string", True),
+        ("cohort_id", "string", True),
+        ("run_id", "string", True),
+        ("locked_at", "timestamp", True),
+        ("heartbeat_at", "timestamp", True),
+    ),
+    COHORTS: (
+        ("endpoint", "string", True),
+        ("workspace_id", "string", True),
+        ("cohort_id", "string", True),
+        ("model", "string", True),
+        ("cohort_name", "string", False),
+        ("cohort_description", "string", False),
+        ("updated_at", "timestamp", True),
+    ),
+    VERSION: (
+        ("version", "bigint", True),
+        ("upgraded_at", "timestamp", True),
+        ("runner", "string", True),
+    ),
+}
+
+# Columns that version 1 tables lack, and the value their old rows get.
+ADDED_IN_V2: dict[str, tuple[tuple[str, str], ...]] = {
+    MEMBERS: (("endpoint", "''"),),
+    RUNS: (("endpoint", "''"), ("resent", ""), ("renamed", "")),
+    LOCKS: (("endpoint", "''"),),
+}
+
+
+@dataclass(frozen=True)
+class StateKey:
+    """Whose state: the normalized endpoint (server) and the workspace id."""
+
+    endpoint: str
+    workspace_id: str
+
+    @property
+    def params(self) -> tuple[str, str]:
+        """The key as the first two parameters of a state statement."""
+        return (self.endpoint, self.workspace_id)
+
+
+def normalize_endpoint(base_url: str) -> str:
+    """The server a base URL names, as state keys it: scheme://host[:port][/path], lower-case
+    scheme and host, no default port, no trailing slash.
+
+    https://API-01.moengage.com:443/ and MOENGAGE_DATA_CENTER=01 are one endpoint; the
+    emulator on 127.0.0.1:8765 is another.
+    """
+    if not base_url:
+        return ""
+    parts = urlsplit(base_url.strip())
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    default = {"https": 443, "http": 80}.get(scheme)
+    netloc = host if port in (None, default) else f"{host}:{port}"
+    return f"{scheme}://{netloc}{parts.path.rstrip('/')}"
+
+
+@dataclass(frozen=True)
+class StateStatus:
+    """What prepare_state found: whether the state is usable, and what it upgraded."""
+
+    ready: bool
+    upgraded_from: int | None = None
+    # Why a read-only run cannot use the state as it is (an upgrade is due).
+    note: str = ""
+
+
+def state_ddl(types: dict[str, str]) -> dict[str, str]:
+    """`create table if not exists` per state table, with the engine's type names."""
+    ddl = {}
+    for table, columns in STATE_COLUMNS.items():
+        body = ",\n".join(
+            f"    {name} {types[kind]}{' not null' if not_null else ''}"
+            for name, kind, not_null in columns
+        )
+        ddl[f"create_{table}"] = f"create table if not exists {{{ALIASES[table]}}} (\n{body}\n)"
+    return ddl
+
+
+def upgrade_statements(types: dict[str, str], present: dict[str, set[str]]) -> list[str]:
+    """`alter table ... add column` for each column a version 1 table lacks."""
+    statements = []
+    for table, added in ADDED_IN_V2.items():
+        if table not in present:
+            continue
+        kinds = {name: kind for name, kind, _ in STATE_COLUMNS[table]}
+        for name, default in added:
+            if name in present[table]:
+                continue
+            column = f"{name} {types[kinds[name]]}" + (f" default {default}" if default else "")
+            statements.append(f"alter table {{{ALIASES[table]}}} add column if not exists {column}")
+    return statements
+
+
+def schema_version_from(present: dict[str, set[str]], recorded: int | None) -> int:
+    """The state's version: as recorded, else 1 when the members table has no endpoint."""
+    if recorded is not None:
+        return recorded
+    if MEMBERS in present and "endpoint" not in present[MEMBERS]:
+        return 1
+    return SCHEMA_VERSION
