@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable
@@ -12,9 +13,11 @@ import click
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from . import __version__
 from .errors import ConfigError, MoEngageSyncError
+from .interrupt import stop_on_signals
 from .manifest import load_manifest
 from .progress import Progress, make_progress
 from .report import print_summary
@@ -105,23 +108,31 @@ def _options(**kwargs: Any) -> SyncOptions:
 
 
 def _run_and_report(options: SyncOptions, log_format: str) -> int:
-    """Sync, print the summary, write the JSON report; return the exit code."""
+    """Sync, print the summary, write the JSON report; return the exit code.
+
+    SIGINT and SIGTERM stop the sync cleanly (see interrupt.py): the report is still
+    written, and the exit code is 128 + the signal.
+    """
     console = make_console()
-    # In JSON mode stdout carries events only; the table goes to stderr.
-    summary_console = Console(stderr=True) if log_format == "json" else console
+    # In JSON mode stdout carries events only; the summary goes to stderr, as wide.
+    summary_console = make_console(stderr=True) if log_format == "json" else console
     progress: Progress = Progress()
-    try:
-        rate = MoEngageSettings.from_env(options.environ, require_credentials=False)
-        progress = make_progress(log_format, console, rate.rate_limit_per_min)
-        report = run_sync(options, progress)
-    except ConfigError as exc:
-        progress.close()
-        Console(stderr=True).print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
-        return EXIT_USAGE
-    finally:
-        progress.close()
+    with stop_on_signals() as stop:
+        try:
+            rate = MoEngageSettings.from_env(options.environ, require_credentials=False)
+            progress = make_progress(log_format, console, rate.rate_limit_per_min)
+            report = run_sync(options, progress, stop.event)
+        except ConfigError as exc:
+            progress.close()
+            print_error(str(exc))
+            progress.finished(None, None, error=str(exc))
+            return EXIT_USAGE
+        finally:
+            progress.close()
+    report.interrupted_by = stop.signum
     path = report.write(options.target_dir)
     print_summary(report, summary_console, path)
+    progress.finished(report, path)
     return report.exit_code
 
 
@@ -202,11 +213,12 @@ def build(
         args += ["--profiles-dir", str(profiles_dir)]
     if target:
         args += ["--target", target]
-    outcome = dbtRunner().invoke([*args, *dbt_args])
+    # In JSON mode stdout is the event stream: dbt's own log lines go to stderr.
+    dbt_out = sys.stderr if log_format == "json" else sys.stdout
+    with contextlib.redirect_stdout(dbt_out):
+        outcome = dbtRunner().invoke([*args, *dbt_args])
     if outcome.exception is not None and outcome.result is None:
-        Console(stderr=True).print(
-            f"[red]error:[/red] dbt build did not run: {outcome.exception}", highlight=False
-        )
+        print_error(f"dbt build did not run: {outcome.exception}")
         sys.exit(EXIT_USAGE)
     options = _options(
         project_dir=project_dir,
@@ -229,19 +241,24 @@ def list_cohorts(**kwargs: Any) -> None:
         discovery = discover_cohorts(options)
         near_misses = load_manifest(options.target_dir).near_misses()
     except ConfigError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
+        print_error(str(exc))
         sys.exit(EXIT_USAGE)
     table = Table(title="MoEngage cohorts", title_justify="left")
     for name in ("model", "cohort_id", "cohort_name", "mode", "uid_column", "destination"):
         table.add_column(name, no_wrap=True)
     for spec in discovery.specs:
         table.add_row(
-            spec.model,
-            spec.cohort_id,
-            escape(spec.cohort_name),
-            spec.mode,
-            spec.uid_column,
-            spec.destination or "default",
+            *(
+                Text(value)
+                for value in (
+                    spec.model,
+                    spec.cohort_id,
+                    spec.cohort_name,
+                    spec.mode,
+                    spec.uid_column,
+                    spec.destination or "default",
+                )
+            )
         )
     console = make_console()
     console.print(table)
@@ -267,7 +284,7 @@ def validate_command(check_warehouse: bool, **kwargs: Any) -> None:
     try:
         found = validate(options, check_warehouse)
     except ConfigError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        print_error(str(exc))
         sys.exit(EXIT_USAGE)
     for warning in found.warnings:
         console.print(f"[yellow]warning[/yellow] {escape(warning)}", soft_wrap=True)
@@ -383,11 +400,19 @@ def _read_users(path: Path) -> frozenset[str]:
     return frozenset(line for line in lines if line.strip())
 
 
-def make_console() -> Console:
-    """A console for stdout; logs and pipes get a wide one so tables do not wrap."""
-    if sys.stdout.isatty() or os.environ.get("COLUMNS"):
-        return Console()
-    return Console(width=160)
+def print_error(message: str) -> None:
+    """`error: <message>` on stderr; the message is printed as it is, never as markup."""
+    line = Text("error: ", style="red")
+    line.append(message)
+    Console(stderr=True).print(line, soft_wrap=True, highlight=False)
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A console for stdout (or stderr); logs and pipes get a wide one so tables fit."""
+    stream = sys.stderr if stderr else sys.stdout
+    if stream.isatty() or os.environ.get("COLUMNS"):
+        return Console(stderr=stderr)
+    return Console(stderr=stderr, width=160)
 
 
 def _register_webhook() -> None:
@@ -404,5 +429,5 @@ def run() -> None:
     try:
         main()
     except MoEngageSyncError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
+        print_error(str(exc))
         sys.exit(1)

@@ -26,19 +26,21 @@ from typing import Any
 import requests
 import urllib3.exceptions
 from requests import exceptions as rex
-from requests.adapters import HTTPAdapter
 from tenacity import (
     RetryCallState,
     Retrying,
     retry_if_exception_type,
     stop_after_attempt,
+    stop_before_delay,
     wait_exponential,
     wait_random,
 )
 
 from . import __version__
+from .deadline import DeadlineAdapter, within
 from .errors import (
     DestinationError,
+    Interrupted,
     MoEngageSyncError,
     RateLimited,
     RequestRejected,
@@ -51,6 +53,10 @@ from .settings import DOCUMENTED_DATA_CENTERS, MoEngageSettings
 
 MAX_RETRY_AFTER = 300.0
 CONNECT_TIMEOUT = 10.0
+# A wait between attempts at least this long is announced (a progress/JSON event).
+ANNOUNCED_WAIT_SECONDS = 5.0
+# Called with (seconds, why) before such a wait.
+WaitHook = Callable[[float, str], None]
 # How much of an unexpected answer's body and of a redirect target an error message shows.
 BODY_SHOWN = 200
 LOCATION_SHOWN = 120
@@ -87,9 +93,15 @@ class MoEngageClient:
         *,
         pacer: Pacer | None = None,
         session: requests.Session | None = None,
+        stop: threading.Event | None = None,
+        on_wait: WaitHook | None = None,
     ) -> None:
         self.settings = settings
-        self.pacer = pacer or Pacer(settings.rate_limit_per_min)
+        # Set when the run is interrupted: nothing new starts, waits end early.
+        self.stop = stop or threading.Event()
+        self.on_wait = on_wait
+        self.announce_after = ANNOUNCED_WAIT_SECONDS
+        self.pacer = pacer or Pacer(settings.rate_limit_per_min, stop=self.stop)
         self.session = session or _new_session(settings)
         self._pool = ThreadPoolExecutor(
             max_workers=settings.max_in_flight, thread_name_prefix="moengage-send"
@@ -139,7 +151,8 @@ class MoEngageClient:
         inside the request's slot: at most `max_in_flight` bodies are ever sent but not
         yet recorded, and recording one overlaps sending the next. On the first failure
         (a request or its checkpoint) no new body is sent, those in flight are awaited,
-        then the failure is raised.
+        then the failure is raised. When the run is stopped, likewise: no new body, those in
+        flight finish (each within its deadline), then Interrupted is raised.
         """
         in_flight: dict[Future[None], Body] = {}
         limit = self.settings.max_in_flight + 1
@@ -165,6 +178,9 @@ class MoEngageClient:
                     collect(done)
                 if error is not None:
                     break
+                if self.stop.is_set():
+                    error = Interrupted("the run was interrupted; bodies not sent yet stay unsent")
+                    break
                 in_flight[self._pool.submit(self._deliver, body, tally, on_accepted)] = body
         finally:
             if in_flight:
@@ -183,12 +199,20 @@ class MoEngageClient:
             raise
 
     def _send_with_retries(self, payload: bytes, tally: Tally) -> None:
+        """Attempts until one is accepted, the attempts or the retry budget run out, or the
+        run is stopped; a wait is never started that would end past the budget."""
+        settings = self.settings
         retrying = Retrying(
             retry=retry_if_exception_type(TransientError),
-            stop=stop_after_attempt(self.settings.max_attempts),
+            stop=stop_after_attempt(settings.max_attempts)
+            | stop_before_delay(settings.retry_budget_seconds),
             wait=self._wait,
+            sleep=self._sleep,
+            before_sleep=self._announce,
             reraise=True,
         )
+        started = time.monotonic()
+        attempts = 0
         try:
             for attempt in retrying:
                 with attempt:
@@ -196,12 +220,18 @@ class MoEngageClient:
                         raise self._fatal
                     if tally.stopped.is_set():
                         raise _Stopped()
+                    if self.stop.is_set():
+                        raise Interrupted("the run was interrupted before this request was sent")
+                    attempts += 1
                     tally.attempt(first=attempt.retry_state.attempt_number == 1)
                     self._post(payload)
         except TransientError as exc:
             tally.stopped.set()
+            spent = time.monotonic() - started
             raise TransientError(
-                f"gave up after {self.settings.max_attempts} attempts; last error: {exc}"
+                f"gave up after {attempts} attempts in {spent:.0f} s (at most "
+                f"{settings.max_attempts} attempts and {settings.retry_budget_seconds:g} s: "
+                f"MOENGAGE_MAX_ATTEMPTS, MOENGAGE_RETRY_BUDGET_SECONDS); last error: {exc}"
             ) from None
         except WorkspaceFatal as exc:
             # Every later send to this destination fails at once, without a request.
@@ -213,6 +243,18 @@ class MoEngageClient:
             tally.stopped.set()
             raise
 
+    def _sleep(self, seconds: float) -> None:
+        """Wait between attempts, ending at once when the run is stopped."""
+        self.stop.wait(seconds)
+
+    def _announce(self, state: RetryCallState) -> None:
+        """Tell the watcher about a long wait before the next attempt, and why."""
+        seconds = state.next_action.sleep if state.next_action else 0.0
+        if self.on_wait is None or seconds < self.announce_after:
+            return
+        exc = state.outcome.exception() if state.outcome else None
+        self.on_wait(seconds, str(exc) if exc else "retrying")
+
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, RateLimited) and exc.retry_after is not None:
@@ -223,19 +265,26 @@ class MoEngageClient:
 
     def _post(self, payload: bytes) -> None:
         self.pacer.acquire()
-        try:
-            response = self.session.post(
-                self.settings.endpoint,
-                data=payload,
-                timeout=(CONNECT_TIMEOUT, self.settings.timeout_seconds),
-                # A redirect would carry the body and MOE-APPKEY to a host nobody chose.
-                allow_redirects=False,
-            )
-        except (requests.RequestException, urllib3.exceptions.HTTPError, UnicodeError) as exc:
-            raise request_error(exc, self.settings) from None
-        self._check(response)
+        seconds = self.settings.request_deadline_seconds
+        with within(seconds) as deadline:
+            try:
+                response = self.session.post(
+                    self.settings.endpoint,
+                    data=payload,
+                    timeout=(CONNECT_TIMEOUT, self.settings.timeout_seconds),
+                    # A redirect would carry the body and MOE-APPKEY to a host nobody chose.
+                    allow_redirects=False,
+                )
+            except (requests.RequestException, urllib3.exceptions.HTTPError, UnicodeError) as exc:
+                if deadline.expired:
+                    raise TransientError(
+                        f"no complete answer from {_host(self.settings.base_url)} within "
+                        f"{seconds:g} s (MOENGAGE_REQUEST_DEADLINE_SECONDS)"
+                    ) from None
+                raise request_error(exc, self.settings) from None
+        self._check(response, len(payload))
 
-    def _check(self, response: requests.Response) -> None:
+    def _check(self, response: requests.Response, size: int = 0) -> None:
         """Return if MoEngage accepted the request; raise the typed error otherwise."""
         status = response.status_code
         if 200 <= status < 300:
@@ -262,6 +311,11 @@ class MoEngageClient:
                 f"'{self.settings.workspace_id}': check MOENGAGE_WORKSPACE_ID and "
                 f"MOENGAGE_API_KEY (the Data API key, not the SDK key) and the data center "
                 f"({self.settings.base_url}); {_STOPPED}"
+            )
+        if status == 413:
+            detail += (
+                f"; this body was {size:,} bytes: lower MOENGAGE_MAX_BODY_BYTES (now "
+                f"{self.settings.max_body_bytes:,}) below the limit MoEngage applies"
             )
         raise RequestRejected(status, detail)
 
@@ -455,7 +509,8 @@ def _retry_after(response: requests.Response) -> float | None:
 
 def _new_session(settings: MoEngageSettings) -> requests.Session:
     session = requests.Session()
-    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=settings.max_in_flight + 1)
+    # Its connections can be shut when a request's wall-clock deadline passes.
+    adapter = DeadlineAdapter(pool_connections=1, pool_maxsize=settings.max_in_flight + 1)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.auth = (settings.workspace_id, settings.api_key.reveal())

@@ -13,9 +13,11 @@
     ├── TransientError                worth retrying: 429, 5xx, dropped connection, timeout,
     │   │                             a body cut short or not decodable
     │   └── RateLimited               429, carries the server's Retry-After when it gave one
-    └── WorkspaceFatal                stop every cohort of the workspace (401/403): exit 1
-        └── DestinationError          the destination cannot be reached as set: a redirect,
-                                      a host that does not resolve, TLS, a bad URL or header
+    ├── WorkspaceFatal                stop every cohort of the workspace (401/403): exit 1
+    │   └── DestinationError          the destination cannot be reached as set: a redirect,
+    │                                 a host that does not resolve, TLS, a bad URL or header
+    └── Interrupted                   SIGINT/SIGTERM: start nothing new, finish what is in
+                                      flight, report: exit 130/143
 
 Retrying is decided by these types, never by matching message text.
 """
@@ -97,3 +99,7 @@ class WorkspaceFatal(MoEngageSyncError):
 
 class DestinationError(WorkspaceFatal):
     """The destination's URL or headers cannot work (redirect, DNS, TLS); stop sending to it."""
+
+
+class Interrupted(MoEngageSyncError):
+    """The run was asked to stop (SIGINT or SIGTERM): no new request or cohort starts."""

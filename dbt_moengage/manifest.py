@@ -38,11 +38,19 @@ class Manifest:
     path: Path
     data: dict[str, Any]
 
+    def nodes(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Yield (unique_id, node) in unique_id order, refusing a node of the wrong shape."""
+        nodes = self.data.get("nodes")
+        if not isinstance(nodes, dict):
+            raise ManifestError(
+                f"{self.path} is not a dbt manifest (no 'nodes'); re-run `dbt parse`"
+            )
+        for unique_id in sorted(nodes):
+            yield unique_id, _checked_node(self.path, unique_id, nodes[unique_id])
+
     def cohort_nodes(self) -> Iterator[ModelNode]:
         """Yield every model node that carries `moengage` meta, in a stable order."""
-        nodes = self.data.get("nodes", {})
-        for unique_id in sorted(nodes):
-            node = nodes[unique_id]
+        for unique_id, node in self.nodes():
             if node.get("resource_type") != "model":
                 continue
             found = _moengage_meta(node)
@@ -63,10 +71,8 @@ class Manifest:
     def near_misses(self) -> list[str]:
         """Meta keys of models that look like a misspelt `moengage` (the model is no cohort)."""
         found = []
-        nodes = self.data.get("nodes", {})
-        for unique_id in sorted(nodes):
-            node = nodes[unique_id]
-            if not isinstance(node, dict) or node.get("resource_type") != "model":
+        for unique_id, node in self.nodes():
+            if node.get("resource_type") != "model":
                 continue
             for where, meta in (
                 ("config.meta", (node.get("config") or {}).get("meta")),
@@ -82,6 +88,52 @@ class Manifest:
                             "key to moengage if it should be one"
                         )
         return list(dict.fromkeys(found))
+
+
+# The keys read from a node, and the JSON type each must have when set (null is "not set").
+_NODE_FIELDS: tuple[tuple[str, type, str], ...] = (
+    ("config", dict, "an object"),
+    ("meta", dict, "an object"),
+    ("columns", dict, "an object"),
+    ("tags", list, "an array"),
+    ("depends_on", dict, "an object"),
+)
+
+
+def _checked_node(path: Path, unique_id: str, node: Any) -> dict[str, Any]:
+    """The node, if it and the parts read from it have the shape dbt writes; else why not."""
+    where = f"{path}: node {unique_id!r}"
+    fix = "the manifest is damaged or not from dbt: re-run `dbt parse` to rewrite it"
+    if not isinstance(node, dict):
+        raise ManifestError(f"{where} is {_json_type(node)}, not an object; {fix}")
+    for key, kind, kind_name in _NODE_FIELDS:
+        value = node.get(key)
+        if value is not None and not isinstance(value, kind):
+            raise ManifestError(f"{where}: `{key}` is {_json_type(value)}, not {kind_name}; {fix}")
+    meta = (node.get("config") or {}).get("meta")
+    if meta is not None and not isinstance(meta, dict):
+        raise ManifestError(f"{where}: `config.meta` is {_json_type(meta)}, not an object; {fix}")
+    needs = (node.get("depends_on") or {}).get("nodes")
+    if needs is not None and not isinstance(needs, list):
+        raise ManifestError(
+            f"{where}: `depends_on.nodes` is {_json_type(needs)}, not an array; {fix}"
+        )
+    return node
+
+
+def _json_type(value: Any) -> str:
+    """`value`'s JSON type, as a message names it."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return "null" if value is None else type(value).__name__
 
 
 def _looks_like_moengage(key: str) -> bool:
@@ -177,10 +229,10 @@ def build_outcome(manifest: Manifest, unique_id: str, statuses: dict[str, str]) 
         return BuildOutcome(False, "not built in this dbt invocation", selected=False)
     if status not in BUILT:
         return BuildOutcome(False, f"its model did not build (dbt status: {status})")
-    for test_id, node in manifest.data.get("nodes", {}).items():
+    for test_id, node in manifest.nodes():
         if node.get("resource_type") != "test" or test_id not in statuses:
             continue
-        attached = node.get("attached_node") or ""
+        attached = str(node.get("attached_node") or "")
         depends = (node.get("depends_on") or {}).get("nodes") or []
         on_model = unique_id == attached or (not attached and unique_id in depends)
         if on_model and statuses[test_id] not in BUILT:

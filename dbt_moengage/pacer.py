@@ -7,6 +7,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from .errors import Interrupted
+
 
 class Pacer:
     """Shared by every thread sending to one workspace; `acquire()` before each request."""
@@ -19,6 +21,7 @@ class Pacer:
         margin: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        stop: threading.Event | None = None,
     ) -> None:
         if limit <= 0:
             raise ValueError(f"limit must be positive, got {limit}")
@@ -27,15 +30,22 @@ class Pacer:
         self.span = window + margin
         self._clock = clock
         self._sleep = sleep
+        # Once set, waiting senders give up at once (the run is being interrupted).
+        self._stop = stop
         self._starts: deque[float] = deque()
         self._paused_until = 0.0
         self._lock = threading.Lock()
         self.waited = 0.0
 
     def acquire(self) -> float:
-        """Block until a request may start; return the seconds waited."""
+        """Block until a request may start; return the seconds waited.
+
+        Raises Interrupted when the run is stopped while waiting.
+        """
         waited = 0.0
         while True:
+            if self._stop is not None and self._stop.is_set():
+                raise Interrupted("the run was interrupted before this request could start")
             with self._lock:
                 now = self._clock()
                 # Same expression as the delay below, so float rounding cannot leave a start
@@ -50,7 +60,10 @@ class Pacer:
                     return waited
                 else:
                     delay = self._starts[0] + self.span - now
-            self._sleep(delay)
+            if self._stop is not None:
+                self._stop.wait(delay)
+            else:
+                self._sleep(delay)
             waited += delay
 
     def pause(self, seconds: float) -> None:

@@ -4,6 +4,9 @@
 `RichProgress` draws a bar per cohort on a terminal, `LinePrinter` writes plain lines for
 logs and pipes, `JsonProgress` writes one JSON object per event for orchestrators.
 `make_progress` picks one for `--log-format`.
+
+Model names, cohort ids, uids, paths and server messages are outside text: it is printed
+as rich `Text`, never parsed as markup or emoji codes, so `[uid]` or `[/x]` shows as is.
 """
 
 from __future__ import annotations
@@ -12,22 +15,24 @@ import json
 import sys
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, ProgressColumn, Task, TaskID, TextColumn
 from rich.progress import Progress as RichBars
 from rich.text import Text
 
-from .report import DRY_RUN, SYNCED, CohortResult
+from .report import DRY_RUN, SYNCED, CohortResult, RunReport
 
 LOG_FORMATS = ("auto", "text", "json")
+# The exit code of a run that could not start (see README "Exit codes").
+EXIT_CONFIG = 2
 DEFAULT_INTERVAL = 10.0
 RATE_WINDOW_SECONDS = 60.0
 Clock = Callable[[], float]
@@ -51,6 +56,16 @@ class Progress:
 
     def cohort_finished(self, result: CohortResult) -> None:
         """A cohort is done, in whatever status."""
+
+    def waiting(self, seconds: float, why: str) -> None:
+        """A sender waits `seconds` before trying again (a long Retry-After, a backoff)."""
+        self.message(f"waiting {seconds:.0f} s before the next attempt: {why}")
+
+    def finished(
+        self, report: RunReport | None, results_path: Path | None, error: str | None = None
+    ) -> None:
+        """The run is over: its report (written to `results_path`), or the configuration
+        error that kept it from starting (exit 2). The last event."""
 
     def close(self) -> None:
         """The run is over; safe to call more than once, and after an error."""
@@ -145,6 +160,15 @@ def _arrow(result: CohortResult) -> str:
     return f"{result.model} -> {result.cohort_id or '-'}"
 
 
+def _plain(text: str) -> Text:
+    """Outside text as it is: no markup, no emoji codes."""
+    return Text(text)
+
+
+def _problem_text(text: str) -> Text:
+    return Text.assemble(("invalid cohort", "red"), " ", text)
+
+
 class LinePrinter(Progress):
     """One plain line per cohort and problem, and a progress line every `interval` seconds."""
 
@@ -160,12 +184,12 @@ class LinePrinter(Progress):
         self.meter = _Meter(clock, interval)
 
     def message(self, text: str) -> None:
-        """Print it."""
-        self.console.print(text, soft_wrap=True)
+        """Print it, as plain text."""
+        self.console.print(_plain(text), soft_wrap=True)
 
     def problem(self, text: str) -> None:
-        """Print it in red."""
-        self.console.print(f"[red]invalid cohort[/red] {escape(text)}", soft_wrap=True)
+        """Print it, after a red 'invalid cohort'."""
+        self.console.print(_problem_text(text), soft_wrap=True)
 
     def cohort_started(self, result: CohortResult) -> None:
         """Start the cohort's progress clock."""
@@ -181,11 +205,11 @@ class LinePrinter(Progress):
             f"{_plural(sending.requests, 'request')}, "
             f"{_rate_text(self.meter.rate(), self.rate_limit_per_min)}"
         )
-        self.console.print(line, soft_wrap=True, markup=False, highlight=False)
+        self.console.print(_plain(line), soft_wrap=True)
 
     def cohort_finished(self, result: CohortResult) -> None:
         """What was sent, or would be, or why not."""
-        self.console.print(result_line(result), soft_wrap=True)
+        self.console.print(result_text(result), soft_wrap=True)
 
 
 class _CountsColumn(ProgressColumn):
@@ -223,7 +247,8 @@ class RichProgress(Progress):
         self.console = console
         self.meter = _Meter(clock)
         self.bars = RichBars(
-            TextColumn("{task.description}"),
+            # The description is the cohort's arrow, outside text: not markup.
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
             _CountsColumn(),
             _RateColumn(self.meter, rate_limit_per_min),
@@ -236,12 +261,12 @@ class RichProgress(Progress):
         self._lock = threading.Lock()
 
     def message(self, text: str) -> None:
-        """Print it above the bars."""
-        self.console.print(text, soft_wrap=True)
+        """Print it above the bars, as plain text."""
+        self.console.print(_plain(text), soft_wrap=True)
 
     def problem(self, text: str) -> None:
-        """Print it in red above the bars."""
-        self.console.print(f"[red]invalid cohort[/red] {escape(text)}", soft_wrap=True)
+        """Print it above the bars, after a red 'invalid cohort'."""
+        self.console.print(_problem_text(text), soft_wrap=True)
 
     def cohort_started(self, result: CohortResult) -> None:
         """Add the cohort's bar (and show the bars, the first time)."""
@@ -283,7 +308,7 @@ class RichProgress(Progress):
             self.bars.stop_task(task)
             self.bars.refresh()
         if task is None or result.status != SYNCED:
-            self.console.print(result_line(result), soft_wrap=True)
+            self.console.print(result_text(result), soft_wrap=True)
 
     def close(self) -> None:
         """Stop the live display, leaving the last frame on screen."""
@@ -307,6 +332,7 @@ class JsonProgress(Progress):
         self.rate_limit_per_min = rate_limit_per_min
         self.meter = _Meter(clock, interval)
         self._lock = threading.Lock()
+        self._finished: set[int] = set()
 
     def message(self, text: str) -> None:
         """{"event": "message", "text": ...}"""
@@ -359,7 +385,36 @@ class JsonProgress(Progress):
 
     def cohort_finished(self, result: CohortResult) -> None:
         """Every field of the cohort's result, as in moengage_sync_results.json."""
+        self._finished.add(id(result))
         self._emit("cohort_finished", asdict(result))
+
+    def waiting(self, seconds: float, why: str) -> None:
+        """{"event": "waiting", "seconds": ..., "reason": ...}"""
+        self._emit("waiting", {"seconds": round(seconds, 1), "reason": why})
+
+    def finished(
+        self, report: RunReport | None, results_path: Path | None, error: str | None = None
+    ) -> None:
+        """A cohort_finished for every cohort not yet reported (refused ones), then
+        {"event": "summary", ...}: the stream always ends with both."""
+        results = report.results if report else []
+        for result in results:
+            if id(result) not in self._finished:
+                self.cohort_finished(result)
+        statuses = Counter(result.status for result in results)
+        self._emit(
+            "summary",
+            {
+                "run_id": report.run_id if report else None,
+                "exit_code": report.exit_code if report else EXIT_CONFIG,
+                "interrupted_by": report.interrupted_by if report else None,
+                "dry_run": report.dry_run if report else None,
+                "cohorts": len(results),
+                "statuses": dict(sorted(statuses.items())),
+                "results_path": str(results_path) if results_path else None,
+                "error": error,
+            },
+        )
 
     def _emit(self, event: str, fields: dict[str, Any]) -> None:
         ts = datetime.now(UTC).isoformat(timespec="milliseconds")
@@ -390,16 +445,17 @@ def _planned(result: CohortResult) -> int:
     return result.planned_add + result.planned_resend + result.planned_remove
 
 
-def result_line(result: CohortResult) -> str:
-    """One line saying how a cohort ended."""
-    arrow = escape(f"{result.model} -> {result.cohort_id}")
+def result_text(result: CohortResult) -> Text:
+    """One line saying how a cohort ended; only its status word is styled."""
+    arrow = f"{result.model} -> {result.cohort_id}"
     renamed = ", renamed" if result.renamed else ""
     if result.status == SYNCED:
         removed = f", removed {result.removed:,}" if result.mode == "mirror" else ""
-        return (
-            f"[green]synced[/green] {arrow}: added {result.added:,}{removed}, "
-            f"re-sent {result.resent:,}, {result.unchanged:,} unchanged{renamed}, in "
-            f"{_plural(result.requests, 'request')} ({result.seconds:.1f} s)"
+        return Text.assemble(
+            ("synced", "green"),
+            f" {arrow}: added {result.added:,}{removed}, re-sent {result.resent:,}, "
+            f"{result.unchanged:,} unchanged{renamed}, in "
+            f"{_plural(result.requests, 'request')} ({result.seconds:.1f} s)",
         )
     if result.status == DRY_RUN:
         removals = (
@@ -408,12 +464,13 @@ def result_line(result: CohortResult) -> str:
             else f" ({result.left_but_kept:,} left the model but stay in MoEngage: add mode)"
         )
         rename = ", rename" if result.renamed else ""
-        return (
-            f"[cyan]dry run[/cyan] {arrow}: would add {result.planned_add:,}, re-send "
+        return Text.assemble(
+            ("dry run", "cyan"),
+            f" {arrow}: would add {result.planned_add:,}, re-send "
             f"{result.planned_resend:,}{removals}{rename} in "
-            f"{_plural(result.planned_requests, 'request')}"
+            f"{_plural(result.planned_requests, 'request')}",
         )
-    return f"[red]{result.status}[/red] {escape(result.model)}: {escape(str(result.error))}"
+    return Text.assemble((result.status, "red"), f" {result.model}: {result.error}")
 
 
 def _plural(count: int, noun: str) -> str:

@@ -23,6 +23,8 @@ INVALID = "invalid"
 SKIPPED = "skipped"
 # A mirror run that would remove too many members, refused (nothing sent).
 GUARDED = "guarded"
+# The run was stopped (SIGINT, SIGTERM) before or while the cohort synced.
+INTERRUPTED = "interrupted"
 OK_STATUSES = (SYNCED, DRY_RUN)
 
 
@@ -68,11 +70,15 @@ class RunReport:
     dry_run: bool
     finished_at: str = ""
     results: list[CohortResult] = field(default_factory=list)
+    # The signal that stopped the run (SIGINT 2, SIGTERM 15), if one did.
+    interrupted_by: int | None = None
 
     @property
     def exit_code(self) -> int:
-        """0 when every cohort synced (or would have, in a dry run), or was left out of
-        this dbt invocation; else 1."""
+        """128 + the signal when interrupted; 0 when every cohort synced (or would have, in
+        a dry run), or was left out of this dbt invocation; else 1."""
+        if self.interrupted_by is not None:
+            return 128 + self.interrupted_by
         return 0 if all(r.status in OK_STATUSES or r.unselected for r in self.results) else 1
 
     def to_json(self) -> dict[str, Any]:
@@ -83,6 +89,7 @@ class RunReport:
             "finished_at": self.finished_at,
             "dry_run": self.dry_run,
             "exit_code": self.exit_code,
+            "interrupted_by": self.interrupted_by,
             "cohorts": [asdict(r) for r in self.results],
         }
 
@@ -215,7 +222,8 @@ def print_summary(report: RunReport, console: Console, results_path: Path | None
             console.print(Text(dropped))
     for r in report.results:
         if r.error:
-            message = Text("error ", style="red")
+            # Left out of the dbt invocation is the user's choice: a note, not an error.
+            message = Text("note ", style="yellow") if r.unselected else Text("error ", "red")
             message.append(f"{r.model}: {r.error}")
             console.print(message, soft_wrap=True)
     if results_path is not None:

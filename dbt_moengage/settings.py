@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -15,6 +16,8 @@ DEFAULT_PARTNER = "dbt-moengage"
 DEFAULT_RATE_LIMIT_PER_MIN = 300
 # MoEngage says 128 KB; 128,000 bytes fits both the decimal and the binary reading of that.
 DEFAULT_MAX_BODY_BYTES = 128_000
+# MoEngage refuses (413) a request body above 128 KB in its binary reading.
+MOENGAGE_BODY_LIMIT_BYTES = 131_072
 DEFAULT_MAX_IN_FLIGHT = 4
 # ASCII digits only: \d would also take other scripts' digits, e.g. Arabic-Indic. Three
 # digits for data centers such as 101.
@@ -57,7 +60,13 @@ class MoEngageSettings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     timeout_seconds: float = 60.0
+    # One request, answer included, ends by this wall clock (a trickling server cannot
+    # hold the run); a request that misses it is retried.
+    request_deadline_seconds: float = 120.0
     max_attempts: int = 8
+    # Attempts and the waits between them, per request, end by this; no wait is begun
+    # that would end past it (a Retry-After of a day cannot hold the run for hours).
+    retry_budget_seconds: float = 600.0
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
     lock_wait_seconds: float = 300.0
@@ -100,7 +109,7 @@ class MoEngageSettings:
             name
             for name, value in (
                 ("MOENGAGE_WORKSPACE_ID", workspace_id),
-                ("MOENGAGE_API_KEY", api_key),
+                ("MOENGAGE_API_KEY", api_key.strip()),
             )
             if not value
         ]
@@ -109,7 +118,20 @@ class MoEngageSettings:
                 f"missing {' and '.join(missing)}: set the workspace id and the Data API key "
                 "(MoEngage dashboard: Settings -> Account -> APIs -> Data API Settings)"
             )
+        # Whatever is set is checked, even when it is not required (a dry run).
+        if api_key.strip():
+            check_header_value("MOENGAGE_API_KEY", api_key, secret=True)
+        if workspace_id:
+            check_header_value("MOENGAGE_WORKSPACE_ID", workspace_id, secret=False)
         base_url = base_url_from_env(env, required=require_credentials)
+        max_body_bytes = _positive_int(env, "MOENGAGE_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)
+        if max_body_bytes > MOENGAGE_BODY_LIMIT_BYTES:
+            raise SettingsError(
+                f"MOENGAGE_MAX_BODY_BYTES = {max_body_bytes}: above MoEngage's limit of "
+                f"{MOENGAGE_BODY_LIMIT_BYTES} bytes (128 KB) per request, which it would refuse "
+                f"(HTTP 413); set it to {MOENGAGE_BODY_LIMIT_BYTES} or less, or unset it for the "
+                f"default of {DEFAULT_MAX_BODY_BYTES}"
+            )
         return cls(
             workspace_id=workspace_id,
             api_key=Secret(api_key),
@@ -118,10 +140,14 @@ class MoEngageSettings:
             rate_limit_per_min=_positive_int(
                 env, "MOENGAGE_RATE_LIMIT_PER_MIN", DEFAULT_RATE_LIMIT_PER_MIN
             ),
-            max_body_bytes=_positive_int(env, "MOENGAGE_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+            max_body_bytes=max_body_bytes,
             max_in_flight=_positive_int(env, "MOENGAGE_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT),
             timeout_seconds=_positive_float(env, "MOENGAGE_TIMEOUT_SECONDS", 60.0),
+            request_deadline_seconds=_positive_float(
+                env, "MOENGAGE_REQUEST_DEADLINE_SECONDS", 120.0
+            ),
             max_attempts=_positive_int(env, "MOENGAGE_MAX_ATTEMPTS", 8),
+            retry_budget_seconds=_positive_float(env, "MOENGAGE_RETRY_BUDGET_SECONDS", 600.0),
             backoff_initial=_positive_float(env, "MOENGAGE_RETRY_INITIAL_SECONDS", 1.0),
             backoff_max=_positive_float(env, "MOENGAGE_RETRY_MAX_SECONDS", 60.0),
             lock_wait_seconds=_positive_float(env, "MOENGAGE_LOCK_WAIT_SECONDS", 300.0),
@@ -235,6 +261,42 @@ def check_base_url(url: str) -> None:
             f"MOENGAGE_BASE_URL = {url!r}: plain http:// is only allowed to a loopback address "
             "(127.0.0.1, localhost, ::1), because credentials would travel in clear; use https://"
         )
+
+
+def check_header_value(name: str, value: str, secret: bool) -> None:
+    """Refuse a value that cannot go in an HTTP header, naming what is wrong but not the value.
+
+    The key travels in Basic auth (Latin-1) and the workspace id also in MOE-APPKEY: only
+    printable Latin-1 fits. Neither is echoed: the key is secret, and the workspace id is
+    kept out too, so that the rule is the same for both.
+    """
+    what = "the API key" if secret else "the workspace id"
+    if value != value.strip():
+        raise SettingsError(
+            f"{name} starts or ends with whitespace (a space, tab or line break): remove it; "
+            f"it is almost always left over from copying {what}"
+        )
+    for position, char in enumerate(value, start=1):
+        if ord(char) <= 0xFF and char.isprintable():
+            continue
+        raise SettingsError(
+            f"{name} has {_character_kind(char)} (U+{ord(char):04X}) at character {position} "
+            f"of {len(value)}; HTTP headers take printable Latin-1 only: copy {what} again "
+            "from the MoEngage dashboard (Settings -> Account -> APIs -> Data API Settings) "
+            "and paste it as plain text"
+        )
+
+
+def _character_kind(char: str) -> str:
+    """What sort of character is wrong, in words a user can act on."""
+    category = unicodedata.category(char)
+    if category == "Cc":
+        return "a control character (such as a line break, tab or DEL)"
+    if category == "Cf":
+        return "an invisible formatting character (such as a zero-width space)"
+    if category.startswith("Z"):
+        return "a non-standard space (such as a non-breaking space)"
+    return "a character outside Latin-1 (such as a typographic dash or quote)"
 
 
 def _is_loopback(host: str) -> bool:

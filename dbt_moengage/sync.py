@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +28,7 @@ from .errors import (
     CohortError,
     CohortSpecError,
     ConfigError,
+    Interrupted,
     MoEngageSyncError,
     SettingsError,
     TransientError,
@@ -36,7 +37,17 @@ from .errors import (
 from .manifest import Manifest, build_outcome, load_manifest, load_run_results
 from .packing import ADD, REMOVE, Body, BodyPacker
 from .progress import Progress
-from .report import DRY_RUN, FAILED, GUARDED, INVALID, SKIPPED, SYNCED, CohortResult, RunReport
+from .report import (
+    DRY_RUN,
+    FAILED,
+    GUARDED,
+    INTERRUPTED,
+    INVALID,
+    SKIPPED,
+    SYNCED,
+    CohortResult,
+    RunReport,
+)
 from .selection import resolve as resolve_selection
 from .settings import MoEngageSettings, data_center_warning
 from .warehouse import (
@@ -85,9 +96,16 @@ class SyncOptions:
         return self.project_dir / "target"
 
 
-def run_sync(options: SyncOptions, progress: Progress | None = None) -> RunReport:
-    """Sync every selected cohort; config problems raise ConfigError before any request."""
+def run_sync(
+    options: SyncOptions, progress: Progress | None = None, stop: threading.Event | None = None
+) -> RunReport:
+    """Sync every selected cohort; config problems raise ConfigError before any request.
+
+    Once `stop` is set (SIGINT, SIGTERM), no new request or cohort starts; requests in
+    flight finish within their deadline and are recorded; the rest is `interrupted`.
+    """
     progress = progress or Progress()
+    stop = stop or threading.Event()
     report = RunReport(run_id=uuid.uuid4().hex, started_at=_now(), dry_run=options.dry_run)
     manifest = load_manifest(options.target_dir)
     discovery = discover_cohorts(options, manifest, settle=False)
@@ -157,13 +175,23 @@ def run_sync(options: SyncOptions, progress: Progress | None = None) -> RunRepor
                     options,
                     report.run_id,
                     progress,
+                    stop,
                 )
                 for destination, group in groups.items()
             ]
+            _wait_awake(jobs)
             done = {r.model: r for job in jobs for r in job.result()}
         report.results.extend(done[spec.model] for spec in specs)
     report.finished_at = _now()
     return report
+
+
+def _wait_awake(jobs: list[Future[list[CohortResult]]]) -> None:
+    """Wait for the destinations in short slices: a signal may be delivered to any thread,
+    and the main thread runs Python's signal handlers only between waits."""
+    pending = set(jobs)
+    while pending:
+        _, pending = wait(pending, timeout=0.2)
 
 
 def _ownership(
@@ -184,13 +212,21 @@ def _sync_destination(
     options: SyncOptions,
     run_id: str,
     progress: Progress,
+    stop: threading.Event,
 ) -> list[CohortResult]:
     """The cohorts of one destination, in order, through one client and its pacer."""
     results: list[CohortResult] = []
-    client = None if options.dry_run else MoEngageClient(settings)
+
+    client = None
+    if not options.dry_run:
+        client = MoEngageClient(settings, stop=stop, on_wait=progress.waiting)
     try:
         fatal: WorkspaceFatal | None = None
         for spec in specs:
+            if stop.is_set():
+                results.append(_result(spec, INTERRUPTED, "not started: the run was interrupted"))
+                progress.cohort_finished(results[-1])
+                continue
             if fatal is not None:
                 error = f"not sent: the destination failed for every cohort ({fatal})"
                 results.append(_result(spec, SKIPPED, error))
@@ -323,6 +359,8 @@ class CohortSync:
         except WorkspaceFatal as exc:
             self.fatal = exc
             self.result.error = str(exc)
+        except Interrupted as exc:
+            self.result.status, self.result.error = INTERRUPTED, str(exc)
         except (CohortError, TransientError) as exc:
             self.result.error = str(exc)
         self._tally(adds, removes)
@@ -355,6 +393,10 @@ class CohortSync:
                 return
             self._send(full_refresh, adds, removes)
             self.result.status = SYNCED
+        except Interrupted as exc:
+            # Marked here, so the run row says how it ended (not 'running' forever).
+            self.result.status, self.result.error = INTERRUPTED, str(exc)
+            raise
         except MoEngageSyncError as exc:
             self.result.error = str(exc)
             raise

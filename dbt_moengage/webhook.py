@@ -37,10 +37,9 @@ from urllib.parse import quote, urlsplit
 
 import click
 import requests
-from rich.text import Text
 
 from .errors import MoEngageSyncError, SettingsError
-from .progress import Progress, result_line
+from .progress import Progress, result_text
 from .report import CohortResult, RunReport
 from .settings import Secret, _is_loopback
 from .sync import SyncOptions, run_sync
@@ -505,7 +504,7 @@ class LogProgress(Progress):
 
     def cohort_finished(self, result: CohortResult) -> None:
         """One line per cohort, as `dbt-moengage sync` prints it."""
-        log.info("%s %s", self.prefix, Text.from_markup(result_line(result)).plain)
+        log.info("%s %s", self.prefix, result_text(result).plain)
 
 
 def summary_line(outcome: RunOutcome) -> str:

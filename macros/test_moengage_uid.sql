@@ -9,7 +9,8 @@
       - padded: whitespace at either end ('a ' can never match user 'a'; the runner drops it),
       - duplicated (compared exactly, as MoEngage compares uids),
       - longer than `max_length` characters, when `max_length` is given.
-    The uid is cast to text with dbt.type_string() first, so integer uid columns work too.
+    The uid is cast to text first (moengage_uid_text), so integer uid columns work too,
+    and compared as exact bytes whatever the column's collation.
     A row that breaks more than one rule comes back once per rule; `failure_reason` says which.
 
         models:
@@ -40,7 +41,7 @@
 
 with uids as (
 
-    select cast({{ column_name }} as {{ dbt.type_string() }}) as uid_value
+    select {{ moengage.moengage_uid_text(column_name) }} as uid_value
     from {{ model }}
 
 ),

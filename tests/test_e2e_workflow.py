@@ -284,6 +284,20 @@ def test_build_then_sync_what_built(project_copy: Path, emulator: Emulator) -> N
     assert emulator.members("high_value_users")
 
 
+def test_build_json_keeps_stdout_for_events(project_copy: Path, emulator: Emulator) -> None:
+    # An orchestrator reads stdout as the event stream: dbt's own lines go to stderr.
+    args = build_args(project_copy, "--log-format", "json", "--exclude", "recently_active")
+    done = run_cli(args, build_env(project_copy, emulator))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert events and events[-1]["event"] == "summary" and events[-1]["exit_code"] == 0
+    finished = {e["model"]: e["status"] for e in events if e["event"] == "cohort_finished"}
+    assert finished["high_value_users"] == "synced"
+    # Left out of this dbt invocation: listed, skipped, not a failure.
+    assert finished["recently_active"] == "skipped"
+    assert "Completed successfully" in done.stderr or "PASS" in done.stderr
+
+
 def test_build_skips_cohorts_whose_model_or_test_failed(
     project_copy: Path, emulator: Emulator
 ) -> None:

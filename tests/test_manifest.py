@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 
 from dbt_moengage.errors import ConfigError, ManifestError
-from dbt_moengage.manifest import Manifest, ModelNode, load_manifest
+from dbt_moengage.manifest import (
+    BuildOutcome,
+    Manifest,
+    ModelNode,
+    build_outcome,
+    load_manifest,
+)
 
 V12 = "https://schemas.getdbt.com/dbt/manifest/v12.json"
 
@@ -253,3 +259,112 @@ def test_cohort_nodes_are_in_stable_unique_id_order(tmp_path: Path) -> None:
     # The generator can be walked again and gives the same answer.
     manifest = load_manifest(tmp_path / "target")
     assert [n.name for n in manifest.cohort_nodes()] == sorted(names)
+
+
+# -- nodes of the wrong shape ---------------------------------------------------------------
+
+BROKEN_ID = "model.shop.broken"
+
+
+def _broken(**changes: Any) -> dict[str, Any]:
+    """A cohort model node with `changes` applied."""
+    base = node("broken", config_meta={"moengage": {"cohort_name": ".Broken"}})
+    return {**base, **changes}
+
+
+@pytest.mark.parametrize(
+    ("broken", "problem"),
+    [
+        (["model", "broken"], "is an array, not an object"),
+        ("model.shop.broken", "is a string, not an object"),
+        (7, "is a number, not an object"),
+        (None, "is null, not an object"),
+        (_broken(config=["table"]), "`config` is an array, not an object"),
+        (_broken(config="table"), "`config` is a string, not an object"),
+        (_broken(config={"meta": ["moengage"]}), "`config.meta` is an array, not an object"),
+        (_broken(config={"meta": "moengage"}), "`config.meta` is a string, not an object"),
+        (_broken(meta=["moengage"]), "`meta` is an array, not an object"),
+        (_broken(meta=True), "`meta` is a boolean, not an object"),
+        (_broken(columns=["uid"]), "`columns` is an array, not an object"),
+        (_broken(tags="audience"), "`tags` is a string, not an array"),
+        (_broken(depends_on=["model.shop.a"]), "`depends_on` is an array, not an object"),
+        (_broken(depends_on={"nodes": "model.shop.a"}), "`depends_on.nodes` is a string"),
+    ],
+)
+def test_a_node_of_the_wrong_shape_is_named_with_the_fix(
+    tmp_path: Path, broken: object, problem: str
+) -> None:
+    nodes = {
+        "model.shop.buyers": node("buyers", config_meta={"moengage": {"cohort_name": ".B"}}),
+        BROKEN_ID: broken,
+    }
+    manifest = load_manifest(write(tmp_path / "target", manifest_dict(nodes)))  # type: ignore[arg-type]
+    calls = {
+        "cohort_nodes": lambda: list(manifest.cohort_nodes()),
+        "near_misses": manifest.near_misses,
+        "build_outcome": lambda: build_outcome(
+            manifest, "model.shop.buyers", {"model.shop.buyers": "success"}
+        ),
+    }
+    for call in calls.values():
+        with pytest.raises(ManifestError) as info:
+            call()
+        message = str(info.value)
+        assert message.startswith(f"{manifest.path}: node '{BROKEN_ID}'")
+        assert problem in message
+        assert "re-run `dbt parse`" in message
+
+
+def test_nodes_left_null_are_not_set(tmp_path: Path) -> None:
+    nodes = {
+        BROKEN_ID: _broken(
+            config={"meta": None}, meta=None, columns=None, tags=None, depends_on=None
+        ),
+        "test.shop.t": {"resource_type": "test", "name": "t", "depends_on": {"nodes": None}},
+    }
+    manifest = load_manifest(write(tmp_path / "target", manifest_dict(nodes)))
+    assert list(manifest.cohort_nodes()) == []
+    assert manifest.near_misses() == []
+    statuses = {BROKEN_ID: "success", "test.shop.t": "fail"}
+    assert build_outcome(manifest, BROKEN_ID, statuses) == BuildOutcome(True, "built")
+
+
+def test_a_manifest_built_by_hand_without_nodes_is_refused() -> None:
+    manifest = Manifest(path=Path("target/manifest.json"), data={"nodes": ["model.shop.a"]})
+    with pytest.raises(ManifestError, match="not a dbt manifest"):
+        list(manifest.cohort_nodes())
+
+
+def test_build_outcome_finds_a_failed_test_by_attached_node_or_dependency(tmp_path: Path) -> None:
+    model_id = "model.shop.buyers"
+    nodes: dict[str, Any] = {
+        model_id: node("buyers", config_meta={"moengage": {"cohort_name": ".B"}}),
+        "test.shop.attached": {
+            "resource_type": "test",
+            "name": "unique_buyers_uid",
+            "attached_node": model_id,
+        },
+        "test.shop.depends": {
+            "resource_type": "test",
+            "name": "rel_buyers",
+            "attached_node": None,
+            "depends_on": {"nodes": ["model.shop.other", model_id]},
+        },
+        "test.shop.elsewhere": {
+            "resource_type": "test",
+            "name": "other_test",
+            "attached_node": "model.shop.other",
+            "depends_on": {"nodes": [model_id]},
+        },
+    }
+    manifest = load_manifest(write(tmp_path / "target", manifest_dict(nodes)))
+    passed = {model_id: "success", "test.shop.attached": "pass", "test.shop.depends": "warn"}
+    assert build_outcome(manifest, model_id, passed).built
+    # A test attached to another model does not count, whatever it depends on.
+    assert build_outcome(manifest, model_id, {**passed, "test.shop.elsewhere": "fail"}).built
+    failed = build_outcome(manifest, model_id, {**passed, "test.shop.depends": "fail"})
+    assert failed == BuildOutcome(False, "test rel_buyers on its model ended 'fail' in dbt")
+    assert build_outcome(manifest, model_id, {}) == BuildOutcome(
+        False, "not built in this dbt invocation", selected=False
+    )
+    assert not build_outcome(manifest, model_id, {model_id: "error"}).built

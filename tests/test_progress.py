@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 from dataclasses import fields
 from datetime import datetime, timedelta
@@ -18,7 +19,7 @@ from dbt_moengage.progress import (
     RichProgress,
     make_progress,
 )
-from dbt_moengage.report import FAILED, SYNCED, CohortResult
+from dbt_moengage.report import DRY_RUN, FAILED, SYNCED, CohortResult
 
 LIMIT = 300
 ADD, REMOVE = "add_members", "remove_members"
@@ -240,3 +241,115 @@ def test_make_progress_json_writes_to_the_console_stream() -> None:
     progress = make_progress("json", Console(file=out), LIMIT)
     progress.message("hello")
     assert json.loads(out.getvalue())["text"] == "hello"
+
+
+# -- outside text is never markup -----------------------------------------------------------
+
+# Closing tags that match nothing, style tags, uid-like brackets, an emoji code and a
+# trailing backslash (a Windows path): each is text to show as is.
+ODD_TEXT = ("[/x]", "[bold]", "[uid-1]", ":smile:", "C:\\dbt\\")
+
+
+def _odd(prefix: str) -> str:
+    return prefix + " " + " ".join(ODD_TEXT)
+
+
+def _odd_results() -> list[CohortResult]:
+    """A cohort of each end status whose model, cohort id and error are odd outside text."""
+    results = []
+    for status in (SYNCED, DRY_RUN, FAILED):
+        result = _result(_odd(f"model_{status}"), planned_add=1_000)
+        result.cohort_id, result.status = _odd(f"cohort_{status}"), status
+        result.error = _odd("MoEngage said") if status == FAILED else None
+        results.append(result)
+    return results
+
+
+def _drive_odd(progress: Progress, clock: FakeClock) -> list[CohortResult]:
+    """Every event, each carrying odd outside text."""
+    progress.message(_odd("model m [my_model] sends to https://example.com/[x]"))
+    progress.problem(_odd("model 'bad': cohort_id"))
+    results = _odd_results()
+    for result in results:
+        progress.cohort_started(result)
+        clock.now += 20.0
+        progress.sent(result, ADD, 500)
+        progress.cohort_finished(result)
+    return results
+
+
+def _expected_odd_text(results: list[CohortResult]) -> list[str]:
+    return [
+        _odd("model m [my_model] sends to https://example.com/[x]"),
+        "invalid cohort " + _odd("model 'bad': cohort_id"),
+        *(f"{r.model} -> {r.cohort_id}" for r in results),
+        f"failed {results[2].model}: {results[2].error}",
+    ]
+
+
+@pytest.mark.parametrize("renderer", [LinePrinter, RichProgress])
+def test_outside_text_shows_verbatim_and_never_raises(renderer: type[Progress]) -> None:
+    out = io.StringIO()
+    console = Console(
+        file=out, color_system=None, width=400, force_terminal=renderer is RichProgress
+    )
+    clock = FakeClock()
+    progress = renderer(console, LIMIT, clock=clock)  # type: ignore[call-arg]
+    with progress:
+        results = _drive_odd(progress, clock)
+    text = ANSI.sub("", out.getvalue())
+    for expected in _expected_odd_text(results):
+        assert expected in text
+    if renderer is LinePrinter:
+        assert f"dry run {results[1].model} -> {results[1].cohort_id}: would add" in text
+        assert f"synced {results[0].model} -> {results[0].cohort_id}: added" in text
+    assert "😄" not in text
+
+
+def test_status_words_keep_their_colour_around_outside_text() -> None:
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, color_system="standard", width=400)
+    printer = LinePrinter(console, LIMIT, clock=FakeClock())
+    synced, _, failed = _odd_results()
+    printer.problem(_odd("bad"))
+    printer.cohort_finished(synced)
+    printer.cohort_finished(failed)
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("\x1b[31minvalid cohort\x1b[0m ")
+    assert lines[1].startswith("\x1b[32msynced\x1b[0m ")
+    assert lines[2].startswith("\x1b[31mfailed\x1b[0m ")
+    # The outside text itself carries no style: no escape code after the status word.
+    for line in lines:
+        assert "\x1b" not in line.split("\x1b[0m", 1)[1]
+        assert " ".join(ODD_TEXT) in line
+
+
+def test_json_progress_keeps_outside_text_as_is() -> None:
+    out = io.StringIO()
+    clock = FakeClock()
+    results = _drive_odd(JsonProgress(out, LIMIT, clock=clock), clock)
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert events[0]["text"] == _odd("model m [my_model] sends to https://example.com/[x]")
+    assert events[1]["error"] == _odd("model 'bad': cohort_id")
+    finished = [e for e in events if e["event"] == "cohort_finished"]
+    assert [(e["model"], e["cohort_id"]) for e in finished] == [
+        (r.model, r.cohort_id) for r in results
+    ]
+    assert finished[2]["error"] == results[2].error
+
+
+def test_webhook_log_lines_keep_outside_text_as_is(caplog: pytest.LogCaptureFixture) -> None:
+    from dbt_moengage.webhook import LogProgress
+
+    caplog.set_level(logging.INFO, logger="dbt_moengage.webhook")
+    progress = LogProgress("9301")
+    synced, dry_run, failed = _odd_results()
+    for result in (synced, dry_run, failed):
+        progress.cohort_finished(result)
+    progress.problem(_odd("bad"))
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages[0].startswith(f"dbt Cloud run 9301: synced {synced.model} -> ")
+    assert f"{synced.model} -> {synced.cohort_id}: added" in messages[0]
+    assert f"dry run {dry_run.model} -> {dry_run.cohort_id}: would add" in messages[1]
+    assert messages[2] == f"dbt Cloud run 9301: failed {failed.model}: {failed.error}"
+    assert messages[3] == "dbt Cloud run 9301: invalid cohort " + _odd("bad")

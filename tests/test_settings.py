@@ -374,3 +374,137 @@ def test_named_destination_never_borrows_default_credentials() -> None:
 def test_destination_names_are_checked() -> None:
     with pytest.raises(SettingsError, match="letters, digits and _"):
         MoEngageSettings.from_env({}, destination="eu-west")
+
+
+# -- credentials that cannot go in an HTTP header -------------------------------------------
+
+# A key with no word in it, so that no piece of it can turn up in a message by chance.
+ODD_KEY_PARTS = ("Q7xK2mZp", "9WvR4tLs")
+
+
+def _without_any_part_of(message: str, value: str) -> None:
+    """No 4-character run of `value` (nor the character at fault) is in `message`."""
+    for start in range(len(value) - 3):
+        assert value[start : start + 4] not in message, value[start : start + 4]
+    for char in value:
+        if char != " " and not (char.isascii() and char.isalnum()):
+            assert char not in message
+
+
+@pytest.mark.parametrize(
+    ("char", "kind"),
+    [
+        ("\u2014", "outside Latin-1"),  # an em dash pasted from a web page
+        ("\u2019", "outside Latin-1"),  # a typographic apostrophe
+        ("\u200b", "zero-width space"),
+        ("\ufeff", "invisible formatting character"),  # a byte order mark
+        ("\u00a0", "non-standard space"),
+        ("\u00ad", "invisible formatting character"),  # a soft hyphen, Latin-1 but unseen
+        ("\n", "control character"),
+        ("\r", "control character"),
+        ("\t", "control character"),
+        ("\x00", "control character"),
+        ("\x7f", "control character"),  # DEL
+        ("\x85", "control character"),  # a C1 control, inside Latin-1
+    ],
+)
+@pytest.mark.parametrize("name", ["MOENGAGE_API_KEY", "MOENGAGE_WORKSPACE_ID"])
+def test_a_character_no_header_can_carry_is_refused_without_the_value(
+    char: str, kind: str, name: str
+) -> None:
+    value = ODD_KEY_PARTS[0] + char + ODD_KEY_PARTS[1]
+    message = refused(env(**{name: value}))
+    assert message.startswith(f"{name} has ")
+    assert kind in message
+    assert f"U+{ord(char):04X}" in message
+    assert f"at character {len(ODD_KEY_PARTS[0]) + 1} of {len(value)}" in message
+    assert "printable Latin-1" in message
+    _without_any_part_of(message, value)
+
+
+@pytest.mark.parametrize("value", [" " + "".join(ODD_KEY_PARTS), "".join(ODD_KEY_PARTS) + "\n"])
+def test_an_api_key_with_surrounding_whitespace_is_refused_with_a_hint(value: str) -> None:
+    message = refused(env(MOENGAGE_API_KEY=value))
+    assert message.startswith("MOENGAGE_API_KEY starts or ends with whitespace")
+    assert "copying the API key" in message
+    _without_any_part_of(message, value)
+
+
+def test_a_blank_api_key_is_missing() -> None:
+    assert refused(env(MOENGAGE_API_KEY="  \n")).startswith("missing MOENGAGE_API_KEY")
+
+
+def test_printable_latin1_credentials_are_accepted() -> None:
+    # Every printable Latin-1 character, inside the value; spaces only within it.
+    printable = "".join(chr(c) for c in range(0x100) if chr(c).isprintable())
+    settings = MoEngageSettings.from_env(
+        env(MOENGAGE_API_KEY="k" + printable + "k", MOENGAGE_WORKSPACE_ID="W é ÿ")
+    )
+    assert settings.api_key.reveal() == "k" + printable + "k"
+    assert settings.workspace_id == "W é ÿ"
+
+
+def test_whatever_from_env_accepts_goes_in_the_requests_headers() -> None:
+    """Each character up to U+02FF, and a few more: refused, or fit for the client's headers."""
+    import http.client
+
+    import requests
+
+    for code in [*range(0x300), 0x2014, 0x200B, 0x2028, 0xFEFF, 0x1F600]:
+        key = workspace = f"ab{chr(code)}cd"
+        try:
+            settings = MoEngageSettings.from_env(
+                env(MOENGAGE_API_KEY=key, MOENGAGE_WORKSPACE_ID=workspace)
+            )
+        except SettingsError:
+            continue
+        request = requests.Request(
+            "POST",
+            "http://127.0.0.1:9/",
+            headers={"MOE-APPKEY": settings.workspace_id},
+            auth=(settings.workspace_id, settings.api_key.reveal()),
+        ).prepare()
+        for header in ("MOE-APPKEY", "Authorization"):
+            raw = request.headers[header].encode("latin-1")
+            assert not http.client._is_illegal_header_value(raw), hex(code)  # type: ignore[attr-defined]
+
+
+def test_credentials_set_for_a_dry_run_are_still_checked() -> None:
+    with pytest.raises(SettingsError, match="MOENGAGE_API_KEY has a control character"):
+        MoEngageSettings.from_env(
+            {"MOENGAGE_DATA_CENTER": "01", "MOENGAGE_API_KEY": "ab\ncd"},
+            require_credentials=False,
+        )
+
+
+def test_a_destination_key_is_named_with_its_destination() -> None:
+    value = ODD_KEY_PARTS[0] + "\u200b" + ODD_KEY_PARTS[1]
+    environ = {
+        **env(),
+        "MOENGAGE_EU_WORKSPACE_ID": "WS_EU",
+        "MOENGAGE_EU_API_KEY": value,
+        "MOENGAGE_EU_DATA_CENTER": "02",
+    }
+    with pytest.raises(SettingsError) as caught:
+        MoEngageSettings.from_env(environ, destination="eu")
+    message = str(caught.value)
+    assert message.startswith("destination 'eu': MOENGAGE_EU_API_KEY has an invisible")
+    assert "MOENGAGE_API_KEY" not in message
+    _without_any_part_of(message, value)
+
+
+# -- MoEngage's body limit ------------------------------------------------------------------
+
+
+def test_max_body_bytes_up_to_moengages_limit() -> None:
+    assert MoEngageSettings.from_env(env(MOENGAGE_MAX_BODY_BYTES="131072")).max_body_bytes == (
+        131_072
+    )
+
+
+@pytest.mark.parametrize("raw", ["131073", "200000", " 1000000 "])
+def test_max_body_bytes_above_moengages_limit_is_refused(raw: str) -> None:
+    message = refused(env(MOENGAGE_MAX_BODY_BYTES=raw))
+    assert message.startswith(f"MOENGAGE_MAX_BODY_BYTES = {raw.strip()}: above")
+    assert "limit of 131072 bytes (128 KB)" in message
+    assert "set it to 131072 or less" in message

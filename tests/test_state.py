@@ -191,6 +191,25 @@ def test_rename_members_are_a_few_current_members(db: Path, ready: DuckDBWarehou
     assert set(chosen) <= set(uids[:-5])
 
 
+def test_resends_and_renames_match_members_exactly_on_a_collated_column(
+    db: Path, ready: DuckDBWarehouse
+) -> None:
+    # 'Abc' is in the model; the state holds 'abc' and 'ABC', which left it. A case-blind
+    # join would re-send them both, as if they were still members.
+    sql(ready, "create table main.ci (uid varchar collate nocase)")
+    sql(ready, "insert into main.ci values ('Abc')")
+    cohort = spec(db, relation_name=f'"{db.stem}"."main"."ci"', resend_after=0)
+    ready.record_added(cohort, EMULATOR, ["abc", "ABC"], "run-1")
+    assert delta(ready, cohort, RESEND) == []
+    assert delta(ready, cohort, RENAME) == []
+    assert delta(ready, cohort, ADD) == ["Abc"]
+    assert delta(ready, cohort, REMOVE) == ["ABC", "abc"]
+    plan = ready.plan(cohort, EMULATOR, False)
+    assert (plan.distinct, plan.to_add, plan.to_resend, plan.to_remove) == (1, 1, 0, 2)
+    ready.record_added(cohort, EMULATOR, ["Abc"], "run-2")
+    assert delta(ready, cohort, RESEND) == delta(ready, cohort, RENAME) == ["Abc"]
+
+
 # -- the endpoint key ----------------------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ import duckdb
 import pytest
 
 from dbt_moengage.cohorts import CohortSpec
-from dbt_moengage.errors import WarehouseError
+from dbt_moengage.errors import ProfileError, WarehouseError
 from dbt_moengage.warehouse.base import (
     ADD,
     REMOVE,
@@ -29,6 +29,7 @@ from dbt_moengage.warehouse.base import (
 )
 from dbt_moengage.warehouse.duckdb import DuckDBWarehouse
 from dbt_moengage.warehouse.profiles import ProfileTarget
+from dbt_moengage.warehouse.redact import ERROR_CHARS
 from dbt_moengage.warehouse.schema import LOCKS, MEMBERS, RUNS, STATE_TABLES, StateKey
 
 WS = "WS_UNIT"
@@ -381,6 +382,71 @@ def test_uids_are_compared_exactly(db: Path, ready: DuckDBWarehouse) -> None:
     assert sorted(state(ready)) == sorted(["ab", "é", *odd[1:]])
 
 
+# -- collated columns ------------------------------------------------------------------------
+# MoEngage compares uids as exact bytes. A column declared with a collation (DuckDB's
+# `describe` still says VARCHAR) must not fold 'abc', 'ABC' and 'Abc' into one member.
+
+CASE_VARIANTS = ["abc", "ABC", "Abc"]
+
+
+def collated(warehouse: DuckDBWarehouse, uids: Sequence[str], collation: str = "nocase") -> str:
+    """A table main.ci whose uid column carries `collation`, holding `uids`; its name."""
+    sql(warehouse, f"create table main.ci (uid varchar collate {collation})")
+    insert(warehouse, uids, table="ci")
+    return "ci"
+
+
+def test_a_collated_column_is_still_plain_text(db: Path, warehouse: DuckDBWarehouse) -> None:
+    collated(warehouse, CASE_VARIANTS)
+    assert warehouse.check_uid_column(spec(db, "ci")) == UidColumn("uid", "VARCHAR")
+
+
+def test_case_variants_of_a_nocase_column_are_distinct_uids(
+    db: Path, ready: DuckDBWarehouse
+) -> None:
+    cohort = spec(db, collated(ready, [*CASE_VARIANTS, "abc", " abc", "ABC "]))
+    assert stats_with_distinct(ready, cohort) == Counted(
+        rows=6, nulls=0, empties=0, distinct=3, padded=2
+    )
+    assert plan(ready, cohort) == (3, 3, 0, 0)
+    assert delta_uids(ready, cohort, ADD) == sorted(CASE_VARIANTS)
+
+
+def test_accent_and_case_variants_of_a_noaccent_column_are_distinct(
+    db: Path, ready: DuckDBWarehouse
+) -> None:
+    variants = ["é", "É", "e", "E", "e\u0301"]
+    cohort = spec(db, collated(ready, variants, "noaccent.nocase"))
+    assert plan(ready, cohort) == (5, 5, 0, 0)
+    assert delta_uids(ready, cohort, ADD) == sorted(variants)
+
+
+def test_the_state_anti_join_is_exact_on_a_collated_column(
+    db: Path, ready: DuckDBWarehouse
+) -> None:
+    cohort = spec(db, collated(ready, CASE_VARIANTS))
+    ready.record_added(cohort, KEY, ["abc"], "run-1")
+    assert delta_uids(ready, cohort, ADD) == ["ABC", "Abc"]
+    assert plan(ready, cohort) == (3, 2, 0, 1)
+    for batch in ready.stream_delta(cohort, KEY, ADD):
+        ready.record_added(cohort, KEY, batch, "run-1")
+    assert state(ready) == sorted(CASE_VARIANTS)
+    assert plan(ready, cohort) == (3, 0, 0, 3)
+
+
+def test_mirror_removal_of_a_case_variant_keeps_the_others(
+    db: Path, ready: DuckDBWarehouse
+) -> None:
+    cohort = replace(spec(db, collated(ready, CASE_VARIANTS)), mode="mirror")
+    ready.record_added(cohort, KEY, CASE_VARIANTS, "run-1")
+    sql(ready, "delete from main.ci where uid collate \"binary\" = 'ABC'")
+    assert plan(ready, cohort) == (2, 0, 1, 2)
+    assert delta_uids(ready, cohort, REMOVE) == ["ABC"]
+    ready.record_removed(cohort, KEY, delta_uids(ready, cohort, REMOVE))
+    assert state(ready) == ["Abc", "abc"]
+    assert plan(ready, cohort) == (2, 0, 0, 2)
+
+
 def test_stream_delta_batches(db: Path, ready: DuckDBWarehouse) -> None:
     cohort = spec(db)
     insert(ready, [f"u{i:03d}" for i in range(25)])
@@ -449,6 +515,79 @@ def test_out_of_memory_says_how_to_raise_the_cap(db: Path) -> None:
     assert "memory_limit = 8MB" in text and "MOENGAGE_DUCKDB_MEMORY_LIMIT" in text
 
 
+# -- paths with secrets ----------------------------------------------------------------------
+# dbt-duckdb users write `path: "md:analytics?motherduck_token={{ env_var(...) }}"`.
+
+TOKEN = "eyJhbGciOiJIUzI1NiJ9.c2VjcmV0LXRva2Vu.sig-never-shown"
+
+
+def refusal(db: Path, path: str) -> str:
+    """The message from_profile refuses a target whose `path` is `path` with."""
+    with pytest.raises(ProfileError) as caught:
+        DuckDBWarehouse.from_profile(profile_target(db, path=path), db.parent)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"md:analytics?motherduck_token={TOKEN}",
+        f"MD:analytics?motherduck_token={TOKEN}&saas_mode=true",
+        f"md:?motherduck_token={TOKEN}",
+        f"motherduck:analytics?motherduck_token={TOKEN}",
+    ],
+)
+def test_motherduck_paths_are_refused_without_the_token(db: Path, path: str) -> None:
+    text = refusal(db, path)
+    assert TOKEN not in text and "motherduck_token=***" in text
+    assert "profile 'unit' target 'dev'" in text and "MotherDuck" in text
+    assert "local .duckdb file" in text and "wait for MotherDuck support" in text
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/no/such/folder/aud.duckdb?motherduck_token={TOKEN}",
+        f"missing.duckdb?motherduck_token={TOKEN}",
+        f":memory:?motherduck_token={TOKEN}",
+        f":memory:scratch?motherduck_token={TOKEN}",
+    ],
+)
+def test_other_refused_paths_never_show_the_token(db: Path, path: str) -> None:
+    text = refusal(db, path)
+    assert TOKEN not in text and "motherduck_token=***" in text
+    assert "profile 'unit' target 'dev'" in text
+
+
+def test_in_memory_paths_are_refused(db: Path) -> None:
+    for path in (":memory:", ""):
+        assert "in-memory database" in refusal(db, path)
+
+
+def test_a_file_duckdb_cannot_open_is_shown_without_the_token(tmp_path: Path) -> None:
+    # A folder where a database file should be: DuckDB's own error echoes the path.
+    folder = tmp_path / f"aud.duckdb?motherduck_token={TOKEN}"
+    folder.mkdir()
+    with pytest.raises(ProfileError) as caught:
+        DuckDBWarehouse.from_profile(profile_target(folder), tmp_path)
+    text = str(caught.value)
+    assert "cannot open DuckDB database" in text
+    assert TOKEN not in text and "motherduck_token=***" in text
+
+
+def test_the_database_path_is_shown_without_the_token(tmp_path: Path) -> None:
+    path = tmp_path / f"aud.duckdb?motherduck_token={TOKEN}"
+    with duckdb.connect(str(path)) as conn:
+        conn.execute("create table main.aud (uid varchar)")
+    with DuckDBWarehouse.from_profile(profile_target(path), tmp_path) as opened:
+        missing = replace(spec(path), relation_name='"nope"."main"."aud"')
+        with pytest.raises(WarehouseError) as caught:
+            opened.check_uid_column(missing)
+        assert TOKEN not in str(caught.value) and "motherduck_token=***" in str(caught.value)
+        failed = opened.explain(duckdb.IOException(f'Cannot open file "{path}": denied'))
+        assert TOKEN not in failed and "motherduck_token=***" in failed
+
+
 # -- save_run ------------------------------------------------------------------------------
 
 
@@ -477,6 +616,57 @@ def test_save_run_upserts_one_row(ready: DuckDBWarehouse) -> None:
     ready.save_run(replace(row, cohort_id="other_cohort"))
     ready.save_run(replace(row, run_id="run-2"))
     assert sql(ready, f"select count(*) from main.{RUNS}") == [(3,)]
+
+
+def run_row(**changes: Any) -> RunRow:
+    row = RunRow(
+        run_id="run-1",
+        endpoint=KEY.endpoint,
+        workspace_id=WS,
+        cohort_id="aud_cohort",
+        model="aud",
+        mode="add",
+        full_refresh=False,
+        started_at=utcnow(),
+        status="failed",
+    )
+    return replace(row, **changes)
+
+
+def stored_error(warehouse: DuckDBWarehouse) -> str:
+    ((error,),) = sql(warehouse, f"select error from main.{RUNS}")
+    return str(error)
+
+
+def test_save_run_caps_a_huge_error(ready: DuckDBWarehouse) -> None:
+    # A server's page of a megabyte, echoed in the error, must not fill the state.
+    huge = "HTTP 502: " + "x" * 1_000_000
+    row = run_row(error=huge)
+    ready.save_run(row)
+    stored = stored_error(ready)
+    assert len(stored) <= ERROR_CHARS and stored.startswith("HTTP 502: xxx")
+    assert stored.endswith("...")
+    assert row.error == huge  # the caller's row (and so the report) is left as it was
+
+
+def test_save_run_escapes_control_characters(ready: DuckDBWarehouse) -> None:
+    ready.save_run(run_row(error="HTTP 400:\x1b[31m red\x07\x00 bell\r\nline 2\tend\u202e"))
+    stored = stored_error(ready)
+    assert not any(c in stored for c in "\x1b\x07\x00\r\u202e")
+    assert "\\x1b[31m red\\x07\\x00 bell\\x0d\nline 2\tend\\u202e" in stored
+
+
+def test_save_run_never_stores_an_authorization_value(ready: DuckDBWarehouse) -> None:
+    error = (
+        "HTTP 400: echoed headers {'Authorization': 'Basic dXNlcjpwYXNz'} and "
+        "Bearer abc.def, then Authorization: Basic dXNlcjpwYXNz"
+    )
+    ready.save_run(run_row(error=error))
+    stored = stored_error(ready)
+    assert "dXNlcjpwYXNz" not in stored and "abc.def" not in stored
+    assert "'Authorization': 'Basic ***'" in stored and "Bearer ***" in stored
+    ready.save_run(run_row(error=None))
+    assert sql(ready, f"select error from main.{RUNS}") == [(None,)]
 
 
 # -- locks ---------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import snowflake.connector
 
 from dbt_moengage.cohorts import CohortSpec
 from dbt_moengage.errors import WarehouseError
-from dbt_moengage.warehouse.base import ADD, REMOVE, LockTimeout, UidColumn
+from dbt_moengage.warehouse.base import ADD, REMOVE, RENAME, RESEND, LockTimeout, UidColumn
 from dbt_moengage.warehouse.schema import STATE_TABLES, StateKey
 from dbt_moengage.warehouse.snowflake import SnowflakeWarehouse
 
@@ -109,6 +109,65 @@ def test_delta_streams_in_batches_and_checkpoints(warehouse: SnowflakeWarehouse)
     warehouse.record_added(spec, KEY, ['odd"uid', "x\\y"], "run-1")
     removed = sorted(u for b in warehouse.stream_delta(spec, KEY, REMOVE) for u in b)
     assert removed == ['odd"uid', "x\\y"]
+
+
+# -- exact bytes -------------------------------------------------------------------------------
+# MoEngage compares uids as exact bytes; a Snowflake column may carry a collation
+# (`collate 'en-ci'`, or DEFAULT_DDL_COLLATION). fakesnow runs on DuckDB and cannot hold one,
+# so the SQL text is checked: every use of the uid goes through COLLATE(..., '').
+
+MODEL_UID = "cast(user_id as varchar)"
+EXACT_MODEL_UID = f"collate({MODEL_UID}, '')"
+EXACT_STATE_UID = "collate(uid, '')"
+
+
+MODEL_STATEMENTS = ("stats", "model_uids", "count_model", "long_uids", "add_delta")
+JOIN_STATEMENTS = ("add_delta", "remove_delta", "plan", "resend_delta", "rename_members")
+
+
+@pytest.mark.parametrize("name", sorted({*MODEL_STATEMENTS, *JOIN_STATEMENTS}))
+def test_the_model_uid_is_stripped_of_any_collation(name: str) -> None:
+    text = SnowflakeWarehouse(None, "DB", "moengage_state")._format(name, cohort())
+    assert text.count(EXACT_MODEL_UID) >= 1
+    # No bare use of the column's text: each one is inside COLLATE(..., '').
+    assert text.count(MODEL_UID) == text.count(EXACT_MODEL_UID)
+
+
+@pytest.mark.parametrize("name", JOIN_STATEMENTS)
+def test_the_state_uid_is_stripped_of_any_collation(name: str) -> None:
+    # State tables made where DEFAULT_DDL_COLLATION is set carry it in their uid column.
+    text = SnowflakeWarehouse(None, "DB", "moengage_state")._format(name, cohort())
+    assert f"select {EXACT_STATE_UID} as uid" in text and "group by 1" in text
+
+
+@pytest.mark.parametrize("name", ["delete_members", "resent_members"])
+def test_checkpoints_match_state_uids_exactly(name: str) -> None:
+    text = SnowflakeWarehouse(None, "DB", "moengage_state")._format(name)
+    assert f"and {EXACT_STATE_UID} in (select value::varchar" in text
+
+
+def test_case_variants_stay_apart_on_fakesnow(warehouse: SnowflakeWarehouse) -> None:
+    # fakesnow runs the exact SQL: every statement that touches uids still works.
+    load(warehouse, ["abc", "ABC", "Abc", " abc", "\t"])
+    warehouse.prepare_state(create=True)
+    spec = CohortSpec(**{**cohort().__dict__, "mode": "mirror", "resend_after": 0})
+    stats = warehouse.audience_stats(spec)
+    assert (stats.rows, stats.nulls, stats.empties, stats.padded) == (5, 0, 1, 1)
+    warehouse.record_added(spec, KEY, ["abc", "gone"], "run-1")
+    delta = warehouse.plan(spec, KEY, False)
+    assert (delta.distinct, delta.to_add, delta.to_resend, delta.to_remove) == (3, 2, 1, 1)
+
+    def uids(action: str) -> list[str]:
+        return sorted(u for b in warehouse.stream_delta(spec, KEY, action) for u in b)
+
+    assert uids(ADD) == ["ABC", "Abc"]
+    assert uids(RESEND) == uids(RENAME) == ["abc"]
+    assert uids(REMOVE) == ["gone"]
+    warehouse.record_resent(spec, KEY, ["abc"], "run-2")
+    warehouse.record_removed(spec, KEY, ["gone", "ABC"])
+    warehouse.record_added(spec, KEY, ["ABC", "Abc"], "run-2")
+    assert warehouse.plan(spec, KEY, False).to_add == 0
+    assert uids(REMOVE) == []
 
 
 def test_lock_is_exclusive_and_stale_locks_are_taken_over(

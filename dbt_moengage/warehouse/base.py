@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import astuple, dataclass
+from dataclasses import replace as with_fields
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any, ClassVar, Self
@@ -21,6 +22,7 @@ import orjson
 from .. import __version__, uids
 from ..cohorts import CohortSpec, Owner
 from ..errors import CohortError, ConfigError, WarehouseError
+from .redact import stored_error
 from .schema import (
     ALIASES,
     COHORTS,
@@ -619,9 +621,13 @@ class SqlWarehouse(Warehouse):
         self._run("delete_members", (*key.params, cohort.cohort_id, uids_json(uids)))
 
     def save_run(self, row: RunRow) -> None:
-        """Delete-then-insert keeps one row per run and cohort on every engine."""
+        """Delete-then-insert keeps one row per run and cohort on every engine.
+
+        The error may quote a server's answer: it is stored capped, with its control
+        characters escaped and any Authorization value redacted (see redact.py).
+        """
         self._run("delete_run", (row.run_id, *row.key.params, row.cohort_id))
-        self._run("insert_run", astuple(row))
+        self._run("insert_run", astuple(with_fields(row, error=stored_error(row.error))))
 
     def cohort_record(self, cohort: CohortSpec, key: StateKey) -> CohortRecord | None:
         """The cohort's row in moengage_cohorts, if it has one."""
@@ -759,3 +765,25 @@ def unusable_type(cohort: CohortSpec, kind: str) -> WarehouseError:
 def quote_identifier(name: str, quote: str = '"') -> str:
     """Quote an identifier for SQL, doubling any quote inside it."""
     return quote + name.replace(quote, quote * 2) + quote
+
+
+def exact_state_sql(exact: str) -> dict[str, str]:
+    """The statements that match state uids, with the state's `uid` read through `exact`.
+
+    For engines whose state columns may carry a collation the runner did not choose
+    (Snowflake's DEFAULT_DDL_COLLATION applies to tables dbt or the runner creates): `exact`
+    (`{}` is the column) strips it, so 'abc' never matches 'ABC'. Grouped by position: a
+    name in GROUP BY would mean the collated column, not the select's exact alias.
+    """
+    uid = exact.format("uid")
+    return {
+        "state_uids": (
+            f"select {uid} as uid, min(synced_at) as synced_at from {{members}} "
+            f"where {_STATE_KEY} group by 1"
+        ),
+        "delete_members": f"""
+        delete from {{members}} where {_STATE_KEY} and {uid} in ({{json_uids}})""",
+        "resent_members": f"""
+        update {{members}} set synced_at = ?, run_id = ?
+        where {_STATE_KEY} and {uid} in ({{json_uids}})""",
+    }

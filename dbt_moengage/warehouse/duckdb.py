@@ -33,6 +33,7 @@ from .base import (
     unusable_type,
 )
 from .profiles import ProfileTarget
+from .redact import redact_path
 from .schema import STATE_TABLES, StateKey, StateStatus, state_ddl
 
 # DuckDB's own memory (hash tables, the delta, checkpoints not yet in the file) is capped
@@ -40,6 +41,10 @@ from .schema import STATE_TABLES, StateKey, StateStatus, state_ddl
 # size. The runner's own statements all spill; a model view doing something that cannot
 # (a huge list() say) gets an error saying how to raise the cap.
 DEFAULT_MEMORY_LIMIT = "64MB"
+
+# dbt-duckdb paths of MotherDuck databases. Opening one needs the network and DuckDB's
+# motherduck extension, which the runner never downloads at run time.
+MOTHERDUCK = ("md:", "motherduck:")
 
 # Text, integers and UUIDs cast to text without losing what MoEngage matches on.
 UID_TYPES = (
@@ -59,7 +64,12 @@ UID_TYPES = (
 
 # The one uid rule (dbt_moengage/uids.py): sent when not null, not blank, and without
 # whitespace at either end.
-_TEXT = "cast({col} as varchar)"
+# MoEngage compares uids as exact bytes. A column declared `collate nocase` (or noaccent,
+# nfc, an ICU locale) keeps its collation through the cast and `describe` still says
+# VARCHAR: the distinct, the joins with the state and the counts would fold 'abc', 'ABC'
+# and 'Abc' into one member. `collate "binary"` (quoted: `binary` is a keyword) makes
+# every comparison of the uid byte-wise, also against the state's plain varchar.
+_TEXT = '(cast({col} as varchar) collate "binary")'
 _TRIMMED = f"trim({_TEXT}, {uids.sql_literal()})"
 _VALID = f"{{col}} is not null and {_TEXT} <> '' and {_TRIMMED} = {_TEXT}"
 
@@ -135,19 +145,26 @@ class DuckDBWarehouse(SqlWarehouse):
                 conn.execute(f"set memory_limit = '{memory_limit.replace(chr(39), '')}'")
                 return conn
             except duckdb.IOException as exc:
+                # Paths and DuckDB's text about them are shown redacted (redact.py).
                 if "lock" not in str(exc).lower():
-                    raise ProfileError(f"cannot open DuckDB database {path!r}: {exc}") from None
+                    raise ProfileError(
+                        redact_path(f"cannot open DuckDB database {path!r}: {exc}")
+                    ) from None
                 if time.monotonic() >= deadline:
                     raise LockTimeout(
-                        f"DuckDB database {path!r} is held by another process (another "
-                        f"dbt-moengage sync, or dbt itself) and stayed locked for "
-                        f"{wait_seconds:g} s; let it finish, or raise MOENGAGE_LOCK_WAIT_SECONDS"
-                        f" ({exc})"
+                        redact_path(
+                            f"DuckDB database {path!r} is held by another process (another "
+                            f"dbt-moengage sync, or dbt itself) and stayed locked for "
+                            f"{wait_seconds:g} s; let it finish, or raise "
+                            f"MOENGAGE_LOCK_WAIT_SECONDS ({exc})"
+                        )
                     ) from None
                 time.sleep(0.25)
             except duckdb.Error as exc:
                 raise ProfileError(
-                    f"cannot open DuckDB database {path!r}: {exc}; check the profile's `path`"
+                    redact_path(
+                        f"cannot open DuckDB database {path!r}: {exc}; check the profile's `path`"
+                    )
                 ) from None
 
     @classmethod
@@ -162,10 +179,20 @@ class DuckDBWarehouse(SqlWarehouse):
     ) -> DuckDBWarehouse:
         """Open the database a dbt-duckdb target points at."""
         path = str(target.fields.get("path", ":memory:"))
-        if path == ":memory:" or path.startswith("md:"):
+        where = f"profile '{target.profile_name}' target '{target.target_name}'"
+        # A MotherDuck path carries its token (`md:db?motherduck_token=...`): shown redacted.
+        shown = redact_path(path)
+        if path.lower().startswith(MOTHERDUCK):
             raise ProfileError(
-                f"profile '{target.profile_name}' target '{target.target_name}': path {path!r} "
-                "is not a database file the runner can open; point `path` at a .duckdb file"
+                f"{where}: path {shown!r} is a MotherDuck database, which the runner cannot "
+                "open: MotherDuck needs the network and DuckDB's motherduck extension, which "
+                "the runner does not download at run time. Point `path` at a local .duckdb "
+                "file (e.g. a copy of the database), or wait for MotherDuck support"
+            )
+        if not path or path.startswith(":memory:"):
+            raise ProfileError(
+                f"{where}: path {shown!r} is an in-memory database, gone when dbt exits; "
+                "point `path` at a .duckdb file"
             )
         resolved = Path(path).expanduser()
         if not resolved.is_absolute() and not resolved.exists():
@@ -173,8 +200,7 @@ class DuckDBWarehouse(SqlWarehouse):
             resolved = project_dir / resolved
         if not resolved.exists():
             raise ProfileError(
-                f"DuckDB database {path!r} (profile '{target.profile_name}', target "
-                f"'{target.target_name}') does not exist: run `dbt build` first"
+                f"DuckDB database {shown!r} ({where}) does not exist: run `dbt build` first"
             )
         schema = state_schema or str(target.fields.get("schema") or "main")
         # The profile's `settings: {memory_limit: ...}` (as dbt-duckdb reads it) wins.
@@ -227,7 +253,8 @@ class DuckDBWarehouse(SqlWarehouse):
         except duckdb.CatalogException:
             raise WarehouseError(
                 f"model '{cohort.model}': relation {cohort.relation_name} does not exist in "
-                f"{self.path}: build the model with `dbt build --select {cohort.model}`"
+                f"{redact_path(self.path)}: build the model with "
+                f"`dbt build --select {cohort.model}`"
             ) from None
         except duckdb.Error as exc:
             raise WarehouseError(
@@ -285,10 +312,10 @@ class DuckDBWarehouse(SqlWarehouse):
                 self.conn.execute(f"drop table if exists {table}")
 
     def explain(self, exc: BaseException) -> str:
-        """DuckDB's out-of-memory error, with how to give the runner more memory."""
+        """DuckDB's error (paths in it redacted); out of memory says how to give it more."""
         if not isinstance(exc, duckdb.OutOfMemoryException):
-            return str(exc)
-        first = str(exc).splitlines()[0]
+            return redact_path(str(exc))
+        first = redact_path(str(exc).splitlines()[0])
         return (
             f"{first}. The runner caps DuckDB at memory_limit = {self.memory_limit}: raise it "
             "with MOENGAGE_DUCKDB_MEMORY_LIMIT (e.g. 1GB) or the profile's "

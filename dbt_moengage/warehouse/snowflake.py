@@ -23,11 +23,13 @@ from .base import (
     COMMON_SQL,
     SqlWarehouse,
     UidColumn,
+    exact_state_sql,
     missing_column,
     quote_identifier,
     unusable_type,
 )
 from .profiles import ProfileTarget
+from .redact import redact_path
 from .schema import STATE_TABLES, state_ddl
 from .snowflake_connect import open_connection
 
@@ -39,8 +41,17 @@ _SIMPLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 
 # The one uid rule (dbt_moengage/uids.py): sent when not null, not blank, and without
 # whitespace at either end.
-_TEXT = "cast({col} as varchar)"
-_TRIMMED = f"trim({_TEXT}, {uids.sql_literal()})"
+# MoEngage compares uids as exact bytes; a Snowflake column may carry a collation
+# (`collate 'en-ci'`, or the DEFAULT_DDL_COLLATION of its account, database or schema)
+# that the distinct, the joins and the counts would follow. COLLATE(..., '') strips it:
+# the empty specification is no collation, so strings compare by their UTF-8 bytes. The
+# state's uid is read the same way (exact_state_sql), so no side brings a collation in.
+# fakesnow runs on DuckDB and accepts it too: sqlglot drops an empty collation.
+_EXACT = "collate({}, '')"
+_TEXT = _EXACT.format("cast({col} as varchar)")
+# The cast inside TRIM changes nothing on Snowflake; fakesnow rewrites a TRIM whose operand
+# is not a cast to varchar and loses its characters argument on the way.
+_TRIMMED = f"trim(cast({_TEXT} as varchar), {uids.sql_literal()})"
 _VALID = f"{{col}} is not null and {_TEXT} <> '' and {_TRIMMED} = {_TEXT}"
 
 # The state tables' types; the dbt package's variant for this engine uses the same.
@@ -53,6 +64,7 @@ STATE_TYPES = {
 
 SQL: dict[str, str] = {
     **COMMON_SQL,
+    **exact_state_sql(_EXACT),
     **state_ddl(STATE_TYPES),
     "stats": f"""
         select count(*), count(*) - count({{col}}),
@@ -148,7 +160,9 @@ class SnowflakeWarehouse(SqlWarehouse):
         except snowflake.connector.errors.ProgrammingError as exc:
             if exc.errno == NOT_FOUND:
                 return {}
-            raise WarehouseError(f"cannot list the state tables in {schema}: {exc}") from None
+            raise WarehouseError(
+                f"cannot list the state tables in {schema}: {self.explain(exc)}"
+            ) from None
         finally:
             cursor.close()
 
@@ -166,7 +180,7 @@ class SnowflakeWarehouse(SqlWarehouse):
                     f"`dbt build --select {cohort.model}` and grant SELECT to the runner's role"
                 ) from None
             raise WarehouseError(
-                f"model '{cohort.model}': cannot read {cohort.relation_name}: {exc}"
+                f"model '{cohort.model}': cannot read {cohort.relation_name}: {self.explain(exc)}"
             ) from None
         finally:
             cursor.close()
@@ -180,6 +194,10 @@ class SnowflakeWarehouse(SqlWarehouse):
             shown = f"NUMBER({column.precision},{column.scale})" if kind == "FIXED" else kind
             raise unusable_type(cohort, shown)
         return UidColumn(name=str(column.name), type="NUMBER" if whole_number else "VARCHAR")
+
+    def explain(self, exc: BaseException) -> str:
+        """Snowflake's error, with any URL or path in it redacted (a stage's, say)."""
+        return redact_path(str(exc))
 
     def close(self) -> None:
         """Close the session."""

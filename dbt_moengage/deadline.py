@@ -1,0 +1,114 @@
+"""A wall-clock deadline for one HTTP request, which requests' timeouts cannot give.
+
+requests' read timeout bounds each socket read, so a server that trickles a byte every
+few seconds holds a request (and the run) forever. Under `within(seconds)`, a timer
+shuts the request's socket down when the deadline passes: the blocked read fails at
+once, and the caller learns from `Deadline.expired` that the deadline, not the server,
+ended it. The connection classes below note which socket the sending thread uses (the
+socket, not the connection: http.client hands a closing connection's socket over to the
+response); `DeadlineAdapter` makes a session's pools use them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+_sending = threading.local()
+
+
+class Deadline:
+    """One request's deadline: the connection it uses, and whether time ran out."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._socket: socket.socket | None = None
+        self.expired = False
+
+    def watch(self, sock: socket.socket | None) -> None:
+        """The request now uses this socket (shut at once if time already ran out)."""
+        if sock is None:
+            return
+        with self._lock:
+            self._socket = sock
+            expired = self.expired
+        if expired:
+            _shut(sock)
+
+    def expire(self) -> None:
+        """Time is up: shut the socket, so a read blocked on it fails now."""
+        with self._lock:
+            self.expired = True
+            sock = self._socket
+        if sock is not None:
+            _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+@contextlib.contextmanager
+def within(seconds: float) -> Iterator[Deadline]:
+    """Run the request made in this block under a wall-clock deadline."""
+    deadline = Deadline()
+    timer = threading.Timer(seconds, deadline.expire)
+    timer.daemon = True
+    _sending.deadline = deadline
+    timer.start()
+    try:
+        yield deadline
+    finally:
+        timer.cancel()
+        _sending.deadline = None
+
+
+def _note(connection: HTTPConnection) -> None:
+    deadline = getattr(_sending, "deadline", None)
+    if deadline is not None:
+        deadline.watch(connection.sock)
+
+
+class _WatchedHTTPConnection(HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        _note(self)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _note(self)  # a connection kept alive from an earlier request
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        _note(self)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _note(self)
+        super().request(*args, **kwargs)
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class DeadlineAdapter(HTTPAdapter):
+    """requests' adapter, with connections a `within` block can shut at its deadline."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        """The usual pool manager, building pools of watched connections."""
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
