@@ -1,9 +1,14 @@
-"""The yardstick for runner overhead: the least a script can do to send a DuckDB audience.
+"""The yardstick for runner overhead: the least a script can do to send an audience and
+keep the runner's guarantee (every accepted uid recorded, request by request).
 
 One query, `fetchmany`, bodies packed the simplest correct way (orjson, member by member,
 closed when the next would not fit), posted from a few threads over one requests.Session.
-No state, no checkpoints, no retries, no distinct: what is left when the runner's
-guarantees are taken away. Prints the requests it made and its wall seconds as JSON.
+Once a request is accepted, its sending thread records its uids in a state table of the
+same engine: one bulk insert (the uids bound as one JSON array), one at a time, in
+autocommit. No distinct, no anti-join against what was sent before, no retries, no lock,
+no run rows: what is left when the runner's other work is taken away. Works on DuckDB
+(`--duckdb FILE`, opened for writing) and Postgres (`--postgres DSN`). Prints the requests
+it made, its wall seconds and the seconds its state writes took, as JSON.
 """
 
 from __future__ import annotations
@@ -12,38 +17,75 @@ import argparse
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
 
-import duckdb
 import orjson
 import requests
 from requests.adapters import HTTPAdapter
 
+# The runner's members table, column for column.
+STATE_DDL = """create table {table} (
+    endpoint varchar not null, workspace_id varchar not null, cohort_id varchar not null,
+    uid varchar not null, synced_at timestamp not null, run_id varchar not null)"""
+INSERT = {
+    "duckdb": """insert into {table} (endpoint, workspace_id, cohort_id, synced_at, run_id, uid)
+        select ?, ?, ?, ?, ?, unnest(from_json(?, '["varchar"]'))""",
+    "postgres": """insert into {table} (endpoint, workspace_id, cohort_id, synced_at, run_id, uid)
+        select %s, %s, %s, %s, %s, jsonb_array_elements_text(cast(%s as jsonb))""",
+}
 
-def bodies(uids: Iterator[list[str]], prefix: bytes, max_bytes: int) -> Iterator[bytes]:
-    """Fill each body up to `max_bytes` of encoded JSON."""
+
+def bodies(
+    uids: Iterator[list[str]], prefix: bytes, max_bytes: int
+) -> Iterator[tuple[bytes, list[str]]]:
+    """Fill each body up to `max_bytes` of encoded JSON; yield it with its uids."""
     room = max_bytes - len(prefix) - 3
     members: list[bytes] = []
+    inside: list[str] = []
     used = -1  # no comma before the first member
     for batch in uids:
         for uid in batch:
             piece = b'{"uid":' + orjson.dumps(uid) + b"}"
             if used + 1 + len(piece) > room:
-                yield prefix + b",".join(members) + b"]}}"
-                members, used = [], -1
+                yield prefix + b",".join(members) + b"]}}", inside
+                members, inside, used = [], [], -1
             members.append(piece)
+            inside.append(uid)
             used += 1 + len(piece)
     if members:
-        yield prefix + b",".join(members) + b"]}}"
+        yield prefix + b",".join(members) + b"]}}", inside
+
+
+def connect(args: argparse.Namespace) -> tuple[str, Any, Any]:
+    """The engine's name, a connection streaming the audience, and one for writes."""
+    if args.duckdb:
+        import duckdb
+
+        conn = duckdb.connect(args.duckdb)
+        # A connection of its own for the read: its result stays open while writes run.
+        return "duckdb", conn.cursor(), conn
+    import psycopg2
+
+    # Reads through a server-side cursor in a transaction of their own; writes in
+    # autocommit on another session.
+    writes = psycopg2.connect(args.postgres)
+    writes.autocommit = True
+    return "postgres", psycopg2.connect(args.postgres), writes
 
 
 def main() -> int:
-    """Read, pack and post every uid of one table; print what it took."""
+    """Read, pack and post every uid of one table, recording each accepted request."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--database", required=True)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--duckdb", help="a DuckDB database file")
+    source.add_argument("--postgres", help="a libpq connection string")
     parser.add_argument("--table", default="main.audience")
+    parser.add_argument("--state-table", default="main.bare_state")
     parser.add_argument("--url", required=True)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--max-bytes", type=int, default=128_000)
@@ -52,39 +94,54 @@ def main() -> int:
 
     session = requests.Session()
     session.mount("http://", HTTPAdapter(pool_maxsize=args.threads))
-    session.auth = (os.environ["MOENGAGE_WORKSPACE_ID"], os.environ["MOENGAGE_API_KEY"])
-    session.headers.update(
-        {"MOE-APPKEY": os.environ["MOENGAGE_WORKSPACE_ID"], "Content-Type": "application/json"}
-    )
+    workspace = os.environ["MOENGAGE_WORKSPACE_ID"]
+    session.auth = (workspace, os.environ["MOENGAGE_API_KEY"])
+    session.headers.update({"MOE-APPKEY": workspace, "Content-Type": "application/json"})
     endpoint = args.url.rstrip("/") + "/v1/integrations/cohortsync"
     prefix = (
         b'{"action":"add_members","partner":"bench","parameters":{"cohort_name":".Bench",'
         b'"cohort_id":"audience","cohort_description":"bench","members":['
     )
 
-    def post(body: bytes) -> None:
-        session.post(endpoint, data=body, timeout=60).raise_for_status()
+    engine, reading, conn = connect(args)
+    reader = reading.cursor(name="audience") if engine == "postgres" else reading
+    reader.execute(f"select uid from {args.table}")
+    schema = args.state_table.rsplit(".", 1)[0]
+    writer = conn.cursor()
+    writer.execute(f"create schema if not exists {schema}")
+    writer.execute(STATE_DDL.format(table=args.state_table))
+    insert = INSERT[engine].format(table=args.state_table)
+    one_write = threading.Lock()
+    write_seconds = 0.0
 
-    conn = duckdb.connect(args.database, read_only=True)
-    cursor = conn.execute(f"select uid from {args.table}")
+    def post(body: bytes, uids: list[str]) -> None:
+        nonlocal write_seconds
+        session.post(endpoint, data=body, timeout=60).raise_for_status()
+        params = (args.url, workspace, "audience", datetime.now(UTC).replace(tzinfo=None))
+        with one_write:
+            begun = time.perf_counter()
+            writer.execute(insert, (*params, "bare", orjson.dumps(uids).decode()))
+            write_seconds += time.perf_counter() - begun
 
     def batches() -> Iterator[list[str]]:
-        while rows := cursor.fetchmany(50_000):
+        while rows := reader.fetchmany(50_000):
             yield [row[0] for row in rows]
 
     sent = 0
     with ThreadPoolExecutor(args.threads) as pool:
         # Bounded like the runner: a few bodies queued beyond those in flight.
         pending = []
-        for body in bodies(batches(), prefix, args.max_bytes):
-            pending.append(pool.submit(post, body))
+        for body, uids in bodies(batches(), prefix, args.max_bytes):
+            pending.append(pool.submit(post, body, uids))
             sent += 1
             if len(pending) > args.threads:
                 pending.pop(0).result()
         for future in pending:
             future.result()
-    conn.close()
-    print(json.dumps({"requests": sent, "seconds": time.perf_counter() - started}))
+    for done in (reader, reading, writer, conn):
+        done.close()  # DuckDB folds its WAL into the file at the last, as the runner's close does
+    seconds = time.perf_counter() - started
+    print(json.dumps({"requests": sent, "seconds": seconds, "state_write_seconds": write_seconds}))
     return 0
 
 

@@ -1,10 +1,14 @@
-"""`make bench`: dbt-moengage measured against the emulator over loopback.
+"""`make bench`: dbt-moengage measured against the emulator over loopback, on DuckDB and
+on Postgres.
 
 Every figure is a ratio of two measurements taken in the same run, so a shared, noisy
 machine moves both sides alike. Sizes scale with --scale (CI uses a small one as a smoke
 test; no threshold is asserted there). `dbt-moengage sync` always runs as a user runs it,
 in a process of its own; so does the emulator (bench/emulator_server.py), so neither's CPU
-competes with the other's or with the bench's.
+competes with the other's or with the bench's. Each engine's figures are taken on its own
+copies of the bench project's audience (bench/audiences.py); Postgres runs on a throwaway
+local server started for the bench. Quota use and packing never touch the warehouse: they
+are measured on the first engine only.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import json
 import math
 import os
 import platform
-import shutil
+import resource
 import statistics
 import subprocess
 import sys
@@ -22,12 +26,13 @@ import tempfile
 import time
 from bisect import bisect_left
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, NamedTuple, cast
 
+from audiences import ENGINES, PROJECT, Audiences, Copy, audiences
+
 HERE = Path(__file__).resolve().parent
-PROJECT = HERE / "project"
 WORKSPACE = "BENCH_WORKSPACE"
 API_KEY = "bench-key-not-secret"
 # The limit the runner is told when the emulator does not limit: never the bottleneck.
@@ -35,7 +40,7 @@ UNLIMITED = "100000000"
 MOENGAGE_QUOTA = 300  # requests per minute, MoEngage's documented limit
 BODY_LIMIT = 128_000  # the runner's default MOENGAGE_MAX_BODY_BYTES: "128 KB"
 NAIVE_BATCH = 1_000
-OVERHEAD_REPEATS = 3
+OVERHEAD_REPEATS = 5
 
 
 @dataclass
@@ -43,6 +48,7 @@ class Figure:
     """One benchmark figure: a ratio, what it compares, and the target it should meet."""
 
     name: str
+    engine: str
     ratio: float
     target: str
     met: bool
@@ -168,65 +174,32 @@ class Sync:
 
 @dataclass
 class Bench:
-    """Shared set-up: a work folder, built audiences, a way to run the CLI."""
+    """One engine's figures: its audiences, a way to run the CLI, syncs shared by figures."""
 
     scale: float
     work: Path
-    built: dict[int, Path] = field(default_factory=dict)
-    memo: dict[str, Any] = field(default_factory=dict)
+    audiences: Audiences
+    memo: dict[int, tuple[Sync, list[Record]]] = field(default_factory=dict)
+
+    @property
+    def engine(self) -> str:
+        """The engine these figures are taken on."""
+        return self.audiences.engine
 
     def members(self, full: int) -> int:
         """A size scaled down for smoke runs, never below 1,000."""
         return max(1_000, int(full * self.scale))
 
-    def audience(self, members: int) -> Path:
-        """A dbt build of the bench project with `members` uids; returns its folder."""
-        if members in self.built:
-            return self.built[members]
-        folder = self.work / f"audience-{members}"
-        folder.mkdir()
-        dbt = Path(sys.executable).with_name("dbt")
-        started = time.perf_counter()
-        subprocess.run(
-            [
-                str(dbt),
-                "build",
-                "--profiles-dir",
-                str(PROJECT),
-                "--project-dir",
-                str(PROJECT),
-                "--vars",
-                json.dumps({"members": members}),
-                "--quiet",
-            ],
-            env=self.env(folder),
-            check=True,
-            cwd=PROJECT,
-        )
-        print(f"  built {members:,} members in {time.perf_counter() - started:.1f} s", flush=True)
-        self.built[members] = folder
-        return folder
+    def copy(self, members: int) -> Copy:
+        """A fresh copy of the audience of `members` uids (built first if need be)."""
+        self.audiences.build(members, base_env())
+        return self.audiences.copy(members)
 
-    def fresh_copy(self, members: int) -> Path:
-        """A copy of a built audience with no sync state yet."""
-        source = self.audience(members)
-        folder = Path(tempfile.mkdtemp(dir=self.work, prefix=f"run-{members}-"))
-        shutil.copytree(source / "target", folder / "target")
-        shutil.copy(source / "bench.duckdb", folder / "bench.duckdb")
-        return folder
-
-    @staticmethod
-    def env(folder: Path, **extra: str) -> dict[str, str]:
-        return base_env(
-            BENCH_DUCKDB_PATH=str(folder / "bench.duckdb"),
-            DBT_TARGET_PATH=str(folder / "target"),
-            DBT_LOG_PATH=str(folder / "logs"),
-            **extra,
-        )
-
-    def sync(self, folder: Path, base_url: str, rate_limit: str, *args: str) -> Sync:
+    def sync(self, copy: Copy, base_url: str, rate_limit: str, *args: str) -> Sync:
         """Run `dbt-moengage sync` as a user would, told `rate_limit` requests a minute."""
-        env = self.env(folder, MOENGAGE_BASE_URL=base_url, MOENGAGE_RATE_LIMIT_PER_MIN=rate_limit)
+        env = base_env(
+            MOENGAGE_BASE_URL=base_url, MOENGAGE_RATE_LIMIT_PER_MIN=rate_limit, **copy.env
+        )
         run = run_child(
             [
                 sys.executable,
@@ -243,22 +216,29 @@ class Bench:
         )
         if run.returncode != 0:
             raise RuntimeError(f"sync failed:\n{run.stdout}\n{run.stderr}")
-        report = json.loads((folder / "target" / "moengage_sync_results.json").read_text())
+        report = json.loads((copy.folder / "target" / "moengage_sync_results.json").read_text())
         return Sync(run, report["cohorts"][0])
 
     def emulator(self, rate_limit_per_min: int | None = None) -> EmulatorProcess:
         """A fresh emulator process; None: unlimited."""
         return EmulatorProcess(self.work, rate_limit_per_min)
 
-    def large_sync(self) -> tuple[int, Sync, list[Record]]:
-        """One sync of the large (1M) cohort against an unlimited emulator, shared by figures."""
-        if "large" not in self.memo:
-            members = self.members(1_000_000)
-            folder = self.fresh_copy(members)
+    def unlimited_sync(self, members: int) -> tuple[Sync, list[Record]]:
+        """One sync of a fresh copy against an unlimited emulator, shared by the figures."""
+        if members not in self.memo:
+            copy = self.copy(members)
             with self.emulator() as emulator:
-                done = self.sync(folder, emulator.url, UNLIMITED)
-            self.memo["large"] = (members, done, emulator.records)
-        return cast(tuple[int, Sync, list[Record]], self.memo["large"])
+                done = self.sync(copy, emulator.url, UNLIMITED)
+            self.audiences.discard(copy)
+            assert done.cohort["added"] == members
+            self.memo[members] = (done, emulator.records)
+        return self.memo[members]
+
+    def figure(
+        self, name: str, ratio: float, target: str, met: bool, how: str, **detail: Any
+    ) -> Figure:
+        """A figure of this engine."""
+        return Figure(name, self.engine, ratio, target, met, how, detail)
 
 
 def quota_use(bench: Bench) -> Figure:
@@ -271,9 +251,10 @@ def quota_use(bench: Bench) -> Figure:
     on (two of them at scale 1), which can never exceed the quota.
     """
     members = bench.members(2_000_000)
-    folder = bench.fresh_copy(members)
+    copy = bench.copy(members)
     with bench.emulator(MOENGAGE_QUOTA) as emulator:
-        done = bench.sync(folder, emulator.url, str(MOENGAGE_QUOTA))
+        done = bench.sync(copy, emulator.url, str(MOENGAGE_QUOTA))
+    bench.audiences.discard(copy)
     arrivals = sorted(r.at for r in emulator.records if r.status == 200)
     throttled = sum(1 for r in emulator.records if r.status == 429)
     first, last = arrivals[0], arrivals[-1]
@@ -287,141 +268,153 @@ def quota_use(bench: Bench) -> Figure:
         ratio = counted / MOENGAGE_QUOTA
     busiest = max(bisect_left(arrivals, start + 60) - i for i, start in enumerate(arrivals))
     assert done.cohort["added"] == members
-    return Figure(
-        name="quota use: requests/min / limit",
-        ratio=ratio,
-        target=">= 0.95, no 429",
-        met=ratio >= 0.95 and throttled == 0 and minutes >= 1,
-        how=(
-            f"{members:,} uids at {MOENGAGE_QUOTA}/min (emulator enforces it, runner told it); "
-            "requests arriving in the whole minutes after the first / (minutes x limit)"
-        ),
-        detail={
-            "members": members,
-            "limit_per_min": MOENGAGE_QUOTA,
-            "requests": len(arrivals),
-            "responses_429": throttled,
-            "whole_minutes": minutes,
-            "requests_in_whole_minutes": counted,
-            "busiest_60s_window": busiest,
-            "first_to_last_per_min": round((len(arrivals) - 1) / span * 60, 1) if span else None,
-            "whole_sync_per_min": round(len(arrivals) / done.run.seconds * 60, 1),
-            "sync_s": round(done.run.seconds, 1),
-        },
+    return bench.figure(
+        "quota use: requests/min / limit",
+        ratio,
+        ">= 0.95, no 429",
+        ratio >= 0.95 and throttled == 0 and minutes >= 1,
+        f"{members:,} uids at {MOENGAGE_QUOTA}/min (emulator enforces it, runner told it); "
+        "requests arriving in the whole minutes after the first / (minutes x limit)",
+        members=members,
+        limit_per_min=MOENGAGE_QUOTA,
+        requests=len(arrivals),
+        responses_429=throttled,
+        whole_minutes=minutes,
+        requests_in_whole_minutes=counted,
+        busiest_60s_window=busiest,
+        first_to_last_per_min=round((len(arrivals) - 1) / span * 60, 1) if span else None,
+        whole_sync_per_min=round(len(arrivals) / done.run.seconds * 60, 1),
+        sync_s=round(done.run.seconds, 1),
     )
 
 
 def packing(bench: Bench) -> Figure:
     """Mean body bytes over the 128 KB limit, on the large cohort."""
-    members, _, records = bench.large_sync()
+    members = bench.members(1_000_000)
+    _, records = bench.unlimited_sync(members)
     sizes = [r.body_bytes for r in records if r.status == 200]
     mean = statistics.fmean(sizes)
     full = sizes[:-1] or sizes
     ratio = mean / BODY_LIMIT
-    return Figure(
-        name="packing: mean body / 128 KB",
-        ratio=ratio,
-        target=">= 0.97",
-        met=ratio >= 0.97,
-        how=(
-            f"{members:,} 36-character uids; mean bytes of the request bodies the emulator "
-            f"accepted / {BODY_LIMIT:,} (the runner's default limit)"
-        ),
-        detail={
-            "members": members,
-            "requests": len(sizes),
-            "mean_body_bytes": round(mean),
-            "smallest_but_last": min(full),
-            "last_body_bytes": sizes[-1],
-            "uids_per_request": round(members / len(sizes)),
-            "mean_over_131072": round(mean / 131_072, 3),
-        },
+    return bench.figure(
+        "packing: mean body / 128 KB",
+        ratio,
+        ">= 0.97",
+        ratio >= 0.97,
+        f"{members:,} 36-character uids; mean bytes of the request bodies the emulator "
+        f"accepted / {BODY_LIMIT:,} (the runner's default limit)",
+        members=members,
+        requests=len(sizes),
+        mean_body_bytes=round(mean),
+        smallest_but_last=min(full),
+        last_body_bytes=sizes[-1],
+        uids_per_request=round(members / len(sizes)),
+        mean_over_131072=round(mean / 131_072, 3),
     )
 
 
 def runner_overhead(bench: Bench) -> Figure:
-    """Wall time of `dbt-moengage sync` over a bare script doing the same reads and posts.
+    """Wall time of `dbt-moengage sync` over a bare script doing the same job.
 
-    The bare script (bench/bare_client.py) runs one query, packs with orjson and posts from
-    as many threads as the runner keeps requests in flight; it keeps no state, writes no
-    checkpoint and retries nothing. Both run in turn against one unlimited emulator in its
-    own process, OVERHEAD_REPEATS times each; the ratio compares the medians.
+    The bare script (bench/bare_client.py) runs one query, packs with orjson, posts from as
+    many threads as the runner keeps requests in flight, and records each accepted
+    request's uids in a state table of the same engine, one insert per request: the
+    runner's guarantee, with nothing else (no distinct, no delta against the state, no
+    retries, no lock, no run rows). Each run gets a fresh copy of the audience; both run
+    in turn against one unlimited emulator in its own process, OVERHEAD_REPEATS times
+    each; the ratio compares the medians.
     """
     members = bench.members(1_000_000)
-    source = bench.audience(members)
-    bare_cmd = [
-        sys.executable,
-        str(HERE / "bare_client.py"),
-        "--database",
-        str(source / "bench.duckdb"),
-        "--url",
-        "",
-        "--threads",
-        "4",  # the runner's default MOENGAGE_MAX_IN_FLIGHT
-    ]
     bare: list[ChildRun] = []
     runner: list[Sync] = []
     emulator_cpu: dict[str, float] = {"bare": 0.0, "runner": 0.0}
     with bench.emulator() as emulator:
-        bare_cmd[bare_cmd.index("--url") + 1] = emulator.url
         for _ in range(OVERHEAD_REPEATS):
+            copy = bench.copy(members)
             before = emulator.cpu_seconds()
-            run = run_child(bare_cmd, base_env())
+            run = run_child(
+                [
+                    sys.executable,
+                    str(HERE / "bare_client.py"),
+                    *copy.source,
+                    "--table",
+                    copy.table,
+                    "--state-table",
+                    copy.bare_state_table,
+                    "--url",
+                    emulator.url,
+                    "--threads",
+                    "4",  # the runner's default MOENGAGE_MAX_IN_FLIGHT
+                ],
+                base_env(),
+            )
+            bench.audiences.discard(copy)
             if run.returncode != 0:
                 raise RuntimeError(f"bare client failed:\n{run.stderr}")
             bare.append(run)
             middle = emulator.cpu_seconds()
-            runner.append(bench.sync(bench.fresh_copy(members), emulator.url, UNLIMITED))
+            copy = bench.copy(members)
+            runner.append(bench.sync(copy, emulator.url, UNLIMITED))
+            bench.audiences.discard(copy)
             emulator_cpu["bare"] += middle - before
             emulator_cpu["runner"] += emulator.cpu_seconds() - middle
-    bare_requests = json.loads(bare[0].stdout)["requests"]
-    writes = state_writes(bench.fresh_copy(members), runner[0].cohort["requests"])
+    bare_out = [json.loads(r.stdout) for r in bare]
+    writes = state_writes(bench, members, runner[0].cohort["requests"])
     bare_s = statistics.median(r.seconds for r in bare)
     runner_s = statistics.median(s.run.seconds for s in runner)
     ratio = runner_s / bare_s
-    return Figure(
-        name="runner overhead: sync / bare client",
-        ratio=ratio,
-        target="<= 1.2",
-        met=ratio <= 1.2,
-        how=(
-            f"{members:,} uids, unlimited emulator in its own process; median wall seconds "
-            f"of {OVERHEAD_REPEATS} runs each, taken in turn. state_writes_alone: the runner's "
-            "per-request state writes of the same uids (and the close that folds them into "
-            "the file), timed alone: the work the bare client leaves out"
+    return bench.figure(
+        "runner overhead: sync / bare client",
+        ratio,
+        "<= 1.2",
+        ratio <= 1.2,
+        f"{members:,} uids, unlimited emulator in its own process; median wall seconds of "
+        f"{OVERHEAD_REPEATS} runs each, taken in turn, each on a fresh copy; both record every "
+        "accepted request's uids in a state table (the bare client: one insert per request). "
+        "runner_cohort_s: the cohort's own time in the runner's report; "
+        "runner_outside_cohort_s: the rest (start-up: Python, dbt rendering the profile, the "
+        "manifest, the state tables; the report); cohort_over_bare: the median of "
+        "runner_cohort_s / the bare client's median. bare_state_write_s: the bare "
+        "client's inserts; state_writes_alone: the runner's state writes of the same uids (and "
+        "the close that folds them into the file), timed alone",
+        members=members,
+        runner_s=[round(s.run.seconds, 2) for s in runner],
+        bare_s=[round(r.seconds, 2) for r in bare],
+        runner_requests=runner[0].cohort["requests"],
+        bare_requests=bare_out[0]["requests"],
+        runner_cohort_s=[round(s.cohort["seconds"], 2) for s in runner],
+        runner_outside_cohort_s=round(
+            statistics.median(s.run.seconds - s.cohort["seconds"] for s in runner), 2
         ),
-        detail={
-            "members": members,
-            "runner_s": [round(s.run.seconds, 2) for s in runner],
-            "bare_s": [round(r.seconds, 2) for r in bare],
-            "runner_requests": runner[0].cohort["requests"],
-            "bare_requests": bare_requests,
-            "runner_cohort_s": [round(s.cohort["seconds"], 2) for s in runner],
-            "runner_cpu_s": round(statistics.median(s.run.cpu_seconds for s in runner), 2),
-            "bare_cpu_s": round(statistics.median(r.cpu_seconds for r in bare), 2),
-            "emulator_cpu_s_per_run": {
-                k: round(v / OVERHEAD_REPEATS, 2) for k, v in emulator_cpu.items()
-            },
-            "emulator_nagle_fixed_by_bench": emulator.nagle_fixed_here,
-            "state_writes_alone_s": round(json.loads(writes.stdout)["seconds"], 2),
-            "state_writes_alone_cpu_s": round(writes.cpu_seconds, 2),
-        },
+        cohort_over_bare=round(statistics.median(s.cohort["seconds"] for s in runner) / bare_s, 2),
+        runner_cpu_s=round(statistics.median(s.run.cpu_seconds for s in runner), 2),
+        bare_cpu_s=round(statistics.median(r.cpu_seconds for r in bare), 2),
+        bare_state_write_s=round(statistics.median(o["state_write_seconds"] for o in bare_out), 2),
+        emulator_cpu_s_per_run={k: round(v / OVERHEAD_REPEATS, 2) for k, v in emulator_cpu.items()},
+        emulator_nagle_fixed_by_bench=emulator.nagle_fixed_here,
+        state_writes_alone_s=round(json.loads(writes.stdout)["seconds"], 2),
+        state_writes_alone_cpu_s=round(writes.cpu_seconds, 2),
     )
 
 
-def state_writes(folder: Path, requests: int) -> ChildRun:
+def state_writes(bench: Bench, members: int, requests: int) -> ChildRun:
     """bench/state_writes.py on a fresh copy: the runner's state writes alone, in a process."""
+    copy = bench.copy(members)
     run = run_child(
         [
             sys.executable,
             str(HERE / "state_writes.py"),
-            "--database",
-            str(folder / "bench.duckdb"),
+            *copy.source,
+            "--table",
+            copy.table,
+            "--state-schema",
+            copy.state_schema,
             "--requests",
             str(requests),
         ],
         base_env(),
     )
+    bench.audiences.discard(copy)
     if run.returncode != 0:
         raise RuntimeError(f"state writes failed:\n{run.stderr}")
     return run
@@ -434,90 +427,96 @@ def noop_rerun(bench: Bench) -> Figure:
     emulator that enforces it. The same pair against an unlimited emulator is reported too.
     """
     members = bench.members(1_000_000)
-    folder = bench.fresh_copy(members)
+    copy = bench.copy(members)
     with bench.emulator(MOENGAGE_QUOTA) as emulator:
-        first = bench.sync(folder, emulator.url, str(MOENGAGE_QUOTA))
-        noop = bench.sync(folder, emulator.url, str(MOENGAGE_QUOTA))
+        first = bench.sync(copy, emulator.url, str(MOENGAGE_QUOTA))
+        noop = bench.sync(copy, emulator.url, str(MOENGAGE_QUOTA))
+    bench.audiences.discard(copy)
     throttled = sum(1 for r in emulator.records if r.status == 429)
     assert first.cohort["added"] == members
     assert noop.cohort["added"] == 0 and noop.cohort["requests"] == 0
-    folder = bench.fresh_copy(members)
+    copy = bench.copy(members)
     with bench.emulator() as emulator:
-        first_fast = bench.sync(folder, emulator.url, UNLIMITED)
-        noop_fast = bench.sync(folder, emulator.url, UNLIMITED)
+        first_fast = bench.sync(copy, emulator.url, UNLIMITED)
+        noop_fast = bench.sync(copy, emulator.url, UNLIMITED)
+    bench.audiences.discard(copy)
     ratio = noop.run.seconds / first.run.seconds
-    return Figure(
-        name="no-op re-run / first sync",
-        ratio=ratio,
-        target="<= 0.1",
-        met=ratio <= 0.1,
-        how=f"{members:,} uids; first sync at {MOENGAGE_QUOTA}/min, then a re-run, wall seconds",
-        detail={
-            "members": members,
-            "first_sync_s": round(first.run.seconds, 2),
-            "first_sync_requests": first.cohort["requests"],
-            "responses_429": throttled,
-            "noop_rerun_s": round(noop.run.seconds, 2),
-            "noop_rerun_requests": noop.cohort["requests"],
-            "unlimited_api_first_sync_s": round(first_fast.run.seconds, 2),
-            "unlimited_api_noop_s": round(noop_fast.run.seconds, 2),
-            "unlimited_api_ratio": round(noop_fast.run.seconds / first_fast.run.seconds, 3),
-        },
+    return bench.figure(
+        "no-op re-run / first sync",
+        ratio,
+        "<= 0.1",
+        ratio <= 0.1,
+        f"{members:,} uids; first sync at {MOENGAGE_QUOTA}/min, then a re-run, wall seconds",
+        members=members,
+        first_sync_s=round(first.run.seconds, 2),
+        first_sync_requests=first.cohort["requests"],
+        responses_429=throttled,
+        noop_rerun_s=round(noop.run.seconds, 2),
+        noop_rerun_requests=noop.cohort["requests"],
+        unlimited_api_first_sync_s=round(first_fast.run.seconds, 2),
+        unlimited_api_noop_s=round(noop_fast.run.seconds, 2),
+        unlimited_api_ratio=round(noop_fast.run.seconds / first_fast.run.seconds, 3),
+    )
+
+
+def rss_ratio(bench: Bench, name: str, small: int, large: int, target: float, why: str) -> Figure:
+    """Peak RSS of the sync process at `large` members over the same at `small`.
+
+    Each sync is one child process, on a fresh copy, against an unlimited emulator;
+    os.wait4 gives that child's own ru_maxrss.
+    """
+    runs = {members: bench.unlimited_sync(members)[0] for members in (small, large)}
+    ratio = runs[large].run.max_rss_mb / runs[small].run.max_rss_mb
+    return bench.figure(
+        name,
+        ratio,
+        f"<= {target:g}",
+        ratio <= target,
+        f"peak RSS of the sync process at {large:,} uids / at {small:,} (unlimited emulator, "
+        f"fresh copies): {why}",
+        small=small,
+        large=large,
+        small_rss_mb=round(runs[small].run.max_rss_mb),
+        large_rss_mb=round(runs[large].run.max_rss_mb),
+        small_sync_s=round(runs[small].run.seconds, 1),
+        large_sync_s=round(runs[large].run.seconds, 1),
+        large_requests=runs[large].cohort["requests"],
     )
 
 
 def peak_memory(bench: Bench) -> Figure:
-    """Peak RSS of the runner syncing 5M members over the same at 100k.
-
-    Each sync is one child process; os.wait4 gives that child's own ru_maxrss.
-    """
+    """Peak RSS at 5M members over 100k: memory does not grow with the audience."""
     small, large = bench.members(100_000), bench.members(5_000_000)
-    runs: dict[int, Sync] = {}
-    with bench.emulator() as emulator:
-        for members in (small, large):
-            runs[members] = bench.sync(bench.fresh_copy(members), emulator.url, UNLIMITED)
-            assert runs[members].cohort["added"] == members
-    ratio = runs[large].run.max_rss_mb / runs[small].run.max_rss_mb
-    return Figure(
-        name="peak RSS: 5M / 100k members",
-        ratio=ratio,
-        target="<= 1.5",
-        met=ratio <= 1.5,
-        how=f"peak RSS of the sync process at {large:,} uids / at {small:,} (unlimited emulator)",
-        detail={
-            "small": small,
-            "large": large,
-            "small_rss_mb": round(runs[small].run.max_rss_mb),
-            "large_rss_mb": round(runs[large].run.max_rss_mb),
-            "small_sync_s": round(runs[small].run.seconds, 1),
-            "large_sync_s": round(runs[large].run.seconds, 1),
-            "large_requests": runs[large].cohort["requests"],
-        },
-    )
+    why = "memory does not grow with the audience"
+    return rss_ratio(bench, "peak RSS: 5M / 100k members", small, large, 1.5, why)
+
+
+def flat_memory(bench: Bench) -> Figure:
+    """Peak RSS at 3M members over 1M: flat once the engine's buffers are full."""
+    small, large = bench.members(1_000_000), bench.members(3_000_000)
+    why = "memory stays flat once the engine's buffers are full"
+    return rss_ratio(bench, "peak RSS: 3M / 1M members", small, large, 1.15, why)
 
 
 def naive_requests(bench: Bench) -> Figure:
     """Requests the runner made over those of a script posting fixed batches of 1,000."""
-    members, done, _ = bench.large_sync()
+    members = bench.members(1_000_000)
+    done, _ = bench.unlimited_sync(members)
     made = done.cohort["requests"]
     naive = math.ceil(members / NAIVE_BATCH)
     ratio = made / naive
-    return Figure(
-        name="requests / naive 1,000-uid batches",
-        ratio=ratio,
-        target="lower is better",
-        met=ratio < 1,
-        how=(
-            f"{members:,} uids; requests the runner made / ceil(uids / {NAIVE_BATCH:,}); "
-            f"minutes each takes at {MOENGAGE_QUOTA}/min"
-        ),
-        detail={
-            "members": members,
-            "runner_requests": made,
-            "naive_requests": naive,
-            "runner_minutes_at_300": round(made / MOENGAGE_QUOTA, 2),
-            "naive_minutes_at_300": round(naive / MOENGAGE_QUOTA, 2),
-        },
+    return bench.figure(
+        "requests / naive 1,000-uid batches",
+        ratio,
+        "lower is better",
+        ratio < 1,
+        f"{members:,} uids; requests the runner made / ceil(uids / {NAIVE_BATCH:,}); "
+        f"minutes each takes at {MOENGAGE_QUOTA}/min",
+        members=members,
+        runner_requests=made,
+        naive_requests=naive,
+        runner_minutes_at_300=round(made / MOENGAGE_QUOTA, 2),
+        naive_minutes_at_300=round(naive / MOENGAGE_QUOTA, 2),
     )
 
 
@@ -527,8 +526,11 @@ FIGURES: dict[str, Callable[[Bench], Figure]] = {
     "overhead": runner_overhead,
     "noop": noop_rerun,
     "memory": peak_memory,
+    "flat": flat_memory,
     "naive": naive_requests,
 }
+# The pacer and the packer never touch the warehouse: measured on the first engine only.
+ENGINE_FREE = ("quota", "packing")
 
 
 def machine() -> dict[str, Any]:
@@ -542,8 +544,17 @@ def machine() -> dict[str, Any]:
     }
 
 
-def markdown(figures: list[Figure], info: dict[str, Any], scale: float, seconds: float) -> str:
-    """The results as a readable table, with how each figure is measured."""
+LABELS = {"duckdb": "DuckDB", "postgres": "Postgres"}
+
+
+def markdown(
+    figures: list[Figure],
+    engines: dict[str, dict[str, Any]],
+    info: dict[str, Any],
+    scale: float,
+    seconds: float,
+) -> str:
+    """The results: one table of every figure on every engine, then a section per engine."""
     lines = [
         "# Benchmark results",
         "",
@@ -552,38 +563,82 @@ def markdown(figures: list[Figure], info: dict[str, Any], scale: float, seconds:
         f"load average at start {info['load_average_at_start']}; "
         f"the whole bench took {seconds / 60:.1f} min.",
         "",
-        "| figure | ratio | target | met | detail |",
-        "| --- | ---: | --- | --- | --- |",
+        "| figure | target | " + " | ".join(LABELS[e] for e in engines) + " |",
+        "| --- | --- |" + " ---: |" * len(engines),
     ]
-    for f in figures:
-        detail = ", ".join(f"{k}={v}" for k, v in f.detail.items())
-        lines.append(
-            f"| {f.name} | {f.ratio:.3f} | {f.target} | {'yes' if f.met else 'NO'} | {detail} |"
-        )
+    first = next(iter(engines), "")
+    names = list(dict.fromkeys(f.name for f in figures))
+    for name in names:
+        cells = []
+        target = ""
+        for engine in engines:
+            found = [f for f in figures if f.name == name and f.engine == engine]
+            if found:
+                f = found[0]
+                target = f.target
+                cells.append(f"{f.ratio:.3f} {'met' if f.met else '**not met**'}")
+            else:
+                cells.append(f"(engine-free: see {LABELS[first]})")
+        lines.append(f"| {name} | {target} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Quota use and packing do not depend on the engine (the pacer and the packer never "
+        f"touch the warehouse): they are measured on {LABELS[first]} only.",
+    ]
+    for engine, about in engines.items():
+        shown = ", ".join(f"{k} {v}" for k, v in about.items())
+        lines += [
+            "",
+            f"## {LABELS[engine]}",
+            "",
+            f"{shown}.",
+            "",
+            "| figure | ratio | target | met | detail |",
+            "| --- | ---: | --- | --- | --- |",
+        ]
+        for f in figures:
+            if f.engine != engine:
+                continue
+            detail = ", ".join(f"{k}={v}" for k, v in f.detail.items())
+            lines.append(
+                f"| {f.name} | {f.ratio:.3f} | {f.target} | {'yes' if f.met else 'NO'} | {detail} |"
+            )
     lines += ["", "How each figure is measured:", ""]
-    lines += [f"- {f.name}: {f.how}." for f in figures]
+    hows = dict.fromkeys(f"- {f.name}: {f.how}." for f in figures)
+    lines += list(hows)
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the selected figures and write results.json and RESULTS.md."""
+    """Run the selected figures on each engine and write results.json and RESULTS.md."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scale", type=float, default=1.0, help="shrink sizes (e.g. 0.01)")
     parser.add_argument("--only", nargs="*", choices=list(FIGURES), help="figures to run")
+    parser.add_argument(
+        "--engines", nargs="*", choices=ENGINES, default=list(ENGINES), help="engines to run on"
+    )
     parser.add_argument("--out", type=Path, default=HERE, help="folder for the results")
     args = parser.parse_args(argv)
 
     info = machine()
     started = time.perf_counter()
+    figures: list[Figure] = []
+    engines: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="moengage-bench-") as tmp:
-        bench = Bench(scale=args.scale, work=Path(tmp))
-        figures = []
-        for name in args.only or list(FIGURES):
-            print(f"running {name} ...", flush=True)
-            figures.append(FIGURES[name](bench))
-            f = figures[-1]
-            print(f"  {f.name}: {f.ratio:.3f} (target {f.target}) {f.detail}", flush=True)
+        for index, engine in enumerate(args.engines):
+            with audiences(engine, Path(tmp)) as found:
+                engines[engine] = found.describe()
+                bench = Bench(scale=args.scale, work=Path(tmp), audiences=found)
+                for name in args.only or list(FIGURES):
+                    if index > 0 and name in ENGINE_FREE:
+                        continue
+                    print(f"running {name} on {found.label} ...", flush=True)
+                    figures.append(FIGURES[name](bench))
+                    f = figures[-1]
+                    print(f"  {f.name}: {f.ratio:.3f} (target {f.target}) {f.detail}", flush=True)
     seconds = time.perf_counter() - started
+    # A child's peak RSS counts the bench's own at fork: it must stay well below a sync's.
+    info["bench_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(
@@ -592,13 +647,15 @@ def main(argv: list[str] | None = None) -> int:
                 "scale": args.scale,
                 "machine": info,
                 "seconds": round(seconds, 1),
-                "figures": [f.__dict__ for f in figures],
+                "engines": engines,
+                "engine_free": {"figures": list(ENGINE_FREE), "measured_on": args.engines[:1]},
+                "figures": [asdict(f) for f in figures],
             },
             indent=2,
         )
         + "\n"
     )
-    text = markdown(figures, info, args.scale, seconds)
+    text = markdown(figures, engines, info, args.scale, seconds)
     (args.out / "RESULTS.md").write_text(text)
     print(text)
     return 0

@@ -1,8 +1,10 @@
 """Record an audience in the state the way the runner's checkpoints do, and nothing else.
 
-One write per request, each of that request's uids, then the close that folds DuckDB's WAL
-into the file: the part of a sync that the bare client leaves out, measured alone. Prints
-its wall seconds as JSON; the bench reads its CPU time from the process.
+One write per request (StateStore.record_added), each of that request's uids, then the
+engine's close (on DuckDB, the close that folds the WAL into the file): the runner's part
+of the work the bare client also does, measured alone, on DuckDB (`--duckdb FILE`) or
+Postgres (`--postgres DSN`). Prints its wall seconds as JSON; the bench reads its CPU time
+from the process.
 """
 
 from __future__ import annotations
@@ -14,24 +16,47 @@ import sys
 import time
 
 from dbt_moengage.cohorts import CohortSpec
+from dbt_moengage.state import StateKey, StateStore
 from dbt_moengage.warehouse.duckdb import DEFAULT_MEMORY_LIMIT, DuckDBWarehouse
-from dbt_moengage.warehouse.schema import StateKey
+from dbt_moengage.warehouse.engine import Engine
+
+
+def open_engine(args: argparse.Namespace) -> Engine:
+    """The runner's engine on the bench's database, its state in `--state-schema`."""
+    if args.duckdb:
+        return DuckDBWarehouse(
+            args.duckdb, state_schema=args.state_schema, memory_limit=args.memory_limit
+        )
+    import psycopg2
+
+    from dbt_moengage.warehouse.postgres import PostgresWarehouse
+
+    return PostgresWarehouse(
+        psycopg2.connect(args.postgres), args.state_schema, lambda: psycopg2.connect(args.postgres)
+    )
 
 
 def main() -> int:
     """Read the audience's uids, then time recording them in `--requests` writes."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--database", required=True)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--duckdb", help="a DuckDB database file")
+    source.add_argument("--postgres", help="a libpq connection string")
+    parser.add_argument("--table", default="main.audience")
+    parser.add_argument("--state-schema", default="main")
     parser.add_argument("--requests", type=int, required=True)
-    parser.add_argument("--memory-limit", default=DEFAULT_MEMORY_LIMIT)
+    parser.add_argument("--memory-limit", default=DEFAULT_MEMORY_LIMIT, help="DuckDB's")
     args = parser.parse_args()
-    warehouse = DuckDBWarehouse(args.database, memory_limit=args.memory_limit)
-    warehouse.prepare_state(create=True)
-    uids = [uid for (uid,) in warehouse.conn.execute("select uid from main.audience").fetchall()]
+    warehouse = open_engine(args)
+    state = StateStore(warehouse)
+    state.prepare(create=True)
+    cursor = warehouse.execute_sql(f"select uid from {args.table}")
+    uids = [uid for (uid,) in cursor.fetchall()]
+    cursor.close()
     cohort = CohortSpec(
         model="audience",
         unique_id="model.bench.audience",
-        relation_name="main.audience",
+        relation_name=args.table,
         cohort_name=".Bench Audience",
         cohort_id="audience",
         description="bench",
@@ -41,7 +66,7 @@ def main() -> int:
     size = math.ceil(len(uids) / args.requests)
     started, cpu = time.perf_counter(), time.process_time()
     for start in range(0, len(uids), size):
-        warehouse.record_added(cohort, key, uids[start : start + size], "bench")
+        state.record_added(cohort, key, uids[start : start + size], "bench")
     warehouse.close()
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
     print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds}))

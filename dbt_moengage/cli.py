@@ -23,6 +23,7 @@ from .progress import Progress, make_progress
 from .report import print_summary
 from .settings import MoEngageSettings
 from .sync import SyncOptions, discover_cohorts, run_sync, validate
+from .warehouse.profiles import parse_vars
 
 EXIT_USAGE = 2
 
@@ -33,8 +34,19 @@ def main() -> None:
     """Keep MoEngage cohorts in step with dbt models."""
 
 
+PROFILE = click.option(
+    "--profile", default=None, help="The profile to use, instead of dbt_project.yml's `profile:`."
+)
+VARS = click.option(
+    "--vars",
+    default=None,
+    help="Project variables as a YAML mapping, as on `dbt build` (read by var() in profiles).",
+)
+
+
 def project_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """--project-dir, --profiles-dir, --target, --select and --exclude, as dbt has them."""
+    """--project-dir, --profiles-dir, --target, --profile, --vars, --select and --exclude,
+    as dbt has them."""
     options = [
         click.option(
             "--project-dir",
@@ -50,6 +62,8 @@ def project_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="Folder of profiles.yml (default: DBT_PROFILES_DIR, the current folder, ~/.dbt).",
         ),
         click.option("--target", "-t", default=None, help="The profile target to use."),
+        PROFILE,
+        VARS,
         click.option(
             "--select",
             "-s",
@@ -104,6 +118,7 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
 def _options(**kwargs: Any) -> SyncOptions:
     kwargs["select"] = _split(kwargs.get("select", ()))
     kwargs["exclude"] = _split(kwargs.get("exclude", ()))
+    kwargs["vars"] = parse_vars(kwargs.get("vars"))
     return SyncOptions(**kwargs)
 
 
@@ -189,6 +204,8 @@ def sync(log_format: str, **kwargs: Any) -> None:
 )
 @click.option("--profiles-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
 @click.option("--target", "-t", default=None)
+@PROFILE
+@VARS
 @click.option("--state-schema", default=None, help="Schema of the sync state tables.")
 @ALLOW_LARGE_REMOVAL
 @LOG_FORMAT
@@ -197,6 +214,8 @@ def build(
     project_dir: Path,
     profiles_dir: Path | None,
     target: str | None,
+    profile: str | None,
+    vars: str | None,
     state_schema: str | None,
     allow_large_removal: bool,
     log_format: str,
@@ -213,6 +232,10 @@ def build(
         args += ["--profiles-dir", str(profiles_dir)]
     if target:
         args += ["--target", target]
+    if profile:
+        args += ["--profile", profile]
+    if vars:
+        args += ["--vars", vars]
     # In JSON mode stdout is the event stream: dbt's own log lines go to stderr.
     dbt_out = sys.stderr if log_format == "json" else sys.stdout
     with contextlib.redirect_stdout(dbt_out):
@@ -220,14 +243,22 @@ def build(
     if outcome.exception is not None and outcome.result is None:
         print_error(f"dbt build did not run: {outcome.exception}")
         sys.exit(EXIT_USAGE)
+    try:
+        cli_vars = parse_vars(vars)
+    except ConfigError as exc:
+        print_error(str(exc))
+        sys.exit(EXIT_USAGE)
     options = _options(
         project_dir=project_dir,
         profiles_dir=profiles_dir,
         target=target,
+        profile=profile,
+        vars=None,
         state_schema=state_schema,
         only_built=True,
         allow_large_removal=allow_large_removal,
     )
+    options.vars = cli_vars
     code = _run_and_report(options, log_format)
     sys.exit(max(code, 0 if outcome.success else 1))
 
@@ -425,9 +456,12 @@ _register_webhook()
 
 
 def run() -> None:
-    """Entry point that maps unexpected library errors to exit code 1 without a traceback."""
+    """Entry point that maps unexpected library errors to an exit code without a traceback."""
     try:
         main()
+    except ConfigError as exc:
+        print_error(str(exc))
+        sys.exit(EXIT_USAGE)
     except MoEngageSyncError as exc:
         print_error(str(exc))
         sys.exit(1)

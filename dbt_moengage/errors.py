@@ -4,10 +4,13 @@
     ├── ConfigError                   the run cannot start: exit 2
     │   ├── ManifestError             target/manifest.json missing, unreadable, unsupported
     │   ├── ProfileError              dbt profile not found or not renderable
-    │   └── SettingsError             MoEngage credentials / settings missing or invalid
+    │   ├── SettingsError             MoEngage credentials / settings missing or invalid
+    │   └── StateVersionError         the sync state was written by a newer dbt-moengage
     ├── CohortError                   one cohort cannot sync; the others go on: exit 1
     │   ├── CohortSpecError           bad `meta.moengage` config (model, field, value)
     │   ├── WarehouseError            the model's relation or column cannot be read
+    │   ├── LockTimeout               another run holds the cohort (or the DuckDB file)
+    │   ├── LockLost                  the cohort's lock was taken over mid-run: stop it
     │   └── RequestRejected           MoEngage refused a request as is (400/413/415/...),
     │                                 or a 2xx whose body is not {"status": "success"}
     ├── TransientError                worth retrying: 429, 5xx, dropped connection, timeout,
@@ -68,8 +71,20 @@ class CohortSpecError(CohortError):
         super().__init__(message)
 
 
+class StateVersionError(ConfigError):
+    """The sync state was written by a newer dbt-moengage than this one."""
+
+
 class WarehouseError(CohortError):
     """The warehouse cannot give a cohort's uids (relation missing, bad column, ...)."""
+
+
+class LockTimeout(CohortError):
+    """Another run holds the cohort's lock for longer than we may wait."""
+
+
+class LockLost(CohortError):
+    """The cohort's lock is no longer this run's (its heartbeat stopped, another took it)."""
 
 
 class RequestRejected(CohortError):

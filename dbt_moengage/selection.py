@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError
 
@@ -17,6 +18,8 @@ def resolve(
     target: str | None,
     select: Sequence[str],
     exclude: Sequence[str],
+    profile: str | None = None,
+    cli_vars: Mapping[str, Any] | None = None,
 ) -> set[str]:
     """The unique_ids of the models dbt selects; ConfigError if dbt refuses the selection."""
     from dbt.cli.main import dbtRunner
@@ -42,6 +45,10 @@ def resolve(
             args += ["--profiles-dir", str(profiles_dir)]
         if target:
             args += ["--target", target]
+        if profile:
+            args += ["--profile", profile]
+        if cli_vars:
+            args += ["--vars", json.dumps(dict(cli_vars))]
         if select:
             args += ["--select", *select]
         if exclude:

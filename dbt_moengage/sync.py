@@ -12,8 +12,8 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from .checkpoints import GroupCommit
 from .client import MoEngageClient, Tally
 from .cohorts import (
     DURATION_HINT,
@@ -29,6 +29,7 @@ from .errors import (
     CohortSpecError,
     ConfigError,
     Interrupted,
+    LockTimeout,
     MoEngageSyncError,
     SettingsError,
     TransientError,
@@ -50,17 +51,25 @@ from .report import (
 )
 from .selection import resolve as resolve_selection
 from .settings import MoEngageSettings, data_center_warning
-from .warehouse import (
+from .state import (
     SCHEMA_VERSION,
+    Change,
     CohortRecord,
+    Delta,
+    GroupCommit,
+    HeldLock,
     RunRow,
-    SqlWarehouse,
     StateKey,
+    StateStore,
+    normalize_endpoint,
+    utcnow,
+)
+from .warehouse import (
+    Engine,
+    ProfileTarget,
     connect,
     load_profile_target,
-    normalize_endpoint,
 )
-from .warehouse import base as wh
 
 
 @dataclass
@@ -81,6 +90,9 @@ class SyncOptions:
     target_path: Path | None = None
     # Let a mirror run remove more than its max_remove_fraction (or everyone).
     allow_large_removal: bool = False
+    # dbt's --profile and --vars, as on `dbt build`.
+    profile: str | None = None
+    vars: dict[str, Any] = field(default_factory=dict)
     # Never in a repr: it holds the API key and warehouse passwords.
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ), repr=False)
 
@@ -111,9 +123,7 @@ def run_sync(
     discovery = discover_cohorts(options, manifest, settle=False)
     settings = MoEngageSettings.from_env(options.environ, require_credentials=False)
     senders, discovery = _destinations(discovery, options, report, progress)
-    target = load_profile_target(
-        options.project_dir, options.profiles_dir, options.target, options.environ
-    )
+    target = profile_target(options)
     state_schema = options.state_schema or options.environ.get("MOENGAGE_STATE_SCHEMA") or None
 
     if not discovery.specs and not discovery.contested:
@@ -129,7 +139,7 @@ def run_sync(
             read_only=options.dry_run,
             wait_seconds=settings.lock_wait_seconds,
         )
-    except wh.LockTimeout as exc:
+    except LockTimeout as exc:
         report.results.extend(_invalid_results(discovery.problems, progress))
         for spec in [*discovery.specs, *discovery.contested]:
             report.results.append(_result(spec, FAILED, str(exc)))
@@ -139,7 +149,8 @@ def run_sync(
 
     with warehouse:
         warehouse.lock_stale_seconds = settings.lock_stale_seconds
-        status = warehouse.prepare_state(create=not options.dry_run)
+        state = StateStore(warehouse)
+        status = state.prepare(create=not options.dry_run)
         if status.upgraded_from is not None:
             progress.message(
                 f"upgraded the sync state in schema {warehouse.state_schema!r} from version "
@@ -149,7 +160,7 @@ def run_sync(
             )
         if status.note:
             progress.message(status.note)
-        discovery = discovery.settle(_ownership(warehouse, senders))
+        discovery = discovery.settle(_ownership(state, senders))
         if options.only_built:
             discovery = _only_built(manifest, discovery, report, progress)
         report.results.extend(_invalid_results(discovery.problems, progress))
@@ -172,6 +183,7 @@ def run_sync(
                     group,
                     senders[destination],
                     warehouse,
+                    state,
                     options,
                     report.run_id,
                     progress,
@@ -195,12 +207,12 @@ def _wait_awake(jobs: list[Future[list[CohortResult]]]) -> None:
 
 
 def _ownership(
-    warehouse: SqlWarehouse, senders: Mapping[str | None, MoEngageSettings]
+    state: StateStore, senders: Mapping[str | None, MoEngageSettings]
 ) -> dict[tuple[str | None, str], Owner]:
     """(destination, cohort_id) -> what the state says of it, for settling conflicts."""
     found: dict[tuple[str | None, str], Owner] = {}
     for destination, settings in senders.items():
-        for cohort_id, owner in warehouse.owners(state_key(settings)).items():
+        for cohort_id, owner in state.owners(state_key(settings)).items():
             found[(destination, cohort_id)] = owner
     return found
 
@@ -208,7 +220,8 @@ def _ownership(
 def _sync_destination(
     specs: list[CohortSpec],
     settings: MoEngageSettings,
-    warehouse: SqlWarehouse,
+    warehouse: Engine,
+    state: StateStore,
     options: SyncOptions,
     run_id: str,
     progress: Progress,
@@ -235,11 +248,13 @@ def _sync_destination(
             job = CohortSync(
                 spec,
                 warehouse,
+                state,
                 client,
                 settings,
                 run_id,
                 progress,
                 allow_large_removal=options.allow_large_removal,
+                stop=stop,
             )
             if client is None:
                 result = job.dry_run(options.full_refresh)
@@ -292,23 +307,27 @@ class CohortSync:
     def __init__(
         self,
         spec: CohortSpec,
-        warehouse: SqlWarehouse,
+        warehouse: Engine,
+        state: StateStore,
         client: MoEngageClient | None,
         settings: MoEngageSettings,
         run_id: str,
         progress: Progress | None = None,
         allow_large_removal: bool = False,
+        stop: threading.Event | None = None,
     ) -> None:
         self.spec = spec
+        self.stop = stop
         self.progress = progress or Progress()
         self.warehouse = warehouse
+        self.state = state
         self.client = client
         self.settings = settings
         self.run_id = run_id
         self.allow_large_removal = allow_large_removal
         self.key = state_key(settings)
         # One clock reading per cohort: the plan and the streams agree on what is due.
-        self.now = wh.utcnow()
+        self.now = utcnow()
         self.result = CohortResult(
             model=spec.model,
             cohort_id=spec.cohort_id,
@@ -316,6 +335,7 @@ class CohortSync:
             mode=spec.mode,
         )
         self.fatal: WorkspaceFatal | None = None
+        self.held = HeldLock()
         self.record: CohortRecord | None = None
         # The name or description MoEngage holds differs from the config (or is unknown).
         self.rename = False
@@ -352,9 +372,10 @@ class CohortSync:
         started = time.monotonic()
         adds, removes = Tally(), Tally()
         try:
-            with self.warehouse.lock(
-                self.spec, self.key, self.run_id, self.settings.lock_wait_seconds
-            ):
+            with self.state.lock(
+                self.spec, self.key, self.run_id, self.settings.lock_wait_seconds, self.stop
+            ) as held:
+                self.held = held
                 self._run_locked(full_refresh, adds, removes)
         except WorkspaceFatal as exc:
             self.fatal = exc
@@ -369,7 +390,7 @@ class CohortSync:
 
     def _run_locked(self, full_refresh: bool, adds: Tally, removes: Tally) -> None:
         """Send the delta; the run row says 'running' until it says how it ended."""
-        adopted = self.warehouse.adopt_legacy(self.spec, self.key)
+        adopted = self.state.adopt_legacy(self.spec, self.key)
         if adopted:
             self.progress.message(
                 f"{self.spec.model}: {adopted:,} members recorded before the state was kept "
@@ -383,9 +404,9 @@ class CohortSync:
             model=self.spec.model,
             mode=self.spec.mode,
             full_refresh=full_refresh,
-            started_at=wh.utcnow(),
+            started_at=utcnow(),
         )
-        self.warehouse.save_run(row)
+        self.state.save_run(row)
         try:
             self._plan(full_refresh)
             if self.guard:
@@ -404,19 +425,19 @@ class CohortSync:
             self._tally(adds, removes)
             self._remember(adds)
             r = self.result
-            row.finished_at = wh.utcnow()
+            row.finished_at = utcnow()
             row.status, row.error = r.status, r.error
             row.added, row.removed, row.resent = r.added, r.removed, r.resent
             row.unchanged, row.left_but_kept = r.unchanged, r.left_but_kept
             row.requests, row.retries, row.renamed = r.requests, r.retries, r.renamed
-            self.warehouse.save_run(row)
+            self.state.save_run(row)
 
     def _plan(self, full_refresh: bool) -> None:
         self.warehouse.check_uid_lengths(self.spec)
         counts = self.warehouse.audience_stats(self.spec)
-        delta = self.warehouse.plan(self.spec, self.key, full_refresh, self.now)
-        if self.warehouse.state_ready:
-            self.record = self.warehouse.cohort_record(self.spec, self.key)
+        delta = self.state.plan(self.spec, self.key, full_refresh, self.now)
+        if self.state.ready:
+            self.record = self.state.cohort_record(self.spec, self.key)
         r = self.result
         r.uids_total = delta.distinct
         r.dropped = counts.dropped(delta.distinct)
@@ -442,7 +463,7 @@ class CohortSync:
         """Whether this run changes a name or description MoEngage knows."""
         return self.rename and self.record is not None and self.record.cohort_name is not None
 
-    def _guard(self, delta: wh.Delta) -> str | None:
+    def _guard(self, delta: Delta) -> str | None:
         """Why a mirror run is refused: it would empty the cohort or remove too many."""
         if not self.mirror or not self.result.planned_remove or self.allow_large_removal:
             return None
@@ -478,7 +499,7 @@ class CohortSync:
             return
         self.result.renamed = sent and self._renaming
         old = self.record or CohortRecord(self.spec.model, None, None)
-        self.warehouse.save_cohort(
+        self.state.save_cohort(
             self.spec,
             self.key,
             CohortRecord(
@@ -492,7 +513,9 @@ class CohortSync:
         """What runs after each accepted body: record its uids, then show progress."""
         spec, key = self.spec, self.key
         if action == REMOVE:
-            removed = GroupCommit(lambda uids: self.warehouse.record_removed(spec, key, uids))
+            removed = GroupCommit(
+                self._owned(lambda uids: self.state.record_removed(spec, key, uids))
+            )
 
             def accepted_removal(body: Body) -> None:
                 removed.record(body.uids)
@@ -502,12 +525,14 @@ class CohortSync:
         # A full refresh resends every member; each accepted body replaces its uids' rows,
         # so the state stays true even if the refresh stops halfway.
         added = GroupCommit(
-            lambda uids: self.warehouse.record_added(
-                spec, key, uids, self.run_id, replace=full_refresh
+            self._owned(
+                lambda uids: self.state.record_added(
+                    spec, key, uids, self.run_id, replace=full_refresh
+                )
             )
         )
         resent = GroupCommit(
-            lambda uids: self.warehouse.record_resent(spec, key, uids, self.run_id)
+            self._owned(lambda uids: self.state.record_resent(spec, key, uids, self.run_id))
         )
 
         def accepted(body: Body) -> None:
@@ -527,9 +552,9 @@ class CohortSync:
             return self._bodies(ADD, everyone=True)
         r = self.result
         if r.planned_resend:
-            again: str | None = wh.RESEND
+            again: Change | None = Change.DUE
         elif self.rename and not r.planned_add:
-            again = wh.RENAME
+            again = Change.RENAME
         else:
             again = None
         if not r.planned_add and again is None:
@@ -537,7 +562,7 @@ class CohortSync:
         return self._bodies(ADD, resend=again)
 
     def _bodies(
-        self, action: str, everyone: bool = False, resend: str | None = None
+        self, action: str, everyone: bool = False, resend: Change | None = None
     ) -> Iterable[Body]:
         packer = BodyPacker(
             action=ADD if action == ADD else REMOVE,
@@ -547,12 +572,21 @@ class CohortSync:
             description=self.spec.description,
             max_bytes=self.settings.max_body_bytes,
         )
-        kind = wh.REMOVE if action == REMOVE else wh.ALL if everyone else wh.ADD
-        stream = self.warehouse.stream_delta(self.spec, self.key, kind, now=self.now)
+        kind = Change.LEFT if action == REMOVE else Change.EVERYONE if everyone else Change.NEW
+        stream = self.state.stream(self.spec, self.key, kind, now=self.now)
         if resend is None:
             return packer.pack(stream)
-        again = self.warehouse.stream_delta(self.spec, self.key, resend, now=self.now)
+        again = self.state.stream(self.spec, self.key, resend, now=self.now)
         return packer.pack(stream, resend=again)
+
+    def _owned(self, write: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
+        """A checkpoint write that first checks the run still holds the cohort's lock."""
+
+        def checked(batch: list[str]) -> None:
+            self.held.check()
+            write(batch)
+
+        return checked
 
     def _tally(self, adds: Tally, removes: Tally) -> None:
         r = self.result
@@ -564,6 +598,18 @@ class CohortSync:
         r.retries = adds.retries + removes.retries
         if r.status != SYNCED:
             r.uids_unsynced = max(r.planned_add - r.added, 0) + max(r.planned_remove - r.removed, 0)
+
+
+def profile_target(options: SyncOptions) -> ProfileTarget:
+    """The dbt profile target the options name, rendered by dbt."""
+    return load_profile_target(
+        options.project_dir,
+        options.profiles_dir,
+        options.target,
+        options.environ,
+        profile=options.profile,
+        cli_vars=options.vars,
+    )
 
 
 def state_key(settings: MoEngageSettings) -> StateKey:
@@ -634,17 +680,16 @@ def validate(options: SyncOptions, check_warehouse: bool = False) -> Validation:
         discovery = discovery.settle()
         problems[:0] = [str(p) for p in discovery.problems]
         return Validation(discovery.specs, problems, warnings)
-    target = load_profile_target(
-        options.project_dir, options.profiles_dir, options.target, options.environ
-    )
+    target = profile_target(options)
     state_schema = options.state_schema or options.environ.get("MOENGAGE_STATE_SCHEMA") or None
     with connect(
         target, options.project_dir, state_schema=state_schema, read_only=True
     ) as warehouse:
-        status = warehouse.prepare_state(create=False)
+        state = StateStore(warehouse)
+        status = state.prepare(create=False)
         if status.note:
             warnings.append(status.note)
-        discovery = discovery.settle(_ownership(warehouse, senders))
+        discovery = discovery.settle(_ownership(state, senders))
         problems[:0] = [str(p) for p in discovery.problems]
         specs = []
         for spec in discovery.specs:
@@ -663,7 +708,13 @@ def select_cohorts(options: SyncOptions, cohort_ids: list[str]) -> tuple[str, ..
     if not options.select and not options.exclude:
         return ()
     chosen = resolve_selection(
-        options.project_dir, options.profiles_dir, options.target, options.select, options.exclude
+        options.project_dir,
+        options.profiles_dir,
+        options.target,
+        options.select,
+        options.exclude,
+        profile=options.profile,
+        cli_vars=options.vars,
     )
     picked = tuple(uid for uid in cohort_ids if uid in chosen)
     if not picked:

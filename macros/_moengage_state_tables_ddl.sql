@@ -4,14 +4,16 @@
 
     types maps each kind in _moengage_state_columns (string, timestamp, bigint, boolean) to the
     engine's type; table_options maps a table name to text put after its column list (e.g. a
-    clustering key). caller_name is the public macro that was called, so an error names it.
+    clustering key). schema_with_database=false names the schema alone in `create schema`, for
+    engines that refuse a database there (Postgres). caller_name is the public macro that was
+    called, so an error names it.
 -#}
-{% macro _moengage_state_tables_ddl(caller_name, schema, types, table_options={}) %}
+{% macro _moengage_state_tables_ddl(caller_name, schema, types, table_options={}, schema_with_database=true) %}
 
 {%- set schema_relation = api.Relation.create(
     database=target.database,
     schema=moengage._moengage_state_schema(caller_name, schema)
-) -%}
+).include(database=schema_with_database) -%}
 {%- set statements = ['create schema if not exists ' ~ schema_relation] -%}
 
 {%- for table in moengage._moengage_state_columns() -%}

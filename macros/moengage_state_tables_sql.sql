@@ -46,3 +46,30 @@
         'boolean': 'boolean',
     }, {})) }}
 {% endmacro %}
+
+
+{#- The types the runner's Postgres engine creates: information_schema reports them as
+    character varying, timestamp without time zone (holding UTC), bigint and boolean.
+    varchar without a length, not dbt.type_string()'s text: the same type, named as the
+    other engines name it. `create schema` takes no database on Postgres; the tables are
+    still named database.schema.table, which Postgres accepts for the current database.
+    Two sessions running `create ... if not exists` for the same name at once can both find
+    it missing and one fails (a unique violation in the catalog): the statements take a
+    transaction-scoped advisory lock first (_moengage_state_lock_key), which the runner's
+    Postgres engine must take around its own DDL too. -#}
+{% macro postgres__moengage_state_tables_sql(schema) %}
+    {%- set ddl = moengage._moengage_state_tables_ddl('moengage_state_tables_sql', schema, {
+        'string': 'varchar',
+        'timestamp': 'timestamp',
+        'bigint': 'bigint',
+        'boolean': 'boolean',
+    }, {}, schema_with_database=false) -%}
+    {{ return('select pg_advisory_xact_lock(' ~ moengage._moengage_state_lock_key() ~ ');\n\n' ~ ddl) }}
+{% endmacro %}
+
+
+{#- dbt-redshift falls back to postgres__ variants, and Redshift has no advisory locks: it
+    keeps what it had before the postgres__ variant, the default. -#}
+{% macro redshift__moengage_state_tables_sql(schema) %}
+    {{ return(moengage.default__moengage_state_tables_sql(schema)) }}
+{% endmacro %}

@@ -4,8 +4,9 @@
         select {{ moengage.moengage_uid_text('user_id') }} from ...
 
     A text column may carry a collation (DuckDB's `collate nocase`, Snowflake's
-    `collate 'en-ci'` or an account's DEFAULT_DDL_COLLATION) under which 'abc' and 'ABC'
-    are equal; MoEngage's uids are not. The runner reads uids the same way.
+    `collate 'en-ci'` or an account's DEFAULT_DDL_COLLATION, a non-deterministic ICU
+    collation on Postgres) under which 'abc' and 'ABC' are equal; MoEngage's uids are not.
+    The runner reads uids the same way.
 -#}
 {% macro moengage_uid_text(column) %}
     {{ return(adapter.dispatch('moengage_uid_text', 'moengage')(column)) }}
@@ -26,4 +27,19 @@
 {#- the empty collation specification is none: strings compare by their bytes -#}
 {% macro snowflake__moengage_uid_text(column) %}
     {{- return("collate(cast(" ~ column ~ " as varchar), '')") -}}
+{% endmacro %}
+
+
+{#- A cast keeps the column's collation, and a non-deterministic ICU one (e.g.
+    `deterministic = false`, 'und-u-ks-level2') makes 'abc' = 'ABC' in comparisons, grouping
+    and distinct. "C" compares the bytes (UTF-8 order) and is always there. -#}
+{% macro postgres__moengage_uid_text(column) %}
+    {{- return("(cast(" ~ column ~ " as varchar) collate \"C\")") -}}
+{% endmacro %}
+
+
+{#- dbt-redshift falls back to postgres__ variants; Redshift spells collations its own way
+    (collate(expr, 'case_sensitive')): it keeps what it had, the default. -#}
+{% macro redshift__moengage_uid_text(column) %}
+    {{- return(moengage.default__moengage_uid_text(column)) -}}
 {% endmacro %}

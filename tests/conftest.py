@@ -139,3 +139,6 @@ def sync_args(project: BuiltProject, *extra: str) -> list[str]:
         str(project.project_dir),
         *extra,
     ]
+
+
+from .postgres_server import postgres_database, postgres_server  # noqa: E402, F401

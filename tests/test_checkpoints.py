@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from dbt_moengage.checkpoints import GroupCommit
 from dbt_moengage.errors import WarehouseError
+from dbt_moengage.state.checkpoints import GroupCommit
 
 
 def test_one_caller_writes_its_own_uids_at_once() -> None:

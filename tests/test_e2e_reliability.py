@@ -4,8 +4,7 @@ the warehouse connection dropping mid-stream. Each ends exact, or reported unsyn
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from datetime import datetime
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import duckdb
@@ -15,7 +14,6 @@ from dbt_moengage.emulator import Emulator, EmulatorConfig, Faults
 from dbt_moengage.errors import WarehouseError
 from dbt_moengage.sync import SyncOptions, run_sync
 from dbt_moengage.warehouse.duckdb import DuckDBWarehouse
-from dbt_moengage.warehouse.schema import StateKey
 
 from .conftest import API_KEY, COHORTS, WORKSPACE, BuiltProject, run_cli, sync_args, sync_env
 
@@ -84,23 +82,23 @@ def test_warehouse_connection_lost_mid_stream(
     project: BuiltProject, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     env = sync_env(project, emulator, MOENGAGE_MAX_BODY_BYTES="2000")
-    original = DuckDBWarehouse.stream_delta
+    original = DuckDBWarehouse.stream
 
     def dropping(
         self: DuckDBWarehouse,
+        name: str,
+        params: Any,
         cohort: Any,
-        key: StateKey,
-        action: str,
+        extra: Mapping[str, str] = {},
         batch_rows: int = 0,
-        now: datetime | None = None,
     ) -> Iterator[list[str]]:
         """The delta's first two pages, then the connection is gone."""
-        for page, batch in enumerate(original(self, cohort, key, action, 100, now)):
+        for page, batch in enumerate(original(self, name, params, cohort, extra, 100)):
             if page == 2:
                 raise WarehouseError("reading uids failed: Connection Error: connection was closed")
             yield batch
 
-    monkeypatch.setattr(DuckDBWarehouse, "stream_delta", dropping)
+    monkeypatch.setattr(DuckDBWarehouse, "stream", dropping)
     options = SyncOptions(
         project_dir=project.project_dir, profiles_dir=project.project_dir, environ=env
     )

@@ -14,8 +14,8 @@ import duckdb
 import pytest
 
 from dbt_moengage.emulator import Emulator, EmulatorConfig, Faults, RequestRecord
-from dbt_moengage.warehouse import schema
-from dbt_moengage.warehouse.schema import LOCKS, MEMBERS, RUNS
+from dbt_moengage.state import schema
+from dbt_moengage.state.schema import LOCKS, MEMBERS, RUNS
 
 from .conftest import COHORTS, WORKSPACE, BuiltProject, dbt, run_cli, sync_args, sync_env
 

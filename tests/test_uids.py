@@ -11,8 +11,8 @@ import pytest
 
 from dbt_moengage import uids
 from dbt_moengage.cohorts import CohortSpec
+from dbt_moengage.state import Change, StateKey, StateStore
 from dbt_moengage.warehouse.duckdb import DuckDBWarehouse
-from dbt_moengage.warehouse.schema import StateKey
 
 from .conftest import ROOT, BuiltProject
 
@@ -79,11 +79,12 @@ def test_runner_sql_agrees_with_the_dbt_fixture(built_project: BuiltProject) -> 
         uid_column="uid",
     )
     with DuckDBWarehouse(str(database), read_only=True) as warehouse:
-        warehouse.prepare_state(create=False)
+        state = StateStore(warehouse)
+        state.prepare(create=False)
         stats = warehouse.audience_stats(cohort)
         key = StateKey("http://127.0.0.1", "WS")
-        distinct = warehouse.plan(cohort, key, False).distinct
-        sent = {u for batch in warehouse.stream_delta(cohort, key, "add") for u in batch}
+        distinct = state.plan(cohort, key, False).distinct
+        sent = {u for batch in state.stream(cohort, key, Change.NEW) for u in batch}
     expected = {"null": 0, "empty": 0, "whitespace": 0, "duplicate": 0}
     for uid, reason in cases:
         if reason in expected:

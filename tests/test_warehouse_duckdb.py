@@ -16,21 +16,17 @@ import duckdb
 import pytest
 
 from dbt_moengage.cohorts import CohortSpec
-from dbt_moengage.errors import ProfileError, WarehouseError
-from dbt_moengage.warehouse.base import (
-    ADD,
-    REMOVE,
-    AudienceStats,
-    LockTimeout,
-    RunRow,
-    SqlWarehouse,
-    UidColumn,
-    utcnow,
-)
+from dbt_moengage.errors import LockTimeout, ProfileError, WarehouseError
+from dbt_moengage.state import Change, RunRow, utcnow
+from dbt_moengage.state import locks as state_locks
+from dbt_moengage.state.locks import row_lock
+from dbt_moengage.state.schema import LOCKS, MEMBERS, RUNS, STATE_TABLES, StateKey
 from dbt_moengage.warehouse.duckdb import DuckDBWarehouse
+from dbt_moengage.warehouse.engine import AudienceStats, UidColumn
 from dbt_moengage.warehouse.profiles import ProfileTarget
 from dbt_moengage.warehouse.redact import ERROR_CHARS
-from dbt_moengage.warehouse.schema import LOCKS, MEMBERS, RUNS, STATE_TABLES, StateKey
+
+from .state_helpers import ADD, REMOVE, store
 
 WS = "WS_UNIT"
 KEY = StateKey("http://127.0.0.1:8765", WS)
@@ -66,7 +62,7 @@ def warehouse(db: Path) -> Iterator[DuckDBWarehouse]:
 @pytest.fixture
 def ready(warehouse: DuckDBWarehouse) -> DuckDBWarehouse:
     """The warehouse with its state tables created."""
-    assert warehouse.prepare_state(create=True).ready
+    assert store(warehouse).prepare(create=True).ready
     return warehouse
 
 
@@ -95,9 +91,9 @@ def sql(warehouse: DuckDBWarehouse, text: str, params: Sequence[Any] = ()) -> li
     return warehouse.conn.execute(text, list(params)).fetchall()
 
 
-def delta_uids(warehouse: DuckDBWarehouse, cohort: CohortSpec, action: str) -> list[str]:
+def delta_uids(warehouse: DuckDBWarehouse, cohort: CohortSpec, action: Change) -> list[str]:
     """The whole delta of one action, sorted."""
-    return sorted(u for batch in warehouse.stream_delta(cohort, KEY, action) for u in batch)
+    return sorted(u for batch in store(warehouse).stream(cohort, KEY, action) for u in batch)
 
 
 def plan(
@@ -107,7 +103,7 @@ def plan(
     key: StateKey = KEY,
 ) -> tuple[int, int, int, int]:
     """(distinct, to_add, to_remove, unchanged) of a plan."""
-    delta = warehouse.plan(cohort, key, full_refresh)
+    delta = store(warehouse).plan(cohort, key, full_refresh)
     return (delta.distinct, delta.to_add, delta.to_remove, delta.unchanged)
 
 
@@ -133,7 +129,7 @@ class Counted:
 def stats_with_distinct(warehouse: DuckDBWarehouse, cohort: CohortSpec) -> Counted:
     """audience_stats completed with the distinct count of the plan, as the runner does."""
     stats = warehouse.audience_stats(cohort)
-    distinct = warehouse.plan(cohort, KEY, False).distinct
+    distinct = store(warehouse).plan(cohort, KEY, False).distinct
     return Counted(stats.rows, stats.nulls, stats.empties, distinct, stats.padded)
 
 
@@ -200,7 +196,7 @@ def test_integer_uids_are_cast_to_text(db: Path, warehouse: DuckDBWarehouse) -> 
     insert(warehouse, [1, 2, 2, None, 10_000_000_000, -3], table="accounts")
     cohort = spec(db, "accounts", "customer_number")
     assert warehouse.check_uid_column(cohort).type == "BIGINT"
-    warehouse.prepare_state(create=True)
+    store(warehouse).prepare(create=True)
     stats = stats_with_distinct(warehouse, cohort)
     assert stats == Counted(rows=6, nulls=1, empties=0, distinct=4)
     assert stats.duplicates == 1
@@ -258,7 +254,7 @@ def test_odd_column_names_are_quoted(db: Path, warehouse: DuckDBWarehouse, colum
     insert(warehouse, ["u1", "u2", "u2", None, "  "], table="odd")
     cohort = spec(db, "odd", column)
     assert warehouse.check_uid_column(cohort) == UidColumn(column, "VARCHAR")
-    warehouse.prepare_state(create=True)
+    store(warehouse).prepare(create=True)
     stats = stats_with_distinct(warehouse, cohort)
     assert stats == Counted(rows=5, nulls=1, empties=1, distinct=2)
     assert plan(warehouse, cohort) == (2, 2, 0, 0)
@@ -272,41 +268,41 @@ def test_odd_column_names_are_quoted(db: Path, warehouse: DuckDBWarehouse, colum
 
 def test_prepare_state_without_create_makes_nothing(db: Path) -> None:
     with open_db(db, state_schema="sync_state") as warehouse:
-        assert warehouse.prepare_state(create=False).ready is False
-        assert warehouse.existing_state_tables() == set()
+        assert store(warehouse).prepare(create=False).ready is False
+        assert warehouse.state_columns().keys() == set()
         schemas = sql(warehouse, "select schema_name from information_schema.schemata")
         assert "sync_state" not in {name for (name,) in schemas}
     with open_db(db) as warehouse:
-        assert warehouse.prepare_state(create=False).ready is False
+        assert store(warehouse).prepare(create=False).ready is False
         tables = sql(warehouse, "select table_name from information_schema.tables")
         assert {name for (name,) in tables} == {"aud"}
 
 
 def test_read_only_never_creates_state(db: Path) -> None:
     with open_db(db, read_only=True) as warehouse:
-        assert warehouse.prepare_state(create=True).ready is False
-        assert warehouse.existing_state_tables() == set()
+        assert store(warehouse).prepare(create=True).ready is False
+        assert warehouse.state_columns().keys() == set()
 
 
 def test_prepare_state_is_idempotent(db: Path) -> None:
     with open_db(db, state_schema="sync_state") as warehouse:
-        assert warehouse.prepare_state(create=True).ready is True
-        assert warehouse.existing_state_tables() == set(STATE_TABLES)
-        warehouse.record_added(spec(db), KEY, ["kept"], "run-1")
-        assert warehouse.prepare_state(create=True).ready is True
-        assert warehouse.prepare_state(create=False).ready is True
+        assert store(warehouse).prepare(create=True).ready is True
+        assert warehouse.state_columns().keys() == set(STATE_TABLES)
+        store(warehouse).record_added(spec(db), KEY, ["kept"], "run-1")
+        assert store(warehouse).prepare(create=True).ready is True
+        assert store(warehouse).prepare(create=False).ready is True
         rows = sql(warehouse, f'select uid from "sync_state".{MEMBERS}')
         assert rows == [("kept",)]
     with open_db(db, state_schema="sync_state") as warehouse:
-        assert warehouse.prepare_state(create=False).ready is True
+        assert store(warehouse).prepare(create=False).ready is True
 
 
 def test_missing_state_tables_are_completed(db: Path, warehouse: DuckDBWarehouse) -> None:
-    assert warehouse.prepare_state(create=True).ready
+    assert store(warehouse).prepare(create=True).ready
     sql(warehouse, f"drop table main.{LOCKS}")
-    assert warehouse.prepare_state(create=False).ready is False
-    assert warehouse.prepare_state(create=True).ready is True
-    assert warehouse.existing_state_tables() == set(STATE_TABLES)
+    assert store(warehouse).prepare(create=False).ready is False
+    assert store(warehouse).prepare(create=True).ready is True
+    assert warehouse.state_columns().keys() == set(STATE_TABLES)
 
 
 # -- plan, stream_delta, record_*, reset_state ---------------------------------------------
@@ -315,7 +311,7 @@ def test_missing_state_tables_are_completed(db: Path, warehouse: DuckDBWarehouse
 def test_plan_without_state_counts_everything(db: Path, warehouse: DuckDBWarehouse) -> None:
     insert(warehouse, ["a", "b", "b", None])
     cohort = spec(db)
-    assert warehouse.prepare_state(create=False).ready is False
+    assert store(warehouse).prepare(create=False).ready is False
     assert plan(warehouse, cohort) == (2, 2, 0, 0)
     assert delta_uids(warehouse, cohort, ADD) == ["a", "b"]
     assert delta_uids(warehouse, cohort, REMOVE) == []
@@ -327,10 +323,10 @@ def test_state_round_trip(db: Path, ready: DuckDBWarehouse) -> None:
     assert plan(ready, cohort) == (3, 3, 0, 0)
     assert delta_uids(ready, cohort, ADD) == ["a", "b", "c"]
 
-    ready.record_added(cohort, KEY, ["a", "b"], "run-1")
+    store(ready).record_added(cohort, KEY, ["a", "b"], "run-1")
     assert plan(ready, cohort) == (3, 1, 0, 2)
     assert delta_uids(ready, cohort, ADD) == ["c"]
-    ready.record_added(cohort, KEY, ["c"], "run-1")
+    store(ready).record_added(cohort, KEY, ["c"], "run-1")
     assert plan(ready, cohort) == (3, 0, 0, 3)
     assert delta_uids(ready, cohort, ADD) == []
 
@@ -340,10 +336,10 @@ def test_state_round_trip(db: Path, ready: DuckDBWarehouse) -> None:
     assert delta_uids(ready, cohort, REMOVE) == ["a", "b"]
     assert plan(ready, cohort, full_refresh=True) == (2, 2, 2, 0)
 
-    ready.record_removed(cohort, KEY, ["a"])
+    store(ready).record_removed(cohort, KEY, ["a"])
     assert state(ready) == ["b", "c"]
     assert delta_uids(ready, cohort, REMOVE) == ["b"]
-    ready.record_removed(cohort, KEY, ["b", "never-there"])
+    store(ready).record_removed(cohort, KEY, ["b", "never-there"])
     assert plan(ready, cohort) == (2, 1, 0, 1)
 
     run_ids = sql(ready, f"select distinct run_id from main.{MEMBERS}")
@@ -352,7 +348,7 @@ def test_state_round_trip(db: Path, ready: DuckDBWarehouse) -> None:
     assert abs(synced_at - utcnow()) < timedelta(minutes=1)
 
     # A full refresh's checkpoint replaces rows, so a uid is never in the state twice.
-    ready.record_added(cohort, KEY, ["a", "c"], "run-2", replace=True)
+    store(ready).record_added(cohort, KEY, ["a", "c"], "run-2", replace=True)
     assert state(ready) == ["a", "c"]
     assert sql(ready, f"select count(*) from main.{MEMBERS} where run_id = 'run-2'") == [(2,)]
 
@@ -361,14 +357,14 @@ def test_state_is_kept_per_workspace_and_cohort(db: Path, ready: DuckDBWarehouse
     cohort = spec(db)
     other = replace(cohort, cohort_id="other_cohort")
     insert(ready, ["a", "b"])
-    ready.record_added(cohort, KEY, ["a", "b"], "run-1")
+    store(ready).record_added(cohort, KEY, ["a", "b"], "run-1")
     assert plan(ready, cohort) == (2, 0, 0, 2)
     assert plan(ready, cohort, key=OTHER_KEY) == (2, 2, 0, 0)
     assert plan(ready, other) == (2, 2, 0, 0)
-    ready.record_added(other, KEY, ["a"], "run-2")
-    ready.record_removed(other, KEY, ["a"])
+    store(ready).record_added(other, KEY, ["a"], "run-2")
+    store(ready).record_removed(other, KEY, ["a"])
     assert state(ready) == ["a", "b"]
-    ready.record_removed(cohort, OTHER_KEY, ["a", "b"])
+    store(ready).record_removed(cohort, OTHER_KEY, ["a", "b"])
     assert state(ready) == ["a", "b"]
 
 
@@ -377,7 +373,7 @@ def test_uids_are_compared_exactly(db: Path, ready: DuckDBWarehouse) -> None:
     cohort = spec(db)
     odd = ["quo'te", 'back\\slash"', "new\nline", "tab\tbed", '["json"]']
     insert(ready, ["Ab", "ab", "é", "e\u0301", *odd])
-    ready.record_added(cohort, KEY, ["ab", "é", *odd[1:]], "run-1")
+    store(ready).record_added(cohort, KEY, ["ab", "é", *odd[1:]], "run-1")
     assert delta_uids(ready, cohort, ADD) == sorted(["Ab", "e\u0301", odd[0]])
     assert sorted(state(ready)) == sorted(["ab", "é", *odd[1:]])
 
@@ -425,11 +421,11 @@ def test_the_state_anti_join_is_exact_on_a_collated_column(
     db: Path, ready: DuckDBWarehouse
 ) -> None:
     cohort = spec(db, collated(ready, CASE_VARIANTS))
-    ready.record_added(cohort, KEY, ["abc"], "run-1")
+    store(ready).record_added(cohort, KEY, ["abc"], "run-1")
     assert delta_uids(ready, cohort, ADD) == ["ABC", "Abc"]
     assert plan(ready, cohort) == (3, 2, 0, 1)
-    for batch in ready.stream_delta(cohort, KEY, ADD):
-        ready.record_added(cohort, KEY, batch, "run-1")
+    for batch in store(ready).stream(cohort, KEY, ADD):
+        store(ready).record_added(cohort, KEY, batch, "run-1")
     assert state(ready) == sorted(CASE_VARIANTS)
     assert plan(ready, cohort) == (3, 0, 0, 3)
 
@@ -438,11 +434,11 @@ def test_mirror_removal_of_a_case_variant_keeps_the_others(
     db: Path, ready: DuckDBWarehouse
 ) -> None:
     cohort = replace(spec(db, collated(ready, CASE_VARIANTS)), mode="mirror")
-    ready.record_added(cohort, KEY, CASE_VARIANTS, "run-1")
+    store(ready).record_added(cohort, KEY, CASE_VARIANTS, "run-1")
     sql(ready, "delete from main.ci where uid collate \"binary\" = 'ABC'")
     assert plan(ready, cohort) == (2, 0, 1, 2)
     assert delta_uids(ready, cohort, REMOVE) == ["ABC"]
-    ready.record_removed(cohort, KEY, delta_uids(ready, cohort, REMOVE))
+    store(ready).record_removed(cohort, KEY, delta_uids(ready, cohort, REMOVE))
     assert state(ready) == ["Abc", "abc"]
     assert plan(ready, cohort) == (2, 0, 0, 2)
 
@@ -450,7 +446,7 @@ def test_mirror_removal_of_a_case_variant_keeps_the_others(
 def test_stream_delta_batches(db: Path, ready: DuckDBWarehouse) -> None:
     cohort = spec(db)
     insert(ready, [f"u{i:03d}" for i in range(25)])
-    batches = list(ready.stream_delta(cohort, KEY, ADD, batch_rows=10))
+    batches = list(store(ready).stream(cohort, KEY, ADD, batch_rows=10))
     assert [len(b) for b in batches] == [10, 10, 5]
     assert sorted(u for b in batches for u in b) == [f"u{i:03d}" for i in range(25)]
 
@@ -460,8 +456,8 @@ def test_checkpoints_while_streaming(db: Path, ready: DuckDBWarehouse) -> None:
     cohort = spec(db)
     insert(ready, [f"u{i:03d}" for i in range(30)])
     seen: list[str] = []
-    for batch in ready.stream_delta(cohort, KEY, ADD, batch_rows=7):
-        ready.record_added(cohort, KEY, batch, "run-1")
+    for batch in store(ready).stream(cohort, KEY, ADD, batch_rows=7):
+        store(ready).record_added(cohort, KEY, batch, "run-1")
         seen.extend(batch)
     assert sorted(seen) == state(ready) == [f"u{i:03d}" for i in range(30)]
     assert plan(ready, cohort) == (30, 0, 0, 30)
@@ -475,7 +471,11 @@ def memory_limit(warehouse: DuckDBWarehouse) -> str:
 
 
 def profile_target(db: Path, **fields: Any) -> ProfileTarget:
-    return ProfileTarget("unit", "dev", db.parent / "profiles.yml", {"path": str(db), **fields})
+    """A dbt-duckdb target of the file, as dbt-duckdb's own credentials hold it."""
+    from dbt.adapters.duckdb.credentials import DuckDBCredentials
+
+    credentials = DuckDBCredentials.from_dict({"path": str(db), "schema": "main", **fields})
+    return ProfileTarget("unit", "dev", db.parent, credentials)
 
 
 def test_memory_is_capped_by_default_and_can_be_raised(
@@ -507,9 +507,9 @@ def test_out_of_memory_says_how_to_raise_the_cap(db: Path) -> None:
             "from main.big"
         )
     with open_db(db, memory_limit="8MB") as opened:
-        assert opened.prepare_state(create=True).ready
+        assert store(opened).prepare(create=True).ready
         with pytest.raises(WarehouseError) as caught:
-            opened.plan(spec(db, table="huge"), KEY, False)
+            store(opened).plan(spec(db, table="huge"), KEY, False)
     text = str(caught.value)
     assert "model 'huge'" in text and "Out of Memory Error" in text
     assert "memory_limit = 8MB" in text and "MOENGAGE_DUCKDB_MEMORY_LIMIT" in text
@@ -560,8 +560,8 @@ def test_other_refused_paths_never_show_the_token(db: Path, path: str) -> None:
 
 
 def test_in_memory_paths_are_refused(db: Path) -> None:
-    for path in (":memory:", ""):
-        assert "in-memory database" in refusal(db, path)
+    # (dbt-duckdb itself refuses an empty path.)
+    assert "in-memory database" in refusal(db, ":memory:")
 
 
 def test_a_file_duckdb_cannot_open_is_shown_without_the_token(tmp_path: Path) -> None:
@@ -602,19 +602,19 @@ def test_save_run_upserts_one_row(ready: DuckDBWarehouse) -> None:
         full_refresh=False,
         started_at=utcnow(),
     )
-    ready.save_run(row)
+    store(ready).save_run(row)
     assert sql(ready, f"select status, finished_at from main.{RUNS}") == [("running", None)]
     row.status, row.finished_at, row.error = "failed", utcnow(), "HTTP 413: too big"
     row.added, row.removed, row.requests, row.retries = 5, 2, 3, 1
-    ready.save_run(row)
+    store(ready).save_run(row)
     rows = sql(
         ready,
         f"select run_id, status, added, removed, requests, retries, error, mode, "
         f"finished_at is not null from main.{RUNS}",
     )
     assert rows == [("run-1", "failed", 5, 2, 3, 1, "HTTP 413: too big", "mirror", True)]
-    ready.save_run(replace(row, cohort_id="other_cohort"))
-    ready.save_run(replace(row, run_id="run-2"))
+    store(ready).save_run(replace(row, cohort_id="other_cohort"))
+    store(ready).save_run(replace(row, run_id="run-2"))
     assert sql(ready, f"select count(*) from main.{RUNS}") == [(3,)]
 
 
@@ -642,7 +642,7 @@ def test_save_run_caps_a_huge_error(ready: DuckDBWarehouse) -> None:
     # A server's page of a megabyte, echoed in the error, must not fill the state.
     huge = "HTTP 502: " + "x" * 1_000_000
     row = run_row(error=huge)
-    ready.save_run(row)
+    store(ready).save_run(row)
     stored = stored_error(ready)
     assert len(stored) <= ERROR_CHARS and stored.startswith("HTTP 502: xxx")
     assert stored.endswith("...")
@@ -650,7 +650,7 @@ def test_save_run_caps_a_huge_error(ready: DuckDBWarehouse) -> None:
 
 
 def test_save_run_escapes_control_characters(ready: DuckDBWarehouse) -> None:
-    ready.save_run(run_row(error="HTTP 400:\x1b[31m red\x07\x00 bell\r\nline 2\tend\u202e"))
+    store(ready).save_run(run_row(error="HTTP 400:\x1b[31m red\x07\x00 bell\r\nline 2\tend\u202e"))
     stored = stored_error(ready)
     assert not any(c in stored for c in "\x1b\x07\x00\r\u202e")
     assert "\\x1b[31m red\\x07\\x00 bell\\x0d\nline 2\tend\\u202e" in stored
@@ -661,11 +661,11 @@ def test_save_run_never_stores_an_authorization_value(ready: DuckDBWarehouse) ->
         "HTTP 400: echoed headers {'Authorization': 'Basic dXNlcjpwYXNz'} and "
         "Bearer abc.def, then Authorization: Basic dXNlcjpwYXNz"
     )
-    ready.save_run(run_row(error=error))
+    store(ready).save_run(run_row(error=error))
     stored = stored_error(ready)
     assert "dXNlcjpwYXNz" not in stored and "abc.def" not in stored
     assert "'Authorization': 'Basic ***'" in stored and "Bearer ***" in stored
-    ready.save_run(run_row(error=None))
+    store(ready).save_run(run_row(error=None))
     assert sql(ready, f"select error from main.{RUNS}") == [(None,)]
 
 
@@ -673,9 +673,15 @@ def test_save_run_never_stores_an_authorization_value(ready: DuckDBWarehouse) ->
 
 
 @pytest.fixture
+def kept_locks(ready: DuckDBWarehouse) -> None:
+    """Lock rows as they are: this process did not just open the file (see below)."""
+    ready._locks_cleared = True
+
+
+@pytest.fixture
 def fast_locks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Poll locks every 20 ms."""
-    monkeypatch.setattr(SqlWarehouse, "LOCK_POLL_SECONDS", 0.02)
+    monkeypatch.setattr(state_locks, "POLL_SECONDS", 0.02)
 
 
 def dead_lock(warehouse: DuckDBWarehouse, run_id: str, cohort_id: str = "aud_cohort") -> None:
@@ -697,10 +703,10 @@ def lock_rows(warehouse: DuckDBWarehouse) -> list[tuple[Any, ...]]:
 @pytest.mark.usefixtures("fast_locks")
 def test_lock_blocks_a_second_run(db: Path, ready: DuckDBWarehouse) -> None:
     cohort = spec(db)
-    with ready.lock(cohort, KEY, "run-1", wait_seconds=0):
+    with store(ready).lock(cohort, KEY, "run-1", wait_seconds=0):
         assert lock_rows(ready) == [(WS, "aud_cohort", "run-1")]
         started = time.monotonic()
-        with pytest.raises(LockTimeout) as caught, ready.lock(cohort, KEY, "run-2", 0.3):
+        with pytest.raises(LockTimeout) as caught, store(ready).lock(cohort, KEY, "run-2", 0.3):
             pytest.fail("run-2 took a lock run-1 holds")
         assert time.monotonic() - started >= 0.3
         message = str(caught.value)
@@ -709,7 +715,7 @@ def test_lock_blocks_a_second_run(db: Path, ready: DuckDBWarehouse) -> None:
         # The loser left no row behind.
         assert lock_rows(ready) == [(WS, "aud_cohort", "run-1")]
     assert lock_rows(ready) == []
-    with ready.lock(cohort, KEY, "run-2", wait_seconds=0):
+    with store(ready).lock(cohort, KEY, "run-2", wait_seconds=0):
         assert lock_rows(ready) == [(WS, "aud_cohort", "run-2")]
 
 
@@ -718,9 +724,9 @@ def test_lock_is_per_workspace_and_cohort(db: Path, ready: DuckDBWarehouse) -> N
     cohort = spec(db)
     other = replace(cohort, cohort_id="other_cohort")
     with (
-        ready.lock(cohort, KEY, "run-1", wait_seconds=0),
-        ready.lock(other, KEY, "run-2", wait_seconds=0),
-        ready.lock(cohort, OTHER_KEY, "run-3", wait_seconds=0),
+        store(ready).lock(cohort, KEY, "run-1", wait_seconds=0),
+        store(ready).lock(other, KEY, "run-2", wait_seconds=0),
+        store(ready).lock(cohort, OTHER_KEY, "run-3", wait_seconds=0),
     ):
         assert len(lock_rows(ready)) == 3
     assert lock_rows(ready) == []
@@ -729,7 +735,7 @@ def test_lock_is_per_workspace_and_cohort(db: Path, ready: DuckDBWarehouse) -> N
 @pytest.mark.usefixtures("fast_locks")
 def test_lock_is_released_on_error(db: Path, ready: DuckDBWarehouse) -> None:
     cohort = spec(db)
-    with pytest.raises(RuntimeError), ready.lock(cohort, KEY, "run-1", wait_seconds=0):
+    with pytest.raises(RuntimeError), store(ready).lock(cohort, KEY, "run-1", wait_seconds=0):
         raise RuntimeError("boom")
     assert lock_rows(ready) == []
 
@@ -737,7 +743,7 @@ def test_lock_is_released_on_error(db: Path, ready: DuckDBWarehouse) -> None:
 @pytest.mark.usefixtures("fast_locks")
 def test_waiter_gets_the_lock_once_released(db: Path, ready: DuckDBWarehouse) -> None:
     cohort = spec(db)
-    held = ready.lock(cohort, KEY, "run-1", wait_seconds=0)
+    held = store(ready).lock(cohort, KEY, "run-1", wait_seconds=0)
     held.__enter__()
     polls = 0
 
@@ -747,22 +753,22 @@ def test_waiter_gets_the_lock_once_released(db: Path, ready: DuckDBWarehouse) ->
         if polls == 3:
             held.__exit__(None, None, None)
 
-    ready._acquire(cohort, KEY, "run-2", 5.0, time.monotonic, sleep)
-    assert polls == 3
-    assert lock_rows(ready) == [(WS, "aud_cohort", "run-2")]
+    with row_lock(ready, cohort, KEY, "run-2", 5.0, sleep=sleep):
+        assert polls == 3
+        assert lock_rows(ready) == [(WS, "aud_cohort", "run-2")]
 
 
-@pytest.mark.usefixtures("fast_locks")
+@pytest.mark.usefixtures("fast_locks", "kept_locks")
 def test_stale_lock_is_taken_over(
     db: Path, ready: DuckDBWarehouse, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(SqlWarehouse, "lock_stale_seconds", 0.3)
+    monkeypatch.setattr(DuckDBWarehouse, "lock_stale_seconds", 0.3)
     cohort = spec(db)
     dead_lock(ready, "dead-run")
-    with pytest.raises(LockTimeout), ready.lock(cohort, KEY, "run-2", wait_seconds=0):
+    with pytest.raises(LockTimeout), store(ready).lock(cohort, KEY, "run-2", wait_seconds=0):
         pass
     time.sleep(0.4)
-    with ready.lock(cohort, KEY, "run-2", wait_seconds=0):
+    with store(ready).lock(cohort, KEY, "run-2", wait_seconds=0):
         assert lock_rows(ready) == [(WS, "aud_cohort", "run-2")]
     assert lock_rows(ready) == []
 
@@ -771,13 +777,13 @@ def test_stale_lock_is_taken_over(
 def test_heartbeat_keeps_a_lock_fresh(
     db: Path, ready: DuckDBWarehouse, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(SqlWarehouse, "lock_stale_seconds", 0.5)
+    monkeypatch.setattr(DuckDBWarehouse, "lock_stale_seconds", 0.5)
     cohort = spec(db)
-    with ready.lock(cohort, KEY, "run-1", wait_seconds=0):
+    with store(ready).lock(cohort, KEY, "run-1", wait_seconds=0):
         for _ in range(4):
             time.sleep(0.2)
-            ready.heartbeat("run-1")
-        with pytest.raises(LockTimeout), ready.lock(cohort, KEY, "run-2", wait_seconds=0):
+            ready.run("heartbeat_lock", (*KEY.params, "aud_cohort", "run-1"))
+        with pytest.raises(LockTimeout), store(ready).lock(cohort, KEY, "run-2", wait_seconds=0):
             pass
 
 
@@ -793,8 +799,11 @@ def test_fresh_lock_is_not_stale_in_any_time_zone(
     time.tzset()
     try:
         cohort = spec(db)
-        with ready.lock(cohort, KEY, "run-1", wait_seconds=0):
-            with pytest.raises(LockTimeout), ready.lock(cohort, KEY, "run-2", wait_seconds=0):
+        with store(ready).lock(cohort, KEY, "run-1", wait_seconds=0):
+            with (
+                pytest.raises(LockTimeout),
+                store(ready).lock(cohort, KEY, "run-2", wait_seconds=0),
+            ):
                 pass
             assert lock_rows(ready) == [(WS, "aud_cohort", "run-1")]
     finally:
@@ -805,12 +814,13 @@ def test_fresh_lock_is_not_stale_in_any_time_zone(
 def test_opening_clears_locks_of_dead_runners(db: Path) -> None:
     # Whoever can open a DuckDB file for writing is its only runner: older lock rows are dead.
     with open_db(db) as warehouse:
-        warehouse.prepare_state(create=True)
+        store(warehouse).prepare(create=True)
         dead_lock(warehouse, "dead-run")
     with open_db(db) as warehouse:
         assert lock_rows(warehouse) == [(WS, "aud_cohort", "dead-run")]
-        warehouse.prepare_state(create=True)
-        assert lock_rows(warehouse) == []
+        store(warehouse).prepare(create=True)
+        with store(warehouse).lock(spec(db), KEY, "run-2", wait_seconds=0):
+            assert lock_rows(warehouse) == [(WS, "aud_cohort", "run-2")]
 
 
 def test_second_process_waits_for_the_file(db: Path) -> None:
@@ -840,4 +850,4 @@ def test_second_process_waits_for_the_file(db: Path) -> None:
         holder.stdin.close()
         holder.wait(timeout=30)
     with open_db(db, wait_seconds=0.5) as warehouse:
-        assert warehouse.prepare_state(create=True).ready
+        assert store(warehouse).prepare(create=True).ready

@@ -1,29 +1,15 @@
-"""Stage 3: warehouses. One module per engine; `connect` picks it from the dbt profile."""
+"""Stage 3: warehouses. The interface every engine implements (engine.py), one module per
+engine with its SQL beside it, and `connect`, which picks the engine from the dbt profile."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..errors import ProfileError
-from .base import (
-    ADD,
-    ALL,
-    REMOVE,
-    RENAME,
-    RESEND,
-    AudienceStats,
-    CohortRecord,
-    Delta,
-    LockTimeout,
-    RunRow,
-    SqlWarehouse,
-    StateVersionError,
-    Warehouse,
-)
+from .engine import AudienceStats, Engine, UidColumn
 from .profiles import ProfileTarget, load_profile_target
-from .schema import SCHEMA_VERSION, StateKey, StateStatus, normalize_endpoint
 
-SUPPORTED = ("duckdb", "snowflake")
+SUPPORTED = ("duckdb", "snowflake", "postgres")
 
 
 def connect(
@@ -33,7 +19,7 @@ def connect(
     state_schema: str | None = None,
     read_only: bool = False,
     wait_seconds: float = 0.0,
-) -> SqlWarehouse:
+) -> Engine:
     """Open the warehouse a dbt profile target describes."""
     if target.type == "duckdb":
         from .duckdb import DuckDBWarehouse
@@ -51,6 +37,12 @@ def connect(
         return SnowflakeWarehouse.from_profile(
             target, project_dir, state_schema=state_schema, read_only=read_only
         )
+    if target.type == "postgres":
+        from .postgres import PostgresWarehouse
+
+        return PostgresWarehouse.from_profile(
+            target, project_dir, state_schema=state_schema, read_only=read_only
+        )
     raise ProfileError(
         f"profile '{target.profile_name}' target '{target.target_name}' has type "
         f"{target.type!r}; dbt-moengage supports: {', '.join(SUPPORTED)}"
@@ -58,24 +50,10 @@ def connect(
 
 
 __all__ = [
-    "ADD",
-    "ALL",
-    "REMOVE",
-    "RENAME",
-    "RESEND",
-    "SCHEMA_VERSION",
     "AudienceStats",
-    "CohortRecord",
-    "Delta",
-    "LockTimeout",
+    "Engine",
     "ProfileTarget",
-    "RunRow",
-    "SqlWarehouse",
-    "StateKey",
-    "StateStatus",
-    "StateVersionError",
-    "Warehouse",
+    "UidColumn",
     "connect",
     "load_profile_target",
-    "normalize_endpoint",
 ]

@@ -9,23 +9,26 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 import uuid
-from collections.abc import Iterator
-from datetime import datetime
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import duckdb
 
 from .. import uids
 from ..cohorts import CohortSpec
-from ..errors import ProfileError, WarehouseError
-from .base import (
-    COMMON_SQL,
+from ..errors import LockTimeout, ProfileError, WarehouseError
+from ..state.locks import HeldLock, row_lock
+from ..state.schema import STATE_TABLES, StateKey, state_ddl
+from ..state.sql import STATE_SQL
+from .engine import (
     DEFAULT_FETCH_ROWS,
-    LockTimeout,
-    SqlWarehouse,
+    MODEL_SQL,
+    Engine,
     UidColumn,
     missing_column,
     quote_identifier,
@@ -34,7 +37,6 @@ from .base import (
 )
 from .profiles import ProfileTarget
 from .redact import redact_path
-from .schema import STATE_TABLES, StateKey, StateStatus, state_ddl
 
 # DuckDB's own memory (hash tables, the delta, checkpoints not yet in the file) is capped
 # here and spills to disk past it, so a sync's memory stays flat whatever the audience's
@@ -71,7 +73,14 @@ UID_TYPES = (
 # every comparison of the uid byte-wise, also against the state's plain varchar.
 _TEXT = '(cast({col} as varchar) collate "binary")'
 _TRIMMED = f"trim({_TEXT}, {uids.sql_literal()})"
-_VALID = f"{{col}} is not null and {_TEXT} <> '' and {_TRIMMED} = {_TEXT}"
+# Whitespace at either end, tested on the end characters. Written as `trim(T) = T`,
+# DuckDB's optimizer copies the equality into the other conditions and trims each row up
+# to three times: the distinct over 1M uids took 5.4 s instead of 0.7 s.
+_EDGE = (
+    f"(strpos({uids.sql_literal()}, left({_TEXT}, 1)) > 0"
+    f" or strpos({uids.sql_literal()}, right({_TEXT}, 1)) > 0)"
+)
+_VALID = f"{{col}} is not null and {_TEXT} <> '' and not {_EDGE}"
 
 # The state tables' types; the dbt package's variant for this engine uses the same.
 STATE_TYPES = {
@@ -82,12 +91,15 @@ STATE_TYPES = {
 }
 
 SQL: dict[str, str] = {
-    **COMMON_SQL,
+    **MODEL_SQL,
+    **STATE_SQL,
     **state_ddl(STATE_TYPES),
     "stats": f"""
         select count(*), count(*) - count({{col}}),
-            count(*) filter (where {{col}} is not null and {_TRIMMED} = ''),
-            count(*) filter (where {_TRIMMED} <> '' and {_TRIMMED} <> {_TEXT})
+            count(*) filter (where {{col}} is not null and case when {_TEXT} = '' then true
+                when {_EDGE} then {_TRIMMED} = '' else false end),
+            count(*) filter (where {{col}} is not null and case when {_TEXT} = '' then false
+                when {_EDGE} then {_TRIMMED} <> '' else false end)
         from {{relation}}""",
     "model_uids": f"select distinct {_TEXT} as uid from {{relation}} where {_VALID}",
     "add_delta": "select m.uid from ({model_uids}) m anti join ({state_uids}) s on m.uid = s.uid",
@@ -99,7 +111,7 @@ SQL: dict[str, str] = {
 }
 
 
-class DuckDBWarehouse(SqlWarehouse):
+class DuckDBWarehouse(Engine):
     """Reads cohort models from, and keeps sync state in, a DuckDB database file."""
 
     engine = "duckdb"
@@ -107,6 +119,9 @@ class DuckDBWarehouse(SqlWarehouse):
     STATE_TYPES: ClassVar[dict[str, str]] = STATE_TYPES
     EPOCH: ClassVar[str] = "epoch({})"
     UID_HASH: ClassVar[str] = "hash({})"
+    # The warehouse's clock in UTC (naive, as the state holds it), and `?` seconds before.
+    NOW: ClassVar[str] = "(current_timestamp at time zone 'UTC')"
+    AGO: ClassVar[str] = "((current_timestamp at time zone 'UTC') - to_seconds(cast({} as double)))"
     ERRORS: ClassVar[tuple[type[BaseException], ...]] = (duckdb.Error,)
 
     def __init__(
@@ -123,6 +138,7 @@ class DuckDBWarehouse(SqlWarehouse):
         self.read_only = read_only
         self.memory_limit = memory_limit
         self.conn = self._open(path, read_only, wait_seconds, memory_limit)
+        self._locks_cleared = False
 
     @staticmethod
     def _open(
@@ -178,7 +194,8 @@ class DuckDBWarehouse(SqlWarehouse):
         wait_seconds: float = 0.0,
     ) -> DuckDBWarehouse:
         """Open the database a dbt-duckdb target points at."""
-        path = str(target.fields.get("path", ":memory:"))
+        credentials = target.credentials
+        path = str(credentials.path or ":memory:")
         where = f"profile '{target.profile_name}' target '{target.target_name}'"
         # A MotherDuck path carries its token (`md:db?motherduck_token=...`): shown redacted.
         shown = redact_path(path)
@@ -202,9 +219,9 @@ class DuckDBWarehouse(SqlWarehouse):
             raise ProfileError(
                 f"DuckDB database {shown!r} ({where}) does not exist: run `dbt build` first"
             )
-        schema = state_schema or str(target.fields.get("schema") or "main")
+        schema = state_schema or str(credentials.schema or "main")
         # The profile's `settings: {memory_limit: ...}` (as dbt-duckdb reads it) wins.
-        settings = target.fields.get("settings") or {}
+        settings = credentials.settings or {}
         memory_limit = str(
             settings.get("memory_limit")
             or os.environ.get("MOENGAGE_DUCKDB_MEMORY_LIMIT")
@@ -239,12 +256,20 @@ class DuckDBWarehouse(SqlWarehouse):
                 found.setdefault(table, set()).add(column)
         return found
 
-    def prepare_state(self, create: bool) -> StateStatus:
-        """Create what is missing; lock rows left by a runner that died are stale here."""
-        status = super().prepare_state(create and not self.read_only)
-        if status.ready and not self.read_only:
-            self._run("clear_locks")
-        return status
+    def cohort_lock(
+        self,
+        cohort: CohortSpec,
+        key: StateKey,
+        run_id: str,
+        wait_seconds: float,
+        stop: threading.Event | None = None,
+    ) -> AbstractContextManager[HeldLock]:
+        """The lock row, without a heartbeat: only one process can write the file at a time,
+        so rows there when this process first locks belong to runners that died."""
+        if not self._locks_cleared:
+            self.run("clear_locks")
+            self._locks_cleared = True
+        return row_lock(self, cohort, key, run_id, wait_seconds, stop)
 
     def check_uid_column(self, cohort: CohortSpec) -> UidColumn:
         """Refuse a missing relation, a missing column, or a column of an unusable type."""
@@ -269,35 +294,31 @@ class DuckDBWarehouse(SqlWarehouse):
             raise unusable_type(cohort, kind)
         return UidColumn(name=found[0], type=kind)
 
-    def stream_delta(
+    def stream(
         self,
+        name: str,
+        params: Sequence[Any],
         cohort: CohortSpec,
-        key: StateKey,
-        action: str,
+        extra: Mapping[str, str] = {},
         batch_rows: int = DEFAULT_FETCH_ROWS,
-        now: datetime | None = None,
     ) -> Iterator[list[str]]:
-        """Write the delta to a temp table, then read it a page at a time.
+        """Write the statement's uids to a temp table, then read it a page at a time.
 
         A result kept open while checkpoints insert would stop DuckDB from flushing them,
         so memory would grow with the audience; short page reads keep it flat.
         """
-        query = self._delta_query(cohort, key, action)
-        if query is None:
-            return
-        name, params = query
         table = f"moengage_delta_{uuid.uuid4().hex[:12]}"
-        with self._statements:
+        with self.statements:
             try:
                 self.conn.execute(
-                    f"create temp table {table} as {self._format(name, cohort, now)}", params
+                    f"create temp table {table} as {self.format(name, cohort, extra)}", params
                 )
                 (total,) = self.conn.execute(f"select count(*) from {table}").fetchone() or (0,)
             except duckdb.Error as exc:
                 raise read_failed(cohort, self.explain(exc)) from None
         try:
             for start in range(0, total, batch_rows):
-                with self._statements:
+                with self.statements:
                     try:
                         rows = self.conn.execute(
                             f"select uid from {table} where rowid >= ? and rowid < ?",
@@ -308,7 +329,7 @@ class DuckDBWarehouse(SqlWarehouse):
                 if rows:
                     yield [row[0] for row in rows]
         finally:
-            with self._statements, contextlib.suppress(duckdb.Error):
+            with self.statements, contextlib.suppress(duckdb.Error):
                 self.conn.execute(f"drop table if exists {table}")
 
     def explain(self, exc: BaseException) -> str:

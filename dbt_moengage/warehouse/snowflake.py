@@ -8,8 +8,11 @@ FLATTEN it in the warehouse: one statement per accepted request, never one per u
 
 from __future__ import annotations
 
+import contextlib
 import re
-from datetime import datetime
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,18 +22,19 @@ from snowflake.connector.constants import FIELD_ID_TO_NAME
 from .. import uids
 from ..cohorts import CohortSpec
 from ..errors import ProfileError, WarehouseError
-from .base import (
-    COMMON_SQL,
-    SqlWarehouse,
+from ..state.locks import HeldLock, row_lock
+from ..state.schema import STATE_TABLES, StateKey, state_ddl
+from ..state.sql import STATE_SQL, exact_state_sql
+from .engine import (
+    MODEL_SQL,
+    Engine,
     UidColumn,
-    exact_state_sql,
     missing_column,
     quote_identifier,
     unusable_type,
 )
 from .profiles import ProfileTarget
 from .redact import redact_path
-from .schema import STATE_TABLES, state_ddl
 from .snowflake_connect import open_connection
 
 TEXT_TYPES = ("TEXT",)
@@ -63,7 +67,8 @@ STATE_TYPES = {
 }
 
 SQL: dict[str, str] = {
-    **COMMON_SQL,
+    **MODEL_SQL,
+    **STATE_SQL,
     **exact_state_sql(_EXACT),
     **state_ddl(STATE_TYPES),
     "stats": f"""
@@ -82,7 +87,7 @@ SQL: dict[str, str] = {
 }
 
 
-class SnowflakeWarehouse(SqlWarehouse):
+class SnowflakeWarehouse(Engine):
     """Reads cohort models from, and keeps sync state in, Snowflake."""
 
     engine = "snowflake"
@@ -91,15 +96,24 @@ class SnowflakeWarehouse(SqlWarehouse):
     EPOCH: ClassVar[str] = "date_part(epoch_second, {})"
     # Snowflake's hash() is a signed 64-bit number.
     UID_HASH: ClassVar[str] = "abs(hash({}))"
+    # SYSDATE() is the warehouse's clock in UTC, a TIMESTAMP_NTZ like the state's columns.
+    NOW: ClassVar[str] = "sysdate()"
+    AGO: ClassVar[str] = "dateadd(millisecond, -cast({} * 1000 as integer), sysdate())"
     ERRORS: ClassVar[tuple[type[BaseException], ...]] = (snowflake.connector.errors.Error,)
-    # Runners on different machines share the lock table; only the heartbeat tells a live
-    # holder from a killed one. The connector's connections are thread safe.
-    HEARTBEAT_THREAD: ClassVar[bool] = True
 
-    def __init__(self, conn: Any, database: str, state_schema: str) -> None:
+    def __init__(
+        self,
+        conn: Any,
+        database: str,
+        state_schema: str,
+        opener: Callable[[], Any] | None = None,
+    ) -> None:
         self.conn = conn
         self.database = database
         self.state_schema = state_schema
+        # Opens another session with the same profile: the lock's heartbeat gets its own,
+        # so a long query on this one cannot starve it.
+        self.opener = opener
 
     @classmethod
     def from_profile(
@@ -111,28 +125,65 @@ class SnowflakeWarehouse(SqlWarehouse):
         read_only: bool = False,
         wait_seconds: float = 0.0,
     ) -> SnowflakeWarehouse:
-        """Connect with the dbt-snowflake profile target's settings."""
-        database = str(target.fields.get("database") or "")
-        schema = state_schema or str(target.fields.get("schema") or "")
+        """Connect with the dbt-snowflake profile target, as dbt connects."""
+        credentials = target.credentials
+        database = str(credentials.database or "")
+        schema = state_schema or str(credentials.schema or "")
         if not database or not schema:
             raise ProfileError(
-                f"profile '{target.profile_name}' target '{target.target_name}': `database` "
-                "and `schema` are required for Snowflake"
+                f"{target.where}: `database` and `schema` are required for Snowflake"
             )
-        return cls(open_connection(target), database, schema)
+        return cls(
+            open_connection(target), database, schema, opener=lambda: open_connection(target)
+        )
 
     def quote(self, identifier: str) -> str:
-        """Simple names stay unquoted (Snowflake folds them, as dbt-snowflake does)."""
+        """Simple names stay unquoted (Snowflake folds them, as dbt-snowflake does): the
+        state tables and schema as the runner and the dbt package create them."""
         return identifier if _SIMPLE.match(identifier) else quote_identifier(identifier)
+
+    def cohort_lock(
+        self,
+        cohort: CohortSpec,
+        key: StateKey,
+        run_id: str,
+        wait_seconds: float,
+        stop: threading.Event | None = None,
+    ) -> AbstractContextManager[HeldLock]:
+        """The lock row, taken by MERGE on Snowflake's clock; runners on other machines
+        share it, so it is beaten from a session of its own and checked before each
+        checkpoint."""
+        return self._beaten_lock(cohort, key, run_id, wait_seconds, stop)
+
+    @contextlib.contextmanager
+    def _beaten_lock(
+        self,
+        cohort: CohortSpec,
+        key: StateKey,
+        run_id: str,
+        wait_seconds: float,
+        stop: threading.Event | None,
+    ) -> Iterator[HeldLock]:
+        beater = None
+        if self.opener is not None:
+            beater = SnowflakeWarehouse(self.opener(), self.database, self.state_schema)
+        try:
+            beat_with = beater or self
+            with row_lock(self, cohort, key, run_id, wait_seconds, stop, beat_with) as held:
+                yield held
+        finally:
+            if beater is not None:
+                beater.close()
 
     def state_table(self, name: str) -> str:
         """database.schema.table, each part as dbt-snowflake would write it."""
         return f"{self.quote(self.database)}.{self.quote(self.state_schema)}.{name}"
 
-    def _format(
-        self, name: str, cohort: CohortSpec | None = None, now: datetime | None = None
+    def format(
+        self, name: str, cohort: CohortSpec | None = None, extra: Mapping[str, str] = {}
     ) -> str:
-        text = super()._format(name, cohort, now)
+        """As Engine.format; the schema is created in the profile's database."""
+        text = super().format(name, cohort, extra)
         if name == "create_schema":
             return text.replace(
                 f" {self.quote(self.state_schema)}",

@@ -3,4 +3,6 @@
 -- in dbt_project.yml runs it on schema it_state_default. On DuckDB it must match the
 -- duckdb__ variant column for column.
 
+{{ config(enabled=target.type == 'duckdb') }}
+
 {{ state_columns('it_state_default') }}

@@ -1,0 +1,250 @@
+"""The bench's audiences on each engine: bench/project built by dbt, and fresh copies.
+
+A copy is one measured run's audience with no sync state yet: a folder holding a copy of
+dbt's target/ (the runner writes its report there) and what the engine needs. On DuckDB
+that is a copy of the database file. On Postgres every size is built once, in a schema of
+its own, on the bench's throwaway server (tests/postgres_server.py: PostgreSQL from the
+machine's packages, fsync off); a copy gets an empty schema for the runner's state
+(MOENGAGE_STATE_SCHEMA) and another for the bare client's, dropped when it is discarded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+PROJECT = HERE / "project"
+ENGINES = ("duckdb", "postgres")
+
+
+@dataclass(frozen=True)
+class Copy:
+    """One run's audience: `members` uids, a folder, what dbt and the runner read."""
+
+    members: int
+    folder: Path
+    env: dict[str, str]
+    # For the bench's own scripts: `--duckdb FILE` or `--postgres DSN`, the audience's
+    # table, the schema of the runner's state, the bare client's state table.
+    source: tuple[str, str]
+    table: str
+    state_schema: str
+    bare_state_table: str
+
+
+class Audiences(ABC):
+    """Builds the bench project at a size once, and hands out fresh copies of it."""
+
+    engine: str = ""
+    label: str = ""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.built: dict[int, Path] = {}
+
+    @abstractmethod
+    def target_env(self, folder: Path, members: int) -> dict[str, str]:
+        """The variables the bench profile's target reads, for an audience in `folder`."""
+
+    @abstractmethod
+    def copy(self, members: int) -> Copy:
+        """A fresh copy of the audience of `members` uids."""
+
+    def describe(self) -> dict[str, Any]:
+        """What the engine runs as (versions, settings), for the results."""
+        return {}
+
+    @abstractmethod
+    def after_build(self, members: int, folder: Path) -> None:
+        """Anything to do once dbt has built an audience."""
+
+    def discard(self, copy: Copy) -> None:
+        """Free what a copy holds, once its runs are measured."""
+        shutil.rmtree(copy.folder, ignore_errors=True)
+
+    def build(self, members: int, env: dict[str, str]) -> Path:
+        """`dbt build` of the bench project with `members` uids (once); returns its folder."""
+        if members in self.built:
+            return self.built[members]
+        folder = self.work / f"{self.engine}-audience-{members}"
+        folder.mkdir()
+        dbt = Path(sys.executable).with_name("dbt")
+        started = time.perf_counter()
+        subprocess.run(
+            [
+                str(dbt),
+                "build",
+                "--profiles-dir",
+                str(PROJECT),
+                "--project-dir",
+                str(PROJECT),
+                "--vars",
+                json.dumps({"members": members}),
+                "--quiet",
+            ],
+            env={**env, **self.target_env(folder, members)},
+            check=True,
+            cwd=PROJECT,
+        )
+        self.after_build(members, folder)
+        seconds = time.perf_counter() - started
+        print(f"  built {members:,} members on {self.label} in {seconds:.1f} s", flush=True)
+        self.built[members] = folder
+        return folder
+
+    def _fresh_folder(self, members: int) -> Path:
+        """A new folder holding a copy of the built audience's target/."""
+        folder = Path(tempfile.mkdtemp(dir=self.work, prefix=f"{self.engine}-run-{members}-"))
+        shutil.copytree(self.built[members] / "target", folder / "target")
+        return folder
+
+    @staticmethod
+    def _dbt_paths(folder: Path) -> dict[str, str]:
+        return {"DBT_TARGET_PATH": str(folder / "target"), "DBT_LOG_PATH": str(folder / "logs")}
+
+
+class DuckDBAudiences(Audiences):
+    """One database file per size; a copy is a copy of the file."""
+
+    engine = "duckdb"
+    label = "DuckDB"
+
+    def target_env(self, folder: Path, members: int) -> dict[str, str]:
+        return {
+            "BENCH_TARGET": "duckdb",
+            "BENCH_DUCKDB_PATH": str(folder / "bench.duckdb"),
+            **self._dbt_paths(folder),
+        }
+
+    def after_build(self, members: int, folder: Path) -> None:
+        """Nothing: the file is ready as dbt leaves it."""
+
+    def copy(self, members: int) -> Copy:
+        folder = self._fresh_folder(members)
+        shutil.copy(self.built[members] / "bench.duckdb", folder / "bench.duckdb")
+        return Copy(
+            members=members,
+            folder=folder,
+            env=self.target_env(folder, members),
+            source=("--duckdb", str(folder / "bench.duckdb")),
+            table="main.audience",
+            state_schema="main",
+            bare_state_table="main.bare_state",
+        )
+
+    def describe(self) -> dict[str, Any]:
+        import duckdb
+
+        return {"duckdb": duckdb.__version__}
+
+
+class PostgresAudiences(Audiences):
+    """One schema per size in one database; a copy is a pair of empty state schemas."""
+
+    engine = "postgres"
+    label = "Postgres"
+    DATABASE = "bench"
+
+    def __init__(self, work: Path, server: Any) -> None:
+        super().__init__(work)
+        self.server = server
+        server.new_database(self.DATABASE)
+        self.numbers = itertools.count(1)
+        with self._cursor() as cursor:
+            # A background vacuum of one run's rows would land on the next run's time; the
+            # audiences are vacuumed once, when built.
+            cursor.execute("alter system set autovacuum = off")
+            cursor.execute("select pg_reload_conf()")
+
+    @contextlib.contextmanager
+    def _cursor(self) -> Iterator[Any]:
+        conn = self.server.connect(self.DATABASE)
+        try:
+            with conn.cursor() as cursor:
+                yield cursor
+        finally:
+            conn.close()
+
+    def dsn(self) -> str:
+        """The bench database's libpq connection string."""
+        return str(self.server.dsn(self.DATABASE))
+
+    def target_env(self, folder: Path, members: int) -> dict[str, str]:
+        return {
+            "BENCH_TARGET": "postgres",
+            "BENCH_PG_HOST": str(self.server.host),
+            "BENCH_PG_PORT": str(self.server.port),
+            "BENCH_PG_USER": str(self.server.user),
+            "BENCH_PG_DBNAME": self.DATABASE,
+            "BENCH_PG_SCHEMA": f"audience_{members}",
+            **self._dbt_paths(folder),
+        }
+
+    def after_build(self, members: int, folder: Path) -> None:
+        # Set hint bits and statistics now, not during whichever run reads the table first.
+        with self._cursor() as cursor:
+            cursor.execute(f"vacuum (freeze, analyze) audience_{members}.audience")
+
+    def copy(self, members: int) -> Copy:
+        folder = self._fresh_folder(members)
+        number = next(self.numbers)
+        env = self.target_env(folder, members)
+        env["MOENGAGE_STATE_SCHEMA"] = f"state_{number}"
+        return Copy(
+            members=members,
+            folder=folder,
+            env=env,
+            source=("--postgres", self.dsn()),
+            table=f"audience_{members}.audience",
+            state_schema=f"state_{number}",
+            bare_state_table=f"bare_{number}.members",
+        )
+
+    def discard(self, copy: Copy) -> None:
+        bare_schema = copy.bare_state_table.split(".")[0]
+        with self._cursor() as cursor:
+            cursor.execute(f"drop schema if exists {copy.state_schema} cascade")
+            cursor.execute(f"drop schema if exists {bare_schema} cascade")
+        super().discard(copy)
+
+    def describe(self) -> dict[str, Any]:
+        with self._cursor() as cursor:
+            cursor.execute(
+                "select name, current_setting(name) from pg_settings where name in "
+                "('server_version', 'fsync', 'synchronous_commit', 'shared_buffers', "
+                "'autovacuum', 'work_mem')"
+            )
+            settings = dict(cursor.fetchall())
+        return {"postgres": settings.pop("server_version", "?"), "settings": settings}
+
+
+@contextlib.contextmanager
+def audiences(engine: str, work: Path) -> Iterator[Audiences]:
+    """The audiences of one engine; for Postgres, a server running until the block ends."""
+    if engine == "duckdb":
+        yield DuckDBAudiences(work)
+        return
+    sys.path.insert(0, str(HERE.parent))
+    from tests.postgres_server import PostgresUnavailable, running_postgres
+
+    with contextlib.ExitStack() as stack:
+        try:
+            server = stack.enter_context(running_postgres())
+        except PostgresUnavailable as error:
+            raise SystemExit(
+                f"bench on Postgres: {error}\n(or leave Postgres out: "
+                "make bench BENCH_ARGS='--engines duckdb')"
+            ) from None
+        yield PostgresAudiences(work, server)

@@ -1,0 +1,25 @@
+"""Stage 6: the sync state in the user's warehouse: its tables and version (schema.py),
+the state flow (store.py), the cohort lock (locks.py) and grouped checkpoints
+(checkpoints.py)."""
+
+from __future__ import annotations
+
+from .checkpoints import GroupCommit
+from .locks import HeldLock
+from .schema import SCHEMA_VERSION, StateKey, StateStatus, normalize_endpoint
+from .store import Change, CohortRecord, Delta, RunRow, StateStore, utcnow
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Change",
+    "CohortRecord",
+    "Delta",
+    "GroupCommit",
+    "HeldLock",
+    "RunRow",
+    "StateKey",
+    "StateStatus",
+    "StateStore",
+    "normalize_endpoint",
+    "utcnow",
+]

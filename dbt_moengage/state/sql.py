@@ -1,0 +1,123 @@
+"""The state's statements that are the same on every engine, and the pieces engines vary.
+
+`{members}`, `{runs}`, ... are the state tables; `{model_uids}` is the cohort model's
+sendable uids, `{state_uids}` what MoEngage was told (read as a set), `{due}` whether a
+state row is due for a re-send, `{json_uids}` a request's uids unpacked from one JSON
+parameter. The warehouse engine fills them in (Engine.format).
+"""
+
+from __future__ import annotations
+
+from .schema import COHORTS, RUNS, STATE_COLUMNS
+
+# A rename travels with an add of this many current members (re-sent, so harmless).
+RENAME_BATCH = 100
+
+_STATE_KEY = "endpoint = ? and workspace_id = ? and cohort_id = ?"
+_RUN_COLUMNS = ", ".join(name for name, _, _ in STATE_COLUMNS[RUNS])
+_COHORT_COLUMNS = ", ".join(name for name, _, _ in STATE_COLUMNS[COHORTS])
+
+
+def _values(table: str) -> str:
+    return ", ".join("?" for _ in STATE_COLUMNS[table])
+
+
+# Statements every engine runs as they are (`?` parameters, ANSI SQL). Engines give the
+# fragments that differ (see warehouse/engine.py): `json_uids` (a request's uids from one
+# JSON parameter), the model's uids, the anti-joins, how to read a timestamp and hash a uid.
+STATE_SQL: dict[str, str] = {
+    # The state is read as a set: a duplicated row can never inflate a count or a removal.
+    "state_uids": (
+        f"select uid, min(synced_at) as synced_at from {{members}} where {_STATE_KEY} group by uid"
+    ),
+    "plan": """
+        select count(m.uid),
+            sum(case when s.uid is null then 1 else 0 end),
+            sum(case when m.uid is null then 1 else 0 end),
+            sum(case when m.uid is not null and s.uid is not null and ({due}) then 1 else 0 end),
+            count(s.uid)
+        from ({model_uids}) m full outer join ({state_uids}) s on m.uid = s.uid""",
+    "resend_delta": """
+        select s.uid from ({state_uids}) s join ({model_uids}) m on s.uid = m.uid
+        where {due}""",
+    "rename_members": f"""
+        select s.uid from ({{state_uids}}) s join ({{model_uids}}) m on s.uid = m.uid
+        limit {RENAME_BATCH}""",
+    "insert_members": """
+        insert into {members} (endpoint, workspace_id, cohort_id, synced_at, run_id, uid)
+        select ?, ?, ?, ?, ?, j.uid from ({json_uids}) j""",
+    "delete_members": f"""
+        delete from {{members}} where {_STATE_KEY} and uid in ({{json_uids}})""",
+    "resent_members": f"""
+        update {{members}} set synced_at = ?, run_id = ?
+        where {_STATE_KEY} and uid in ({{json_uids}})""",
+    "legacy_members": (
+        "select count(*) from {members} where endpoint = ? and workspace_id = ? and cohort_id = ?"
+    ),
+    "adopt_legacy": """
+        update {members} set endpoint = ?, synced_at = ?
+        where endpoint = ? and workspace_id = ? and cohort_id = ?""",
+    "delete_run": f"delete from {{runs}} where run_id = ? and {_STATE_KEY}",
+    "insert_run": f"insert into {{runs}} ({_RUN_COLUMNS}) values ({_values(RUNS)})",
+    "cohort_record": (
+        f"select model, cohort_name, cohort_description from {{cohorts}} where {_STATE_KEY}"
+    ),
+    "delete_cohort": f"delete from {{cohorts}} where {_STATE_KEY}",
+    "insert_cohort": f"insert into {{cohorts}} ({_COHORT_COLUMNS}) values ({_values(COHORTS)})",
+    "cohort_names": (
+        "select cohort_id, model, cohort_name from {cohorts} "
+        "where endpoint = ? and workspace_id = ?"
+    ),
+    "run_models": (
+        "select cohort_id, model from {runs} where workspace_id = ? and status = 'synced' "
+        "order by started_at"
+    ),
+    # The lock: taken in one atomic statement on the warehouse's clock ({now}; {ago}: the
+    # stale cut-off): a free key is inserted, a stale holder's row taken over. Every
+    # parameter is in the source row (fakesnow reorders parameters placed elsewhere).
+    "take_lock": """
+        merge into {locks} l
+        using (
+            select ? as endpoint, ? as workspace_id, ? as cohort_id, ? as run_id,
+                ? as stale_seconds
+        ) s
+        on l.endpoint = s.endpoint and l.workspace_id = s.workspace_id
+            and l.cohort_id = s.cohort_id
+        when matched and l.heartbeat_at < {ago} then
+            update set run_id = s.run_id, locked_at = {now}, heartbeat_at = {now}
+        when not matched then
+            insert (endpoint, workspace_id, cohort_id, run_id, locked_at, heartbeat_at)
+            values (s.endpoint, s.workspace_id, s.cohort_id, s.run_id, {now}, {now})""",
+    "lock_holder": f"""
+        select run_id, locked_at from {{locks}} where {_STATE_KEY}
+        order by locked_at, run_id limit 1""",
+    "lock_owned": f"select count(*) from {{locks}} where {_STATE_KEY} and run_id = ?",
+    "release_lock": f"delete from {{locks}} where {_STATE_KEY} and run_id = ?",
+    "heartbeat_lock": (
+        f"update {{locks}} set heartbeat_at = {{now}} where {_STATE_KEY} and run_id = ?"
+    ),
+    "state_version": "select max(version) from {version}",
+    "insert_version": "insert into {version} (version, upgraded_at, runner) values (?, ?, ?)",
+}
+
+
+def exact_state_sql(exact: str) -> dict[str, str]:
+    """The statements that match state uids, with the state's `uid` read through `exact`.
+
+    For engines whose state columns may carry a collation the runner did not choose
+    (Snowflake's DEFAULT_DDL_COLLATION applies to tables dbt or the runner creates): `exact`
+    (`{}` is the column) strips it, so 'abc' never matches 'ABC'. Grouped by position: a
+    name in GROUP BY would mean the collated column, not the select's exact alias.
+    """
+    uid = exact.format("uid")
+    return {
+        "state_uids": (
+            f"select {uid} as uid, min(synced_at) as synced_at from {{members}} "
+            f"where {_STATE_KEY} group by 1"
+        ),
+        "delete_members": f"""
+        delete from {{members}} where {_STATE_KEY} and {uid} in ({{json_uids}})""",
+        "resent_members": f"""
+        update {{members}} set synced_at = ?, run_id = ?
+        where {_STATE_KEY} and {uid} in ({{json_uids}})""",
+    }

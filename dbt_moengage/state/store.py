@@ -1,0 +1,332 @@
+"""Stage 6: what MoEngage has been told, kept in the user's warehouse.
+
+`StateStore` runs the state flow through a warehouse engine: it creates and upgrades the
+state tables, counts a cohort's change with one join of the model and the state, streams
+each kind of change, records every accepted request (a checkpoint), and keeps run rows,
+the name each cohort last got, and who owns a cohort id. Set work runs in the warehouse;
+Python only sees the change, in batches.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import astuple, dataclass
+from dataclasses import replace as with_fields
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from .. import __version__
+from ..cohorts import CohortSpec, Owner
+from ..errors import StateVersionError, WarehouseError
+from ..warehouse.engine import DEFAULT_FETCH_ROWS, Engine, uids_json
+from ..warehouse.redact import stored_error
+from .locks import HeldLock
+from .schema import (
+    ALIASES,
+    LEGACY_ENDPOINT,
+    LEGACY_SYNCED_AT,
+    SCHEMA_VERSION,
+    STATE_TABLES,
+    VERSION,
+    StateKey,
+    StateStatus,
+    schema_version_from,
+    upgrade_statements,
+)
+
+
+class Change(StrEnum):
+    """A kind of change between a cohort's model and what MoEngage was told."""
+
+    NEW = "new"  # in the model, not in the state
+    DUE = "due"  # in both, and due for a re-send (resend_after)
+    RENAME = "rename"  # a few current members, to carry a new name or description
+    LEFT = "left"  # in the state, no longer in the model
+    EVERYONE = "everyone"  # every uid of the model (a full refresh)
+
+
+_QUERIES = {
+    Change.NEW: "add_delta",
+    Change.DUE: "resend_delta",
+    Change.RENAME: "rename_members",
+    Change.LEFT: "remove_delta",
+}
+
+
+def utcnow() -> datetime:
+    """Now in UTC, without tzinfo: the state tables hold UTC timestamps."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def epoch_seconds(when: datetime) -> int:
+    """Whole seconds since 1970 of a naive UTC timestamp."""
+    return int((when - datetime(1970, 1, 1)).total_seconds())
+
+
+@dataclass(frozen=True)
+class Delta:
+    """How a cohort's model differs from what MoEngage was told."""
+
+    distinct: int
+    to_add: int
+    to_remove: int
+    unchanged: int
+    to_resend: int = 0
+    # Members the state holds for the cohort now (before this run).
+    current: int = 0
+
+
+@dataclass(frozen=True)
+class CohortRecord:
+    """What the state says MoEngage got for a cohort: its model, name and description."""
+
+    model: str
+    cohort_name: str | None
+    cohort_description: str | None
+
+
+@dataclass
+class RunRow:
+    """One row of moengage_sync_runs: one cohort in one run (column order as the table)."""
+
+    run_id: str
+    endpoint: str
+    workspace_id: str
+    cohort_id: str
+    model: str
+    mode: str
+    full_refresh: bool
+    started_at: datetime
+    finished_at: datetime | None = None
+    status: str = "running"
+    added: int = 0
+    removed: int = 0
+    resent: int = 0
+    unchanged: int = 0
+    left_but_kept: int = 0
+    requests: int = 0
+    retries: int = 0
+    renamed: bool = False
+    error: str | None = None
+
+    @property
+    def key(self) -> StateKey:
+        """The state key the run row belongs to."""
+        return StateKey(self.endpoint, self.workspace_id)
+
+
+class StateStore:
+    """The sync state of one warehouse, through its engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.ready = False
+
+    # -- tables ----------------------------------------------------------------------------
+
+    def prepare(self, create: bool) -> StateStatus:
+        """Create the state tables that are missing and upgrade older ones, when allowed."""
+        engine = self.engine
+        create = create and not engine.read_only
+        present = engine.state_columns()
+        recorded = None
+        if VERSION in present:
+            row = engine.one("state_version")
+            recorded = int(row[0]) if row is not None and row[0] is not None else None
+        version = schema_version_from(present, recorded)
+        where = f"the sync state in schema {engine.state_schema!r}"
+        if version > SCHEMA_VERSION:
+            raise StateVersionError(
+                f"{where} is version {version}, written by a newer dbt-moengage; this one "
+                f"knows version {SCHEMA_VERSION}: upgrade dbt-moengage"
+            )
+        missing = [t for t in STATE_TABLES if t not in present]
+        if not create:
+            self.ready = not missing and version == SCHEMA_VERSION
+            note = ""
+            if present and version < SCHEMA_VERSION:
+                note = (
+                    f"{where} is version {version}; the next sync upgrades it to "
+                    f"{SCHEMA_VERSION}. Until then these counts assume nothing was sent"
+                )
+            return StateStatus(ready=self.ready, note=note)
+        with engine.ddl_lock():
+            if missing:
+                engine.run("create_schema")
+                for table in missing:
+                    engine.run(f"create_{table}")
+            for statement in upgrade_statements(engine.STATE_TYPES, present):
+                self._upgrade(statement)
+            if recorded != SCHEMA_VERSION:
+                runner = f"dbt-moengage {__version__}"
+                engine.run("insert_version", (SCHEMA_VERSION, utcnow(), runner))
+        self.ready = True
+        upgraded = version if version < SCHEMA_VERSION and present else None
+        return StateStatus(ready=True, upgraded_from=upgraded)
+
+    def _upgrade(self, template: str) -> None:
+        """Run one of the upgrade's `alter table` statements."""
+        fields = {alias: self.engine.state_table(table) for table, alias in ALIASES.items()}
+        try:
+            self.engine.execute_sql(template.format(**fields), (), "upgrade").close()
+        except WarehouseError as exc:
+            raise WarehouseError(
+                f"upgrading the sync state in schema {self.engine.state_schema!r}: {exc}; "
+                "the runner's role needs ALTER on the state tables once (or an admin runs "
+                "one sync with a role that has it)"
+            ) from None
+
+    # -- the change ------------------------------------------------------------------------
+
+    def due(self, cohort: CohortSpec, now: datetime) -> str:
+        """SQL: whether state row `s` is due for a re-send under the cohort's resend_after.
+
+        Each uid has its own phase (from its hash) on a cycle of 7/8 of resend_after; a
+        member comes due at the first point of its phase at least 1/8 of resend_after after
+        MoEngage last accepted it. So a member is re-sent at the latest resend_after after
+        its acceptance, a run soon after a sync re-sends nothing, and a cohort first synced
+        on one day comes due spread evenly over the days after, as does each later round.
+        Members adopted from state written before endpoints are always due.
+        """
+        synced = self.engine.EPOCH.format("s.synced_at")
+        legacy = f"{synced} < 86400"
+        period = cohort.resend_after
+        if period is None:
+            return legacy
+        if period == 0:
+            return "1 = 1"
+        rest = period // 8
+        cycle = period - rest
+        phase = f"{self.engine.UID_HASH.format('s.uid')} % {cycle}"
+        next_point = f"ceil(({synced} + {rest} + {phase}) / {cycle})"
+        last_point = f"floor(({epoch_seconds(now)} + {phase}) / {cycle})"
+        return f"{legacy} or {next_point} <= {last_point}"
+
+    def plan(
+        self, cohort: CohortSpec, key: StateKey, full_refresh: bool, now: datetime | None = None
+    ) -> Delta:
+        """Counts from one join of the model's uids with the state, in the warehouse."""
+        if not self.ready:
+            distinct = self.engine.count_model(cohort)
+            return Delta(distinct=distinct, to_add=distinct, to_remove=0, unchanged=0)
+        extra = {"due": self.due(cohort, now or utcnow())}
+        row = self.engine.one("plan", (*key.params, cohort.cohort_id), cohort, extra)
+        # Engines return counts as int or Decimal (Snowflake's NUMBER).
+        distinct, to_add, to_remove, to_resend, current = (int(v or 0) for v in row)
+        if full_refresh:
+            return Delta(distinct, distinct, to_remove, unchanged=0, current=current)
+        return Delta(
+            distinct=distinct,
+            to_add=to_add,
+            to_remove=to_remove,
+            unchanged=distinct - to_add - to_resend,
+            to_resend=to_resend,
+            current=current,
+        )
+
+    def stream(
+        self,
+        cohort: CohortSpec,
+        key: StateKey,
+        change: Change,
+        batch_rows: int = DEFAULT_FETCH_ROWS,
+        now: datetime | None = None,
+    ) -> Iterator[list[str]]:
+        """The uids of one kind of change, `batch_rows` at a time."""
+        if not self.ready:
+            # No state yet (a dry run on a fresh warehouse): everything is new.
+            if change not in (Change.NEW, Change.EVERYONE):
+                return iter(())
+            return self.engine.stream("model_uids", (), cohort, batch_rows=batch_rows)
+        if change == Change.EVERYONE:
+            return self.engine.stream("model_uids", (), cohort, batch_rows=batch_rows)
+        extra = {"due": self.due(cohort, now or utcnow())}
+        params = (*key.params, cohort.cohort_id)
+        return self.engine.stream(_QUERIES[change], params, cohort, extra, batch_rows)
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    def record_added(
+        self,
+        cohort: CohortSpec,
+        key: StateKey,
+        uids: Sequence[str],
+        run_id: str,
+        replace: bool = False,
+    ) -> None:
+        """One bulk insert per accepted request (a delete first, when replacing)."""
+        members = uids_json(uids)
+        where = (*key.params, cohort.cohort_id)
+        if replace:
+            self.engine.run("delete_members", (*where, members))
+        self.engine.run("insert_members", (*where, utcnow(), run_id, members))
+
+    def record_resent(
+        self, cohort: CohortSpec, key: StateKey, uids: Sequence[str], run_id: str
+    ) -> None:
+        """One bulk update of synced_at per accepted request."""
+        params = (utcnow(), run_id, *key.params, cohort.cohort_id, uids_json(uids))
+        self.engine.run("resent_members", params)
+
+    def record_removed(self, cohort: CohortSpec, key: StateKey, uids: Sequence[str]) -> None:
+        """One bulk delete per accepted request."""
+        self.engine.run("delete_members", (*key.params, cohort.cohort_id, uids_json(uids)))
+
+    # -- runs, names, owners ---------------------------------------------------------------
+
+    def save_run(self, row: RunRow) -> None:
+        """Delete-then-insert keeps one row per run and cohort on every engine.
+
+        The error may quote a server's answer: it is stored capped, with its control
+        characters escaped and any Authorization value redacted (see redact.py).
+        """
+        self.engine.run("delete_run", (row.run_id, *row.key.params, row.cohort_id))
+        self.engine.run("insert_run", astuple(with_fields(row, error=stored_error(row.error))))
+
+    def cohort_record(self, cohort: CohortSpec, key: StateKey) -> CohortRecord | None:
+        """The cohort's row in moengage_cohorts, if it has one."""
+        row = self.engine.one("cohort_record", (*key.params, cohort.cohort_id))
+        if row is None:
+            return None
+        return CohortRecord(model=str(row[0]), cohort_name=row[1], cohort_description=row[2])
+
+    def save_cohort(self, cohort: CohortSpec, key: StateKey, record: CohortRecord) -> None:
+        """Delete-then-insert the cohort's row in moengage_cohorts."""
+        where = (*key.params, cohort.cohort_id)
+        self.engine.run("delete_cohort", where)
+        self.engine.run(
+            "insert_cohort",
+            (*where, record.model, record.cohort_name, record.cohort_description, utcnow()),
+        )
+
+    def owners(self, key: StateKey) -> dict[str, Owner]:
+        """The model that last synced each cohort of the workspace, and the name it sent."""
+        if not self.ready:
+            return {}
+        found: dict[str, Owner] = {}
+        for cohort_id, model in self.engine.all("run_models", (key.workspace_id,)):
+            found[str(cohort_id)] = Owner(model=str(model))
+        for cohort_id, model, name in self.engine.all("cohort_names", key.params):
+            found[str(cohort_id)] = Owner(model=str(model), name_sent=name)
+        return found
+
+    def adopt_legacy(self, cohort: CohortSpec, key: StateKey) -> int:
+        """Members recorded before endpoints become this endpoint's, due for a re-send."""
+        legacy = (LEGACY_ENDPOINT, key.workspace_id, cohort.cohort_id)
+        count = int(self.engine.one("legacy_members", legacy)[0] or 0)
+        if count:
+            self.engine.run("adopt_legacy", (key.endpoint, LEGACY_SYNCED_AT, *legacy))
+        return count
+
+    def lock(
+        self,
+        cohort: CohortSpec,
+        key: StateKey,
+        run_id: str,
+        wait_seconds: float,
+        stop: threading.Event | None = None,
+    ) -> AbstractContextManager[HeldLock]:
+        """Hold the cohort's lock for the block (how depends on the engine)."""
+        return self.engine.cohort_lock(cohort, key, run_id, wait_seconds, stop)

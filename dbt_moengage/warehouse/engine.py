@@ -1,0 +1,323 @@
+"""Stage 3: the interface every warehouse engine implements (DuckDB, Snowflake, Postgres).
+
+An engine is one DB-API connection to the user's warehouse plus the SQL that differs
+between warehouses, kept beside the engine: how to read a model's uids, the anti-joins,
+how to unpack a request's uids from one JSON parameter, how to read a timestamp and hash
+a uid, its type names. The state stage (dbt_moengage/state/) runs its flow through this
+interface; the sync reads audiences through it. Statements are written with `?`
+parameters; an engine whose driver wants another style converts them in `render`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar, Self
+
+import orjson
+
+from .. import uids
+from ..cohorts import CohortSpec
+from ..errors import WarehouseError
+
+if TYPE_CHECKING:
+    from ..state.locks import HeldLock
+    from ..state.schema import StateKey
+
+DEFAULT_FETCH_ROWS = 50_000
+
+# Statements on the model alone, the same on every engine.
+MODEL_SQL: dict[str, str] = {
+    # Postgres requires the subquery's alias (`m`).
+    "count_model": "select count(*) from ({model_uids}) m",
+    "long_uids": "select count(*), min(uid) from ({model_uids}) m where length(uid) > ?",
+    "create_schema": "create schema if not exists {schema}",
+}
+
+
+@dataclass(frozen=True)
+class AudienceStats:
+    """Rows of the model's uid column that cannot be sent: null, blank or padded."""
+
+    rows: int
+    nulls: int
+    empties: int
+    padded: int = 0
+
+    def dropped(self, distinct: int) -> dict[str, int]:
+        """Dropped rows by reason, given the number of distinct valid uids."""
+        duplicates = self.rows - self.nulls - self.empties - self.padded - distinct
+        return {
+            uids.NULL: self.nulls,
+            uids.BLANK: self.empties,
+            uids.PADDED: self.padded,
+            uids.DUPLICATE: max(duplicates, 0),
+        }
+
+
+@dataclass(frozen=True)
+class UidColumn:
+    """The uid column as the warehouse spells it (case may differ from the config)."""
+
+    name: str
+    type: str
+
+
+class Engine(ABC):
+    """One connection to the user's warehouse; the declared interface of every engine.
+
+    Engines implement the abstract methods and give their SQL (`SQL`), state type names
+    (`STATE_TYPES`), the `EPOCH` and `UID_HASH` fragments and the driver's `ERRORS`.
+    """
+
+    engine: ClassVar[str] = ""
+    SQL: ClassVar[dict[str, str]] = {}
+    STATE_TYPES: ClassVar[dict[str, str]] = {}
+    # `{}` is a timestamp column: its epoch seconds; a uid column: a non-negative integer.
+    EPOCH: ClassVar[str] = "epoch({})"
+    UID_HASH: ClassVar[str] = "hash({})"
+    # The warehouse's clock as a naive UTC timestamp, and `{}` seconds before it (locks).
+    NOW: ClassVar[str] = "current_timestamp"
+    AGO: ClassVar[str] = "current_timestamp - {}"
+    ERRORS: ClassVar[tuple[type[BaseException], ...]] = ()
+
+    conn: Any
+    state_schema: str
+    # Opened for reading only (a dry run): the state is never created or changed.
+    read_only: bool = False
+    lock_stale_seconds: float = 120.0
+
+    # -- what each engine implements ---------------------------------------------------------
+
+    @abstractmethod
+    def quote(self, identifier: str) -> str:
+        """Quote an identifier for this engine."""
+
+    @abstractmethod
+    def state_table(self, name: str) -> str:
+        """The quoted, qualified name of a state table."""
+
+    @abstractmethod
+    def state_columns(self) -> dict[str, set[str]]:
+        """Each state table present: its columns (lower-case names)."""
+
+    @abstractmethod
+    def check_uid_column(self, cohort: CohortSpec) -> UidColumn:
+        """The uid column as the warehouse names it; WarehouseError if missing or unusable."""
+
+    @abstractmethod
+    def cohort_lock(
+        self,
+        cohort: CohortSpec,
+        key: StateKey,
+        run_id: str,
+        wait_seconds: float,
+        stop: threading.Event | None = None,
+    ) -> AbstractContextManager[HeldLock]:
+        """Hold the cohort's lock for the block; raises LockTimeout after `wait_seconds`."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close the connection (and any the engine opened beside it)."""
+
+    def explain(self, exc: BaseException) -> str:
+        """The engine's error as the user should read it (engines may add what to do)."""
+        return str(exc)
+
+    def ddl_lock(self) -> AbstractContextManager[None]:
+        """Held while the state tables are created or upgraded (engines where dbt may create
+        them at the same moment take a lock)."""
+        return contextlib.nullcontext()
+
+    def render(self, sql: str) -> str:
+        """The statement as the driver takes it (`?` parameters by default)."""
+        return sql
+
+    # -- SQL text --------------------------------------------------------------------------
+
+    def format(
+        self, name: str, cohort: CohortSpec | None = None, extra: Mapping[str, str] = {}
+    ) -> str:
+        """The statement `name` with the state tables, the cohort's relation, its quoted uid
+        column and model uids, and `extra` fields filled in."""
+        from ..state.schema import ALIASES
+
+        fields: dict[str, str] = {
+            alias: self.state_table(table) for table, alias in ALIASES.items()
+        }
+        fields["schema"] = self.quote(self.state_schema)
+        fields["json_uids"] = self.SQL["json_uids"]
+        fields["now"], fields["ago"] = self.NOW, self.AGO.format("s.stale_seconds")
+        if cohort is not None:
+            # The uid column's name as the catalog spells it (check_uid_column): always
+            # quoted, so an engine that folds unquoted names (Snowflake) keeps its case.
+            column = quote_identifier(cohort.uid_column)
+            fields["relation"] = cohort.relation_name
+            fields["col"] = column
+            fields["model_uids"] = self.SQL["model_uids"].format(
+                relation=cohort.relation_name, col=column
+            )
+        fields.update(extra)
+        fields["state_uids"] = self.SQL["state_uids"].format(**fields)
+        return self.SQL[name].format(**fields)
+
+    # -- running statements ----------------------------------------------------------------
+
+    @cached_property
+    def statements(self) -> threading.RLock:
+        """One statement at a time on the connection (checkpoints come from send threads)."""
+        return threading.RLock()
+
+    def execute(
+        self,
+        name: str,
+        params: Sequence[Any] = (),
+        cohort: CohortSpec | None = None,
+        extra: Mapping[str, str] = {},
+    ) -> Any:
+        """Run statement `name`; its cursor, to be read and closed by the caller."""
+        return self.execute_sql(self.format(name, cohort, extra), params, name, cohort)
+
+    def execute_sql(
+        self,
+        sql: str,
+        params: Sequence[Any] = (),
+        name: str = "statement",
+        cohort: CohortSpec | None = None,
+    ) -> Any:
+        """Run a statement's text; WarehouseError naming it (and the model) if it fails."""
+        with self.statements:
+            cursor = self.conn.cursor()
+            try:
+                cursor.execute(self.render(sql), params)
+            except self.ERRORS as exc:
+                cursor.close()
+                where = f"model '{cohort.model}': " if cohort else ""
+                raise WarehouseError(
+                    f"{where}{name.replace('_', ' ')} failed: {self.explain(exc)}"
+                ) from None
+            return cursor
+
+    def one(
+        self,
+        name: str,
+        params: Sequence[Any] = (),
+        cohort: CohortSpec | None = None,
+        extra: Mapping[str, str] = {},
+    ) -> Any:
+        """The first row of statement `name` (None when it returns none)."""
+        with self.statements:
+            cursor = self.execute(name, params, cohort, extra)
+            try:
+                return cursor.fetchone()
+            finally:
+                cursor.close()
+
+    def all(self, name: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Every row of statement `name`."""
+        with self.statements:
+            cursor = self.execute(name, params)
+            try:
+                return list(cursor.fetchall())
+            finally:
+                cursor.close()
+
+    def run(self, name: str, params: Sequence[Any] = (), cohort: CohortSpec | None = None) -> None:
+        """Run statement `name` for its effect."""
+        with self.statements:
+            self.execute(name, params, cohort).close()
+
+    def stream(
+        self,
+        name: str,
+        params: Sequence[Any],
+        cohort: CohortSpec,
+        extra: Mapping[str, str] = {},
+        batch_rows: int = DEFAULT_FETCH_ROWS,
+    ) -> Iterator[list[str]]:
+        """The first column of statement `name`, `batch_rows` at a time, from a cursor of its
+        own: checkpoints may write on the connection meanwhile."""
+        cursor = self.execute(name, params, cohort, extra)
+        try:
+            while True:
+                try:
+                    with self.statements:
+                        rows = cursor.fetchmany(batch_rows)
+                except self.ERRORS as exc:
+                    raise read_failed(cohort, self.explain(exc)) from None
+                if not rows:
+                    return
+                yield [row[0] for row in rows]
+        finally:
+            cursor.close()
+
+    # -- the audience ----------------------------------------------------------------------
+
+    def audience_stats(self, cohort: CohortSpec) -> AudienceStats:
+        """Count rows, nulls, blank and padded uids in one scan."""
+        rows, nulls, empties, padded = (int(v or 0) for v in self.one("stats", (), cohort))
+        return AudienceStats(rows=rows, nulls=nulls, empties=empties, padded=padded)
+
+    def count_model(self, cohort: CohortSpec) -> int:
+        """The model's distinct sendable uids."""
+        return int(self.one("count_model", (), cohort)[0])
+
+    def check_uid_lengths(self, cohort: CohortSpec) -> None:
+        """Refuse the cohort when uids exceed the max_uid_length its config sets."""
+        limit = cohort.max_uid_length
+        if limit is None:
+            return
+        count, example = self.one("long_uids", (limit,), cohort)
+        if int(count or 0):
+            raise WarehouseError(
+                f"model '{cohort.model}': meta.moengage.max_uid_length = {limit}: "
+                f"{int(count):,} uids are longer, e.g. {example[:80]!r} ({len(example)} "
+                "characters); fix the model or raise the limit. Nothing was sent for it"
+            )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def uids_json(batch: Sequence[str]) -> str:
+    """A request's uids as one bound parameter: a JSON array every engine's SQL unpacks
+    (DuckDB parses it faster than it converts a list of Python strings)."""
+    return orjson.dumps(list(batch)).decode()
+
+
+def read_failed(cohort: CohortSpec, reason: str) -> WarehouseError:
+    """Reading a cohort's uids failed mid-way (a lost connection, a dropped table)."""
+    return WarehouseError(
+        f"model '{cohort.model}': reading uids from {cohort.relation_name} failed: {reason}"
+    )
+
+
+def missing_column(cohort: CohortSpec, columns: Iterable[str]) -> WarehouseError:
+    """The configured uid column is not in the model."""
+    return WarehouseError(
+        f"model '{cohort.model}': meta.moengage.uid_column = {cohort.uid_column!r}: "
+        f"no such column in {cohort.relation_name} (columns: {', '.join(columns)}); "
+        "set uid_column to the column holding MoEngage's Unique User ID"
+    )
+
+
+def unusable_type(cohort: CohortSpec, kind: str) -> WarehouseError:
+    """The uid column's type would not cast to a uid cleanly."""
+    return WarehouseError(
+        f"model '{cohort.model}': meta.moengage.uid_column = {cohort.uid_column!r} has "
+        f"type {kind}; uids must be text or whole numbers: cast it in the model "
+        "(e.g. cast(... as varchar))"
+    )
+
+
+def quote_identifier(name: str, quote: str = '"') -> str:
+    """Quote an identifier for SQL, doubling any quote inside it."""
+    return quote + name.replace(quote, quote * 2) + quote

@@ -1,0 +1,359 @@
+"""Postgres (and the dbt-postgres profiles of servers that speak its dialect).
+
+Sessions are opened by dbt-postgres's own connection manager, so a profile that works for
+`dbt build` works here. The main session runs in autocommit: each checkpoint is one
+statement, durable once it returns. The delta is read on a session of its own through a
+server-side (named) cursor, so memory stays flat however large the audience. The cohort
+lock is a real database lock, a session-level advisory lock on a third session: two
+runners can never both hold it, and a runner that dies releases it with its connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any, ClassVar
+
+import psycopg2
+import psycopg2.errors
+
+from .. import uids
+from ..cohorts import CohortSpec
+from ..errors import Interrupted, LockLost, LockTimeout, ProfileError, WarehouseError
+from ..state.locks import POLL_SECONDS, HeldLock
+from ..state.schema import STATE_TABLES, StateKey, state_ddl
+from ..state.sql import STATE_SQL
+from .engine import (
+    DEFAULT_FETCH_ROWS,
+    MODEL_SQL,
+    Engine,
+    UidColumn,
+    missing_column,
+    quote_identifier,
+    read_failed,
+    unusable_type,
+)
+from .profiles import ProfileTarget
+from .redact import redact_path
+
+# The dbt package's _moengage_state_lock_key: 'moengage' in ASCII as a bigint. The state
+# tables' DDL runs under it, so dbt and the runner never create them at the same moment.
+DDL_LOCK_KEY = 7885632997404272485
+# The first key of every cohort lock (pg_try_advisory_lock(int, int)): 'moen' as an int.
+COHORT_LOCK_CLASS = 1836016974
+
+# Text, integers and UUIDs cast to text without losing what MoEngage matches on
+# (type OIDs; numeric only with no fractional digits).
+TEXT_OIDS = {25: "text", 1043: "varchar", 1042: "char", 2950: "uuid", 19: "name"}
+INTEGER_OIDS = {20: "bigint", 21: "smallint", 23: "integer"}
+NUMERIC_OID = 1700
+
+# The one uid rule (dbt_moengage/uids.py). `collate "C"` compares the bytes, whatever
+# collation (a nondeterministic ICU one, say) the column carries.
+_TEXT = '(cast({col} as text) collate "C")'
+_TRIMMED = f"btrim({_TEXT}, {uids.sql_literal()})"
+_VALID = f"{{col}} is not null and {_TEXT} <> '' and {_TRIMMED} = {_TEXT}"
+
+# The state tables' types; the dbt package's postgres__ variant uses the same.
+STATE_TYPES = {
+    "string": "varchar",
+    "timestamp": "timestamp",
+    "bigint": "bigint",
+    "boolean": "boolean",
+}
+
+SQL: dict[str, str] = {
+    **MODEL_SQL,
+    **STATE_SQL,
+    **state_ddl(STATE_TYPES),
+    "stats": f"""
+        select count(*), count(*) - count({{col}}),
+            count(*) filter (where {{col}} is not null and {_TRIMMED} = ''),
+            count(*) filter (where {_TRIMMED} <> '' and {_TRIMMED} <> {_TEXT})
+        from {{relation}}""",
+    "model_uids": f"select distinct {_TEXT} as uid from {{relation}} where {_VALID}",
+    "add_delta": """
+        select m.uid from ({model_uids}) m
+        where not exists (select 1 from ({state_uids}) s where s.uid = m.uid)""",
+    "remove_delta": """
+        select s.uid from ({state_uids}) s
+        where not exists (select 1 from ({model_uids}) m where m.uid = s.uid)""",
+    "json_uids": "select jsonb_array_elements_text(cast(? as jsonb)) as uid",
+}
+
+
+class PostgresWarehouse(Engine):
+    """Reads cohort models from, and keeps sync state in, a Postgres database."""
+
+    engine = "postgres"
+    SQL: ClassVar[dict[str, str]] = SQL
+    STATE_TYPES: ClassVar[dict[str, str]] = STATE_TYPES
+    EPOCH: ClassVar[str] = "extract(epoch from {})"
+    # hashtext() is a signed 32-bit number; widened first, so abs() cannot overflow.
+    UID_HASH: ClassVar[str] = "abs(hashtext({})::bigint)"
+    NOW: ClassVar[str] = "(now() at time zone 'utc')"
+    AGO: ClassVar[str] = "((now() at time zone 'utc') - make_interval(secs => {}))"
+    ERRORS: ClassVar[tuple[type[BaseException], ...]] = (psycopg2.Error,)
+
+    def __init__(self, conn: Any, state_schema: str, opener: Callable[[], Any]) -> None:
+        conn.autocommit = True
+        self.conn = conn
+        self.state_schema = state_schema
+        # Opens another session with the same profile: the delta's cursor and the lock
+        # each get their own.
+        self.opener = opener
+        self._others: list[Any] = []
+
+    @classmethod
+    def from_profile(
+        cls,
+        target: ProfileTarget,
+        project_dir: Path,
+        *,
+        state_schema: str | None = None,
+        read_only: bool = False,
+        wait_seconds: float = 0.0,
+    ) -> PostgresWarehouse:
+        """Connect with the dbt-postgres profile target, as dbt connects."""
+        schema = state_schema or str(target.credentials.schema or "")
+        if not schema:
+            raise ProfileError(f"{target.where}: `schema` is required for Postgres")
+        engine = cls(open_connection(target), schema, lambda: open_connection(target))
+        engine.read_only = read_only
+        return engine
+
+    def render(self, sql: str) -> str:
+        """psycopg2 takes `%s` parameters, and a literal `%` doubled."""
+        return sql.replace("%", "%%").replace("?", "%s")
+
+    def quote(self, identifier: str) -> str:
+        """Always quoted: Postgres folds unquoted names to lower case."""
+        return quote_identifier(identifier)
+
+    def state_table(self, name: str) -> str:
+        """`"schema"."table"` in the connection's database."""
+        return f"{self.quote(self.state_schema)}.{self.quote(name)}"
+
+    def state_columns(self) -> dict[str, set[str]]:
+        """State tables present in the state schema, with their columns."""
+        with self.statements, self.conn.cursor() as cursor:
+            cursor.execute(
+                "select lower(table_name), lower(column_name) from information_schema.columns "
+                "where table_schema = %s",
+                [self.state_schema],
+            )
+            rows = cursor.fetchall()
+        found: dict[str, set[str]] = {}
+        for table, column in rows:
+            if table in STATE_TABLES:
+                found.setdefault(table, set()).add(column)
+        return found
+
+    def check_uid_column(self, cohort: CohortSpec) -> UidColumn:
+        """Find the uid column case-insensitively; refuse types that do not cast cleanly."""
+        try:
+            with self.statements, self.conn.cursor() as cursor:
+                cursor.execute(f"select * from {cohort.relation_name} limit 0")
+                description = cursor.description
+        except psycopg2.errors.UndefinedTable:
+            raise WarehouseError(
+                f"model '{cohort.model}': relation {cohort.relation_name} does not exist: build "
+                f"it with `dbt build --select {cohort.model}`, and grant SELECT to the runner"
+            ) from None
+        except psycopg2.Error as exc:
+            raise WarehouseError(
+                f"model '{cohort.model}': cannot read {cohort.relation_name}: {self.explain(exc)}"
+            ) from None
+        by_name = {str(column.name).lower(): column for column in description}
+        column = by_name.get(cohort.uid_column.lower())
+        if column is None:
+            raise missing_column(cohort, (str(c.name) for c in description))
+        oid = column.type_code
+        if oid in TEXT_OIDS or oid in INTEGER_OIDS:
+            return UidColumn(name=str(column.name), type=TEXT_OIDS.get(oid) or INTEGER_OIDS[oid])
+        if oid == NUMERIC_OID and not column.scale:
+            return UidColumn(name=str(column.name), type="numeric")
+        shown = f"numeric({column.precision},{column.scale})" if oid == NUMERIC_OID else oid
+        raise unusable_type(cohort, f"{shown} (type oid {oid})" if oid != NUMERIC_OID else shown)
+
+    def stream(
+        self,
+        name: str,
+        params: Sequence[Any],
+        cohort: CohortSpec,
+        extra: Mapping[str, str] = {},
+        batch_rows: int = DEFAULT_FETCH_ROWS,
+    ) -> Iterator[list[str]]:
+        """The statement's uids from a server-side cursor on a session of its own, in a
+        read-only transaction: memory stays flat, and checkpoints commit meanwhile."""
+        reader = self._open_other()
+        reader.autocommit = False
+        cursor = reader.cursor(name=f"moengage_{uuid.uuid4().hex[:12]}")
+        try:
+            cursor.execute(self.render(self.format(name, cohort, extra)), params)
+            while True:
+                rows = cursor.fetchmany(batch_rows)
+                if not rows:
+                    return
+                yield [row[0] for row in rows]
+        except psycopg2.Error as exc:
+            raise read_failed(cohort, self.explain(exc)) from None
+        finally:
+            with contextlib.suppress(psycopg2.Error):
+                cursor.close()
+                reader.rollback()
+            self._close_other(reader)
+
+    def ddl_lock(self) -> AbstractContextManager[None]:
+        """Create or upgrade the state tables under the dbt package's advisory lock."""
+        return self._ddl_lock()
+
+    @contextlib.contextmanager
+    def _ddl_lock(self) -> Iterator[None]:
+        with self.statements:
+            self.conn.autocommit = False
+            try:
+                with self.conn.cursor() as cursor:
+                    cursor.execute("select pg_advisory_xact_lock(%s)", [DDL_LOCK_KEY])
+                yield
+                self.conn.commit()
+            except BaseException:
+                self.conn.rollback()
+                raise
+            finally:
+                self.conn.autocommit = True
+
+    def cohort_lock(
+        self,
+        cohort: CohortSpec,
+        key: StateKey,
+        run_id: str,
+        wait_seconds: float,
+        stop: threading.Event | None = None,
+    ) -> AbstractContextManager[HeldLock]:
+        """A session-level advisory lock on a session of its own, held for the block."""
+        return self._advisory_lock(cohort, key, wait_seconds, stop)
+
+    @contextlib.contextmanager
+    def _advisory_lock(
+        self,
+        cohort: CohortSpec,
+        key: StateKey,
+        wait_seconds: float,
+        stop: threading.Event | None,
+    ) -> Iterator[HeldLock]:
+        holder = self._open_other()
+        name = "|".join((*key.params, cohort.cohort_id))
+        try:
+            with holder.cursor() as cursor:
+                cursor.execute("select hashtext(%s)", [name])
+                (objid,) = cursor.fetchone()
+            deadline = time.monotonic() + wait_seconds
+            while not self._try_lock(holder, objid):
+                if time.monotonic() >= deadline:
+                    raise LockTimeout(
+                        f"model '{cohort.model}': cohort '{cohort.cohort_id}' is being synced "
+                        f"by another run (it holds the cohort's advisory lock); waited "
+                        f"{wait_seconds:g} s. Let it finish, or raise MOENGAGE_LOCK_WAIT_SECONDS"
+                    )
+                if stop is not None and stop.wait(POLL_SECONDS):
+                    raise Interrupted(
+                        f"model '{cohort.model}': interrupted while waiting for its lock"
+                    )
+                if stop is None:
+                    time.sleep(POLL_SECONDS)
+
+            def check() -> None:
+                try:
+                    with holder.cursor() as cursor:
+                        cursor.execute(
+                            "select count(*) from pg_locks where locktype = 'advisory' and "
+                            "pid = pg_backend_pid() and classid = %s and objid = %s::oid",
+                            [COHORT_LOCK_CLASS, objid & 0xFFFFFFFF],
+                        )
+                        (held,) = cursor.fetchone()
+                except psycopg2.Error:
+                    held = 0
+                if not held:
+                    raise LockLost(
+                        f"model '{cohort.model}': the session holding the lock of cohort "
+                        f"'{cohort.cohort_id}' was lost; stopped before recording. Re-run to "
+                        "send the rest"
+                    )
+
+            yield HeldLock(check=check)
+        finally:
+            # Closing the session releases the lock (and so does the server, if we die).
+            self._close_other(holder)
+
+    def _try_lock(self, holder: Any, objid: int) -> bool:
+        with holder.cursor() as cursor:
+            cursor.execute("select pg_try_advisory_lock(%s, %s)", [COHORT_LOCK_CLASS, objid])
+            (taken,) = cursor.fetchone()
+        return bool(taken)
+
+    def _open_other(self) -> Any:
+        try:
+            conn = self.opener()
+        except ProfileError as exc:
+            raise WarehouseError(str(exc)) from None
+        conn.autocommit = True
+        self._others.append(conn)
+        return conn
+
+    def _close_other(self, conn: Any) -> None:
+        with contextlib.suppress(psycopg2.Error):
+            conn.close()
+        with contextlib.suppress(ValueError):
+            self._others.remove(conn)
+
+    def explain(self, exc: BaseException) -> str:
+        """Postgres's message on one line, with any path or URL in it redacted."""
+        return redact_path(" ".join(str(exc).split()))
+
+    def close(self) -> None:
+        """Close every session the engine opened."""
+        for conn in [*self._others, self.conn]:
+            with contextlib.suppress(psycopg2.Error):
+                conn.close()
+        self._others.clear()
+
+
+def open_connection(target: ProfileTarget) -> Any:
+    """A psycopg2 session for the profile target, opened by dbt-postgres itself."""
+    from dbt.adapters.contracts.connection import Connection, ConnectionState, Identifier
+    from dbt.adapters.postgres.connections import PostgresConnectionManager
+
+    connection = Connection(
+        type=Identifier("postgres"),
+        name="dbt-moengage",
+        state=ConnectionState.INIT,
+        transaction_open=False,
+        handle=None,
+        credentials=target.credentials,
+    )
+    failure = None
+    try:
+        PostgresConnectionManager.open(connection)
+    except Exception as exc:  # dbt's or psycopg2's error: shown alike
+        failure = _failure(target, exc)
+    if failure is not None:
+        raise ProfileError(failure)
+    return connection.handle
+
+
+def _failure(target: ProfileTarget, exc: BaseException) -> str:
+    credentials = target.credentials
+    text = " ".join(str(exc).split())
+    if credentials.password:
+        text = text.replace(str(credentials.password), "***")
+    return (
+        f"{target.where}: cannot connect to Postgres at {credentials.host}:{credentials.port} "
+        f"as user '{credentials.user}', database '{credentials.database}': {redact_path(text)}; "
+        "check host, port, user, password and dbname"
+    )
