@@ -8,7 +8,7 @@ DEMO_PORT ?= 8765
 export MOENGAGE_WORKSPACE_ID ?= DEMO_WORKSPACE
 export MOENGAGE_API_KEY ?= demo-api-key-not-secret
 
-.PHONY: setup demo test check bench clean
+.PHONY: setup demo test test-unit test-lowest check bench clean
 
 setup: $(STAMP)
 
@@ -26,11 +26,29 @@ check: $(STAMP)
 	$(BIN)/ruff format --check dbt_moengage tests bench
 	$(BIN)/mypy
 
+# Everything, as CI runs it: the unit tier (tests/unit) and the end-to-end tier (tests/e2e:
+# real dbt builds, the emulator over loopback, a real PostgreSQL server, fakesnow).
 test: check
 	$(BIN)/pytest -q
+
+# The inner loop: the unit tier alone, a few minutes.
+test-unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+# The unit tier on the lowest versions pyproject.toml allows (scripts/lowest_bounds.py), in a
+# venv of its own: the floors must really have the APIs the code uses.
+LOWEST := .venv-lowest
+test-lowest:
+	rm -rf $(LOWEST)
+	$(PYTHON) -m venv $(LOWEST)
+	$(PYTHON) scripts/lowest_bounds.py duckdb snowflake postgres webhook > $(LOWEST)/lowest.txt
+	$(LOWEST)/bin/python -m pip install --quiet -c $(LOWEST)/lowest.txt -c constraints-dev.txt \
+		-e '.[duckdb,snowflake,postgres,webhook]' pytest pytest-timeout hypothesis
+	$(LOWEST)/bin/python -m pip list --format=freeze | grep -iE '^(dbt-|duckdb|snowflake-connector|tenacity|requests|click|rich|orjson|pyyaml|starlette|uvicorn|cryptography)'
+	$(LOWEST)/bin/pytest -q -p no:cacheprovider tests/unit
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) integration_tests/target integration_tests/dbt_packages integration_tests/logs
+	rm -rf $(VENV) $(LOWEST) integration_tests/target integration_tests/dbt_packages integration_tests/logs

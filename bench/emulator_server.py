@@ -17,12 +17,12 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from dbt_moengage import emulator as emulator_module
-from dbt_moengage.emulator import Emulator, EmulatorConfig
+from dbt_moengage.testing.emulator import Emulator, EmulatorConfig
+from dbt_moengage.testing.emulator import server as emulator_server
 
 # The emulator turns Nagle's algorithm off (a ~40 ms stall per answer otherwise, which
 # would bound every figure taken against an unlimited emulator); checked, not assumed.
-NAGLE_FIXED_HERE = not emulator_module._Handler.disable_nagle_algorithm
+NAGLE_FIXED_HERE = not emulator_server._Handler.disable_nagle_algorithm
 assert not NAGLE_FIXED_HERE, "the emulator must disable Nagle's algorithm itself"
 
 

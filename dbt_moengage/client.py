@@ -6,13 +6,13 @@ wrong key costs one request (two at most when the first was retried), never a bu
 
 The HTTP edge is exact: redirects are never followed, only a 2xx carrying MoEngage's
 `{"status": "success"}` counts as accepted, and every exception requests can raise is mapped
-to a typed error in one place (`request_error`), so retrying is decided by type.
+to a typed error in one place (`request_error`), so retrying is decided by type. The retry
+policy itself is `retry.py`, which the dbt Cloud artifacts client shares.
 """
 
 from __future__ import annotations
 
 import base64
-import email.utils
 import json
 import socket
 import ssl
@@ -26,17 +26,9 @@ from typing import Any
 import requests
 import urllib3.exceptions
 from requests import exceptions as rex
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_before_delay,
-    wait_exponential,
-    wait_random,
-)
+from tenacity import RetryCallState
 
-from . import __version__
+from . import __version__, retry
 from .deadline import DeadlineAdapter, within
 from .errors import (
     DestinationError,
@@ -44,6 +36,7 @@ from .errors import (
     MoEngageSyncError,
     RateLimited,
     RequestRejected,
+    StreamStopped,
     TransientError,
     WorkspaceFatal,
 )
@@ -51,7 +44,6 @@ from .pacer import Pacer
 from .packing import Body
 from .settings import DOCUMENTED_DATA_CENTERS, MoEngageSettings
 
-MAX_RETRY_AFTER = 300.0
 CONNECT_TIMEOUT = 10.0
 # A wait between attempts at least this long is announced (a progress/JSON event).
 ANNOUNCED_WAIT_SECONDS = 5.0
@@ -109,10 +101,6 @@ class MoEngageClient:
         self._first_lock = threading.Lock()
         self._verified = False
         self._fatal: WorkspaceFatal | None = None
-        # Capped exponential backoff plus jitter, so parallel senders do not retry in step.
-        self._wait_fallback = wait_exponential(
-            multiplier=settings.backoff_initial, max=settings.backoff_max
-        ) + wait_random(0, settings.backoff_initial)
 
     def close(self) -> None:
         """Stop the worker threads and close connections."""
@@ -168,7 +156,7 @@ class MoEngageClient:
                     tally.uids_accepted += len(body.uids)
                 else:
                     tally.uids_failed += len(body.uids)
-                    if not isinstance(exc, _Stopped):
+                    if not isinstance(exc, StreamStopped):
                         error = error or exc
 
         try:
@@ -202,14 +190,15 @@ class MoEngageClient:
         """Attempts until one is accepted, the attempts or the retry budget run out, or the
         run is stopped; a wait is never started that would end past the budget."""
         settings = self.settings
-        retrying = Retrying(
-            retry=retry_if_exception_type(TransientError),
-            stop=stop_after_attempt(settings.max_attempts)
-            | stop_before_delay(settings.retry_budget_seconds),
-            wait=self._wait,
+        retrying = retry.policy(
+            max_attempts=settings.max_attempts,
+            budget_seconds=settings.retry_budget_seconds,
+            backoff_initial=settings.backoff_initial,
+            backoff_max=settings.backoff_max,
             sleep=self._sleep,
             before_sleep=self._announce,
-            reraise=True,
+            # Every sender of the workspace waits out a 429's Retry-After, not just this one.
+            on_retry_after=self.pacer.pause,
         )
         started = time.monotonic()
         attempts = 0
@@ -219,7 +208,7 @@ class MoEngageClient:
                     if self._fatal is not None:
                         raise self._fatal
                     if tally.stopped.is_set():
-                        raise _Stopped()
+                        raise StreamStopped()
                     if self.stop.is_set():
                         raise Interrupted("the run was interrupted before this request was sent")
                     attempts += 1
@@ -254,14 +243,6 @@ class MoEngageClient:
             return
         exc = state.outcome.exception() if state.outcome else None
         self.on_wait(seconds, str(exc) if exc else "retrying")
-
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, RateLimited) and exc.retry_after is not None:
-            delay = min(exc.retry_after, MAX_RETRY_AFTER)
-            self.pacer.pause(delay)
-            return delay
-        return float(self._wait_fallback(state))
 
     def _post(self, payload: bytes) -> None:
         self.pacer.acquire()
@@ -302,7 +283,8 @@ class MoEngageClient:
             )
         detail = self._detail(response)
         if status == 429:
-            raise RateLimited(f"HTTP 429 rate limited: {detail}", _retry_after(response))
+            retry_after = retry.retry_after(response.headers.get("Retry-After"))
+            raise RateLimited(f"HTTP 429 rate limited: {detail}", retry_after)
         if status >= 500 or status == 408:
             raise TransientError(f"HTTP {status}: {detail}")
         if status in (401, 403):
@@ -343,10 +325,6 @@ class MoEngageClient:
             text = text.replace(key, "***").replace(base64.b64encode(token).decode(), "***")
         text = " ".join(text.split())
         return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-class _Stopped(MoEngageSyncError):
-    """A body left unsent because another body of the same stream failed first."""
 
 
 def request_error(exc: Exception, settings: MoEngageSettings) -> MoEngageSyncError:
@@ -490,21 +468,6 @@ def _text(response: requests.Response) -> str:
         return response.content.decode(response.encoding or "utf-8", errors="replace")
     except LookupError:  # a charset Python does not know
         return response.content.decode("utf-8", errors="replace")
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    raw = response.headers.get("Retry-After")
-    if not raw:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def _new_session(settings: MoEngageSettings) -> requests.Session:

@@ -5,6 +5,7 @@
     │   ├── ManifestError             target/manifest.json missing, unreadable, unsupported
     │   ├── ProfileError              dbt profile not found or not renderable
     │   ├── SettingsError             MoEngage credentials / settings missing or invalid
+    │   ├── ArtifactError             a dbt Cloud run's artifacts cannot be fetched (webhook)
     │   └── StateVersionError         the sync state was written by a newer dbt-moengage
     ├── CohortError                   one cohort cannot sync; the others go on: exit 1
     │   ├── CohortSpecError           bad `meta.moengage` config (model, field, value)
@@ -16,13 +17,16 @@
     ├── TransientError                worth retrying: 429, 5xx, dropped connection, timeout,
     │   │                             a body cut short or not decodable
     │   └── RateLimited               429, carries the server's Retry-After when it gave one
+    ├── StreamStopped                 a body left unsent: another of its stream failed first
     ├── WorkspaceFatal                stop every cohort of the workspace (401/403): exit 1
     │   └── DestinationError          the destination cannot be reached as set: a redirect,
     │                                 a host that does not resolve, TLS, a bad URL or header
     └── Interrupted                   SIGINT/SIGTERM: start nothing new, finish what is in
                                       flight, report: exit 130/143
 
-Retrying is decided by these types, never by matching message text.
+Retrying is decided by these types, never by matching message text: `is_transient`, below,
+is the one place that says which errors are worth another attempt (retry.py asks it).
+The emulator's `BadRequest` (dbt_moengage/testing/) is the test double's own, not the runner's.
 """
 
 from __future__ import annotations
@@ -46,6 +50,10 @@ class ProfileError(ConfigError):
 
 class SettingsError(ConfigError):
     """MoEngage settings (credentials, data center, base URL) are missing or invalid."""
+
+
+class ArtifactError(ConfigError):
+    """A dbt Cloud run's artifacts cannot be fetched, so its sync cannot start."""
 
 
 class CohortError(MoEngageSyncError):
@@ -108,6 +116,10 @@ class RateLimited(TransientError):
         super().__init__(detail)
 
 
+class StreamStopped(MoEngageSyncError):
+    """A body left unsent because another body of the same stream failed first."""
+
+
 class WorkspaceFatal(MoEngageSyncError):
     """The workspace refuses every request (bad credentials); stop sending to it."""
 
@@ -118,3 +130,8 @@ class DestinationError(WorkspaceFatal):
 
 class Interrupted(MoEngageSyncError):
     """The run was asked to stop (SIGINT or SIGTERM): no new request or cohort starts."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether another attempt may succeed: the one place transient vs fatal is decided."""
+    return isinstance(exc, TransientError)

@@ -81,6 +81,19 @@ class RunReport:
             return 128 + self.interrupted_by
         return 0 if all(r.status in OK_STATUSES or r.unselected for r in self.results) else 1
 
+    @property
+    def ok(self) -> bool:
+        """True when every cohort synced (the CLI would exit 0)."""
+        return self.exit_code == 0
+
+    def failure_summary(self) -> str:
+        """One line per cohort that did not sync, with its error: for an orchestrator's log."""
+        failed = [r for r in self.results if r.status not in OK_STATUSES and not r.unselected]
+        lines = [f"{r.model}: {r.status}: {r.error or 'no error recorded'}" for r in failed]
+        if self.interrupted_by is not None:
+            lines.insert(0, f"interrupted by signal {self.interrupted_by}")
+        return "\n".join(lines)
+
     def to_json(self) -> dict[str, Any]:
         """The report as written to target/moengage_sync_results.json."""
         return {

@@ -5,7 +5,7 @@ has no whitespace at either end: MoEngage compares uids exactly, so `' a '` can 
 match user `a`. Whitespace here is ASCII whitespace plus the invisible characters that
 arrive from spreadsheets and web forms (no-break and zero-width spaces, the byte-order
 mark). The dbt package's `_moengage_uid_whitespace` macro holds the same characters;
-tests/test_uids.py checks that they agree.
+tests/unit/test_uids.py checks that they agree.
 """
 
 from __future__ import annotations

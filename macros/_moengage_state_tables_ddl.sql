@@ -3,10 +3,10 @@
     exists` per state table, as one string of `;`-separated statements.
 
     types maps each kind in _moengage_state_columns (string, timestamp, bigint, boolean) to the
-    engine's type; table_options maps a table name to text put after its column list (e.g. a
-    clustering key). schema_with_database=false names the schema alone in `create schema`, for
-    engines that refuse a database there (Postgres). caller_name is the public macro that was
-    called, so an error names it.
+    engine's type (moengage_state_types); table_options maps a table name to text put after
+    its column list (e.g. a clustering key). schema_with_database=false names the schema alone
+    in `create schema`, for engines that refuse a database there (Postgres). caller_name is
+    the public macro that was called, so an error names it.
 -#}
 {% macro _moengage_state_tables_ddl(caller_name, schema, types, table_options={}, schema_with_database=true) %}
 

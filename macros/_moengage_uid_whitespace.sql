@@ -2,7 +2,7 @@
     _moengage_uid_whitespace: the characters that make a uid blank, or pad it at either end.
 
     The one uid rule, shared with the Python runner (dbt_moengage/uids.py holds the same
-    characters; tests/test_uids.py checks that they agree): a uid is sent when it is not null,
+    characters; tests/unit/test_uids.py checks that they agree): a uid is sent when it is not null,
     not blank and has none of these at either end. ASCII whitespace, plus the invisible
     characters that arrive from spreadsheets and web forms (no-break and zero-width spaces,
     the byte-order mark).

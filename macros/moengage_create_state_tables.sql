@@ -7,8 +7,8 @@
 
     Runs moengage_state_tables_sql (create ... if not exists, so running it twice changes
     nothing), logs each table as created or already there, and returns the names of the
-    tables it created. From a hook, call it with {% do ... %}; a model's pre-hook can
-    render moengage_state_tables_sql instead and let dbt run it.
+    tables it created. From a hook, call it with {% do ... %}. The package's views never
+    call it: building them creates nothing (see moengage_state_select).
 -#}
 {% macro moengage_create_state_tables(schema=none) %}
     {{ return(adapter.dispatch('moengage_create_state_tables', 'moengage')(schema)) }}
@@ -44,7 +44,9 @@
     {%- if table.existed -%}
         {%- do log('moengage_create_state_tables: ' ~ table.relation ~ ' already exists', info=True) -%}
     {%- else -%}
-        {%- do adapter.cache_added(table.relation) -%}
+        {#- as dbt caches what it creates: on engines that fold unquoted names (Snowflake),
+            a later lookup in this invocation then matches it exactly, not "approximately" -#}
+        {%- do adapter.cache_added(table.relation.incorporate(dbt_created=true)) -%}
         {%- do created.append(table.relation | string) -%}
         {%- do log('moengage_create_state_tables: created ' ~ table.relation, info=True) -%}
     {%- endif -%}

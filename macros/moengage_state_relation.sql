@@ -4,9 +4,11 @@
 
         select * from {{ moengage.moengage_state_relation('moengage_sync_runs') }}
 
-    name is moengage_cohort_members, moengage_sync_runs or moengage_sync_locks. The table is
-    in target.database, schema `schema` if given, else var('moengage_state_schema'), else
-    target.schema: the same place the runner and moengage_create_state_tables use.
+    name is moengage_cohort_members, moengage_sync_runs, moengage_sync_locks,
+    moengage_cohorts or moengage_state_version. The table is in target.database, schema
+    `schema` if given, else var('moengage_state_schema'), else target.schema: the same place
+    the runner and moengage_create_state_tables use. It may not exist yet (before the
+    runner's first sync); moengage_state_select reads it either way.
 -#}
 {% macro moengage_state_relation(name, schema=none) %}
     {{ return(adapter.dispatch('moengage_state_relation', 'moengage')(name, schema)) }}

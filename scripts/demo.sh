@@ -45,4 +45,7 @@ for cohort_id, info in sorted(cohorts.items()):
 PY
 
 echo "==> sync history, as analysts see it in dbt (model moengage_cohort_status)"
-(cd "$PROJECT" && "$BIN/dbt" show --profiles-dir . --select moengage_cohort_status --quiet)
+# The package's views were built before the first sync made the state, so they were empty;
+# building them again makes them read it.
+(cd "$PROJECT" && "$BIN/dbt" run --profiles-dir . --select package:moengage --quiet \
+    && "$BIN/dbt" show --profiles-dir . --select moengage_cohort_status --quiet)

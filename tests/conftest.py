@@ -14,7 +14,7 @@ import duckdb
 import pytest
 
 from dbt_moengage import uids
-from dbt_moengage.emulator import Emulator, EmulatorConfig
+from dbt_moengage.testing.emulator import Emulator, EmulatorConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 INTEGRATION = ROOT / "integration_tests"
@@ -142,3 +142,16 @@ def sync_args(project: BuiltProject, *extra: str) -> list[str]:
 
 
 from .postgres_server import postgres_database, postgres_server  # noqa: E402, F401
+
+TIERS = ("unit", "e2e")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The tier marker comes from the folder: tests/unit/ is `unit`, tests/e2e/ is `e2e`."""
+    for item in items:
+        tier = item.path.parent.name
+        if tier not in TIERS:
+            raise pytest.UsageError(
+                f"{item.path}: every test module lives in tests/unit/ or tests/e2e/"
+            )
+        item.add_marker(getattr(pytest.mark, tier))

@@ -132,7 +132,8 @@ class StateStatus:
 
     ready: bool
     upgraded_from: int | None = None
-    # Why a read-only run cannot use the state as it is (an upgrade is due).
+    # What the user should know: a read-only run cannot use the state as it is (an upgrade
+    # is due), or the state was just created (the dbt package views need a rebuild).
     note: str = ""
 
 

@@ -164,7 +164,16 @@ class StateStore:
                 engine.run("insert_version", (SCHEMA_VERSION, utcnow(), runner))
         self.ready = True
         upgraded = version if version < SCHEMA_VERSION and present else None
-        return StateStatus(ready=True, upgraded_from=upgraded)
+        note = ""
+        if not present:
+            # The dbt package's views check for the state when dbt builds them: built before
+            # it existed, they read nothing until dbt builds them again.
+            note = (
+                f"created {where}; the dbt package's moengage_* views built before now read "
+                "nothing until dbt builds them again (`dbt run --select package:moengage`, "
+                "or your next `dbt build`)"
+            )
+        return StateStatus(ready=True, upgraded_from=upgraded, note=note)
 
     def _upgrade(self, template: str) -> None:
         """Run one of the upgrade's `alter table` statements."""

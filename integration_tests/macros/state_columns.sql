@@ -1,6 +1,10 @@
-{#- The columns of the state tables in `schema`, as information_schema reports them
-    (the shape of seeds/expected_state_columns.csv). DuckDB only, like this project. -#}
-{% macro state_columns(schema) %}
+{#- The columns of relations in `schema`, as information_schema reports them (the shape of
+    seeds/state/expected_state_columns.csv): the state tables (the names in the package's
+    _moengage_state_columns) unless `names` lists others. DuckDB and Postgres. -#}
+{% macro state_columns(schema, names=none) %}
+
+{%- set names = names if names is not none
+    else moengage._moengage_state_columns() | map(attribute='name') | list -%}
 
 select
     cast(table_name as varchar) as table_name,
@@ -11,12 +15,6 @@ select
 from information_schema.columns
 where table_catalog = '{{ target.database }}'
     and table_schema = '{{ schema }}'
-    and table_name in (
-        'moengage_cohort_members',
-        'moengage_sync_runs',
-        'moengage_sync_locks',
-        'moengage_cohorts',
-        'moengage_state_version'
-    )
+    and table_name in ('{{ names | join("', '") }}')
 
 {% endmacro %}

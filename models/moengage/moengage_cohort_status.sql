@@ -1,7 +1,4 @@
-{{ config(
-    enabled=var('moengage_state_models', true),
-    pre_hook="{{ moengage.moengage_state_tables_sql() }}"
-) }}
+{{ config(enabled=var('moengage_state_models', true)) }}
 
 with members as (
 

@@ -1,7 +1,10 @@
-{{ config(
-    enabled=var('moengage_state_models', true),
-    pre_hook="{{ moengage.moengage_state_tables_sql() }}"
-) }}
+{{ config(enabled=var('moengage_state_models', true)) }}
+
+with members as (
+
+    {{ moengage.moengage_state_select('moengage_cohort_members') }}
+
+)
 
 select
     endpoint,
@@ -10,4 +13,4 @@ select
     uid,
     synced_at,
     run_id
-from {{ moengage.moengage_state_relation('moengage_cohort_members') }}
+from members

@@ -1,11 +1,10 @@
-{{ config(
-    enabled=var('moengage_state_models', true),
-    pre_hook="{{ moengage.moengage_state_tables_sql() }}"
-) }}
+{{ config(enabled=var('moengage_state_models', true)) }}
 
--- Built after moengage_current_members, never beside it: both pre-hooks create the state
--- tables, and on DuckDB two transactions creating the same table at once conflict.
--- depends_on: {{ ref('moengage_current_members') }}
+with runs as (
+
+    {{ moengage.moengage_state_select('moengage_sync_runs') }}
+
+)
 
 select
     run_id,
@@ -28,4 +27,4 @@ select
     retries,
     renamed,
     error
-from {{ moengage.moengage_state_relation('moengage_sync_runs') }}
+from runs

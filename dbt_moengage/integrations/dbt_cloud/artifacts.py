@@ -1,0 +1,115 @@
+"""The dbt Cloud artifacts client: a run's manifest.json and run_results.json, to files.
+
+Administrative API v2, `GET /api/v2/accounts/{account}/runs/{run}/artifacts/{name}`, with the
+service token. Retries follow the runner's one policy (`dbt_moengage/retry.py`): throttling
+(429, its Retry-After first), server errors, dropped connections, and a 404 for an artifact
+dbt Cloud has not published yet are `TransientError`s; a refused token is not retried.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import quote
+
+import requests
+
+from ... import __version__, retry
+from ...errors import ArtifactError, RateLimited, TransientError
+from .config import WebhookConfig
+from .events import CloudRun
+
+ARTIFACTS = ("manifest.json", "run_results.json")
+MAX_BACKOFF = 30.0
+_CHUNK = 1 << 20
+
+
+def artifact_url(config: WebhookConfig, run: CloudRun, name: str) -> str:
+    """The Administrative API v2 URL of one artifact of a run."""
+    host = config.cloud_host.rstrip("/")
+    account, run_id = quote(run.account_id, safe=""), quote(run.run_id, safe="")
+    return f"{host}/api/v2/accounts/{account}/runs/{run_id}/artifacts/{name}"
+
+
+def fetch_artifacts(
+    config: WebhookConfig,
+    run: CloudRun,
+    folder: Path,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Download manifest.json and run_results.json of `run` into `folder`.
+
+    `sleep` waits between attempts (the worker passes its stop event's `wait`); raises
+    ArtifactError, whose message names the URL and the fix but never the token.
+    """
+    params = {"step": str(config.step)} if config.step is not None else None
+    with requests.Session() as session:
+        session.headers.update(
+            {
+                "Authorization": f"Token {config.api_token.reveal()}",
+                "Accept": "application/json",
+                "User-Agent": f"dbt-moengage/{__version__}",
+            }
+        )
+        for name in ARTIFACTS:
+            url = artifact_url(config, run, name)
+            policy = retry.policy(
+                max_attempts=config.fetch_attempts,
+                backoff_initial=config.fetch_backoff,
+                backoff_max=MAX_BACKOFF,
+                sleep=sleep,
+            )
+            attempts = 0
+            try:
+                for attempt in policy:
+                    with attempt:
+                        attempts += 1
+                        _download(session, config, url, params, folder / name)
+            except TransientError as exc:
+                raise ArtifactError(
+                    f"GET {url} failed after {attempts} attempts ({exc}); "
+                    "nothing synced for this run"
+                ) from None
+
+
+def _download(
+    session: requests.Session,
+    config: WebhookConfig,
+    url: str,
+    params: dict[str, str] | None,
+    path: Path,
+) -> None:
+    """One GET of one artifact to a file; raise the typed error for anything but a 200."""
+    try:
+        with session.get(
+            url,
+            params=params,
+            timeout=(config.connect_timeout, config.read_timeout),
+            # requests drops the Authorization header on a redirect to another host.
+            stream=True,
+        ) as response:
+            status = response.status_code
+            if status == 200:
+                partial = path.with_suffix(".part")
+                with partial.open("wb") as out:
+                    for chunk in response.iter_content(_CHUNK):
+                        out.write(chunk)
+                partial.replace(path)
+                return
+    except requests.RequestException as exc:
+        # Messages of requests' errors may quote the URL or headers: only the type is shown.
+        raise TransientError(type(exc).__name__) from None
+    problem = f"HTTP {status}"
+    if status == 429:
+        raise RateLimited(problem, retry.retry_after(response.headers.get("Retry-After")))
+    # 404: dbt Cloud may answer the webhook before the run's artifacts are published.
+    if status >= 500 or status in (404, 408):
+        raise TransientError(problem)
+    if status in (401, 403):
+        raise ArtifactError(
+            f"GET {url} answered {problem}: check DBT_CLOUD_API_TOKEN (a service token with "
+            "read access to the job's project) and DBT_CLOUD_HOST; nothing synced for this run"
+        )
+    raise ArtifactError(f"GET {url} answered {problem}; nothing synced for this run")

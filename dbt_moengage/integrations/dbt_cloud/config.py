@@ -1,0 +1,66 @@
+"""What the dbt Cloud receiver needs: credentials, the dbt project, and its limits."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from ...errors import SettingsError
+from ...settings import Secret, _is_loopback
+
+DEFAULT_CLOUD_HOST = "https://cloud.getdbt.com"
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    """What the receiver needs: dbt Cloud credentials, the dbt project, and its limits."""
+
+    secret: Secret
+    api_token: Secret
+    project_dir: Path
+    profiles_dir: Path | None = None
+    target: str | None = None
+    cloud_host: str = DEFAULT_CLOUD_HOST
+    account_id: str | None = None
+    job_ids: frozenset[str] = frozenset()
+    # The run step whose artifacts to fetch; None is dbt Cloud's default, the last step.
+    step: int | None = None
+    work_dir: Path | None = None
+    keep_runs: int = 20
+    connect_timeout: float = 10.0
+    read_timeout: float = 120.0
+    # The artifacts client's retry policy (see dbt_moengage/retry.py): attempts per artifact
+    # and the first backoff, doubling up to 30 s; a 429's Retry-After comes first.
+    fetch_attempts: int = 4
+    fetch_backoff: float = 2.0
+    # The sync's environment holds MoEngage and warehouse secrets: never part of a repr.
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ), repr=False)
+
+    def __post_init__(self) -> None:
+        check_cloud_host(self.cloud_host)
+        if not self.secret:
+            raise SettingsError("DBT_CLOUD_WEBHOOK_SECRET is empty: set the webhook's secret")
+        if not self.api_token:
+            raise SettingsError("DBT_CLOUD_API_TOKEN is empty: set a dbt Cloud service token")
+        if self.fetch_attempts < 1:
+            raise SettingsError(f"fetch_attempts = {self.fetch_attempts}: must be at least 1")
+
+
+def check_cloud_host(url: str) -> None:
+    """Refuse a dbt Cloud host that would carry the API token in clear or is not a URL."""
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        raise SettingsError("DBT_CLOUD_HOST must not carry credentials; use DBT_CLOUD_API_TOKEN")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(
+            f"DBT_CLOUD_HOST = {url!r}: must be an https URL with a host, "
+            "e.g. https://cloud.getdbt.com or your account's access URL"
+        )
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise SettingsError(
+            f"DBT_CLOUD_HOST = {url!r}: plain http:// is only allowed to a loopback address, "
+            "because the API token would travel in clear; use https://"
+        )

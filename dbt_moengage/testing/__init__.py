@@ -1,0 +1,5 @@
+"""Test doubles for dbt-moengage, kept apart from the pipeline stages.
+
+`dbt_moengage.testing.emulator`: MoEngage's Cohort Sync API on a local port, strict about
+the contract, with faults to inject. The demo, the tests and the benchmark use it.
+"""

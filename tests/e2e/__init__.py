@@ -1,0 +1,1 @@
+"""End-to-end tier: real dbt builds, the emulator over loopback, real PostgreSQL, fakesnow."""

@@ -1,0 +1,228 @@
+"""End to end on Postgres: integration_tests built with `dbt build --target postgres` on a
+real server on 127.0.0.1, synced to the emulator by the runner as a subprocess, the way
+the DuckDB suite does it: exact membership with awkward uids, an unchanged re-run, mirror
+mode, kill -9 and resume, two runners at once."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dbt_moengage import uids
+from dbt_moengage.testing.emulator import Emulator, Faults
+
+from ..conftest import COHORTS, INTEGRATION, ROOT, dbt, run_cli, sync_env
+from ..postgres_server import PostgresServer
+from .test_crash import IN_FLIGHT, resent_uids
+
+TARGET = ("--target", "postgres")
+_copies = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class PgProject:
+    """integration_tests built on Postgres: its database, target folder and environment."""
+
+    server: PostgresServer
+    database: str
+    target_dir: Path
+    env: dict[str, str]
+    project_dir: Path = INTEGRATION
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        conn = self.server.connect(self.database)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql, params)
+                return list(cur.fetchall()) if cur.description else []
+        finally:
+            conn.close()
+
+    def expected_members(self, cohort_id: str) -> set[str]:
+        """The cohort's uids computed here, independently of the runner's SQL."""
+        relation, column = COHORTS[cohort_id]
+        rows = self.query(f'select "{column}"::text from main.{relation}')
+        return {value for (value,) in rows if value is not None and not uids.problem(value)}
+
+
+@pytest.fixture(scope="session")
+def pg_built(
+    postgres_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory
+) -> PgProject:
+    """`dbt deps` and `dbt build --target postgres` once, into a template database."""
+    database = postgres_server.new_database("it_sync_template")
+    work = tmp_path_factory.mktemp("pg_sync")
+    env = {
+        **os.environ,
+        **postgres_server.profile_env(database),
+        "DBT_TARGET_PATH": str(work / "target"),
+        "DBT_LOG_PATH": str(work / "logs"),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+    for args in (["deps"], ["build", *TARGET]):
+        done = dbt(args, env)
+        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return PgProject(postgres_server, database, work / "target", env)
+
+
+@pytest.fixture
+def pg(pg_built: PgProject, tmp_path: Path) -> PgProject:
+    """A copy of the built database and target folder per test (CREATE DATABASE ... TEMPLATE)."""
+    database = f"it_sync_{next(_copies)}"
+    # Not `with conn`: psycopg2 opens a transaction block there, and CREATE DATABASE
+    # cannot run in one.
+    conn = pg_built.server.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f'drop database if exists "{database}" with (force)')
+            cur.execute(f'create database "{database}" template "{pg_built.database}"')
+    finally:
+        conn.close()
+    target = tmp_path / "target"
+    shutil.copytree(pg_built.target_dir, target)
+    # The manifest's relation names carry the database dbt built in: point them at the copy.
+    manifest = target / "manifest.json"
+    manifest.write_text(
+        manifest.read_text().replace(f'\\"{pg_built.database}\\".', f'\\"{database}\\".')
+    )
+    env = {
+        **pg_built.env,
+        **pg_built.server.profile_env(database),
+        "DBT_TARGET_PATH": str(target),
+    }
+    return PgProject(pg_built.server, database, target, env)
+
+
+def args(*extra: str) -> list[str]:
+    return [
+        "sync",
+        "--project-dir",
+        str(INTEGRATION),
+        "--profiles-dir",
+        str(INTEGRATION),
+        *TARGET,
+        *extra,
+    ]
+
+
+def env_for(project: PgProject, emulator: Emulator, **extra: str) -> dict[str, str]:
+    return sync_env(project, emulator, **extra)  # type: ignore[arg-type]
+
+
+def sync(project: PgProject, emulator: Emulator, *extra: str, **env: str) -> Any:
+    return run_cli(args(*extra), env_for(project, emulator, **env))
+
+
+def ok(done: subprocess.CompletedProcess[str]) -> str:
+    return done.stdout[-4000:] + done.stderr[-4000:]
+
+
+def results(project: PgProject) -> dict[str, dict[str, Any]]:
+    data = json.loads((project.target_dir / "moengage_sync_results.json").read_text())
+    return {c["cohort_id"] or c["model"]: c for c in data["cohorts"]}
+
+
+def assert_exact(project: PgProject, emulator: Emulator) -> None:
+    for cohort_id in COHORTS:
+        assert emulator.members(cohort_id) == project.expected_members(cohort_id), cohort_id
+
+
+AWKWARD = ["é", "e\u0301", "quo'te", 'back\\slash"', "tab\tbed", "用户🎉", "x" * 200]
+
+
+def test_exact_membership_with_awkward_uids_then_an_unchanged_rerun(
+    pg: PgProject, emulator: Emulator
+) -> None:
+    pg.query("insert into main.high_value_users (uid) select unnest(%s::text[])", (AWKWARD,))
+    first = sync(pg, emulator)
+    assert first.returncode == 0, ok(first)
+    assert_exact(pg, emulator)
+    assert set(AWKWARD) <= emulator.members("high_value_users")
+    # Integers (enterprise_accounts' customer_number) arrive as their text.
+    assert all(uid.isdigit() for uid in emulator.members("enterprise_accounts"))
+    before = len(emulator.requests())
+    again = sync(pg, emulator)
+    assert again.returncode == 0, ok(again)
+    assert len(emulator.requests()) == before
+    assert all(row["requests"] == 0 for row in results(pg).values())
+    state = pg.query("select count(*) from main.moengage_cohort_members")
+    assert state[0][0] == sum(len(pg.expected_members(c)) for c in COHORTS)
+
+
+def test_mirror_removes_exactly_what_left(pg: PgProject, emulator: Emulator) -> None:
+    manifest_path = pg.target_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    node = manifest["nodes"]["model.moengage_integration_tests.high_value_users"]
+    node["config"]["meta"]["moengage"]["mode"] = "mirror"
+    manifest_path.write_text(json.dumps(manifest))
+    first = sync(pg, emulator, "--select", "high_value_users")
+    assert first.returncode == 0, ok(first)
+    gone = pg.query("select uid from main.high_value_users order by uid limit 9")
+    pg.query(
+        "delete from main.high_value_users where uid in (select unnest(%s::text[]))",
+        ([u for (u,) in gone],),
+    )
+    done = sync(pg, emulator, "--select", "high_value_users")
+    assert done.returncode == 0, ok(done)
+    row = results(pg)["high_value_users"]
+    assert row["removed"] == 9 and row["added"] == 0
+    assert emulator.members("high_value_users") == pg.expected_members("high_value_users")
+
+
+def start(project: PgProject, emulator: Emulator, **extra: str) -> subprocess.Popen[str]:
+    env = env_for(
+        project,
+        emulator,
+        MOENGAGE_MAX_BODY_BYTES="700",
+        MOENGAGE_MAX_IN_FLIGHT=str(IN_FLIGHT),
+        MOENGAGE_LOCK_WAIT_SECONDS="120",
+        **extra,
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "dbt_moengage", *args()],
+        cwd=ROOT,
+        env={**env, "COLUMNS": "200"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_kill_9_then_resume_exactly(pg: PgProject, emulator: Emulator) -> None:
+    emulator.set_faults(Faults(slow_rate=1.0, slow_seconds=0.01))
+    proc = start(pg, emulator)
+    deadline = time.monotonic() + 120
+    while len(emulator.requests()) < 40:
+        assert proc.poll() is None, "the runner finished before the kill point"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    biggest = max(r.members for r in emulator.requests())
+    emulator.set_faults(Faults())
+    # The killed runner's advisory lock went with its connection: no wait here.
+    done = run_cli(args(), env_for(pg, emulator, MOENGAGE_LOCK_WAIT_SECONDS="5"))
+    assert done.returncode == 0, ok(done)
+    assert_exact(pg, emulator)
+    assert resent_uids(emulator) <= IN_FLIGHT * biggest
+
+
+def test_two_runners_deliver_each_uid_once(pg: PgProject, emulator: Emulator) -> None:
+    first, second = start(pg, emulator), start(pg, emulator)
+    outputs = [p.communicate(timeout=300)[0] for p in (first, second)]
+    assert first.returncode == 0, outputs[0]
+    assert second.returncode == 0, outputs[1]
+    assert_exact(pg, emulator)
+    for cohort_id in COHORTS:
+        assert emulator.delivered(cohort_id) == len(emulator.members(cohort_id)), cohort_id

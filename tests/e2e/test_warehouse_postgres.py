@@ -1,0 +1,242 @@
+"""The Postgres engine on a real PostgreSQL server on 127.0.0.1 (tests/postgres_server.py):
+uid columns, the uid rule as exact bytes, the state flow, a server-side cursor, the
+advisory lock, and the DDL lock shared with the dbt package."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dbt_moengage.cohorts import CohortSpec
+from dbt_moengage.errors import LockLost, LockTimeout, ProfileError, WarehouseError
+from dbt_moengage.state import Change, StateKey, StateStore
+from dbt_moengage.state.schema import STATE_COLUMNS, STATE_TABLES
+from dbt_moengage.warehouse import connect
+from dbt_moengage.warehouse.engine import UidColumn
+from dbt_moengage.warehouse.postgres import PostgresWarehouse
+from dbt_moengage.warehouse.profiles import ProfileTarget, load_profile_target
+
+from ..postgres_server import PostgresServer
+
+KEY = StateKey("http://127.0.0.1:8765", "WS_PG")
+SECRET = "pg-pw-never-shown"
+
+
+def target(server: PostgresServer, dbname: str, tmp_path: Path, **fields: Any) -> ProfileTarget:
+    """A dbt-postgres profile target for the test database, rendered by dbt."""
+    output = {
+        "type": "postgres",
+        "host": server.host,
+        "port": server.port,
+        "user": server.user,
+        "password": "",
+        "dbname": dbname,
+        "schema": "analytics",
+        "threads": 1,
+        **fields,
+    }
+    (tmp_path / "dbt_project.yml").write_text(
+        yaml.safe_dump({"name": "pg", "version": "1.0", "profile": "pg"})
+    )
+    (tmp_path / "profiles.yml").write_text(
+        yaml.safe_dump({"pg": {"target": "dev", "outputs": {"dev": output}}})
+    )
+    return load_profile_target(tmp_path, tmp_path, environ={"HOME": str(tmp_path)}, cwd=tmp_path)
+
+
+@pytest.fixture
+def engine(
+    postgres_server: PostgresServer, postgres_database: str, tmp_path: Path
+) -> Iterator[PostgresWarehouse]:
+    with postgres_server.connect(postgres_database) as conn, conn.cursor() as cur:
+        cur.execute("create schema analytics")
+        cur.execute("create table analytics.aud (uid text, n bigint, d numeric(10,2), f real)")
+    opened = connect(target(postgres_server, postgres_database, tmp_path), tmp_path)
+    assert isinstance(opened, PostgresWarehouse)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def state(engine: PostgresWarehouse) -> StateStore:
+    store = StateStore(engine)
+    assert store.prepare(create=True).ready
+    return store
+
+
+def spec(column: str = "uid", **changes: Any) -> CohortSpec:
+    base = CohortSpec(
+        model="aud",
+        unique_id="model.pg.aud",
+        relation_name='"analytics"."aud"',
+        cohort_name="Aud",
+        cohort_id="aud",
+        description="d",
+        uid_column=column,
+    )
+    return replace(base, **changes)
+
+
+def load(engine: PostgresWarehouse, values: list[Any], column: str = "uid") -> None:
+    with engine.conn.cursor() as cur:
+        cur.executemany(f"insert into analytics.aud ({column}) values (%s)", [[v] for v in values])
+
+
+def uids(state: StateStore, cohort: CohortSpec, change: Change, **kwargs: Any) -> list[str]:
+    return sorted(u for batch in state.stream(cohort, KEY, change, **kwargs) for u in batch)
+
+
+def test_uid_columns_and_types(engine: PostgresWarehouse) -> None:
+    assert engine.check_uid_column(spec("UID")) == UidColumn("uid", "text")
+    assert engine.check_uid_column(spec("n")) == UidColumn("n", "bigint")
+    for column in ("d", "f"):
+        with pytest.raises(WarehouseError, match="uids must be text or whole numbers"):
+            engine.check_uid_column(spec(column))
+    with pytest.raises(WarehouseError, match="columns: uid, n, d, f"):
+        engine.check_uid_column(spec("nope"))
+    with pytest.raises(WarehouseError, match="does not exist"):
+        engine.check_uid_column(replace(spec(), relation_name='"analytics"."nope"'))
+
+
+def test_the_uid_rule_and_exact_bytes(engine: PostgresWarehouse, state: StateStore) -> None:
+    awkward = ["é", "e\u0301", "quo'te", 'back\\slash"', "tab\tbed", "x" * 200, "用户🎉"]
+    load(engine, ["abc", "ABC", "Abc", None, "", " ", "\u00a0", " padded", "dup", "dup"])
+    load(engine, awkward)
+    cohort = spec()
+    stats = engine.audience_stats(cohort)
+    delta = state.plan(cohort, KEY, False)
+    assert stats.dropped(delta.distinct) == {
+        "null": 1,
+        "empty": 3,
+        "whitespace": 1,
+        "duplicate": 1,
+    }
+    expected = sorted(["abc", "ABC", "Abc", "dup", *awkward])
+    assert uids(state, cohort, Change.NEW) == expected
+    assert delta.distinct == len(expected)
+
+
+def test_count_and_uid_lengths_without_state(engine: PostgresWarehouse) -> None:
+    """What `sync --dry-run` asks before any state exists: Postgres wants subquery aliases."""
+    load(engine, ["a", "bb", "bb", "cccc", None, " x"])
+    assert engine.count_model(spec()) == 3
+    engine.check_uid_lengths(spec(max_uid_length=4))
+    with pytest.raises(WarehouseError, match=r"max_uid_length = 2: 1 uids are longer, e.g. 'cccc'"):
+        engine.check_uid_lengths(spec(max_uid_length=2))
+
+
+def test_a_nondeterministic_collation_is_compared_as_bytes(
+    engine: PostgresWarehouse, state: StateStore
+) -> None:
+    with engine.conn.cursor() as cur:
+        cur.execute(
+            "create collation if not exists ci (provider = icu, locale = 'und-u-ks-level2', "
+            "deterministic = false)"
+        )
+        cur.execute('create table analytics.ci_aud (uid text collate "ci")')
+        cur.execute("insert into analytics.ci_aud values ('abc'), ('ABC'), ('Abc')")
+    cohort = replace(spec(), relation_name='"analytics"."ci_aud"')
+    state.record_added(cohort, KEY, ["abc"], "run-1")
+    assert uids(state, cohort, Change.NEW) == ["ABC", "Abc"]
+    assert state.plan(cohort, KEY, False).distinct == 3
+
+
+def test_state_round_trip_with_checkpoints_while_streaming(
+    engine: PostgresWarehouse, state: StateStore
+) -> None:
+    load(engine, [f"u{i:04d}" for i in range(2_500)])
+    cohort = spec(mode="mirror")
+    seen: list[str] = []
+    # The delta is read on its own session while checkpoints commit on the main one.
+    for batch in state.stream(cohort, KEY, Change.NEW, batch_rows=300):
+        state.record_added(cohort, KEY, batch, "run-1")
+        seen.extend(batch)
+    assert len(seen) == 2_500 and len(set(seen)) == 2_500
+    plan = state.plan(cohort, KEY, False)
+    assert (plan.to_add, plan.unchanged, plan.current) == (0, 2_500, 2_500)
+    with engine.conn.cursor() as cur:
+        cur.execute("delete from analytics.aud where uid < 'u0010'")
+    assert uids(state, cohort, Change.LEFT) == [f"u{i:04d}" for i in range(10)]
+    state.record_removed(cohort, KEY, [f"u{i:04d}" for i in range(10)])
+    assert state.plan(cohort, KEY, False).to_remove == 0
+    state.record_resent(cohort, KEY, ["u0100"], "run-2")
+    assert uids(state, replace(cohort, resend_after=0), Change.DUE)[:1] == ["u0010"]
+
+
+def test_the_state_tables_match_the_contract(engine: PostgresWarehouse, state: StateStore) -> None:
+    columns = engine.state_columns()
+    assert set(columns) == set(STATE_TABLES)
+    for table, expected in STATE_COLUMNS.items():
+        assert columns[table] == {name for name, _, _ in expected}
+    # Again: nothing to create, nothing to upgrade.
+    assert state.prepare(create=True).upgraded_from is None
+
+
+def test_the_advisory_lock_is_exclusive_across_sessions(
+    postgres_server: PostgresServer, postgres_database: str, tmp_path: Path, state: StateStore
+) -> None:
+    other = connect(target(postgres_server, postgres_database, tmp_path), tmp_path)
+    try:
+        with state.lock(spec(), KEY, "run-1", wait_seconds=0) as held:
+            held.check()
+            with (
+                pytest.raises(LockTimeout, match="holds the cohort's advisory lock"),
+                StateStore(other).lock(spec(), KEY, "run-2", wait_seconds=0.3),
+            ):
+                pass
+            # Another cohort, or the same cohort on another endpoint, is free.
+            with StateStore(other).lock(spec(cohort_id="b"), KEY, "run-3", wait_seconds=0):
+                pass
+        with StateStore(other).lock(spec(), KEY, "run-2", wait_seconds=0):
+            pass
+    finally:
+        other.close()
+
+
+def test_a_waiter_gets_the_lock_when_it_is_released(state: StateStore) -> None:
+    released = threading.Event()
+    got: list[str] = []
+
+    def wait_for_it() -> None:
+        with state.lock(spec(), KEY, "run-2", wait_seconds=20):
+            got.append("run-2")
+
+    with state.lock(spec(), KEY, "run-1", wait_seconds=0):
+        waiter = threading.Thread(target=wait_for_it)
+        waiter.start()
+        released.wait(0.6)
+    waiter.join(20)
+    assert got == ["run-2"]
+
+
+def test_a_lost_lock_session_stops_the_cohort(
+    engine: PostgresWarehouse, state: StateStore, postgres_server: PostgresServer
+) -> None:
+    with state.lock(spec(), KEY, "run-1", wait_seconds=0) as held:
+        held.check()
+        # The lock's session dies (a network blip, an admin): the lock is gone with it.
+        with postgres_server.connect() as admin, admin.cursor() as cur:
+            cur.execute(
+                "select pg_terminate_backend(pid) from pg_locks "
+                "where locktype = 'advisory' and classid = 1836016974"
+            )
+        with pytest.raises(LockLost, match="was lost"):
+            held.check()
+
+
+def test_a_wrong_password_names_the_settings_and_hides_it(
+    postgres_server: PostgresServer, postgres_database: str, tmp_path: Path
+) -> None:
+    bad = target(postgres_server, postgres_database, tmp_path, port=1, password=SECRET)
+    with pytest.raises(ProfileError) as caught:
+        connect(bad, tmp_path)
+    message = str(caught.value)
+    assert "cannot connect to Postgres at 127.0.0.1:1" in message
+    assert "check host, port, user, password and dbname" in message
+    assert SECRET not in message

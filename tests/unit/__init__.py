@@ -1,0 +1,1 @@
+"""Unit tier: in-process, fast; `make test-unit` runs it alone."""

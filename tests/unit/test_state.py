@@ -1,0 +1,376 @@
+"""The sync state on DuckDB: re-sends coming due, the endpoint key, upgrades from version 1,
+names remembered, ownership, and the state read as a set."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from dbt_moengage.cohorts import CohortSpec, Owner
+from dbt_moengage.errors import StateVersionError
+from dbt_moengage.state import Change, CohortRecord, utcnow
+from dbt_moengage.state.schema import (
+    COHORTS,
+    MEMBERS,
+    RUNS,
+    SCHEMA_VERSION,
+    STATE_COLUMNS,
+    STATE_TABLES,
+    VERSION,
+    StateKey,
+    normalize_endpoint,
+)
+from dbt_moengage.state.sql import RENAME_BATCH
+from dbt_moengage.warehouse.duckdb import DuckDBWarehouse
+
+from ..state_helpers import ADD, REMOVE, RENAME, RESEND, store
+
+EMULATOR = StateKey("http://127.0.0.1:8765", "WS_STATE")
+PRODUCTION = StateKey("https://api-01.moengage.com", "WS_STATE")
+DAY = 86_400
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "state.duckdb"
+    with duckdb.connect(str(path)) as conn:
+        conn.execute("create table main.aud (uid varchar)")
+    return path
+
+
+@pytest.fixture
+def ready(db: Path) -> Iterator[DuckDBWarehouse]:
+    warehouse = DuckDBWarehouse(str(db))
+    try:
+        assert store(warehouse).prepare(create=True).ready
+        yield warehouse
+    finally:
+        warehouse.close()
+
+
+def spec(db: Path, **changes: Any) -> CohortSpec:
+    base = CohortSpec(
+        model="aud",
+        unique_id="model.unit.aud",
+        relation_name=f'"{db.stem}"."main"."aud"',
+        cohort_name="Aud",
+        cohort_id="aud",
+        description="unit test audience",
+        uid_column="uid",
+    )
+    return replace(base, **changes)
+
+
+def sql(warehouse: DuckDBWarehouse, text: str, params: Sequence[Any] = ()) -> list[Any]:
+    return warehouse.conn.execute(text, list(params)).fetchall()
+
+
+def insert(warehouse: DuckDBWarehouse, uids: Sequence[str]) -> None:
+    warehouse.conn.executemany("insert into main.aud values (?)", [[u] for u in uids])
+
+
+def delta(
+    warehouse: DuckDBWarehouse,
+    cohort: CohortSpec,
+    action: Change,
+    key: StateKey = EMULATOR,
+    now: datetime | None = None,
+) -> list[str]:
+    return sorted(u for b in store(warehouse).stream(cohort, key, action, now=now) for u in b)
+
+
+def age(warehouse: DuckDBWarehouse, seconds: float) -> None:
+    """Move every member's last acceptance `seconds` into the past."""
+    sql(
+        warehouse,
+        f"update main.{MEMBERS} set synced_at = synced_at - to_seconds(?::double)",
+        (seconds,),
+    )
+
+
+# -- re-sends ------------------------------------------------------------------------------
+
+
+def test_nothing_is_due_soon_after_a_sync(db: Path, ready: DuckDBWarehouse) -> None:
+    cohort = spec(db, resend_after=7 * DAY)
+    uids = [f"u{i:05d}" for i in range(2_000)]
+    insert(ready, uids)
+    store(ready).record_added(cohort, EMULATOR, uids, "run-1")
+    # Nothing comes due before an eighth of resend_after: an unchanged re-run sends nothing.
+    for hours in (0, 1, 12, 20):
+        now = utcnow() + timedelta(hours=hours)
+        plan = store(ready).plan(cohort, EMULATOR, False, now)
+        assert (plan.to_add, plan.to_resend, plan.unchanged) == (0, 0, 2_000), hours
+        assert delta(ready, cohort, RESEND, now=now) == []
+    # Every member is due at the latest resend_after after its acceptance.
+    late = utcnow() + timedelta(days=7, seconds=1)
+    assert store(ready).plan(cohort, EMULATOR, False, late).to_resend == 2_000
+    assert delta(ready, cohort, RESEND, now=late) == uids
+
+
+def test_resends_spread_over_days_and_keep_spreading(db: Path, ready: DuckDBWarehouse) -> None:
+    # A cohort first synced on one day: daily runs re-send a share each day, never all at
+    # once, and every member at most resend_after after its last acceptance.
+    cohort = spec(db, resend_after=7 * DAY)
+    uids = [f"user-{i:05d}" for i in range(5_000)]
+    insert(ready, uids)
+    start = utcnow()
+    store(ready).record_added(cohort, EMULATOR, uids, "run-0")
+    last_sent = dict.fromkeys(uids, 0)
+    per_day: list[int] = []
+    for day in range(1, 29):
+        now = start + timedelta(days=day, minutes=1)
+        due = delta(ready, cohort, RESEND, now=now)
+        assert store(ready).plan(cohort, EMULATOR, False, now).to_resend == len(due)
+        per_day.append(len(due))
+        for uid in due:
+            assert day - last_sent[uid] >= 1, (uid, day)
+            last_sent[uid] = day
+        sql(
+            ready,
+            f"update main.{MEMBERS} set synced_at = ? where uid in (select unnest(?::varchar[]))",
+            (now, due),
+        )
+        assert max(day - last for last in last_sent.values()) <= 7
+    # About a sixth of the cohort every day, from the second day on, week after week
+    # (a cycle of 7/8 of seven days).
+    share = len(uids) * 8 / 7 / 7
+    assert per_day[0] < share
+    assert all(0.75 * share < count < 1.25 * share for count in per_day[1:]), per_day
+
+
+def test_resend_zero_means_every_run_and_off_never(db: Path, ready: DuckDBWarehouse) -> None:
+    insert(ready, ["a", "b"])
+    cohort = spec(db)
+    store(ready).record_added(cohort, EMULATOR, ["a", "b"], "run-1")
+    assert delta(ready, replace(cohort, resend_after=0), RESEND) == ["a", "b"]
+    far = utcnow() + timedelta(days=3_650)
+    assert delta(ready, replace(cohort, resend_after=None), RESEND, now=far) == []
+    assert (
+        store(ready).plan(replace(cohort, resend_after=None), EMULATOR, False, far).to_resend == 0
+    )
+
+
+def test_only_members_still_in_the_model_are_resent(db: Path, ready: DuckDBWarehouse) -> None:
+    insert(ready, ["a", "b"])
+    cohort = spec(db, resend_after=0)
+    store(ready).record_added(cohort, EMULATOR, ["a", "b", "gone"], "run-1")
+    assert delta(ready, cohort, RESEND) == ["a", "b"]
+    assert delta(ready, cohort, REMOVE) == ["gone"]
+
+
+def test_record_resent_moves_synced_at(db: Path, ready: DuckDBWarehouse) -> None:
+    insert(ready, ["a", "b"])
+    cohort = spec(db, resend_after=DAY)
+    store(ready).record_added(cohort, EMULATOR, ["a", "b"], "run-1")
+    age(ready, 2 * DAY)
+    assert delta(ready, cohort, RESEND) == ["a", "b"]
+    store(ready).record_resent(cohort, EMULATOR, ["a"], "run-2")
+    assert delta(ready, cohort, RESEND) == ["b"]
+    rows = sql(ready, f"select uid, run_id from main.{MEMBERS} order by uid")
+    assert rows == [("a", "run-2"), ("b", "run-1")]
+
+
+def test_rename_members_are_a_few_current_members(db: Path, ready: DuckDBWarehouse) -> None:
+    uids = [f"u{i:04d}" for i in range(RENAME_BATCH * 3)]
+    insert(ready, uids[:-5])
+    cohort = spec(db)
+    store(ready).record_added(cohort, EMULATOR, uids, "run-1")
+    chosen = delta(ready, cohort, RENAME)
+    assert len(chosen) == RENAME_BATCH
+    assert set(chosen) <= set(uids[:-5])
+
+
+def test_resends_and_renames_match_members_exactly_on_a_collated_column(
+    db: Path, ready: DuckDBWarehouse
+) -> None:
+    # 'Abc' is in the model; the state holds 'abc' and 'ABC', which left it. A case-blind
+    # join would re-send them both, as if they were still members.
+    sql(ready, "create table main.ci (uid varchar collate nocase)")
+    sql(ready, "insert into main.ci values ('Abc')")
+    cohort = spec(db, relation_name=f'"{db.stem}"."main"."ci"', resend_after=0)
+    store(ready).record_added(cohort, EMULATOR, ["abc", "ABC"], "run-1")
+    assert delta(ready, cohort, RESEND) == []
+    assert delta(ready, cohort, RENAME) == []
+    assert delta(ready, cohort, ADD) == ["Abc"]
+    assert delta(ready, cohort, REMOVE) == ["ABC", "abc"]
+    plan = store(ready).plan(cohort, EMULATOR, False)
+    assert (plan.distinct, plan.to_add, plan.to_resend, plan.to_remove) == (1, 1, 0, 2)
+    store(ready).record_added(cohort, EMULATOR, ["Abc"], "run-2")
+    assert delta(ready, cohort, RESEND) == delta(ready, cohort, RENAME) == ["Abc"]
+
+
+# -- the endpoint key ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "endpoint"),
+    [
+        ("https://api-01.moengage.com", "https://api-01.moengage.com"),
+        ("https://API-01.MoEngage.com:443/", "https://api-01.moengage.com"),
+        ("http://127.0.0.1:8765", "http://127.0.0.1:8765"),
+        ("http://localhost:80/", "http://localhost"),
+        ("https://proxy.example.com:8443/moengage/", "https://proxy.example.com:8443/moengage"),
+        ("http://[::1]:8765", "http://[::1]:8765"),
+        ("", ""),
+    ],
+)
+def test_normalize_endpoint(url: str, endpoint: str) -> None:
+    assert normalize_endpoint(url) == endpoint
+
+
+def test_state_is_per_endpoint(db: Path, ready: DuckDBWarehouse) -> None:
+    # The emulator first, with the real workspace id, then production: nothing is lost.
+    insert(ready, ["a", "b"])
+    cohort = spec(db)
+    store(ready).record_added(cohort, EMULATOR, ["a", "b"], "run-1")
+    assert store(ready).plan(cohort, EMULATOR, False).to_add == 0
+    assert store(ready).plan(cohort, PRODUCTION, False).to_add == 2
+    assert delta(ready, cohort, ADD, PRODUCTION) == ["a", "b"]
+    store(ready).record_removed(cohort, PRODUCTION, ["a"])
+    assert delta(ready, cohort, ADD, EMULATOR) == []
+
+
+# -- the state is a set ----------------------------------------------------------------------
+
+
+def test_duplicate_state_rows_distort_nothing(db: Path, ready: DuckDBWarehouse) -> None:
+    insert(ready, [f"u{i}" for i in range(10)])
+    cohort = spec(db, mode="mirror")
+    store(ready).record_added(cohort, EMULATOR, [f"u{i}" for i in range(10)], "run-1")
+    store(ready).record_added(cohort, EMULATOR, ["u1", "u2", "gone", "gone"], "run-2")
+    plan = store(ready).plan(cohort, EMULATOR, False)
+    assert (plan.distinct, plan.to_add, plan.to_remove, plan.unchanged) == (10, 0, 1, 10)
+    assert plan.current == 11
+    assert delta(ready, cohort, REMOVE) == ["gone"]
+
+
+# -- version and upgrade -------------------------------------------------------------------
+
+V1 = {
+    MEMBERS: "workspace_id varchar not null, cohort_id varchar not null, uid varchar not null, "
+    "synced_at timestamp not null, run_id varchar not null",
+    RUNS: "run_id varchar not null, workspace_id varchar not null, cohort_id varchar not null, "
+    "model varchar not null, mode varchar not null, full_refresh boolean not null, "
+    "started_at timestamp not null, finished_at timestamp, status varchar not null, "
+    "added bigint, removed bigint, unchanged bigint, left_but_kept bigint, requests bigint, "
+    "retries bigint, error varchar",
+    "moengage_sync_locks": "workspace_id varchar not null, cohort_id varchar not null, "
+    "run_id varchar not null, locked_at timestamp not null, heartbeat_at timestamp not null",
+}
+
+
+def make_v1_state(db: Path, uids: Sequence[str]) -> None:
+    """State as dbt-moengage wrote it before endpoints (version 1)."""
+    with duckdb.connect(str(db)) as conn:
+        for table, columns in V1.items():
+            conn.execute(f"create table main.{table} ({columns})")
+        now = utcnow()
+        conn.executemany(
+            f"insert into main.{MEMBERS} values ('WS_STATE', 'aud', ?, ?, 'old-run')",
+            [[uid, now] for uid in uids],
+        )
+        conn.execute(
+            f"insert into main.{RUNS} (run_id, workspace_id, cohort_id, model, mode, "
+            "full_refresh, started_at, status) values "
+            "('old-run', 'WS_STATE', 'aud', 'aud', 'add', false, ?, 'synced')",
+            [now],
+        )
+
+
+def columns(warehouse: DuckDBWarehouse) -> dict[str, set[str]]:
+    return warehouse.state_columns()
+
+
+def test_fresh_state_is_the_current_version(ready: DuckDBWarehouse) -> None:
+    assert set(columns(ready)) == set(STATE_TABLES)
+    for table, expected in STATE_COLUMNS.items():
+        assert columns(ready)[table] == {name for name, _, _ in expected}
+    assert sql(ready, f"select version from main.{VERSION}") == [(SCHEMA_VERSION,)]
+    assert store(ready).prepare(create=True).upgraded_from is None
+    assert sql(ready, f"select count(*) from main.{VERSION}") == [(1,)]
+
+
+def test_version_1_is_upgraded_in_place_and_adopted_as_due(db: Path) -> None:
+    make_v1_state(db, ["a", "b", "gone"])
+    with DuckDBWarehouse(str(db), read_only=True) as warehouse:
+        status = store(warehouse).prepare(create=False)
+        assert not status.ready and "version 1" in status.note and "upgrades it" in status.note
+    with DuckDBWarehouse(str(db)) as warehouse:
+        status = store(warehouse).prepare(create=True)
+        assert status.ready and status.upgraded_from == 1
+        assert set(columns(warehouse)) == set(STATE_TABLES)
+        assert "endpoint" in columns(warehouse)[MEMBERS]
+        # Old rows keep an unknown endpoint until a sync adopts them.
+        assert sql(warehouse, f"select distinct endpoint from main.{MEMBERS}") == [("",)]
+        insert(warehouse, ["a", "b", "new"])
+        cohort = spec(db, mode="mirror", resend_after=None)
+        assert store(warehouse).adopt_legacy(cohort, PRODUCTION) == 3
+        assert store(warehouse).adopt_legacy(cohort, PRODUCTION) == 0
+        plan = store(warehouse).plan(cohort, PRODUCTION, False)
+        # The safe side: every old member is sent again (even with re-sends off), and a
+        # mirror cohort still removes the member that left.
+        assert (plan.to_add, plan.to_resend, plan.to_remove) == (1, 2, 1)
+        assert delta(warehouse, cohort, RESEND, PRODUCTION) == ["a", "b"]
+        assert delta(warehouse, cohort, REMOVE, PRODUCTION) == ["gone"]
+        store(warehouse).record_resent(cohort, PRODUCTION, ["a", "b"], "run-2")
+        assert store(warehouse).plan(cohort, PRODUCTION, False).to_resend == 0
+        # Another endpoint finds no state of the cohort: it gets everything.
+        assert store(warehouse).plan(cohort, EMULATOR, False).to_add == 3
+        # The old run row is still history, with an unknown endpoint.
+        assert sql(warehouse, f"select endpoint, run_id from main.{RUNS}") == [("", "old-run")]
+    with DuckDBWarehouse(str(db)) as warehouse:
+        assert store(warehouse).prepare(create=True).upgraded_from is None
+
+
+def test_state_from_a_newer_runner_is_refused(db: Path, ready: DuckDBWarehouse) -> None:
+    sql(ready, f"insert into main.{VERSION} values (99, ?, 'dbt-moengage 9.0')", (utcnow(),))
+    with pytest.raises(StateVersionError, match="version 99, written by a newer dbt-moengage"):
+        store(ready).prepare(create=True)
+
+
+# -- names and owners ----------------------------------------------------------------------
+
+
+def test_cohort_record_round_trip(db: Path, ready: DuckDBWarehouse) -> None:
+    cohort = spec(db)
+    assert store(ready).cohort_record(cohort, EMULATOR) is None
+    store(ready).save_cohort(cohort, EMULATOR, CohortRecord("aud", "Aud", "first"))
+    store(ready).save_cohort(cohort, EMULATOR, CohortRecord("aud", "Aud 2", None))
+    assert store(ready).cohort_record(cohort, EMULATOR) == CohortRecord("aud", "Aud 2", None)
+    assert store(ready).cohort_record(cohort, PRODUCTION) is None
+    assert sql(ready, f"select count(*) from main.{COHORTS}") == [(1,)]
+
+
+def test_owners_come_from_runs_and_names(db: Path, ready: DuckDBWarehouse) -> None:
+    make_runs = [("r1", "aud", "old_model", "synced"), ("r2", "other", "other", "failed")]
+    for run_id, cohort_id, model, status in make_runs:
+        sql(
+            ready,
+            f"insert into main.{RUNS} (run_id, endpoint, workspace_id, cohort_id, model, mode, "
+            "full_refresh, started_at, status) values (?, ?, ?, ?, ?, 'add', false, ?, ?)",
+            (run_id, *EMULATOR.params, cohort_id, model, utcnow(), status),
+        )
+    assert store(ready).owners(EMULATOR) == {"aud": Owner(model="old_model")}
+    store(ready).save_cohort(spec(db), EMULATOR, CohortRecord("aud", "Aud", "d"))
+    assert store(ready).owners(EMULATOR) == {"aud": Owner(model="aud", name_sent="Aud")}
+    # Runs count for the workspace on any endpoint; names only for their endpoint.
+    assert store(ready).owners(PRODUCTION) == {"aud": Owner(model="old_model")}
+
+
+def test_counts_are_never_negative(db: Path, ready: DuckDBWarehouse) -> None:
+    insert(ready, ["a"])
+    cohort = spec(db)
+    store(ready).record_added(cohort, EMULATOR, ["a", "a", "a"], "run-1")
+    stats = ready.audience_stats(cohort)
+    plan = store(ready).plan(cohort, EMULATOR, False)
+    assert plan.distinct == 1 and plan.unchanged == 1
+    assert min(stats.dropped(plan.distinct).values()) >= 0
+    assert Counter(u for (u,) in sql(ready, f"select uid from main.{MEMBERS}")) == {"a": 3}

@@ -1,0 +1,255 @@
+"""The Snowflake warehouse on fakesnow: types, identifiers, batching, state, locks."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import fakesnow
+import pytest
+import snowflake.connector
+
+from dbt_moengage.cohorts import CohortSpec
+from dbt_moengage.errors import LockLost, LockTimeout, WarehouseError
+from dbt_moengage.state import Change, utcnow
+from dbt_moengage.state import locks as state_locks
+from dbt_moengage.state.schema import LOCKS, STATE_TABLES, StateKey
+from dbt_moengage.warehouse.engine import UidColumn
+from dbt_moengage.warehouse.snowflake import SnowflakeWarehouse
+
+from ..state_helpers import ADD, REMOVE, RENAME, RESEND, store
+
+WS = "WS_SF"
+KEY = StateKey("https://api-01.moengage.com", WS)
+
+
+def session() -> Any:
+    """A new fakesnow session on the same (fake) account."""
+    return snowflake.connector.connect(database="DB", schema="ANALYTICS", paramstyle="qmark")
+
+
+@pytest.fixture
+def warehouse() -> Iterator[SnowflakeWarehouse]:
+    with fakesnow.patch():
+        conn = session()
+        wh = SnowflakeWarehouse(conn, "DB", "moengage_state", opener=session)
+        cursor = conn.cursor()
+        cursor.execute("create schema if not exists DB.ANALYTICS")
+        cursor.execute(
+            "create table DB.ANALYTICS.audience (user_id varchar, n number(38,0), "
+            "d number(10,2), f float)"
+        )
+        yield wh
+        wh.close()
+
+
+def cohort(column: str = "user_id") -> CohortSpec:
+    return CohortSpec(
+        model="audience",
+        unique_id="model.p.audience",
+        relation_name="DB.ANALYTICS.audience",
+        cohort_name=".Audience",
+        cohort_id="audience",
+        description="d",
+        uid_column=column,
+    )
+
+
+def load(wh: SnowflakeWarehouse, uids: list[str | None]) -> None:
+    cursor = wh.conn.cursor()
+    cursor.executemany(
+        "insert into DB.ANALYTICS.audience (user_id) values (?)", [(u,) for u in uids]
+    )
+
+
+def test_uid_column_resolves_case_and_whole_numbers(warehouse: SnowflakeWarehouse) -> None:
+    assert warehouse.check_uid_column(cohort("user_id")) == UidColumn("USER_ID", "VARCHAR")
+    assert warehouse.check_uid_column(cohort("N")) == UidColumn("N", "NUMBER")
+
+
+@pytest.mark.parametrize(("column", "shown"), [("d", "NUMBER(10,2)"), ("f", "REAL")])
+def test_fractional_types_are_refused(
+    warehouse: SnowflakeWarehouse, column: str, shown: str
+) -> None:
+    with pytest.raises(WarehouseError) as caught:
+        warehouse.check_uid_column(cohort(column))
+    assert f"uid_column = '{column}' has type {shown};" in str(caught.value)
+
+
+def test_missing_relation_and_column(warehouse: SnowflakeWarehouse) -> None:
+    missing = CohortSpec(**{**cohort().__dict__, "relation_name": "DB.ANALYTICS.nope"})
+    with pytest.raises(WarehouseError, match="does not exist or the role cannot read it"):
+        warehouse.check_uid_column(missing)
+    with pytest.raises(WarehouseError, match="columns: USER_ID, N, D, F"):
+        warehouse.check_uid_column(cohort("uid"))
+
+
+def test_state_tables_are_created_upper_case_and_found(warehouse: SnowflakeWarehouse) -> None:
+    assert store(warehouse).prepare(create=False).ready is False
+    assert store(warehouse).prepare(create=True).ready is True
+    assert warehouse.state_columns().keys() == set(STATE_TABLES)
+    tables = warehouse.conn.cursor().execute(
+        "select table_name from DB.information_schema.tables where table_schema = 'MOENGAGE_STATE'"
+    )
+    assert tables is not None
+    assert {name for (name,) in tables.fetchall()} >= {"MOENGAGE_COHORT_MEMBERS"}
+
+
+def test_delta_streams_in_batches_and_checkpoints(warehouse: SnowflakeWarehouse) -> None:
+    uids = [f"u{i:03d}" for i in range(50)]
+    load(warehouse, [*uids, None, "", " \t", uids[0]])
+    spec = cohort()
+    spec = CohortSpec(**{**spec.__dict__, "uid_column": warehouse.check_uid_column(spec).name})
+    store(warehouse).prepare(create=True)
+    stats = warehouse.audience_stats(spec)
+    delta = store(warehouse).plan(spec, KEY, False)
+    assert (stats.rows, stats.nulls, stats.empties, stats.padded) == (54, 1, 2, 0)
+    assert (delta.distinct, delta.to_add, delta.to_remove) == (50, 50, 0)
+    assert stats.dropped(delta.distinct)["duplicate"] == 1
+
+    batches = list(store(warehouse).stream(spec, KEY, ADD, batch_rows=7))
+    assert all(len(b) <= 7 for b in batches) and len(batches) == 8
+    assert sorted(u for b in batches for u in b) == uids
+
+    store(warehouse).record_added(spec, KEY, uids[:30], "run-1")
+    assert store(warehouse).plan(spec, KEY, False).to_add == 20
+    store(warehouse).record_removed(spec, KEY, uids[:5])
+    assert store(warehouse).plan(spec, KEY, False).to_add == 25
+    store(warehouse).record_added(spec, KEY, ['odd"uid', "x\\y"], "run-1")
+    removed = sorted(u for b in store(warehouse).stream(spec, KEY, REMOVE) for u in b)
+    assert removed == ['odd"uid', "x\\y"]
+
+
+# -- exact bytes -------------------------------------------------------------------------------
+# MoEngage compares uids as exact bytes; a Snowflake column may carry a collation
+# (`collate 'en-ci'`, or DEFAULT_DDL_COLLATION). fakesnow runs on DuckDB and cannot hold one,
+# so the SQL text is checked: every use of the uid goes through COLLATE(..., '').
+
+# The column as the catalog spells it, always quoted: Snowflake would fold user_id to USER_ID.
+MODEL_UID = 'cast("USER_ID" as varchar)'
+EXACT_MODEL_UID = f"collate({MODEL_UID}, '')"
+EXACT_STATE_UID = "collate(uid, '')"
+
+
+DUE = {"due": "1 = 1"}
+MODEL_STATEMENTS = ("stats", "model_uids", "count_model", "long_uids", "add_delta")
+JOIN_STATEMENTS = ("add_delta", "remove_delta", "plan", "resend_delta", "rename_members")
+
+
+@pytest.mark.parametrize("name", sorted({*MODEL_STATEMENTS, *JOIN_STATEMENTS}))
+def test_the_model_uid_is_stripped_of_any_collation(name: str) -> None:
+    text = SnowflakeWarehouse(None, "DB", "moengage_state").format(name, cohort("USER_ID"), DUE)
+    assert text.count(EXACT_MODEL_UID) >= 1
+    # No bare use of the column's text: each one is inside COLLATE(..., '').
+    assert text.count(MODEL_UID) == text.count(EXACT_MODEL_UID)
+
+
+@pytest.mark.parametrize("name", JOIN_STATEMENTS)
+def test_the_state_uid_is_stripped_of_any_collation(name: str) -> None:
+    # State tables made where DEFAULT_DDL_COLLATION is set carry it in their uid column.
+    text = SnowflakeWarehouse(None, "DB", "moengage_state").format(name, cohort("USER_ID"), DUE)
+    assert f"select {EXACT_STATE_UID} as uid" in text and "group by 1" in text
+
+
+@pytest.mark.parametrize("name", ["delete_members", "resent_members"])
+def test_checkpoints_match_state_uids_exactly(name: str) -> None:
+    text = SnowflakeWarehouse(None, "DB", "moengage_state").format(name)
+    assert f"and {EXACT_STATE_UID} in (select value::varchar" in text
+
+
+def test_case_variants_stay_apart_on_fakesnow(warehouse: SnowflakeWarehouse) -> None:
+    # fakesnow runs the exact SQL: every statement that touches uids still works.
+    load(warehouse, ["abc", "ABC", "Abc", " abc", "\t"])
+    store(warehouse).prepare(create=True)
+    spec = CohortSpec(**{**cohort().__dict__, "mode": "mirror", "resend_after": 0})
+    stats = warehouse.audience_stats(spec)
+    assert (stats.rows, stats.nulls, stats.empties, stats.padded) == (5, 0, 1, 1)
+    store(warehouse).record_added(spec, KEY, ["abc", "gone"], "run-1")
+    delta = store(warehouse).plan(spec, KEY, False)
+    assert (delta.distinct, delta.to_add, delta.to_resend, delta.to_remove) == (3, 2, 1, 1)
+
+    def uids(action: Change) -> list[str]:
+        return sorted(u for b in store(warehouse).stream(spec, KEY, action) for u in b)
+
+    assert uids(ADD) == ["ABC", "Abc"]
+    assert uids(RESEND) == uids(RENAME) == ["abc"]
+    assert uids(REMOVE) == ["gone"]
+    store(warehouse).record_resent(spec, KEY, ["abc"], "run-2")
+    store(warehouse).record_removed(spec, KEY, ["gone", "ABC"])
+    store(warehouse).record_added(spec, KEY, ["ABC", "Abc"], "run-2")
+    assert store(warehouse).plan(spec, KEY, False).to_add == 0
+    assert uids(REMOVE) == []
+
+
+def test_lock_is_exclusive_and_stale_locks_are_taken_over(
+    warehouse: SnowflakeWarehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store(warehouse).prepare(create=True)
+    monkeypatch.setattr(state_locks, "POLL_SECONDS", 0.05)
+    spec = cohort()
+    with (
+        store(warehouse).lock(spec, KEY, "run-1", wait_seconds=1),
+        pytest.raises(LockTimeout, match="being synced by another run"),
+        store(warehouse).lock(spec, KEY, "run-2", wait_seconds=0.2),
+    ):
+        pass
+    # A holder that stopped beating (killed) loses the lock once it is stale.
+    warehouse.lock_stale_seconds = 0.3
+    where = (*KEY.params, "audience")
+    dead_lock(warehouse, where)
+    with store(warehouse).lock(spec, KEY, "run-3", wait_seconds=2):
+        holder = warehouse.one("lock_holder", where)
+        assert holder[0] == "run-3"
+
+
+def test_heartbeat_thread_keeps_a_live_lock(warehouse: SnowflakeWarehouse) -> None:
+    store(warehouse).prepare(create=True)
+    warehouse.lock_stale_seconds = 0.4
+    spec = cohort()
+    beats = threading.Event()
+    with store(warehouse).lock(spec, KEY, "run-1", wait_seconds=1):
+        beats.wait(1.0)  # several heartbeat periods: without beats the lock would be stale
+        with (
+            pytest.raises(LockTimeout),
+            store(warehouse).lock(spec, KEY, "run-2", wait_seconds=0.3),
+        ):
+            pass
+
+
+def _ago(seconds: float) -> object:
+    from datetime import timedelta
+
+    return utcnow() - timedelta(seconds=seconds)
+
+
+def dead_lock(warehouse: SnowflakeWarehouse, where: tuple[str, ...], run_id: str = "dead") -> None:
+    """A lock row as a runner leaves it when it is killed: not beaten for a while."""
+    warehouse.conn.cursor().execute(
+        f"insert into {warehouse.state_table(LOCKS)} (endpoint, workspace_id, cohort_id, "
+        "run_id, locked_at, heartbeat_at) values (?, ?, ?, ?, ?, ?)",
+        [*where, run_id, _ago(5), _ago(5)],
+    )
+
+
+def test_a_lost_lock_is_found_before_the_next_checkpoint(warehouse: SnowflakeWarehouse) -> None:
+    store(warehouse).prepare(create=True)
+    spec = cohort()
+    where = (*KEY.params, "audience")
+    with store(warehouse).lock(spec, KEY, "run-1", wait_seconds=1) as held:
+        held.check()
+        # Another runner took the row over (this run's heartbeat had stopped).
+        warehouse.conn.cursor().execute(
+            f"update {warehouse.state_table(LOCKS)} set run_id = 'run-2'"
+        )
+        with pytest.raises(LockLost, match="no longer holds the lock of cohort 'audience'"):
+            held.check()
+    assert warehouse.one("lock_holder", where)[0] == "run-2"
+
+
+def test_the_lock_sql_uses_snowflakes_clock() -> None:
+    engine = SnowflakeWarehouse(None, "DB", "moengage_state")
+    take = engine.format("take_lock")
+    assert take.lstrip().startswith("merge into DB.moengage_state.moengage_sync_locks")
+    assert "sysdate()" in take and "dateadd(millisecond, -cast(s.stale_seconds * 1000" in take
+    assert "sysdate()" in engine.format("heartbeat_lock")
