@@ -41,11 +41,11 @@ LOWEST := .venv-lowest
 test-lowest:
 	rm -rf $(LOWEST)
 	$(PYTHON) -m venv $(LOWEST)
-	$(PYTHON) scripts/lowest_bounds.py duckdb snowflake postgres webhook > $(LOWEST)/lowest.txt
+	$(PYTHON) scripts/lowest_bounds.py duckdb snowflake postgres webhook report > $(LOWEST)/lowest.txt
 	$(LOWEST)/bin/python -m pip install --quiet -c $(LOWEST)/lowest.txt -c constraints-dev.txt \
-		-e '.[duckdb,snowflake,postgres,webhook]' pytest pytest-timeout hypothesis
-	$(LOWEST)/bin/python -m pip list --format=freeze | grep -iE '^(dbt-|duckdb|snowflake-connector|tenacity|requests|click|rich|orjson|pyyaml|starlette|uvicorn|cryptography)'
-	$(LOWEST)/bin/pytest -q -p no:cacheprovider tests/unit
+		-e '.[duckdb,snowflake,postgres,webhook,report]' pytest pytest-timeout hypothesis
+	$(LOWEST)/bin/python -m pip list --format=freeze | grep -iE '^(dbt-|duckdb|snowflake-connector|tenacity|requests|click|rich|orjson|pyyaml|starlette|uvicorn|cryptography|plotly)'
+	MOENGAGE_TEST_LOWEST=1 $(LOWEST)/bin/pytest -q -p no:cacheprovider tests/unit
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

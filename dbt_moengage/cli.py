@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -17,11 +18,13 @@ from rich.text import Text
 
 from . import __version__
 from .errors import ConfigError, MoEngageSyncError
+from .exposures import ExposureUpdate, default_owner, update_exposures
 from .interrupt import stop_on_signals
 from .manifest import load_manifest
 from .progress import Progress, make_progress
 from .report import print_summary
 from .settings import MoEngageSettings
+from .status import collect_status, print_status
 from .sync import SyncOptions, discover_cohorts, run_sync, validate
 from .testing.emulator.cli import emulator
 from .warehouse.profiles import parse_vars
@@ -332,6 +335,168 @@ def validate_command(check_warehouse: bool, **kwargs: Any) -> None:
         console.print(f"{len(found.problems)} problem(s); {count} cohort(s) valid")
         sys.exit(1)
     console.print(f"[green]ok[/green]: {count} cohort(s) valid")
+
+
+@main.command(name="exposures", cls=SelectorCommand)
+@project_options
+@click.option(
+    "--path",
+    "exposures_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The YAML file, relative to --project-dir [default: <model-path>/moengage_exposures.yml].",
+)
+@click.option(
+    "--owner-name",
+    envvar="MOENGAGE_EXPOSURE_OWNER_NAME",
+    show_envvar=True,
+    default=None,
+    help="Owner of cohorts without meta.moengage.owner [default: dbt-moengage].",
+)
+@click.option(
+    "--owner-email",
+    envvar="MOENGAGE_EXPOSURE_OWNER_EMAIL",
+    show_envvar=True,
+    default=None,
+    help="Owner email of cohorts without meta.moengage.owner.",
+)
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 if the file is out of date.")
+def exposures_command(
+    exposures_path: Path | None,
+    owner_name: str | None,
+    owner_email: str | None,
+    check: bool,
+    **kwargs: Any,
+) -> None:
+    """Write one dbt exposure per cohort, so dbt lineage shows where each audience goes."""
+    options = _options(**kwargs)
+    try:
+        owner = default_owner(owner_name, owner_email)
+        update = update_exposures(options, exposures_path, owner, check)
+    except ConfigError as exc:
+        print_error(str(exc))
+        sys.exit(EXIT_USAGE)
+    print_exposures(update, check, make_console())
+    sys.exit(1 if update.problems or (check and update.changed) else 0)
+
+
+def print_exposures(update: ExposureUpdate, check: bool, console: Console) -> None:
+    """One line per exposure that changed (or would), then what it comes to."""
+    shown = {"added", "updated", "removed", "yours"} if update.changed else {"yours"}
+    for change in update.changes:
+        if change.action in shown:
+            verb = f"would be {change.action}" if check and change.action != "yours" else ""
+            line = Text(f"{verb or change.action:<17} {change.name}")
+            if change.model:
+                line.append(f"  (model {change.model})", style="dim")
+            console.print(line, soft_wrap=True)
+    for warning in update.warnings:
+        console.print(f"[yellow]warning[/yellow] {escape(warning)}", soft_wrap=True)
+    for problem in update.problems:
+        console.print(
+            f"[red]invalid[/red] {escape(str(problem))}; its exposure is left as it was",
+            soft_wrap=True,
+        )
+    counts = ", ".join(
+        f"{update.count(action)} {action}"
+        for action in ("added", "updated", "removed", "kept", "yours")
+        if update.count(action)
+    )
+    where = escape(str(update.path))
+    if not update.changed:
+        total = sum(1 for c in update.changes if c.action in ("unchanged", "kept"))
+        console.print(f"[green]up to date[/green]: {where} ({total} cohort exposure(s))")
+    elif check:
+        console.print(
+            f"[red]out of date[/red]: {where} ({counts}); run `dbt-moengage exposures`",
+            soft_wrap=True,
+        )
+    else:
+        console.print(f"[green]wrote[/green] {where}: {counts or 'layout only'}", soft_wrap=True)
+        console.print(
+            "dbt reads it at its next parse: `dbt ls -s +exposure:<name>` lists what feeds one",
+            soft_wrap=True,
+        )
+
+
+STATE_SCHEMA = click.option(
+    "--state-schema",
+    default=None,
+    help="Schema of the sync state tables [env: MOENGAGE_STATE_SCHEMA; default: the profile's].",
+)
+
+
+@main.command(name="status", cls=SelectorCommand)
+@project_options
+@STATE_SCHEMA
+@click.option(
+    "--output",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="table: for people (stacked on a narrow console); json: for machines.",
+)
+def status_command(output: str, **kwargs: Any) -> None:
+    """Show each cohort's members, last run and last success, from the sync state (read only).
+
+    Exits 1 when a cohort's last run failed, was guarded or interrupted, or a cohort's
+    config is invalid; 0 otherwise (also when nothing was synced yet).
+    """
+    options = _options(**kwargs)
+    try:
+        found = collect_status(options)
+    except ConfigError as exc:
+        print_error(str(exc))
+        sys.exit(EXIT_USAGE)
+    if output == "json":
+        click.echo(json.dumps(found.to_json(), indent=2))
+    else:
+        print_status(found, make_console())
+    sys.exit(found.exit_code)
+
+
+@main.command(name="report", cls=SelectorCommand)
+@project_options
+@STATE_SCHEMA
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the page [default: <target>/moengage_report.html].",
+)
+@click.option(
+    "--runs",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="Runs per cohort to show (the latest).",
+)
+def report_command(out_path: Path | None, runs: int, **kwargs: Any) -> None:
+    """Write a self-contained HTML page (no network needed) of each cohort's sync history:
+    members over time, adds, removes and re-sends per run, failures and guards."""
+    try:
+        from .html_report import REPORT_FILE, write_report
+    except ImportError as exc:
+        if (exc.name or "").partition(".")[0] not in ("plotly", "narwhals", "packaging"):
+            raise
+        raise click.UsageError(
+            f"report needs the report extra, and {exc.name} is not installed: "
+            'pip install "dbt-moengage[report]"'
+        ) from None
+    options = _options(**kwargs)
+    try:
+        found = collect_status(options, history_runs=runs)
+    except ConfigError as exc:
+        print_error(str(exc))
+        sys.exit(EXIT_USAGE)
+    path = write_report(found, out_path or options.target_dir / REPORT_FILE)
+    console = make_console()
+    for problem in found.problems:
+        console.print(Text("invalid ", style="red") + Text(problem), soft_wrap=True)
+    for note in found.notes:
+        console.print(Text("note ", style="yellow") + Text(note), soft_wrap=True)
+    console.print(Text(f"report written to {path}"), soft_wrap=True)
 
 
 # The emulator's command and options live with the test double; its server loads only

@@ -24,6 +24,7 @@ KNOWN_KEYS = (
     "destination",
     "resend_after",
     "max_remove_fraction",
+    "owner",
 )
 _DESTINATION_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,39}$")
 DEFAULT_UID_COLUMN = "uid"
@@ -35,6 +36,14 @@ DEFAULT_MAX_REMOVE_FRACTION = 0.5
 _DURATION_RE = re.compile(r"\A([0-9]+)\s*([smhdw])\Z")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400, "w": 7 * 86_400}
 DURATION_HINT = "a duration such as 30m, 12h, 7d or 1s; 0 for every run, off for never"
+
+
+@dataclass(frozen=True)
+class CohortOwner:
+    """`owner: {name, email}` of a cohort; at least one is set, as dbt's exposures need."""
+
+    name: str | None = None
+    email: str | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,8 @@ class CohortSpec:
     resend_after: int | None = DEFAULT_RESEND_AFTER
     # Mirror mode refuses a run removing more than this share of the current members.
     max_remove_fraction: float = DEFAULT_MAX_REMOVE_FRACTION
+    # Who answers for the audience: the owner of its dbt exposure (`exposures` command).
+    owner: CohortOwner | None = None
 
 
 def parse_duration(value: object) -> int | None:
@@ -308,6 +319,9 @@ def parse_cohort(
             )
         )
 
+    owner, owner_problems = _check_owner(node.name, meta.get("owner"))
+    problems.extend(owner_problems)
+
     if not node.relation_name:
         problems.append(
             CohortSpecError(
@@ -335,9 +349,59 @@ def parse_cohort(
             destination=destination.lower() if isinstance(destination, str) else None,
             resend_after=resend_after,
             max_remove_fraction=float(max_remove_fraction),
+            owner=owner,
         ),
         [],
     )
+
+
+_OWNER_KEYS = ("name", "email")
+_EMAIL_RE = re.compile(r"\A[^@\s]+@[^@\s]+\Z")
+
+
+def is_email(value: str) -> bool:
+    """Loosely an email address: one @, something on each side, no spaces."""
+    return _EMAIL_RE.match(value) is not None
+
+
+def _check_owner(model: str, value: Any) -> tuple[CohortOwner | None, list[CohortSpecError]]:
+    """`owner: {name, email}`: a mapping of one or both, each a non-blank string."""
+    if value is None:
+        return None, []
+    example = "e.g. owner: {name: CRM team, email: crm@example.com}"
+    if not isinstance(value, dict):
+        return None, [CohortSpecError(model, "owner", value, "must be a mapping", example)]
+    problems = [
+        CohortSpecError(model, f"owner.{key}", value[key], "unknown key", "owner takes name, email")
+        for key in sorted(set(value) - set(_OWNER_KEYS), key=str)
+    ]
+    for key in _OWNER_KEYS:
+        given = value.get(key)
+        if given is None:
+            continue
+        if not isinstance(given, str) or not given.strip() or given != given.strip():
+            problems.append(
+                CohortSpecError(
+                    model,
+                    f"owner.{key}",
+                    given,
+                    "must be a non-blank string without spaces at either end",
+                    example,
+                )
+            )
+        elif key == "email" and not is_email(given):
+            problems.append(
+                CohortSpecError(model, "owner.email", given, "is not an email address", example)
+            )
+    if value.get("name") is None and value.get("email") is None:
+        problems.append(
+            CohortSpecError(
+                model, "owner", value, "needs a name or an email (dbt wants one)", example
+            )
+        )
+    if problems:
+        return None, problems
+    return CohortOwner(name=value.get("name"), email=value.get("email")), []
 
 
 def _check_cohort_name(model: str, name: Any) -> list[CohortSpecError]:

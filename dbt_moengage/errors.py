@@ -6,6 +6,7 @@
     │   ├── ProfileError              dbt profile not found or not renderable
     │   ├── SettingsError             MoEngage credentials / settings missing or invalid
     │   ├── ArtifactError             a dbt Cloud run's artifacts cannot be fetched (webhook)
+    │   ├── ExposureFileError         the exposures YAML file cannot be read or safely updated
     │   └── StateVersionError         the sync state was written by a newer dbt-moengage
     ├── CohortError                   one cohort cannot sync; the others go on: exit 1
     │   ├── CohortSpecError           bad `meta.moengage` config (model, field, value)
@@ -21,8 +22,10 @@
     ├── WorkspaceFatal                stop every cohort of the workspace (401/403): exit 1
     │   └── DestinationError          the destination cannot be reached as set: a redirect,
     │                                 a host that does not resolve, TLS, a bad URL or header
-    └── Interrupted                   SIGINT/SIGTERM: start nothing new, finish what is in
-                                      flight, report: exit 130/143
+    ├── Interrupted                   SIGINT/SIGTERM: start nothing new, finish what is in
+    │                                 flight, report: exit 130/143
+    └── NotificationFailed            the post to MOENGAGE_NOTIFY_URL failed: a warning,
+                                      never a failed sync (the next run posts again)
 
 Retrying is decided by these types, never by matching message text: `is_transient`, below,
 is the one place that says which errors are worth another attempt (retry.py asks it).
@@ -54,6 +57,10 @@ class SettingsError(ConfigError):
 
 class ArtifactError(ConfigError):
     """A dbt Cloud run's artifacts cannot be fetched, so its sync cannot start."""
+
+
+class ExposureFileError(ConfigError):
+    """The exposures YAML file (`dbt-moengage exposures`) cannot be read or safely updated."""
 
 
 class CohortError(MoEngageSyncError):
@@ -130,6 +137,11 @@ class DestinationError(WorkspaceFatal):
 
 class Interrupted(MoEngageSyncError):
     """The run was asked to stop (SIGINT or SIGTERM): no new request or cohort starts."""
+
+
+class NotificationFailed(MoEngageSyncError):
+    """The notification receiver refused the post or could not be reached; its message
+    shows the receiver as scheme://host only (the URL holds its secret)."""
 
 
 def is_transient(exc: BaseException) -> bool:

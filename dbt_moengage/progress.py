@@ -48,6 +48,10 @@ class Progress:
     def problem(self, text: str) -> None:
         """A cohort that cannot sync, and why."""
 
+    def warning(self, text: str) -> None:
+        """Something went wrong that does not fail the run (a notification not sent)."""
+        self.message(f"warning: {text}")
+
     def cohort_started(self, result: CohortResult) -> None:
         """A cohort's plan is known (planned_add, planned_remove) and sending starts."""
 
@@ -169,6 +173,10 @@ def _problem_text(text: str) -> Text:
     return Text.assemble(("invalid cohort", "red"), " ", text)
 
 
+def _warning_text(text: str) -> Text:
+    return Text.assemble(("warning", "yellow"), " ", text)
+
+
 class LinePrinter(Progress):
     """One plain line per cohort and problem, and a progress line every `interval` seconds."""
 
@@ -190,6 +198,10 @@ class LinePrinter(Progress):
     def problem(self, text: str) -> None:
         """Print it, after a red 'invalid cohort'."""
         self.console.print(_problem_text(text), soft_wrap=True)
+
+    def warning(self, text: str) -> None:
+        """Print it, after a yellow 'warning'."""
+        self.console.print(_warning_text(text), soft_wrap=True)
 
     def cohort_started(self, result: CohortResult) -> None:
         """Start the cohort's progress clock."""
@@ -268,6 +280,10 @@ class RichProgress(Progress):
         """Print it above the bars, after a red 'invalid cohort'."""
         self.console.print(_problem_text(text), soft_wrap=True)
 
+    def warning(self, text: str) -> None:
+        """Print it above the bars, after a yellow 'warning'."""
+        self.console.print(_warning_text(text), soft_wrap=True)
+
     def cohort_started(self, result: CohortResult) -> None:
         """Add the cohort's bar (and show the bars, the first time)."""
         sending = self.meter.start(result)
@@ -341,6 +357,10 @@ class JsonProgress(Progress):
     def problem(self, text: str) -> None:
         """{"event": "problem", "error": ...}"""
         self._emit("problem", {"error": text})
+
+    def warning(self, text: str) -> None:
+        """{"event": "warning", "text": ...}"""
+        self._emit("warning", {"text": text})
 
     def cohort_started(self, result: CohortResult) -> None:
         """The cohort and its plan."""

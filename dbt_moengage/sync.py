@@ -33,9 +33,11 @@ from .errors import (
     MoEngageSyncError,
     SettingsError,
     TransientError,
+    WarehouseError,
     WorkspaceFatal,
 )
 from .manifest import Manifest, build_outcome, load_manifest, load_run_results
+from .notify import NotifySettings, notify_after_sync
 from .packing import ADD, REMOVE, Body, BodyPacker
 from .progress import Progress
 from .report import (
@@ -62,6 +64,7 @@ from .state import (
     StateKey,
     StateStore,
     normalize_endpoint,
+    upgrade_note,
     utcnow,
 )
 from .warehouse import (
@@ -154,13 +157,13 @@ def run_sync(
         if status.upgraded_from is not None:
             progress.message(
                 f"upgraded the sync state in schema {warehouse.state_schema!r} from version "
-                f"{status.upgraded_from} to {SCHEMA_VERSION}: state is now kept per endpoint "
-                "(MoEngage server) and workspace; members recorded before are sent again on "
-                "their cohort's next sync"
+                f"{status.upgraded_from} to {SCHEMA_VERSION}: {upgrade_note(status.upgraded_from)}"
             )
         if status.note:
             progress.message(status.note)
         discovery = discovery.settle(_ownership(state, senders))
+        # Whose state each cohort's outcome is, for notifications.
+        keys = {spec.model: state_key(senders[spec.destination]) for spec in discovery.specs}
         if options.only_built:
             discovery = _only_built(manifest, discovery, report, progress)
         report.results.extend(_invalid_results(discovery.problems, progress))
@@ -194,6 +197,8 @@ def run_sync(
             _wait_awake(jobs)
             done = {r.model: r for job in jobs for r in job.result()}
         report.results.extend(done[spec.model] for spec in specs)
+        if not options.dry_run and not stop.is_set():
+            notify_after_sync(state, report, keys, options.environ, progress)
     report.finished_at = _now()
     return report
 
@@ -430,7 +435,15 @@ class CohortSync:
             row.added, row.removed, row.resent = r.added, r.removed, r.resent
             row.unchanged, row.left_but_kept = r.unchanged, r.left_but_kept
             row.requests, row.retries, row.renamed = r.requests, r.retries, r.renamed
+            row.members_after = self._members_after()
             self.state.save_run(row)
+
+    def _members_after(self) -> int | None:
+        """The cohort's members in the state as the run ends; None if the warehouse fails."""
+        try:
+            return self.state.member_count(self.spec, self.key)
+        except WarehouseError:
+            return None
 
     def _plan(self, full_refresh: bool) -> None:
         self.warehouse.check_uid_lengths(self.spec)
@@ -676,6 +689,10 @@ def validate(options: SyncOptions, check_warehouse: bool = False) -> Validation:
         warning = data_center_warning(options.environ, name)
         if warning:
             warnings.append(warning)
+    try:
+        NotifySettings.from_env(options.environ)
+    except SettingsError as exc:
+        warnings.append(f"{exc}; no notification would be sent")
     if not check_warehouse:
         discovery = discovery.settle()
         problems[:0] = [str(p) for p in discovery.problems]

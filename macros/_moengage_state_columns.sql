@@ -5,8 +5,8 @@
         {'name': 'moengage_cohort_members', 'columns': [[column, kind, not_null], ...]}
     where kind is one of string, timestamp, bigint, boolean: each engine variant of
     moengage_state_tables_sql maps a kind to its own type. The Python runner creates and
-    writes the same tables, so names, order, kinds and nullability here must match its DDL.
-    Timestamps hold UTC.
+    writes the same tables, so names, order, kinds and nullability here must match its DDL
+    (dbt_moengage/state/schema.py, version 3). Timestamps hold UTC.
 -#}
 {% macro _moengage_state_columns() %}
     {{ return([
@@ -38,6 +38,7 @@
             ['retries', 'bigint', false],
             ['renamed', 'boolean', false],
             ['error', 'string', false],
+            ['members_after', 'bigint', false],
         ]},
         {'name': 'moengage_sync_locks', 'columns': [
             ['endpoint', 'string', true],
@@ -60,6 +61,15 @@
             ['version', 'bigint', true],
             ['upgraded_at', 'timestamp', true],
             ['runner', 'string', true],
+        ]},
+        {'name': 'moengage_notifications', 'columns': [
+            ['endpoint', 'string', true],
+            ['workspace_id', 'string', true],
+            ['cohort_id', 'string', true],
+            ['model', 'string', true],
+            ['last_notified_status', 'string', true],
+            ['last_notified_at', 'timestamp', true],
+            ['run_id', 'string', true],
         ]},
     ]) }}
 {% endmacro %}

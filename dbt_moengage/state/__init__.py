@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from .checkpoints import GroupCommit
 from .locks import HeldLock
-from .schema import SCHEMA_VERSION, StateKey, StateStatus, normalize_endpoint
+from .schema import SCHEMA_VERSION, StateKey, StateStatus, normalize_endpoint, upgrade_note
 from .store import Change, CohortRecord, Delta, RunRow, StateStore, utcnow
 
 __all__ = [
@@ -21,5 +21,6 @@ __all__ = [
     "StateStatus",
     "StateStore",
     "normalize_endpoint",
+    "upgrade_note",
     "utcnow",
 ]

@@ -5,7 +5,8 @@ centers, never share it. Version 1 (before endpoints) keyed it by workspace alon
 runner meeting it adds the missing columns in place. Rows written then have an unknown
 endpoint (''): the first endpoint that syncs such a cohort adopts them as due for a
 re-send, so every member is sent again there (the safe side) while mirror mode can still
-remove members that left.
+remove members that left. Version 3 adds each run row's member count after the run
+(`members_after`, null on older rows) and the table of what notifications last said.
 """
 
 from __future__ import annotations
@@ -19,11 +20,30 @@ RUNS = "moengage_sync_runs"
 LOCKS = "moengage_sync_locks"
 COHORTS = "moengage_cohorts"
 VERSION = "moengage_state_version"
-STATE_TABLES = (MEMBERS, RUNS, LOCKS, COHORTS, VERSION)
+# The status of each cohort the last notification announced (notify.py). A table of its own,
+# not columns of moengage_cohorts: a row there means MoEngage got the cohort's name and
+# settles who owns a cohort id, so a cohort whose only runs failed must not get one; and
+# the notifier writes after the post, outside the cohort's lock, never racing a sync's
+# delete-then-insert of the cohort's name.
+NOTIFICATIONS = "moengage_notifications"
+STATE_TABLES = (MEMBERS, RUNS, LOCKS, COHORTS, VERSION, NOTIFICATIONS)
 # How the SQL templates name each table: `{members}`, `{runs}`, ...
-ALIASES = {MEMBERS: "members", RUNS: "runs", LOCKS: "locks", COHORTS: "cohorts", VERSION: "version"}
+ALIASES = {
+    MEMBERS: "members",
+    RUNS: "runs",
+    LOCKS: "locks",
+    COHORTS: "cohorts",
+    VERSION: "version",
+    NOTIFICATIONS: "notifications",
+}
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+# The oldest version a read-only run (a dry run, validate --warehouse) reads as it is:
+# version 3 only added what syncing writes (members_after, notifications), never what a
+# plan reads.
+READABLE_SINCE = 2
+# The version that added each table created after version 1 (a missing one is created).
+TABLE_SINCE = {COHORTS: 2, VERSION: 2, NOTIFICATIONS: 3}
 # The endpoint of rows written before state was kept per endpoint.
 LEGACY_ENDPOINT = ""
 # synced_at of adopted legacy rows: before any real sync, so always due for a re-send.
@@ -60,6 +80,8 @@ STATE_COLUMNS: dict[str, tuple[tuple[str, str, bool], ...]] = {
         ("retries", "bigint", False),
         ("renamed", "boolean", False),
         ("error", "string", False),
+        # Members the state holds for the cohort once the run ended: what MoEngage was told.
+        ("members_after", "bigint", False),
     ),
     LOCKS: (
         ("endpoint", "string", True),
@@ -83,13 +105,39 @@ STATE_COLUMNS: dict[str, tuple[tuple[str, str, bool], ...]] = {
         ("upgraded_at", "timestamp", True),
         ("runner", "string", True),
     ),
+    NOTIFICATIONS: (
+        ("endpoint", "string", True),
+        ("workspace_id", "string", True),
+        ("cohort_id", "string", True),
+        ("model", "string", True),
+        ("last_notified_status", "string", True),
+        ("last_notified_at", "timestamp", True),
+        ("run_id", "string", True),
+    ),
 }
 
-# Columns that version 1 tables lack, and the value their old rows get.
-ADDED_IN_V2: dict[str, tuple[tuple[str, str], ...]] = {
-    MEMBERS: (("endpoint", "''"),),
-    RUNS: (("endpoint", "''"), ("resent", ""), ("renamed", "")),
-    LOCKS: (("endpoint", "''"),),
+# Columns each version added to tables that existed before it, and the value their old
+# rows get ('' for the endpoint; none, so null, for counts unknown then).
+ADDED_IN: dict[int, dict[str, tuple[tuple[str, str], ...]]] = {
+    2: {
+        MEMBERS: (("endpoint", "''"),),
+        RUNS: (("endpoint", "''"), ("resent", ""), ("renamed", "")),
+        LOCKS: (("endpoint", "''"),),
+    },
+    3: {
+        RUNS: (("members_after", ""),),
+    },
+}
+# What each upgrade changes, as the runner tells the user once it ran.
+UPGRADE_NOTES = {
+    2: (
+        "state is now kept per endpoint (MoEngage server) and workspace; members recorded "
+        "before are sent again on their cohort's next sync"
+    ),
+    3: (
+        "run rows now record the cohort's member count after each run (members_after; "
+        "empty for earlier runs), and notifications remember what they last announced"
+    ),
 }
 
 
@@ -135,6 +183,8 @@ class StateStatus:
     # What the user should know: a read-only run cannot use the state as it is (an upgrade
     # is due), or the state was just created (the dbt package views need a rebuild).
     note: str = ""
+    # The state's version as found (a read-only run may read an older one as it is).
+    version: int = SCHEMA_VERSION
 
 
 def state_ddl(types: dict[str, str]) -> dict[str, str]:
@@ -150,24 +200,39 @@ def state_ddl(types: dict[str, str]) -> dict[str, str]:
 
 
 def upgrade_statements(types: dict[str, str], present: dict[str, set[str]]) -> list[str]:
-    """`alter table ... add column` for each column a version 1 table lacks."""
+    """`alter table ... add column` for each column an older table lacks, oldest first.
+
+    Decided by the columns present, not the recorded version: tables an older dbt package
+    created carry no version row.
+    """
     statements = []
-    for table, added in ADDED_IN_V2.items():
-        if table not in present:
-            continue
-        kinds = {name: kind for name, kind, _ in STATE_COLUMNS[table]}
-        for name, default in added:
-            if name in present[table]:
+    for added_in in sorted(ADDED_IN):
+        for table, added in ADDED_IN[added_in].items():
+            if table not in present:
                 continue
-            column = f"{name} {types[kinds[name]]}" + (f" default {default}" if default else "")
-            statements.append(f"alter table {{{ALIASES[table]}}} add column if not exists {column}")
+            kinds = {name: kind for name, kind, _ in STATE_COLUMNS[table]}
+            for name, default in added:
+                if name in present[table]:
+                    continue
+                column = f"{name} {types[kinds[name]]}" + (f" default {default}" if default else "")
+                statements.append(
+                    f"alter table {{{ALIASES[table]}}} add column if not exists {column}"
+                )
     return statements
 
 
 def schema_version_from(present: dict[str, set[str]], recorded: int | None) -> int:
-    """The state's version: as recorded, else 1 when the members table has no endpoint."""
+    """The state's version: as recorded, else the oldest whose added columns are missing."""
     if recorded is not None:
         return recorded
-    if MEMBERS in present and "endpoint" not in present[MEMBERS]:
-        return 1
+    for added_in in sorted(ADDED_IN):
+        for table, added in ADDED_IN[added_in].items():
+            if table in present and any(name not in present[table] for name, _ in added):
+                return added_in - 1
     return SCHEMA_VERSION
+
+
+def upgrade_note(upgraded_from: int) -> str:
+    """What the upgrade from `upgraded_from` to SCHEMA_VERSION changed, in a sentence."""
+    notes = [note for version, note in sorted(UPGRADE_NOTES.items()) if version > upgraded_from]
+    return "; ".join(notes)

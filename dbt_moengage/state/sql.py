@@ -8,7 +8,7 @@ parameter. The warehouse engine fills them in (Engine.format).
 
 from __future__ import annotations
 
-from .schema import COHORTS, RUNS, STATE_COLUMNS
+from .schema import COHORTS, NOTIFICATIONS, RUNS, STATE_COLUMNS
 
 # A rename travels with an add of this many current members (re-sent, so harmless).
 RENAME_BATCH = 100
@@ -16,6 +16,7 @@ RENAME_BATCH = 100
 _STATE_KEY = "endpoint = ? and workspace_id = ? and cohort_id = ?"
 _RUN_COLUMNS = ", ".join(name for name, _, _ in STATE_COLUMNS[RUNS])
 _COHORT_COLUMNS = ", ".join(name for name, _, _ in STATE_COLUMNS[COHORTS])
+_NOTIFIED_COLUMNS = ", ".join(name for name, _, _ in STATE_COLUMNS[NOTIFICATIONS])
 
 
 def _values(table: str) -> str:
@@ -51,6 +52,7 @@ STATE_SQL: dict[str, str] = {
     "resent_members": f"""
         update {{members}} set synced_at = ?, run_id = ?
         where {_STATE_KEY} and uid in ({{json_uids}})""",
+    "member_count": "select count(*) from ({state_uids}) s",
     "legacy_members": (
         "select count(*) from {members} where endpoint = ? and workspace_id = ? and cohort_id = ?"
     ),
@@ -67,6 +69,14 @@ STATE_SQL: dict[str, str] = {
     "cohort_names": (
         "select cohort_id, model, cohort_name from {cohorts} "
         "where endpoint = ? and workspace_id = ?"
+    ),
+    "notified": (
+        "select cohort_id, last_notified_status from {notifications} "
+        "where endpoint = ? and workspace_id = ?"
+    ),
+    "delete_notified": f"delete from {{notifications}} where {_STATE_KEY}",
+    "insert_notified": (
+        f"insert into {{notifications}} ({_NOTIFIED_COLUMNS}) values ({_values(NOTIFICATIONS)})"
     ),
     "run_models": (
         "select cohort_id, model from {runs} where workspace_id = ? and status = 'synced' "

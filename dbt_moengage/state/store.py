@@ -27,8 +27,10 @@ from .schema import (
     ALIASES,
     LEGACY_ENDPOINT,
     LEGACY_SYNCED_AT,
+    READABLE_SINCE,
     SCHEMA_VERSION,
     STATE_TABLES,
+    TABLE_SINCE,
     VERSION,
     StateKey,
     StateStatus,
@@ -110,6 +112,8 @@ class RunRow:
     retries: int = 0
     renamed: bool = False
     error: str | None = None
+    # Members the state holds for the cohort once the run ended (null before version 3).
+    members_after: int | None = None
 
     @property
     def key(self) -> StateKey:
@@ -123,6 +127,8 @@ class StateStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.ready = False
+        # The state's version, once prepare found it.
+        self.version = SCHEMA_VERSION
 
     # -- tables ----------------------------------------------------------------------------
 
@@ -144,14 +150,18 @@ class StateStore:
             )
         missing = [t for t in STATE_TABLES if t not in present]
         if not create:
-            self.ready = not missing and version == SCHEMA_VERSION
+            # A table a later version added may be missing: reading never needs it.
+            needed = [t for t in missing if TABLE_SINCE.get(t, 1) <= version]
+            self.ready = not needed and version >= READABLE_SINCE
+            self.version = version
             note = ""
             if present and version < SCHEMA_VERSION:
                 note = (
-                    f"{where} is version {version}; the next sync upgrades it to "
-                    f"{SCHEMA_VERSION}. Until then these counts assume nothing was sent"
+                    f"{where} is version {version}; the next sync upgrades it to {SCHEMA_VERSION}"
                 )
-            return StateStatus(ready=self.ready, note=note)
+                if not self.ready:
+                    note += ". Until then these counts assume nothing was sent"
+            return StateStatus(ready=self.ready, note=note, version=version)
         with engine.ddl_lock():
             if missing:
                 engine.run("create_schema")
@@ -293,6 +303,26 @@ class StateStore:
         """
         self.engine.run("delete_run", (row.run_id, *row.key.params, row.cohort_id))
         self.engine.run("insert_run", astuple(with_fields(row, error=stored_error(row.error))))
+
+    def member_count(self, cohort: CohortSpec, key: StateKey) -> int:
+        """Members the state holds for the cohort: what MoEngage was told, read as a set."""
+        row = self.engine.one("member_count", (*key.params, cohort.cohort_id))
+        return int(row[0] or 0) if row is not None else 0
+
+    def notified(self, key: StateKey) -> dict[str, str]:
+        """cohort_id -> the status the last notification announced, for one state key."""
+        if not self.ready:
+            return {}
+        rows = self.engine.all("notified", key.params)
+        return {str(cohort_id): str(status) for cohort_id, status in rows}
+
+    def save_notified(
+        self, key: StateKey, cohort_id: str, model: str, status: str, run_id: str
+    ) -> None:
+        """Delete-then-insert the cohort's row in moengage_notifications (after a post)."""
+        where = (*key.params, cohort_id)
+        self.engine.run("delete_notified", where)
+        self.engine.run("insert_notified", (*where, model, status, utcnow(), run_id))
 
     def cohort_record(self, cohort: CohortSpec, key: StateKey) -> CohortRecord | None:
         """The cohort's row in moengage_cohorts, if it has one."""

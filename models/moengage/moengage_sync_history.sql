@@ -26,5 +26,6 @@ select
     requests,
     retries,
     renamed,
-    error
+    error,
+    members_after
 from runs

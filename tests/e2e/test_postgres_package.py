@@ -34,6 +34,7 @@ STATE_TABLES = (
     "moengage_sync_locks",
     "moengage_cohorts",
     "moengage_state_version",
+    "moengage_notifications",
 )
 VIEWS = ("moengage_current_members", "moengage_sync_history", "moengage_cohort_status")
 CONTRACT = INTEGRATION / "seeds" / "state" / "expected_state_columns_postgres.csv"

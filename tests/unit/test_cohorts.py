@@ -9,6 +9,7 @@ import pytest
 from dbt_moengage.cohorts import (
     RESTRICTED_NAME_CHARS,
     CohortDefaults,
+    CohortOwner,
     CohortSpec,
     Owner,
     Ownership,
@@ -473,3 +474,40 @@ def test_supported_modes(mode: str) -> None:
     spec, problems = parse_cohort(model("hv", {"cohort_name": ".HV", "mode": mode}))
     assert problems == []
     assert spec is not None and spec.mode == mode
+
+
+# owner: who answers for the audience (the owner of its dbt exposure)
+
+
+@pytest.mark.parametrize(
+    ("owner", "expected"),
+    [
+        (None, None),
+        ({"name": "CRM team"}, CohortOwner(name="CRM team")),
+        ({"email": "crm@example.com"}, CohortOwner(email="crm@example.com")),
+        ({"name": "CRM", "email": "crm@example.com"}, CohortOwner("CRM", "crm@example.com")),
+    ],
+)
+def test_owner(owner: object, expected: CohortOwner | None) -> None:
+    meta: dict[str, object] = {"cohort_name": "HV"}
+    if owner is not None:
+        meta["owner"] = owner
+    assert ok(model("hv", meta)).owner == expected
+
+
+@pytest.mark.parametrize(
+    ("owner", "field", "value", "says"),
+    [
+        ("CRM team", "owner", "CRM team", "must be a mapping"),
+        ({}, "owner", {}, "needs a name or an email"),
+        ({"name": ""}, "owner.name", "", "non-blank"),
+        ({"name": " CRM"}, "owner.name", " CRM", "without spaces"),
+        ({"name": 3}, "owner.name", 3, "non-blank string"),
+        ({"email": "crm at example.com"}, "owner.email", "crm at example.com", "not an email"),
+        ({"name": "CRM", "team": "x"}, "owner.team", "x", "unknown key"),
+    ],
+)
+def test_bad_owner_names_the_field(owner: object, field: str, value: object, says: str) -> None:
+    problem = only_problem(model("hv", {"cohort_name": "HV", "owner": owner}))
+    assert_names(problem, "hv", field, value)
+    assert says in str(problem)

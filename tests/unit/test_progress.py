@@ -353,3 +353,24 @@ def test_webhook_log_lines_keep_outside_text_as_is(caplog: pytest.LogCaptureFixt
     assert f"dry run {dry_run.model} -> {dry_run.cohort_id}: would add" in messages[1]
     assert messages[2] == f"dbt Cloud run 9301: failed {failed.model}: {failed.error}"
     assert messages[3] == "dbt Cloud run 9301: invalid cohort " + _odd("bad")
+
+
+def test_a_warning_is_its_own_line_and_event() -> None:
+    text = "notification to http://127.0.0.1:9 not sent ([x] HTTP 500, 3 attempts)"
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, color_system="standard", width=400)
+    LinePrinter(console, LIMIT, clock=FakeClock()).warning(text)
+    assert out.getvalue() == f"\x1b[33mwarning\x1b[0m {text}\n"
+    out = io.StringIO()
+    JsonProgress(out, LIMIT, clock=FakeClock()).warning(text)
+    (event,) = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert (event["event"], event["text"]) == ("warning", text)
+    # A renderer that knows no warnings shows it as a message.
+    said: list[str] = []
+
+    class Messages(Progress):
+        def message(self, text: str) -> None:
+            said.append(text)
+
+    Messages().warning(text)
+    assert said == [f"warning: {text}"]

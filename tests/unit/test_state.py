@@ -15,10 +15,11 @@ import pytest
 
 from dbt_moengage.cohorts import CohortSpec, Owner
 from dbt_moengage.errors import StateVersionError
-from dbt_moengage.state import Change, CohortRecord, utcnow
+from dbt_moengage.state import Change, CohortRecord, RunRow, utcnow
 from dbt_moengage.state.schema import (
     COHORTS,
     MEMBERS,
+    NOTIFICATIONS,
     RUNS,
     SCHEMA_VERSION,
     STATE_COLUMNS,
@@ -26,6 +27,7 @@ from dbt_moengage.state.schema import (
     VERSION,
     StateKey,
     normalize_endpoint,
+    schema_version_from,
 )
 from dbt_moengage.state.sql import RENAME_BATCH
 from dbt_moengage.warehouse.duckdb import DuckDBWarehouse
@@ -328,6 +330,79 @@ def test_version_1_is_upgraded_in_place_and_adopted_as_due(db: Path) -> None:
         assert sql(warehouse, f"select endpoint, run_id from main.{RUNS}") == [("", "old-run")]
     with DuckDBWarehouse(str(db)) as warehouse:
         assert store(warehouse).prepare(create=True).upgraded_from is None
+
+
+def make_v2_state(db: Path, uids: Sequence[str]) -> None:
+    """State as dbt-moengage wrote it before members_after and notifications (version 2)."""
+    with DuckDBWarehouse(str(db)) as warehouse:
+        assert store(warehouse).prepare(create=True).ready
+        insert(warehouse, uids)
+        store(warehouse).record_added(spec(db), EMULATOR, uids, "old-run")
+        store(warehouse).save_run(
+            RunRow("old-run", *EMULATOR.params, "aud", "aud", "add", False, utcnow(), added=2)
+        )
+    with duckdb.connect(str(db)) as conn:
+        conn.execute(f"alter table main.{RUNS} drop column members_after")
+        conn.execute(f"drop table main.{NOTIFICATIONS}")
+        conn.execute(f"update main.{VERSION} set version = 2")
+
+
+def test_version_2_is_read_as_it_is_and_upgraded_in_place(db: Path) -> None:
+    make_v2_state(db, ["a", "b"])
+    cohort = spec(db)
+    # A read-only run (a dry run) reads version 2 as it is: the plan is the real one.
+    with DuckDBWarehouse(str(db), read_only=True) as warehouse:
+        status = store(warehouse).prepare(create=False)
+        assert status.ready and status.version == 2
+        assert "version 2; the next sync upgrades it to 3" in status.note
+        assert "assume nothing" not in status.note
+        plan = store(warehouse).plan(cohort, EMULATOR, False)
+        assert (plan.to_add, plan.unchanged) == (0, 2)
+    with DuckDBWarehouse(str(db)) as warehouse:
+        status = store(warehouse).prepare(create=True)
+        assert status.ready and status.upgraded_from == 2
+        assert columns(warehouse) == {
+            table: {name for name, _, _ in cols} for table, cols in STATE_COLUMNS.items()
+        }
+        # The old run row keeps working: its member count is unknown.
+        assert sql(warehouse, f"select run_id, added, members_after from main.{RUNS}") == [
+            ("old-run", 2, None)
+        ]
+        assert sql(warehouse, f"select max(version) from main.{VERSION}") == [(3,)]
+        assert store(warehouse).member_count(cohort, EMULATOR) == 2
+    with DuckDBWarehouse(str(db)) as warehouse:
+        assert store(warehouse).prepare(create=True).upgraded_from is None
+
+
+def test_the_version_is_inferred_from_the_columns_when_not_recorded() -> None:
+    current = {table: {name for name, _, _ in cols} for table, cols in STATE_COLUMNS.items()}
+    assert schema_version_from(current, None) == SCHEMA_VERSION
+    assert schema_version_from(current, 2) == 2
+    v2 = {**current, RUNS: current[RUNS] - {"members_after"}}
+    assert schema_version_from(v2, None) == 2
+    v1 = {**v2, MEMBERS: current[MEMBERS] - {"endpoint"}}
+    assert schema_version_from(v1, None) == 1
+
+
+def test_member_count_is_the_state_read_as_a_set(db: Path, ready: DuckDBWarehouse) -> None:
+    cohort = spec(db)
+    assert store(ready).member_count(cohort, EMULATOR) == 0
+    store(ready).record_added(cohort, EMULATOR, ["a", "b", "b"], "run-1")
+    store(ready).record_added(cohort, PRODUCTION, ["c"], "run-1")
+    assert store(ready).member_count(cohort, EMULATOR) == 2
+    assert store(ready).member_count(cohort, PRODUCTION) == 1
+
+
+def test_notified_statuses_round_trip_per_key(ready: DuckDBWarehouse) -> None:
+    state = store(ready)
+    assert state.notified(EMULATOR) == {}
+    state.save_notified(EMULATOR, "aud", "aud", "failed", "run-1")
+    state.save_notified(EMULATOR, "aud", "aud", "synced", "run-2")
+    state.save_notified(EMULATOR, "other", "other", "guarded", "run-2")
+    assert state.notified(EMULATOR) == {"aud": "synced", "other": "guarded"}
+    assert state.notified(PRODUCTION) == {}
+    rows = sql(ready, f"select cohort_id, run_id from main.{NOTIFICATIONS} order by 1")
+    assert rows == [("aud", "run-2"), ("other", "run-2")]
 
 
 def test_state_from_a_newer_runner_is_refused(db: Path, ready: DuckDBWarehouse) -> None:

@@ -1,0 +1,429 @@
+"""Notifications on a change: after a sync, one post to MOENGAGE_NOTIFY_URL when cohorts
+changed state.
+
+Each cohort's outcome (synced, failed, guarded) is compared with the status the last
+notification announced for it (moengage_notifications, in the state). A failure is news
+once (the first after a success, or a first run failing), as are a guard tripping and a
+recovery; a run that changes nothing posts nothing, so two failed runs in a row post once.
+A run's changes go out in one post: Slack incoming-webhook JSON (`text`), with the same
+facts as fields for other receivers (`cohorts`). The announced statuses are recorded only
+once the receiver accepted the post, so a post that failed is made again by the next run.
+A post that fails is a warning, never a failed sync; its retries follow the runner's one
+policy (retry.py) on a small budget. Dry runs never notify (sync.py does not call this).
+
+The URL carries the receiver's secret (a Slack webhook's path is its credential): it is
+held as a `Secret`, and shown as scheme://host only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from . import __version__, retry
+from .errors import (
+    NotificationFailed,
+    RateLimited,
+    SettingsError,
+    TransientError,
+    WarehouseError,
+)
+from .progress import Progress
+from .report import FAILED, GUARDED, INVALID, SKIPPED, SYNCED, CohortResult, RunReport
+from .settings import Secret
+from .state import StateKey, StateStore
+from .warehouse.redact import stored_error
+
+NOTIFY_URL = "MOENGAGE_NOTIFY_URL"
+# A notification holds up no one: a few quick attempts, then the next run posts it again.
+ATTEMPTS = 3
+BACKOFF_INITIAL = 0.5
+BACKOFF_MAX = 2.0
+BUDGET_SECONDS = 10.0
+CONNECT_TIMEOUT = 3.05
+READ_TIMEOUT = 5.0
+# An error quoted in a message: the cause fits; the run's report has it whole.
+ERROR_CHARS = 500
+ANSWER_CHARS = 200
+# What a change is called in a message; the status recorded after a recovery is SYNCED.
+RECOVERED = "recovered"
+WHAT_TO_DO = {
+    FAILED: (
+        "fix what the error names, then run the sync again: whatever MoEngage has not "
+        "accepted is sent by the next run, nothing is lost"
+    ),
+    GUARDED: (
+        "nothing was sent; check the model: if it is right, re-run with "
+        "--allow-large-removal (or raise meta.moengage.max_remove_fraction); if not, "
+        "fix the model first"
+    ),
+    RECOVERED: "nothing: the cohort syncs again",
+}
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    """Where notifications go, and how hard a post is tried."""
+
+    url: Secret
+    attempts: int = ATTEMPTS
+    backoff_initial: float = BACKOFF_INITIAL
+    backoff_max: float = BACKOFF_MAX
+    budget_seconds: float = BUDGET_SECONDS
+    connect_timeout: float = CONNECT_TIMEOUT
+    read_timeout: float = READ_TIMEOUT
+
+    @property
+    def receiver(self) -> str:
+        """The receiver as messages show it: scheme://host[:port], never path or query."""
+        return receiver(self.url.reveal())
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> NotifySettings | None:
+        """MOENGAGE_NOTIFY_URL checked, or None when unset; SettingsError (never echoing
+        the URL) when it cannot be used."""
+        url = environ.get(NOTIFY_URL, "").strip()
+        if not url:
+            return None
+        check_notify_url(url)
+        return cls(url=Secret(url))
+
+
+def check_notify_url(url: str) -> None:
+    """Refuse a URL that is not http(s) with a host, or would send its secret in clear."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a port outside 0-65535)
+    except ValueError:
+        raise SettingsError(
+            f"{NOTIFY_URL} is not a valid URL: set it to the receiver's URL as given "
+            "(a Slack incoming webhook's is https://hooks.slack.com/services/...)"
+        ) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(
+            f"{NOTIFY_URL} must be an https:// URL with a host (a Slack incoming webhook's "
+            "is https://hooks.slack.com/services/...)"
+        )
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise SettingsError(
+            f"{NOTIFY_URL}: plain http:// is only allowed to a loopback address (127.0.0.1, "
+            "localhost, ::1), because the URL carries the receiver's secret; use https://"
+        )
+
+
+def receiver(url: str) -> str:
+    """scheme://host[:port] of a URL: what may be shown of it."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+
+
+# -- what changed --------------------------------------------------------------------------
+
+
+def health(result: CohortResult) -> str | None:
+    """What a cohort's outcome says of it: synced, failed or guarded; None when it says
+    nothing (a dry run, an interrupted run, a model left out of the dbt invocation)."""
+    if result.status in (SYNCED, GUARDED, FAILED):
+        return result.status
+    if result.status == INVALID or (result.status == SKIPPED and not result.unselected):
+        # Refused or not sent (its model did not build, its destination failed): the
+        # audience in MoEngage is not kept up to date, as when it fails.
+        return FAILED
+    return None
+
+
+def announce(previous: str | None, current: str) -> bool:
+    """Whether going from the status last announced to `current` is news.
+
+    A failure or a guard is news once (a first run failing included); a success only after
+    a failure or a guard (a recovery): with nothing announced before, there is nothing to
+    say.
+    """
+    if current == previous:
+        return False
+    if current == SYNCED:
+        return previous is not None
+    return True
+
+
+@dataclass(frozen=True)
+class CohortChange:
+    """One cohort whose status changed since the last notification."""
+
+    key: StateKey
+    model: str
+    cohort_id: str
+    cohort_name: str | None
+    status: str
+    previous: str | None
+    error: str | None
+
+    @property
+    def event(self) -> str:
+        """failed, guarded or recovered."""
+        return RECOVERED if self.status == SYNCED else self.status
+
+    @property
+    def what_to_do(self) -> str:
+        """The next step for whoever reads the message."""
+        return WHAT_TO_DO[self.event]
+
+    def fields(self) -> dict[str, Any]:
+        """The change as the message's structured fields give it."""
+        return {
+            "model": self.model,
+            "cohort_id": self.cohort_id,
+            "cohort_name": self.cohort_name,
+            "workspace_id": self.key.workspace_id,
+            "event": self.event,
+            "status": self.status,
+            "previous": self.previous,
+            "error": self.error,
+            "what_to_do": self.what_to_do,
+        }
+
+
+def changes(
+    results: list[tuple[CohortResult, StateKey]], announced: Mapping[StateKey, Mapping[str, str]]
+) -> list[CohortChange]:
+    """The cohorts whose status is news, given what was last announced per state key."""
+    found = []
+    for result, key in results:
+        current = health(result)
+        if current is None or result.cohort_id is None:
+            continue
+        previous = announced.get(key, {}).get(result.cohort_id)
+        if not announce(previous, current):
+            continue
+        error = None if current == SYNCED else stored_error(result.error, ERROR_CHARS)
+        found.append(
+            CohortChange(
+                key=key,
+                model=result.model,
+                cohort_id=result.cohort_id,
+                cohort_name=result.cohort_name,
+                status=current,
+                previous=previous,
+                error=error,
+            )
+        )
+    return found
+
+
+def headline(found: list[CohortChange]) -> str:
+    """`2 cohorts failed, 1 recovered`: the changes counted by what happened."""
+    counts = Counter(change.event for change in found)
+    parts: list[str] = []
+    for event in (FAILED, GUARDED, RECOVERED):
+        if counts[event]:
+            noun = "cohort" if counts[event] == 1 else "cohorts"
+            parts.append(
+                f"{counts[event]} {noun} {event}" if not parts else f"{counts[event]} {event}"
+            )
+    return ", ".join(parts)
+
+
+def message(found: list[CohortChange], run_id: str) -> dict[str, Any]:
+    """The post's body: Slack's `text`, and `cohorts` for receivers that read fields."""
+    lines = [f"*dbt-moengage*: {_slack(headline(found))} (run {_slack(run_id)})"]
+    for change in found:
+        was = f" (was {change.previous})" if change.previous else ""
+        name = f" ({change.cohort_name})" if change.cohort_name else ""
+        line = f"• {change.event}: model `{change.model}` -> cohort `{change.cohort_id}`{name}{was}"
+        if change.error:
+            line += f": {change.error}"
+        lines.append(_slack(line))
+        lines.append(_slack(f"    what to do: {change.what_to_do}"))
+    return {
+        "text": "\n".join(lines),
+        "source": "dbt-moengage",
+        "run_id": run_id,
+        "cohorts": [change.fields() for change in found],
+    }
+
+
+def _slack(text: str) -> str:
+    """Outside text as Slack shows it literally: `<`, `>` and `&` are its markup."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+# -- the post ------------------------------------------------------------------------------
+
+
+def post(settings: NotifySettings, body: dict[str, Any]) -> int:
+    """POST the message under the shared retry policy; the attempts it took.
+
+    NotificationFailed when the receiver refused it or stayed out of reach; its message
+    names the receiver as scheme://host only.
+    """
+    data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+    attempts = 0
+    with requests.Session() as session:
+        session.headers.update(
+            {
+                "Content-Type": "application/json; charset=utf-8",
+                "User-Agent": f"dbt-moengage/{__version__}",
+            }
+        )
+        policy = retry.policy(
+            max_attempts=settings.attempts,
+            backoff_initial=settings.backoff_initial,
+            backoff_max=settings.backoff_max,
+            budget_seconds=settings.budget_seconds,
+        )
+        try:
+            for attempt in policy:
+                with attempt:
+                    attempts += 1
+                    _post_once(session, settings, data)
+        except TransientError as exc:
+            tries = f"{attempts} attempt{'' if attempts == 1 else 's'}"
+            raise NotificationFailed(
+                f"notification to {settings.receiver} not sent ({exc}, {tries}); the next "
+                f"run posts it again. Check that the receiver is up and {NOTIFY_URL} is right"
+            ) from None
+    return attempts
+
+
+def _post_once(session: requests.Session, settings: NotifySettings, data: bytes) -> None:
+    """One POST; the typed error for anything but a 2xx."""
+    url = settings.url.reveal()
+    try:
+        # Not followed: a redirected POST turns into a GET, and may carry the secret away.
+        with session.post(
+            url,
+            data=data,
+            timeout=(settings.connect_timeout, settings.read_timeout),
+            allow_redirects=False,
+            stream=True,
+        ) as response:
+            status = response.status_code
+            retry_after = response.headers.get("Retry-After")
+            # Only the start of a refusal is shown: the rest is never read.
+            refused = not 200 <= status < 300
+            start = next(response.iter_content(ANSWER_CHARS * 4), b"") if refused else b""
+    except requests.RequestException as exc:
+        # requests' messages quote the URL: only the type is shown.
+        raise TransientError(type(exc).__name__) from None
+    if 200 <= status < 300:
+        return
+    problem = f"HTTP {status}"
+    if status == 429:
+        raise RateLimited(problem, retry.retry_after(retry_after))
+    if status >= 500 or status == 408:
+        raise TransientError(problem)
+    said = _answer(start.decode("utf-8", "replace"), url)
+    raise NotificationFailed(
+        f"the notification receiver {settings.receiver} answered {problem}"
+        + (f" ({said})" if said else "")
+        + f": not sent; check {NOTIFY_URL} (a revoked or mistyped webhook URL is refused); "
+        "the next run posts it again"
+    )
+
+
+def _answer(text: str, url: str) -> str:
+    """The receiver's answer, short, with nothing of its URL past the host."""
+    secret_parts = {url, urlsplit(url).path, urlsplit(url).query}
+    for part in sorted(secret_parts, key=len, reverse=True):
+        if len(part) > 1:
+            text = text.replace(part, "***")
+    return stored_error(" ".join(text.split()), ANSWER_CHARS) or ""
+
+
+# -- after a sync --------------------------------------------------------------------------
+
+
+def notify_changes(
+    state: StateStore,
+    report: RunReport,
+    keys: Mapping[str, StateKey],
+    settings: NotifySettings,
+    progress: Progress,
+) -> list[CohortChange]:
+    """Post the run's changes, then record them as announced; the changes announced.
+
+    `keys` gives the state key of each model that was to sync; other results (a model
+    refused before its destination was known) have no key and are not announced.
+    """
+    if report.dry_run:
+        return []
+    results = [(r, keys[r.model]) for r in report.results if r.model in keys]
+    try:
+        announced = {key: state.notified(key) for key in dict.fromkeys(k for _, k in results)}
+    except WarehouseError as exc:
+        progress.warning(
+            f"notifications: cannot read what was last announced ({exc}); nothing posted, "
+            "the next run tries again"
+        )
+        return []
+    found = changes(results, announced)
+    if not found:
+        return []
+    try:
+        post(settings, message(found, report.run_id))
+    except NotificationFailed as exc:
+        progress.warning(str(exc))
+        return []
+    progress.message(f"notified {settings.receiver}: {headline(found)}")
+    try:
+        for change in found:
+            state.save_notified(
+                change.key, change.cohort_id, change.model, change.status, report.run_id
+            )
+    except WarehouseError as exc:
+        progress.warning(
+            f"notifications: posted, but recording them in the state failed ({exc}); the "
+            "next run may announce the same change again"
+        )
+    return found
+
+
+def notify_after_sync(
+    state: StateStore,
+    report: RunReport,
+    keys: Mapping[str, StateKey],
+    environ: Mapping[str, str],
+    progress: Progress,
+) -> list[CohortChange]:
+    """Notify when MOENGAGE_NOTIFY_URL is set; a URL that cannot be used is a warning."""
+    try:
+        settings = NotifySettings.from_env(environ)
+    except SettingsError as exc:
+        progress.warning(f"{exc}; no notification sent")
+        return []
+    if settings is None:
+        return []
+    return notify_changes(state, report, keys, settings, progress)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+__all__ = [
+    "NOTIFY_URL",
+    "CohortChange",
+    "NotifySettings",
+    "announce",
+    "changes",
+    "health",
+    "message",
+    "notify_after_sync",
+    "notify_changes",
+    "post",
+]

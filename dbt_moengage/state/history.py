@@ -1,0 +1,218 @@
+"""Reading the sync state back, for `status` and `report`: what each cohort holds now, how
+its runs went, and its members over time. Read only: nothing here creates or changes state.
+
+Every read is keyed like the state (endpoint, workspace) and tolerates state written by
+older runners: a missing table reads as nothing synced, a column an older version lacks
+(`members_after`) reads as NULL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ..warehouse.engine import Engine
+from .schema import ALIASES, MEMBERS, RUNS, StateKey
+
+# Run-row columns every state version has (since version 2), in the order RunRecord takes.
+_RUN_COLUMNS = (
+    "run_id",
+    "cohort_id",
+    "model",
+    "mode",
+    "full_refresh",
+    "started_at",
+    "finished_at",
+    "status",
+    "added",
+    "removed",
+    "resent",
+    "requests",
+    "retries",
+    "error",
+)
+# Added after version 2: read as NULL from state written before it.
+_OPTIONAL_RUN_COLUMNS = ("members_after",)
+
+_KEY = "endpoint = ? and workspace_id = ?"
+_SQL = {
+    # Each cohort's latest run row (ties on started_at broken by run id, as the dbt
+    # package's moengage_cohort_status view does).
+    "last_runs": f"""
+        select {{columns}} from (
+            select {{columns}}, row_number() over (
+                partition by cohort_id order by started_at desc, run_id desc
+            ) as run_rank
+            from {{runs}} where {_KEY}
+        ) r where run_rank = 1""",
+    "last_successes": f"""
+        select cohort_id, max(finished_at) from {{runs}}
+        where {_KEY} and status = 'synced' group by cohort_id""",
+    # The latest `limit` runs of each cohort, oldest first.
+    "run_history": f"""
+        select {{columns}} from (
+            select {{columns}}, row_number() over (
+                partition by cohort_id order by started_at desc, run_id desc
+            ) as run_rank
+            from {{runs}} where {_KEY}
+        ) r where run_rank <= ? order by cohort_id, started_at, run_id""",
+}
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One row of moengage_sync_runs as read back: one cohort in one run."""
+
+    run_id: str
+    cohort_id: str
+    model: str
+    mode: str
+    full_refresh: bool
+    started_at: datetime
+    finished_at: datetime | None
+    status: str
+    added: int
+    removed: int
+    resent: int
+    requests: int
+    retries: int
+    error: str | None
+    # The cohort's member count right after the run; None for runs recorded before the
+    # state kept it.
+    members_after: int | None = None
+
+
+@dataclass(frozen=True)
+class MemberPoint:
+    """A cohort's member count right after one run."""
+
+    run: RunRecord
+    # None when it cannot be known: before a full refresh, in state that kept no count.
+    members: int | None
+    # Worked back from later counts and the runs' adds and removes (runs recorded before
+    # the state kept `members_after`), not read.
+    estimated: bool = False
+
+
+def members_over_time(runs: Sequence[RunRecord], current: int) -> list[MemberPoint]:
+    """The member count after each of a cohort's runs (oldest first), `current` being the
+    count the state holds now, after the latest run.
+
+    A run's `members_after` is used where recorded. Where not, the count is worked back
+    from the next one: before a run there were `after - added + removed` members. A full
+    refresh re-adds everyone, so the count before it stays unknown unless recorded.
+    """
+    points: list[MemberPoint] = []
+    after: int | None = current
+    exact = True
+    for run in reversed(runs):
+        if run.members_after is not None:
+            after, exact = run.members_after, True
+        points.append(MemberPoint(run, after, estimated=after is not None and not exact))
+        if after is None or run.full_refresh:
+            after = None
+        else:
+            after = max(after - run.added + run.removed, 0)
+            exact = False
+    points.reverse()
+    return points
+
+
+class StateHistory:
+    """Read-only views of one warehouse's sync state."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.present = engine.state_columns()
+
+    @property
+    def exists(self) -> bool:
+        """Whether the state has its members and runs tables, keyed by endpoint."""
+        return all(
+            table in self.present and "endpoint" in self.present[table] for table in (MEMBERS, RUNS)
+        )
+
+    @property
+    def keeps_members_after(self) -> bool:
+        """Whether run rows record the member count after each run (newer state)."""
+        return "members_after" in self.present.get(RUNS, set())
+
+    def member_count(self, key: StateKey, cohort_id: str) -> int:
+        """Members MoEngage was told of for the cohort: distinct uids in the state."""
+        if not self.exists:
+            return 0
+        row = self.engine.one("member_count", (*key.params, cohort_id))
+        return int(row[0] or 0) if row is not None else 0
+
+    def last_runs(self, key: StateKey) -> dict[str, RunRecord]:
+        """Each cohort's latest run under the key, by cohort id."""
+        if not self.exists:
+            return {}
+        return {r.cohort_id: r for r in self._runs("last_runs", key.params)}
+
+    def last_successes(self, key: StateKey) -> dict[str, datetime]:
+        """When each cohort's latest successful run finished, by cohort id."""
+        if not self.exists:
+            return {}
+        rows = self._rows("last_successes", key.params)
+        return {str(cohort_id): when for cohort_id, when in rows if when is not None}
+
+    def runs(self, key: StateKey, limit: int) -> dict[str, list[RunRecord]]:
+        """The latest `limit` runs of each cohort under the key, oldest first."""
+        if not self.exists:
+            return {}
+        found: dict[str, list[RunRecord]] = {}
+        for record in self._runs("run_history", (*key.params, limit)):
+            found.setdefault(record.cohort_id, []).append(record)
+        return found
+
+    def _runs(self, name: str, params: Sequence[Any]) -> list[RunRecord]:
+        return [_run_record(row) for row in self._rows(name, params)]
+
+    def _rows(self, name: str, params: Sequence[Any]) -> list[Any]:
+        engine = self.engine
+        fields = {alias: engine.state_table(table) for table, alias in ALIASES.items()}
+        fields["columns"] = ", ".join(
+            [
+                *_RUN_COLUMNS,
+                *(
+                    column if column in self.present.get(RUNS, set()) else f"null as {column}"
+                    for column in _OPTIONAL_RUN_COLUMNS
+                ),
+            ]
+        )
+        with engine.statements:
+            cursor = engine.execute_sql(_SQL[name].format(**fields), params, name)
+            try:
+                return list(cursor.fetchall())
+            finally:
+                cursor.close()
+
+
+def _int(value: Any) -> int:
+    # Engines return counts as int or Decimal (Snowflake's NUMBER); NULL counts as 0.
+    return int(value or 0)
+
+
+def _run_record(row: Sequence[Any]) -> RunRecord:
+    (run_id, cohort_id, model, mode, full_refresh, started_at, finished_at, status) = row[:8]
+    added, removed, resent, requests, retries, error, members_after = row[8:]
+    return RunRecord(
+        run_id=str(run_id),
+        cohort_id=str(cohort_id),
+        model=str(model),
+        mode=str(mode),
+        full_refresh=bool(full_refresh),
+        started_at=started_at,
+        finished_at=finished_at,
+        status=str(status),
+        added=_int(added),
+        removed=_int(removed),
+        resent=_int(resent),
+        requests=_int(requests),
+        retries=_int(retries),
+        error=None if error is None else str(error),
+        members_after=None if members_after is None else int(members_after),
+    )

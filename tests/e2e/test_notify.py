@@ -1,0 +1,239 @@
+"""End to end: notifications on a change (issue 15 §2). The runner runs as a subprocess
+against the emulator and posts to a webhook receiver on 127.0.0.1; a cohort fails by a body
+over the emulator's limit (413) and recovers once the limit is back."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import duckdb
+import pytest
+
+from dbt_moengage.testing.emulator import Emulator
+from dbt_moengage.testing.emulator.contract import MAX_BODY_BYTES
+
+from ..conftest import BuiltProject, run_cli, sync_args, sync_env
+from .test_moengage_behaviour import edit_meta
+from .test_secrets import everything_written
+
+HIGH = "high_value_users"
+SECRET = "T0001/B0002/e2e-notify-secret-9c1d"
+SECRET_PATH = f"/services/{SECRET}"
+
+
+@dataclass
+class Receiver:
+    """A webhook receiver on 127.0.0.1 that records every post and answers `status`.
+
+    A post is recorded before it is answered, so once the runner's process exited every
+    post it made is here: no waiting needed.
+    """
+
+    status: int = 200
+    port: int = 0
+    posts: list[dict[str, Any]] = field(default_factory=list)
+    answered: list[int] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{SECRET_PATH}"
+
+    @property
+    def accepted(self) -> list[dict[str, Any]]:
+        """The posts answered with a 2xx: the messages a channel would show."""
+        return [p for p, s in zip(self.posts, self.answered, strict=True) if s < 300]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    got = Receiver()
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            with lock:
+                status = got.status if self.path == SECRET_PATH else 404
+                got.posts.append(body)
+                got.answered.append(status)
+            self.send_response(status)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    got.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield got
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def sync(
+    project: BuiltProject, emulator: Emulator, url: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    env = sync_env(project, emulator, MOENGAGE_NOTIFY_URL=url)
+    return run_cli(sync_args(project, "--select", HIGH, *args), env)
+
+
+def ok(done: subprocess.CompletedProcess[str]) -> str:
+    return done.stdout[-4000:] + done.stderr[-4000:]
+
+
+def query(project: BuiltProject, sql: str) -> list[Any]:
+    with duckdb.connect(str(project.database), read_only=True) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def assert_secret_kept(project: BuiltProject, *runs: subprocess.CompletedProcess[str]) -> None:
+    """The URL's secret is in no output, report or state row."""
+    written = everything_written(project)
+    for text in (written, *(done.stdout + done.stderr for done in runs)):
+        assert SECRET not in text
+        assert "e2e-notify-secret" not in text
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_a_failure_twice_then_a_recovery_posts_twice(
+    project: BuiltProject, emulator: Emulator, receiver: Receiver
+) -> None:
+    emulator.config.max_body_bytes = 1_000  # every request of the cohort is a 413
+    first = sync(project, emulator, receiver.url)
+    assert first.returncode == 1, ok(first)
+    again = sync(project, emulator, receiver.url)
+    assert again.returncode == 1, ok(again)
+    assert len(receiver.posts) == 1
+    (failed,) = receiver.posts[0]["cohorts"]
+    assert (failed["model"], failed["cohort_id"]) == (HIGH, HIGH)
+    assert (failed["status"], failed["previous"], failed["event"]) == ("failed", None, "failed")
+    assert "HTTP 413" in failed["error"] and failed["what_to_do"]
+    assert receiver.posts[0]["text"].startswith("*dbt-moengage*: 1 cohort failed")
+    assert f"notified http://127.0.0.1:{receiver.port}: 1 cohort failed" in first.stdout
+
+    # A dry run sends nothing, so it never notifies.
+    emulator.config.max_body_bytes = MAX_BODY_BYTES
+    dry = sync(project, emulator, receiver.url, "--dry-run")
+    assert dry.returncode == 0, ok(dry)
+    assert len(receiver.posts) == 1
+
+    back = sync(project, emulator, receiver.url)
+    assert back.returncode == 0, ok(back)
+    assert len(receiver.posts) == 2
+    (recovered,) = receiver.posts[1]["cohorts"]
+    assert (recovered["status"], recovered["previous"]) == ("synced", "failed")
+    assert recovered["event"] == "recovered" and recovered["error"] is None
+    assert receiver.accepted == receiver.posts
+
+    # The last announced status lives in the state; members_after follows MoEngage.
+    notified = query(
+        project,
+        "select cohort_id, model, last_notified_status from main.moengage_notifications",
+    )
+    assert notified == [(HIGH, HIGH, "synced")]
+    after = query(
+        project,
+        "select status, members_after from main.moengage_sync_runs "
+        f"where cohort_id = '{HIGH}' order by started_at",
+    )
+    assert after == [("failed", 0), ("failed", 0), ("synced", len(emulator.members(HIGH)))]
+    assert_secret_kept(project, first, again, dry, back)
+
+
+def test_a_guard_tripping_posts_once(
+    project: BuiltProject, emulator: Emulator, receiver: Receiver
+) -> None:
+    edit_meta(project, HIGH, mode="mirror")
+    first = sync(project, emulator, receiver.url)
+    assert first.returncode == 0, ok(first)
+    assert receiver.posts == []  # a first success is no news
+    members = emulator.members(HIGH)
+
+    # An upstream outage empties the model: the mirror guard refuses to empty the cohort.
+    with duckdb.connect(str(project.database)) as conn:
+        conn.execute(f"delete from main.{HIGH}")
+    guarded = sync(project, emulator, receiver.url)
+    assert guarded.returncode == 1, ok(guarded)
+    again = sync(project, emulator, receiver.url)
+    assert again.returncode == 1, ok(again)
+    assert len(receiver.posts) == 1
+    (change,) = receiver.posts[0]["cohorts"]
+    assert (change["status"], change["previous"]) == ("guarded", None)
+    assert "no valid uid" in change["error"]
+    assert "--allow-large-removal" in change["what_to_do"]
+    assert "1 cohort guarded" in receiver.posts[0]["text"]
+    assert emulator.members(HIGH) == members  # nothing was removed
+    assert_secret_kept(project, first, guarded, again)
+
+
+@pytest.mark.parametrize("broken", ["http-500", "closed-port"])
+def test_a_failed_post_is_a_warning_and_the_next_run_posts(
+    project: BuiltProject, emulator: Emulator, receiver: Receiver, broken: str
+) -> None:
+    emulator.config.max_body_bytes = 1_000
+    failed = sync(project, emulator, receiver.url)
+    assert failed.returncode == 1, ok(failed)
+    assert len(receiver.accepted) == 1
+
+    # The cohort recovers while the receiver is down: the sync still exits 0.
+    emulator.config.max_body_bytes = MAX_BODY_BYTES
+    if broken == "http-500":
+        receiver.status = 500
+        url = receiver.url
+    else:
+        url = f"http://127.0.0.1:{closed_port()}{SECRET_PATH}"
+    down = sync(project, emulator, url, "--log-format", "json")
+    assert down.returncode == 0, ok(down)
+    events = [json.loads(line) for line in down.stdout.splitlines()]
+    (warning,) = [e for e in events if e["event"] == "warning"]
+    cause = "HTTP 500, 3 attempts" if broken == "http-500" else "ConnectionError, 3 attempts"
+    assert cause in warning["text"] and "the next run posts it again" in warning["text"]
+    assert events[-1]["event"] == "summary" and events[-1]["exit_code"] == 0
+    if broken == "http-500":
+        assert receiver.answered[1:] == [500, 500, 500]
+    assert len(receiver.accepted) == 1
+    announced = "select last_notified_status from main.moengage_notifications"
+    assert query(project, announced) == [("failed",)]
+
+    # The receiver is back: the next run announces the recovery, in text output too.
+    receiver.status = 200
+    back = sync(project, emulator, receiver.url)
+    assert back.returncode == 0, ok(back)
+    assert [p["cohorts"][0]["event"] for p in receiver.accepted] == ["failed", "recovered"]
+    assert query(project, announced) == [("synced",)]
+    assert_secret_kept(project, failed, down, back)
+
+
+def test_a_warning_in_text_output_and_an_unusable_url(
+    project: BuiltProject, emulator: Emulator
+) -> None:
+    emulator.config.max_body_bytes = 1_000
+    url = f"http://127.0.0.1:{closed_port()}{SECRET_PATH}"
+    done = sync(project, emulator, url, "--log-format", "text")
+    assert done.returncode == 1, ok(done)
+    assert "warning notification to http://127.0.0.1:" in done.stdout
+    # Plain http to another host would carry the secret in clear: refused, the sync goes on.
+    insecure = sync(project, emulator, f"http://hooks.example.com{SECRET_PATH}")
+    assert insecure.returncode == 1, ok(insecure)
+    assert "MOENGAGE_NOTIFY_URL: plain http:// is only allowed to a loopback" in insecure.stdout
+    assert "hooks.example.com" not in insecure.stdout + insecure.stderr
+    assert query(project, "select count(*) from main.moengage_notifications") == [(0,)]
+    assert_secret_kept(project, done, insecure)

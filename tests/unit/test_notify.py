@@ -1,0 +1,373 @@
+"""Notifications: which changes are news, the message, the post under the retry policy, and
+what is recorded only once a post was accepted."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dbt_moengage.errors import NotificationFailed, SettingsError
+from dbt_moengage.notify import (
+    NotifySettings,
+    announce,
+    changes,
+    check_notify_url,
+    health,
+    message,
+    notify_after_sync,
+    notify_changes,
+    post,
+)
+from dbt_moengage.progress import Progress
+from dbt_moengage.report import (
+    DRY_RUN,
+    FAILED,
+    GUARDED,
+    INTERRUPTED,
+    INVALID,
+    SKIPPED,
+    SYNCED,
+    CohortResult,
+    RunReport,
+)
+from dbt_moengage.settings import Secret
+from dbt_moengage.state import StateKey
+from dbt_moengage.warehouse.duckdb import DuckDBWarehouse
+
+from ..state_helpers import store
+
+SECRET_PATH = "/services/T000/B000/unit-notify-secret-7f3a"
+KEY = StateKey("http://127.0.0.1:8765", "WS_NOTIFY")
+OTHER = StateKey("https://api-01.moengage.com", "WS_NOTIFY")
+
+
+# -- which changes are news ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("previous", "current", "news"),
+    [
+        (None, FAILED, True),  # a first run failing
+        (SYNCED, FAILED, True),  # the first failure after a success
+        (FAILED, FAILED, False),  # the same failure again
+        (FAILED, SYNCED, True),  # a recovery
+        (GUARDED, SYNCED, True),
+        (None, SYNCED, False),  # nothing announced before, nothing to say
+        (SYNCED, SYNCED, False),
+        (SYNCED, GUARDED, True),  # a guard tripping
+        (None, GUARDED, True),
+        (GUARDED, GUARDED, False),
+        (GUARDED, FAILED, True),
+        (FAILED, GUARDED, True),
+    ],
+)
+def test_only_a_change_is_news(previous: str | None, current: str, news: bool) -> None:
+    assert announce(previous, current) is news
+
+
+def result(model: str, status: str, error: str | None = None, **fields: Any) -> CohortResult:
+    return CohortResult(
+        model=model,
+        cohort_id=f"{model}_id",
+        cohort_name=model.title(),
+        status=status,
+        error=error,
+        **fields,
+    )
+
+
+def test_health_of_each_outcome() -> None:
+    assert health(result("a", SYNCED)) == SYNCED
+    assert health(result("a", GUARDED)) == GUARDED
+    assert health(result("a", FAILED)) == FAILED
+    # Not kept up to date in MoEngage, as when it fails.
+    assert health(result("a", INVALID)) == FAILED
+    assert health(result("a", SKIPPED)) == FAILED
+    # Says nothing of the cohort's health.
+    assert health(result("a", SKIPPED, unselected=True)) is None
+    assert health(result("a", INTERRUPTED)) is None
+    assert health(result("a", DRY_RUN)) is None
+
+
+def test_changes_compare_with_what_was_announced_per_key() -> None:
+    runs = [
+        (result("broken", FAILED, "MoEngage rejected the request with HTTP 413"), KEY),
+        (result("still_broken", FAILED, "HTTP 500"), KEY),
+        (result("back", SYNCED), KEY),
+        (result("fine", SYNCED), KEY),
+        (result("broken", FAILED, "HTTP 413"), OTHER),
+    ]
+    announced = {
+        KEY: {"still_broken_id": FAILED, "back_id": FAILED, "fine_id": SYNCED},
+        OTHER: {"broken_id": FAILED},
+    }
+    found = changes(runs, announced)
+    assert [(c.model, c.key, c.event, c.previous) for c in found] == [
+        ("broken", KEY, FAILED, None),
+        ("back", KEY, "recovered", FAILED),
+    ]
+    assert found[0].error == "MoEngage rejected the request with HTTP 413"
+    assert found[1].error is None
+
+
+def test_message_is_slack_text_and_structured_fields() -> None:
+    runs = [
+        (result("orders", FAILED, "HTTP 413 <!channel> & more"), KEY),
+        (result("big_spenders", GUARDED, "guarded, nothing sent: ... --allow-large-removal"), KEY),
+        (result("back", SYNCED), KEY),
+    ]
+    found = changes(runs, {KEY: {"back_id": FAILED}})
+    body = message(found, "run-42")
+    text = body["text"]
+    assert (
+        text.splitlines()[0]
+        == "*dbt-moengage*: 1 cohort failed, 1 guarded, 1 recovered (run run-42)"
+    )
+    assert "failed: model `orders` -&gt; cohort `orders_id` (Orders): HTTP 413" in text
+    # Outside text never becomes Slack markup (a mention, a link).
+    assert "<!channel>" not in text and "&lt;!channel&gt; &amp; more" in text
+    assert "recovered: model `back` -&gt; cohort `back_id` (Back) (was failed)" in text
+    assert text.count("what to do:") == 3
+    assert [c["event"] for c in body["cohorts"]] == [FAILED, GUARDED, "recovered"]
+    first = body["cohorts"][0]
+    assert set(first) >= {"model", "cohort_id", "status", "previous", "error", "what_to_do"}
+    assert first["error"] == "HTTP 413 <!channel> & more"  # fields are data, not markup
+    assert "--allow-large-removal" in body["cohorts"][1]["what_to_do"]
+    assert body["cohorts"][2]["previous"] == FAILED and body["cohorts"][2]["error"] is None
+    json.dumps(body)
+
+
+def test_a_long_error_is_cut_and_cleaned() -> None:
+    error = "Authorization: Basic c2VjcmV0 \x1b[31m" + "x" * 5_000
+    (found,) = changes([(result("a", FAILED, error), KEY)], {})
+    assert found.error is not None and len(found.error) <= 500
+    assert "c2VjcmV0" not in found.error and "\x1b" not in found.error
+
+
+# -- the URL -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://hooks.example.com/services/T000/SECRET",
+        "http://hooks.example.com/services/T000/SECRET",
+        "https:///services/T000/SECRET",
+        "https://hooks.example.com:99999/services/T000/SECRET",
+    ],
+)
+def test_an_unusable_url_is_refused_without_echoing_it(url: str) -> None:
+    with pytest.raises(SettingsError, match="MOENGAGE_NOTIFY_URL") as caught:
+        check_notify_url(url)
+    assert "SECRET" not in str(caught.value) and "hooks.example.com" not in str(caught.value)
+
+
+def test_settings_hide_the_url() -> None:
+    url = f"https://hooks.slack.com{SECRET_PATH}?token=abc"
+    settings = NotifySettings.from_env({"MOENGAGE_NOTIFY_URL": f"  {url} "})
+    assert settings is not None
+    assert settings.url.reveal() == url
+    assert settings.receiver == "https://hooks.slack.com"
+    for text in (repr(settings), str(settings)):
+        assert SECRET_PATH not in text and "abc" not in text
+    assert NotifySettings.from_env({}) is None
+    assert NotifySettings.from_env({"MOENGAGE_NOTIFY_URL": " "}) is None
+
+
+# -- a receiver on loopback ----------------------------------------------------------------
+
+
+@dataclass
+class Receiver:
+    """A webhook receiver on 127.0.0.1: answers each post with the next status (then the
+    last), echoing its path in the body, and records what it got."""
+
+    statuses: list[int] = field(default_factory=lambda: [200])
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{SECRET_PATH}"
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    got = Receiver()
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            body = json.loads(self.rfile.read(length))
+            with lock:
+                got.bodies.append(body)
+                got.paths.append(self.path)
+                status = got.statuses[min(len(got.bodies), len(got.statuses)) - 1]
+            answer = f"no_service for {self.path}".encode()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    got.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield got
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def fast(url: str) -> NotifySettings:
+    return NotifySettings(url=Secret(url), backoff_initial=0.01, backoff_max=0.02)
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_a_post_is_one_request(receiver: Receiver) -> None:
+    assert post(fast(receiver.url), {"text": "hi"}) == 1
+    assert receiver.bodies == [{"text": "hi"}] and receiver.paths == [SECRET_PATH]
+
+
+def test_server_errors_are_retried_under_the_shared_policy(receiver: Receiver) -> None:
+    receiver.statuses = [500, 503, 200]
+    assert post(fast(receiver.url), {"text": "hi"}) == 3
+
+
+def test_a_receiver_that_keeps_failing_is_given_up_on(receiver: Receiver) -> None:
+    receiver.statuses = [500]
+    with pytest.raises(NotificationFailed) as caught:
+        post(fast(receiver.url), {"text": "hi"})
+    assert len(receiver.bodies) == 3
+    text = str(caught.value)
+    assert f"http://127.0.0.1:{receiver.port} not sent (HTTP 500, 3 attempts)" in text
+    assert "next run" in text and SECRET_PATH not in text and "B000" not in text
+
+
+def test_a_refusal_is_not_retried_and_its_answer_keeps_the_secret(receiver: Receiver) -> None:
+    receiver.statuses = [404]
+    with pytest.raises(NotificationFailed) as caught:
+        post(fast(receiver.url), {"text": "hi"})
+    assert len(receiver.bodies) == 1
+    text = str(caught.value)
+    assert "answered HTTP 404 (no_service for ***)" in text
+    assert SECRET_PATH not in text and "B000" not in text
+
+
+def test_a_closed_port_is_a_failed_post() -> None:
+    url = f"http://127.0.0.1:{closed_port()}{SECRET_PATH}"
+    with pytest.raises(NotificationFailed, match="ConnectionError, 3 attempts") as caught:
+        post(fast(url), {"text": "hi"})
+    assert SECRET_PATH not in str(caught.value)
+
+
+# -- after a sync: recorded only once posted -----------------------------------------------
+
+
+class Recorder(Progress):
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self.warnings: list[str] = []
+
+    def message(self, text: str) -> None:
+        self.messages.append(text)
+
+    def warning(self, text: str) -> None:
+        self.warnings.append(text)
+
+
+@pytest.fixture
+def warehouse(tmp_path: Path) -> Iterator[DuckDBWarehouse]:
+    engine = DuckDBWarehouse(str(tmp_path / "state.duckdb"))
+    try:
+        assert store(engine).prepare(create=True).ready
+        yield engine
+    finally:
+        engine.close()
+
+
+def report(*results: CohortResult, dry_run: bool = False) -> RunReport:
+    return RunReport(run_id="run-1", started_at="now", dry_run=dry_run, results=list(results))
+
+
+def test_recorded_only_after_the_receiver_accepted(
+    warehouse: DuckDBWarehouse, receiver: Receiver
+) -> None:
+    state, progress = store(warehouse), Recorder()
+    keys = {"orders": KEY, "fine": KEY}
+    failing = report(result("orders", FAILED, "HTTP 413"), result("fine", SYNCED))
+
+    receiver.statuses = [500]
+    assert notify_changes(state, failing, keys, fast(receiver.url), progress) == []
+    assert len(progress.warnings) == 1 and "not sent (HTTP 500" in progress.warnings[0]
+    assert state.notified(KEY) == {}
+
+    receiver.statuses = [500, 500, 500, 200]
+    (found,) = notify_changes(state, failing, keys, fast(receiver.url), progress)
+    assert found.model == "orders" and found.previous is None
+    assert state.notified(KEY) == {"orders_id": FAILED}
+    assert progress.messages == [f"notified http://127.0.0.1:{receiver.port}: 1 cohort failed"]
+
+    # The same failure again: nothing to post.
+    posts = len(receiver.bodies)
+    assert notify_changes(state, failing, keys, fast(receiver.url), progress) == []
+    assert len(receiver.bodies) == posts
+    # A dry run never notifies, whatever changed.
+    back = report(result("orders", SYNCED), dry_run=True)
+    assert notify_changes(state, back, keys, fast(receiver.url), progress) == []
+    (found,) = notify_changes(
+        state, report(result("orders", SYNCED)), keys, fast(receiver.url), progress
+    )
+    assert found.event == "recovered" and state.notified(KEY) == {"orders_id": SYNCED}
+    assert state.notified(OTHER) == {}
+    assert SECRET_PATH not in json.dumps(receiver.bodies)
+    assert SECRET_PATH not in repr(progress.messages + progress.warnings)
+
+
+def test_no_url_no_post_and_a_bad_url_is_a_warning(warehouse: DuckDBWarehouse) -> None:
+    state, progress = store(warehouse), Recorder()
+    failing = report(result("orders", FAILED, "HTTP 413"))
+    assert notify_after_sync(state, failing, {"orders": KEY}, {}, progress) == []
+    bad = {"MOENGAGE_NOTIFY_URL": "http://hooks.example.com/services/SECRET"}
+    assert notify_after_sync(state, failing, {"orders": KEY}, bad, progress) == []
+    (warning,) = progress.warnings
+    assert "MOENGAGE_NOTIFY_URL" in warning and "no notification sent" in warning
+    assert "SECRET" not in warning
+    assert state.notified(KEY) == {}
+
+
+def test_validate_warns_of_an_unusable_url(tmp_path: Path) -> None:
+    from dbt_moengage.sync import SyncOptions, validate
+
+    from .test_settings_commands import _project
+
+    environ = {
+        "MOENGAGE_WORKSPACE_ID": "WS_TEST",
+        "MOENGAGE_API_KEY": "Q7xK2mZp9WvR4tLs",
+        "MOENGAGE_DATA_CENTER": "01",
+        "MOENGAGE_NOTIFY_URL": "http://hooks.example.com/services/SECRET",
+    }
+    found = validate(SyncOptions(project_dir=_project(tmp_path), environ=environ))
+    assert not found.problems and len(found.specs) == 1
+    (warning,) = [w for w in found.warnings if "MOENGAGE_NOTIFY_URL" in w]
+    assert "no notification would be sent" in warning and "SECRET" not in warning
