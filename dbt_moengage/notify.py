@@ -17,7 +17,6 @@ held as a `Secret`, and shown as scheme://host only.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from collections import Counter
 from collections.abc import Mapping
@@ -37,7 +36,7 @@ from .errors import (
 )
 from .progress import Progress
 from .report import FAILED, GUARDED, INVALID, SKIPPED, SYNCED, CohortResult, RunReport
-from .settings import Secret
+from .settings import Secret, is_loopback
 from .state import StateKey, StateStore
 from .warehouse.redact import stored_error
 
@@ -111,7 +110,7 @@ def check_notify_url(url: str) -> None:
             f"{NOTIFY_URL} must be an https:// URL with a host (a Slack incoming webhook's "
             "is https://hooks.slack.com/services/...)"
         )
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise SettingsError(
             f"{NOTIFY_URL}: plain http:// is only allowed to a loopback address (127.0.0.1, "
             "localhost, ::1), because the URL carries the receiver's secret; use https://"
@@ -404,15 +403,6 @@ def notify_after_sync(
     if settings is None:
         return []
     return notify_changes(state, report, keys, settings, progress)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 __all__ = [

@@ -202,13 +202,21 @@ def stacked_summary(report: RunReport, width: int = 80) -> list[Text]:
         values = _numbers(report, r)
         fields = [f"{name} {value:,}" for name, value in zip(headers, values, strict=True)]
         fields.append(f"{r.seconds:.1f} s")
-        line = ""
-        for piece in fields:
-            if line and len(line) + 2 + len(piece) > width:
-                lines.append(Text(line))
-                line = ""
-            line = f"{line}  {piece}" if line else f"  {piece}"
-        lines.append(Text(line))
+        lines.extend(field_lines(fields, width))
+    return lines
+
+
+def field_lines(fields: list[str], width: int) -> list[Text]:
+    """Indented lines of `fields`, broken between fields only, none over `width` unless a
+    field alone is."""
+    lines: list[Text] = []
+    line = ""
+    for piece in fields:
+        if line and len(line) + 2 + len(piece) > width:
+            lines.append(Text(line))
+            line = ""
+        line = f"{line}  {piece}" if line else f"  {piece}"
+    lines.append(Text(line))
     return lines
 
 

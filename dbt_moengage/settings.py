@@ -256,7 +256,7 @@ def check_base_url(url: str) -> None:
         parts.port  # noqa: B018 (raises on a port outside 0-65535)
     except ValueError:
         raise SettingsError(f"MOENGAGE_BASE_URL = {url!r}: the port is not valid") from None
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise SettingsError(
             f"MOENGAGE_BASE_URL = {url!r}: plain http:// is only allowed to a loopback address "
             "(127.0.0.1, localhost, ::1), because credentials would travel in clear; use https://"
@@ -299,7 +299,8 @@ def _character_kind(char: str) -> str:
     return "a character outside Latin-1 (such as a typographic dash or quote)"
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether a URL's host is this machine (plain http is allowed only there)."""
     if host == "localhost":
         return True
     try:

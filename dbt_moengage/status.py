@@ -29,7 +29,7 @@ from rich.text import Text
 from .cohorts import CohortSpec, Owner
 from .errors import SettingsError
 from .manifest import load_manifest
-from .report import FAILED, GUARDED, INTERRUPTED, SYNCED
+from .report import FAILED, GUARDED, INTERRUPTED, SYNCED, field_lines
 from .settings import MoEngageSettings, destination_prefix
 from .state import SCHEMA_VERSION, StateKey, StateStore, utcnow
 from .state.history import RunRecord, StateHistory
@@ -345,13 +345,7 @@ def stacked_status(report: StatusReport, width: int = 80) -> list[Text]:
             else f"last run {_clock(run.started_at)} UTC ({ago(run.started_at, now)})",
             f"last success {ago(c.last_success, now)}",
         ]
-        line = ""
-        for piece in fields:
-            if line and len(line) + 2 + len(piece) > width:
-                lines.append(Text(line))
-                line = ""
-            line = f"{line}  {piece}" if line else f"  {piece}"
-        lines.append(Text(line))
+        lines.extend(field_lines(fields, width))
     return lines
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ...errors import SettingsError
-from ...settings import Secret, _is_loopback
+from ...settings import Secret, is_loopback
 
 DEFAULT_CLOUD_HOST = "https://cloud.getdbt.com"
 
@@ -59,7 +59,7 @@ def check_cloud_host(url: str) -> None:
             f"DBT_CLOUD_HOST = {url!r}: must be an https URL with a host, "
             "e.g. https://cloud.getdbt.com or your account's access URL"
         )
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise SettingsError(
             f"DBT_CLOUD_HOST = {url!r}: plain http:// is only allowed to a loopback address, "
             "because the API token would travel in clear; use https://"
