@@ -360,6 +360,7 @@ def runner_overhead(bench: Bench) -> Figure:
             emulator_cpu["runner"] += emulator.cpu_seconds() - middle
     bare_out = [json.loads(r.stdout) for r in bare]
     writes = state_writes(bench, members, runner[0].cohort["requests"])
+    dbt_s = dbt_profile_seconds(bench)
     bare_s = statistics.median(r.seconds for r in bare)
     runner_s = statistics.median(s.run.seconds for s in runner)
     ratio = runner_s / bare_s
@@ -376,7 +377,10 @@ def runner_overhead(bench: Bench) -> Figure:
         "manifest, the state tables; the report); cohort_over_bare: the median of "
         "runner_cohort_s / the bare client's median. bare_state_write_s: the bare "
         "client's inserts; state_writes_alone: the runner's state writes of the same uids (and "
-        "the close that folds them into the file), timed alone",
+        "the close that folds them into the file), timed alone. dbt_profile_s: importing dbt "
+        "and rendering the profile with it, which every run does and the bare client does not "
+        "(bench/dbt_profile.py); floor_with_dbt_profile: (bare client + dbt_profile_s) / bare "
+        "client, the ratio of a runner doing only the bare client's work and that",
         members=members,
         runner_s=[round(s.run.seconds, 2) for s in runner],
         bare_s=[round(r.seconds, 2) for r in bare],
@@ -394,7 +398,24 @@ def runner_overhead(bench: Bench) -> Figure:
         emulator_nagle_fixed_by_bench=emulator.nagle_fixed_here,
         state_writes_alone_s=round(json.loads(writes.stdout)["seconds"], 2),
         state_writes_alone_cpu_s=round(writes.cpu_seconds, 2),
+        dbt_profile_s=round(dbt_s, 2),
+        floor_with_dbt_profile=round((bare_s + dbt_s) / bare_s, 2),
     )
+
+
+def dbt_profile_seconds(bench: Bench) -> float:
+    """Median seconds of bench/dbt_profile.py (dbt imported, the profile rendered)."""
+    copy = bench.copy(bench.members(1_000))
+    runs = []
+    for _ in range(OVERHEAD_REPEATS):
+        run = run_child(
+            [sys.executable, str(HERE / "dbt_profile.py"), str(PROJECT)], base_env(**copy.env)
+        )
+        if run.returncode != 0:
+            raise RuntimeError(f"rendering the profile failed:\n{run.stderr}")
+        runs.append(json.loads(run.stdout)["seconds"])
+    bench.audiences.discard(copy)
+    return statistics.median(runs)
 
 
 def state_writes(bench: Bench, members: int, requests: int) -> ChildRun:

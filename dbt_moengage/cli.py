@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
@@ -533,9 +535,42 @@ def run() -> None:
     """Entry point that maps unexpected library errors to an exit code without a traceback."""
     try:
         main()
+    except SystemExit as done:
+        leave(_exit_code(done.code))
     except ConfigError as exc:
         print_error(str(exc))
-        sys.exit(EXIT_USAGE)
+        leave(EXIT_USAGE)
     except MoEngageSyncError as exc:
         print_error(str(exc))
-        sys.exit(1)
+        leave(1)
+
+
+def _exit_code(code: object) -> int:
+    """sys.exit's argument as a process exit code (a message is printed, as Python does)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def leave(code: int) -> NoReturn:
+    """End the process once the command is done, without tearing the interpreter down.
+
+    Freeing every object of the modules dbt loads takes about 0.3 s after the work is
+    done, on every run. As mypy does, the exit skips that: the atexit handlers run
+    (logging's flush among them), the standard streams are flushed, then os._exit. A
+    non-daemon thread still running (none should be) gets the ordinary exit, which waits.
+    """
+    if any(
+        t.is_alive() and not t.daemon
+        for t in threading.enumerate()
+        if t is not threading.main_thread()
+    ):
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)

@@ -1,7 +1,7 @@
 """A wall-clock deadline for one HTTP request, which requests' timeouts cannot give.
 
 requests' read timeout bounds each socket read, so a server that trickles a byte every
-few seconds holds a request (and the run) forever. Under `within(seconds)`, a timer
+few seconds holds a request (and the run) forever. Under `within(seconds)`, a watchdog
 shuts the request's socket down when the deadline passes: the blocked read fails at
 once, and the caller learns from `Deadline.expired` that the deadline, not the server,
 ended it. The connection classes below note which socket the sending thread uses (the
@@ -12,8 +12,11 @@ response); `DeadlineAdapter` makes a session's pools use them.
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,6 +34,14 @@ class Deadline:
         self._lock = threading.Lock()
         self._socket: socket.socket | None = None
         self.expired = False
+        # The request ended (answered or failed): the deadline no longer applies.
+        self.done = False
+
+    def finish(self) -> None:
+        """The request is over: expiring now would shut nothing that matters."""
+        with self._lock:
+            self.done = True
+            self._socket = None
 
     def watch(self, sock: socket.socket | None) -> None:
         """The request now uses this socket (shut at once if time already ran out)."""
@@ -45,6 +56,8 @@ class Deadline:
     def expire(self) -> None:
         """Time is up: shut the socket, so a read blocked on it fails now."""
         with self._lock:
+            if self.done:
+                return
             self.expired = True
             sock = self._socket
         if sock is not None:
@@ -56,18 +69,61 @@ def _shut(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
 
 
+class _Watchdog:
+    """One thread that expires deadlines as their time comes, for every request.
+
+    A timer thread per request costs a thread start (and the wait for it to run) on
+    every request; one sleeper over a heap of due times costs a heap push and a notify.
+    Its thread starts with the first deadline and lives as long as the process.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._due: list[tuple[float, int, Deadline]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, deadline: Deadline, seconds: float) -> None:
+        """Expire `deadline` in `seconds`, unless it is done first."""
+        with self._changed:
+            heapq.heappush(self._due, (time.monotonic() + seconds, next(self._order), deadline))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="moengage-deadlines", daemon=True
+                )
+                self._thread.start()
+            elif self._due[0][2] is deadline:
+                self._changed.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while self._due and self._due[0][2].done:
+                    heapq.heappop(self._due)
+                if not self._due:
+                    self._changed.wait()
+                    continue
+                wait = self._due[0][0] - time.monotonic()
+                if wait > 0:
+                    self._changed.wait(wait)
+                    continue
+                _, _, deadline = heapq.heappop(self._due)
+            deadline.expire()
+
+
+_watchdog = _Watchdog()
+
+
 @contextlib.contextmanager
 def within(seconds: float) -> Iterator[Deadline]:
     """Run the request made in this block under a wall-clock deadline."""
     deadline = Deadline()
-    timer = threading.Timer(seconds, deadline.expire)
-    timer.daemon = True
     _sending.deadline = deadline
-    timer.start()
+    _watchdog.watch(deadline, seconds)
     try:
         yield deadline
     finally:
-        timer.cancel()
+        deadline.finish()
         _sending.deadline = None
 
 

@@ -347,6 +347,9 @@ class CohortSync:
         self.guard: str | None = None
         self._resent = 0
         self._counts = threading.Lock()
+        # The state's members as planned, and the change the checkpoints have written since.
+        self._planned_members: int | None = None
+        self._written = 0
 
     @property
     def mirror(self) -> bool:
@@ -439,7 +442,14 @@ class CohortSync:
             self.state.save_run(row)
 
     def _members_after(self) -> int | None:
-        """The cohort's members in the state as the run ends; None if the warehouse fails."""
+        """The cohort's members in the state as the run ends; None if the warehouse fails.
+
+        After a clean run, the plan's count plus what the checkpoints wrote: each added uid
+        was not in the state, each removed one was, and the lock kept every other writer
+        out. Otherwise (a failure, a full refresh's replacing writes) the state is counted.
+        """
+        if self._planned_members is not None and self.result.status in (SYNCED, GUARDED):
+            return self._planned_members + self._written
         try:
             return self.state.member_count(self.spec, self.key)
         except WarehouseError:
@@ -454,6 +464,7 @@ class CohortSync:
         r = self.result
         r.uids_total = delta.distinct
         r.dropped = counts.dropped(delta.distinct)
+        self._planned_members = None if full_refresh else delta.current
         r.unchanged = delta.unchanged
         r.planned_add = delta.to_add
         r.planned_resend = delta.to_resend
@@ -526,9 +537,7 @@ class CohortSync:
         """What runs after each accepted body: record its uids, then show progress."""
         spec, key = self.spec, self.key
         if action == REMOVE:
-            removed = GroupCommit(
-                self._owned(lambda uids: self.state.record_removed(spec, key, uids))
-            )
+            removed = GroupCommit(self._owned(self._counted(-1, self.state.record_removed)))
 
             def accepted_removal(body: Body) -> None:
                 removed.record(body.uids)
@@ -539,8 +548,11 @@ class CohortSync:
         # so the state stays true even if the refresh stops halfway.
         added = GroupCommit(
             self._owned(
-                lambda uids: self.state.record_added(
-                    spec, key, uids, self.run_id, replace=full_refresh
+                self._counted(
+                    1,
+                    lambda cohort, at, uids: self.state.record_added(
+                        cohort, at, uids, self.run_id, replace=full_refresh
+                    ),
                 )
             )
         )
@@ -591,6 +603,18 @@ class CohortSync:
             return packer.pack(stream)
         again = self.state.stream(self.spec, self.key, resend, now=self.now)
         return packer.pack(stream, resend=again)
+
+    def _counted(
+        self, sign: int, write: Callable[[CohortSpec, StateKey, list[str]], None]
+    ) -> Callable[[list[str]], None]:
+        """A checkpoint write of this cohort that counts the members it adds or removes."""
+
+        def counted(batch: list[str]) -> None:
+            write(self.spec, self.key, batch)
+            with self._counts:
+                self._written += sign * len(batch)
+
+        return counted
 
     def _owned(self, write: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
         """A checkpoint write that first checks the run still holds the cohort's lock."""

@@ -93,6 +93,9 @@ def by_cohort(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def assert_members_match(data: dict[str, Any], emulator: Emulator) -> None:
     for cohort_id, row in by_cohort(data).items():
         assert row["members"] == len(emulator.members(cohort_id)), cohort_id
+        # The count each run keeps (from its plan and its checkpoints, or counted after a
+        # failure) agrees with the state counted now.
+        assert row["last_run"]["members_after"] == row["members"], cohort_id
 
 
 def test_status_before_any_sync_reads_nothing_and_creates_nothing(
