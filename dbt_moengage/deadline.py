@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import os
 import socket
 import threading
 import time
@@ -74,10 +75,15 @@ class _Watchdog:
 
     A timer thread per request costs a thread start (and the wait for it to run) on
     every request; one sleeper over a heap of due times costs a heap push and a notify.
-    Its thread starts with the first deadline and lives as long as the process.
+    Its thread starts with the first deadline and lives as long as the process; a forked
+    child (an orchestrator's task process, say) starts its own.
     """
 
     def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
         self._changed = threading.Condition()
         self._due: list[tuple[float, int, Deadline]] = []
         self._order = itertools.count()

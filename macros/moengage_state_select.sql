@@ -8,7 +8,9 @@
         select ... from runs
 
     When the table exists (the runner or `dbt run-operation moengage_create_state_tables`
-    made it), its columns, read from it. When it does not, no row: each column a typed
+    made it), its columns, read from it; a column that state written by an older
+    dbt-moengage lacks (members_after before state version 3) reads as a typed null until
+    the runner's next sync adds it. When the table does not exist, no row: each column a typed
     null, `limit 0`, with the names and order of _moengage_state_columns and the types of
     moengage_state_types, the same the DDL creates, so a view has the same columns before
     and after the first sync. The check is made when the model runs (dbt's relation cache,
@@ -32,15 +34,25 @@
     database=relation.database, schema=relation.schema, identifier=relation.identifier
 ) if execute else relation -%}
 
+{%- set types = moengage.moengage_state_types() -%}
 {%- set columns = [] -%}
 {%- if existing is not none -%}
+    {%- set present = [] -%}
+    {%- if execute -%}
+        {%- for column in adapter.get_columns_in_relation(existing) -%}
+            {%- do present.append(column.name | lower) -%}
+        {%- endfor -%}
+    {%- endif -%}
     {%- for column_name, kind, not_null in table.columns -%}
-        {%- do columns.append(column_name) -%}
+        {%- if not execute or column_name in present -%}
+            {%- do columns.append(column_name) -%}
+        {%- else -%}
+            {%- do columns.append('cast(null as ' ~ types[kind] ~ ') as ' ~ column_name) -%}
+        {%- endif -%}
     {%- endfor -%}
     {{ return('select\n        ' ~ columns | join(',\n        ') ~ '\n    from ' ~ relation) }}
 {%- endif -%}
 
-{%- set types = moengage.moengage_state_types() -%}
 {%- for column_name, kind, not_null in table.columns -%}
     {%- do columns.append('cast(null as ' ~ types[kind] ~ ') as ' ~ column_name) -%}
 {%- endfor -%}

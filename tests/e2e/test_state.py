@@ -18,7 +18,7 @@ import duckdb
 import pytest
 
 from dbt_moengage.state import schema
-from dbt_moengage.state.schema import LOCKS, MEMBERS, RUNS
+from dbt_moengage.state.schema import LOCKS, MEMBERS, NOTIFICATIONS, RUNS, VERSION
 from dbt_moengage.testing.emulator import Emulator, EmulatorConfig, Faults, RequestRecord
 
 from ..conftest import (
@@ -680,6 +680,32 @@ def test_dbt_views_show_sync_history(project: BuiltProject, emulator: Emulator) 
     )
     assert history[0][:2] == (2 * len(COHORTS), 2)
     assert history[0][2] >= 0
+
+
+def test_dbt_views_read_state_an_older_runner_wrote(
+    project: BuiltProject, emulator: Emulator
+) -> None:
+    """State version 2 (no members_after): the views build, the column reads as null."""
+    assert sync(project, emulator).returncode == 0
+    with duckdb.connect(str(project.database)) as conn:  # as version 2 left it
+        conn.execute(f"alter table main.{RUNS} drop column members_after")
+        conn.execute(f"drop table main.{NOTIFICATIONS}")
+        conn.execute(f"update main.{VERSION} set version = 2")
+    built = dbt(["run", "--select", "package:moengage"], project.env)
+    assert built.returncode == 0, built.stdout[-3000:]
+    assert view_columns(project) == view_contract()
+    history = query(
+        project, "select count(*), count(members_after) from main.moengage_sync_history"
+    )
+    assert history == [(len(COHORTS), 0)]
+
+    # The runner's next sync upgrades the state; the views, built again, read the counts.
+    assert sync(project, emulator).returncode == 0
+    assert dbt(["run", "--select", "package:moengage"], project.env).returncode == 0
+    history = query(
+        project, "select count(*), count(members_after) from main.moengage_sync_history"
+    )
+    assert history == [(2 * len(COHORTS), len(COHORTS))]
 
 
 def test_a_project_that_installs_the_package_gets_views_only(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ time whatever the order they were set in, and a finished request's socket never 
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -59,3 +60,22 @@ def test_a_finished_request_is_never_shut_later() -> None:
     finally:
         ours.close()
         theirs.close()
+
+
+def test_a_forked_child_gets_a_watchdog_of_its_own() -> None:
+    with within(60):
+        pass  # the parent's watchdog thread is running
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's thread did not come along
+        code = 1
+        try:
+            ours, _theirs = socket.socketpair()
+            with within(0.2) as one:
+                one.watch(ours)
+                ours.settimeout(5)
+                ours.recv(10)
+            code = 0 if one.expired else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
