@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -11,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -141,6 +143,24 @@ def sync_args(project: BuiltProject, *extra: str) -> list[str]:
         str(project.project_dir),
         *extra,
     ]
+
+
+def sync(
+    project: BuiltProject, emulator: Emulator, *args: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`dbt-moengage sync <args>` against the emulator."""
+    return run_cli(sync_args(project, *args), sync_env(project, emulator, **env))
+
+
+def ok(done: subprocess.CompletedProcess[str]) -> str:
+    """What to show when a run that should have passed did not."""
+    return done.stdout[-4000:] + done.stderr[-4000:]
+
+
+def results(project: BuiltProject) -> dict[str, dict[str, Any]]:
+    """target/moengage_sync_results.json, by cohort id (the model's name when it has none)."""
+    data = json.loads((project.target_dir / "moengage_sync_results.json").read_text())
+    return {c["cohort_id"] or c["model"]: c for c in data["cohorts"]}
 
 
 from .postgres_server import postgres_database, postgres_server  # noqa: E402, F401

@@ -29,9 +29,10 @@ from ..conftest import (
     COHORTS,
     WORKSPACE,
     BuiltProject,
+    ok,
+    results,
     run_cli,
-    sync_args,
-    sync_env,
+    sync,
 )
 
 HIGH = "high_value_users"
@@ -43,21 +44,6 @@ NODE = "model.moengage_integration_tests.{}"
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-def sync(
-    project: BuiltProject, emulator: Emulator, *args: str, **env: str
-) -> subprocess.CompletedProcess[str]:
-    return run_cli(sync_args(project, *args), sync_env(project, emulator, **env))
-
-
-def ok(done: subprocess.CompletedProcess[str]) -> str:
-    return done.stdout[-4000:] + done.stderr[-4000:]
-
-
-def results(project: BuiltProject) -> dict[str, dict[str, Any]]:
-    data = json.loads((project.target_dir / "moengage_sync_results.json").read_text())
-    return {c["cohort_id"] or c["model"]: c for c in data["cohorts"]}
 
 
 def query(project: BuiltProject, sql: str, params: list[Any] | None = None) -> list[Any]:

@@ -7,10 +7,8 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import duckdb
@@ -19,7 +17,8 @@ import pytest
 from dbt_moengage.testing.emulator import Emulator
 from dbt_moengage.testing.emulator.contract import MAX_BODY_BYTES
 
-from ..conftest import BuiltProject, run_cli, sync_args, sync_env
+from ..conftest import BuiltProject, ok, run_cli, sync_args, sync_env
+from ..http_receiver import serving
 from .test_moengage_behaviour import edit_meta
 from .test_secrets import everything_written
 
@@ -54,33 +53,15 @@ class Receiver:
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     got = Receiver()
-    lock = threading.Lock()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            with lock:
-                status = got.status if self.path == SECRET_PATH else 404
-                got.posts.append(body)
-                got.answered.append(status)
-            self.send_response(status)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
+    def answer(path: str, body: Any) -> tuple[int, bytes]:
+        status = got.status if path == SECRET_PATH else 404
+        got.posts.append(body)
+        got.answered.append(status)
+        return status, b"ok"
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    got.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(answer) as got.port:
         yield got
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def sync(
@@ -88,10 +69,6 @@ def sync(
 ) -> subprocess.CompletedProcess[str]:
     env = sync_env(project, emulator, MOENGAGE_NOTIFY_URL=url)
     return run_cli(sync_args(project, "--select", HIGH, *args), env)
-
-
-def ok(done: subprocess.CompletedProcess[str]) -> str:
-    return done.stdout[-4000:] + done.stderr[-4000:]
 
 
 def query(project: BuiltProject, sql: str) -> list[Any]:

@@ -25,6 +25,7 @@ from dbt_moengage import uids
 
 from ..conftest import INTEGRATION, dbt
 from ..postgres_server import PostgresServer
+from ..uid_rule_fixtures import check_fixtures
 
 TARGET = ["--target", "postgres"]
 SCHEMA = "main"
@@ -39,7 +40,6 @@ STATE_TABLES = (
 VIEWS = ("moengage_current_members", "moengage_sync_history", "moengage_cohort_status")
 CONTRACT = INTEGRATION / "seeds" / "state" / "expected_state_columns_postgres.csv"
 VIEW_CONTRACT = INTEGRATION / "seeds" / "state" / "expected_state_view_columns_postgres.csv"
-FAILURES = INTEGRATION / "seeds" / "uid_rule" / "expected_uid_rule_failures.csv"
 
 
 @dataclass(frozen=True)
@@ -260,37 +260,15 @@ def test_create_state_tables_run_operation_twice(
     ) == [("timestamp without time zone",)]
 
 
-def expected_failures() -> dict[tuple[str, str], int]:
-    """seeds/uid_rule/expected_uid_rule_failures.csv: failing rows by fixture and reason."""
-    with FAILURES.open(newline="") as file:
-        rows = list(csv.DictReader(file))
-    counts: dict[tuple[str, str], int] = {}
-    for row in rows:
-        key = (row["fixture"], row["failure_reason"])
-        counts[key] = counts.get(key, 0) + 1
-    return counts
-
-
 def test_moengage_uid_fails_every_path(postgres_build: PostgresBuild) -> None:
     # The generic test on each fixture of models/uid_rule/: error_if and warn_if "!= N"
     # (uid_rule.yml), so it passes only when it fails exactly the fixture's N bad rows.
-    expected = expected_failures()
-    fixtures = {fixture for fixture, _ in expected}
-    assert len(fixtures) == 7
-    for fixture in fixtures:
-        result = postgres_build.result(
-            f"test.moengage_integration_tests.moengage_moengage_uid_{fixture}_uid"
-        )
-        assert result["status"] == "pass", result["message"]
-    # Its query on every fixture, built as a model, equals the seed of expected failures.
-    for test in ("equal_rowset_uid_rule_failures", "assert_expected_failures_name_real_cases"):
-        result = postgres_build.result(f"test.moengage_integration_tests.{test}")
-        assert result["status"] == "pass", result["message"]
     failures = postgres_build.query(
         f"select fixture, failure_reason, sum(row_count) from {SCHEMA}.uid_rule_failures"
         " group by fixture, failure_reason"
     )
-    assert {(f, r): int(n) for f, r, n in failures} == expected
+    expected = check_fixtures(postgres_build.result, failures)
+    assert len({fixture for fixture, _ in expected}) == 7
     assert {reason for _, reason in expected} == {
         "null",
         "empty",

@@ -16,7 +16,6 @@ DuckDB's and Postgres's types; here the views' columns are compared with the tab
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
@@ -35,23 +34,12 @@ from dbt_moengage.state.schema import SCHEMA_VERSION, STATE_TABLES
 from dbt_moengage.warehouse.snowflake import SnowflakeWarehouse
 
 from ..conftest import INTEGRATION, BuiltProject
+from ..uid_rule_fixtures import check_fixtures
 
 HERE = Path(__file__).resolve().parents[1] / "snowflake"
 DATABASE, SCHEMA = "MOENGAGE_IT", "ANALYTICS"
 ADMIN_SCHEMA, RUNNER_SCHEMA = "MOENGAGE_STATE", "RUNNER_STATE"
 VIEWS = ("moengage_current_members", "moengage_sync_history", "moengage_cohort_status")
-FAILURES = INTEGRATION / "seeds" / "uid_rule" / "expected_uid_rule_failures.csv"
-
-
-def expected_failures() -> dict[tuple[str, str], int]:
-    """seeds/uid_rule/expected_uid_rule_failures.csv: failing rows by fixture and reason."""
-    with FAILURES.open(newline="") as file:
-        rows = list(csv.DictReader(file))
-    counts: dict[tuple[str, str], int] = {}
-    for row in rows:
-        key = (row["fixture"], row["failure_reason"])
-        counts[key] = counts.get(key, 0) + 1
-    return counts
 
 
 @dataclass(frozen=True)
@@ -256,21 +244,12 @@ def test_moengage_uid_fails_every_path(package: SnowflakePackage) -> None:
     # error_if and warn_if "!= N" on each fixture: passes only when the test fails exactly
     # its N bad rows; and its query on every fixture, built as a model, equals the seed of
     # expected failures.
-    expected = expected_failures()
-    for fixture in {fixture for fixture, _ in expected}:
-        result = package.result(
-            f"test.moengage_integration_tests.moengage_moengage_uid_{fixture}_uid"
-        )
-        assert result["status"] == "pass", result["message"]
-    for test in ("equal_rowset_uid_rule_failures", "assert_expected_failures_name_real_cases"):
-        result = package.result(f"test.moengage_integration_tests.{test}")
-        assert result["status"] == "pass", result["message"]
     failures = package.query(
         f"select fixture, failure_reason, sum(row_count) from {SCHEMA}.uid_rule_failures"
         " group by fixture, failure_reason",
         fresh=True,
     )
-    assert {(f, r): int(n) for f, r, n in failures} == expected
+    check_fixtures(package.result, failures)
     assert "model.moengage_integration_tests.uid_rule_collated" not in package.results()
 
 

@@ -28,7 +28,10 @@ from ..conftest import (
     WORKSPACE,
     BuiltProject,
     dbt,
+    ok,
+    results,
     run_cli,
+    sync,
     sync_args,
     sync_env,
 )
@@ -40,24 +43,6 @@ OTHER_API_KEY = "sk-e2e-other-0a1b2c3d4e5f-do-not-print"
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-def sync(
-    project: BuiltProject, emulator: Emulator, *args: str, **env: str
-) -> subprocess.CompletedProcess[str]:
-    """`dbt-moengage sync <args>` against the emulator."""
-    return run_cli(sync_args(project, *args), sync_env(project, emulator, **env))
-
-
-def ok(done: subprocess.CompletedProcess[str]) -> str:
-    """What to show when a run that should have passed did not."""
-    return done.stdout[-4000:] + done.stderr[-4000:]
-
-
-def results(project: BuiltProject) -> dict[str, dict[str, Any]]:
-    """target/moengage_sync_results.json, by cohort id."""
-    data = json.loads((project.target_dir / "moengage_sync_results.json").read_text())
-    return {c["cohort_id"] or c["model"]: c for c in data["cohorts"]}
 
 
 def query(project: BuiltProject, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:

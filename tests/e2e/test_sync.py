@@ -9,13 +9,7 @@ import pytest
 
 from dbt_moengage.testing.emulator import Emulator, Faults
 
-from ..conftest import API_KEY, COHORTS, BuiltProject, run_cli, sync_args, sync_env
-
-
-def results(project: BuiltProject) -> dict[str, dict[str, object]]:
-    """target/moengage_sync_results.json, by cohort id."""
-    data = json.loads((project.target_dir / "moengage_sync_results.json").read_text())
-    return {c["cohort_id"] or c["model"]: c for c in data["cohorts"]}
+from ..conftest import API_KEY, COHORTS, BuiltProject, results, run_cli, sync_args, sync_env
 
 
 def assert_exact(project: BuiltProject, emulator: Emulator) -> None:

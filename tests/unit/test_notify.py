@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +40,7 @@ from dbt_moengage.settings import Secret
 from dbt_moengage.state import StateKey
 from dbt_moengage.warehouse.duckdb import DuckDBWarehouse
 
+from ..http_receiver import serving
 from ..state_helpers import store
 
 SECRET_PATH = "/services/T000/B000/unit-notify-secret-7f3a"
@@ -203,35 +202,15 @@ class Receiver:
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     got = Receiver()
-    lock = threading.Lock()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length", "0"))
-            body = json.loads(self.rfile.read(length))
-            with lock:
-                got.bodies.append(body)
-                got.paths.append(self.path)
-                status = got.statuses[min(len(got.bodies), len(got.statuses)) - 1]
-            answer = f"no_service for {self.path}".encode()
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
+    def answer(path: str, body: Any) -> tuple[int, bytes]:
+        got.bodies.append(body)
+        got.paths.append(path)
+        status = got.statuses[min(len(got.bodies), len(got.statuses)) - 1]
+        return status, f"no_service for {path}".encode()
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    got.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(answer) as got.port:
         yield got
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def fast(url: str) -> NotifySettings:
