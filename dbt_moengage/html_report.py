@@ -27,6 +27,7 @@ from .status import (
     FAILING_STATUSES,
     NEVER_SYNCED,
     OK,
+    STOPPED,
     CohortStatus,
     StatusReport,
     ago,
@@ -57,7 +58,7 @@ def write_report(report: StatusReport, path: Path) -> Path:
 def render_report(report: StatusReport) -> str:
     """The whole page, as one string."""
     now = report.generated_at
-    failing = sum(1 for c in report.cohorts if c.health == FAILING)
+    failing = sum(1 for c in report.cohorts if c.health in (FAILING, STOPPED))
     sections = "\n".join(_cohort_section(c, index, now) for index, c in enumerate(report.cohorts))
     notes = "".join(f"<li>{_e(note)}</li>" for note in [*report.problems, *report.notes])
     return _PAGE.format(
@@ -91,7 +92,7 @@ def _clock(when: datetime | None) -> str:
 
 def _badge(c: CohortStatus) -> str:
     word = c.last_run.status if c.last_run is not None else c.health
-    kind = {OK: "ok", FAILING: "bad", NEVER_SYNCED: "none"}.get(c.health, "warn")
+    kind = {OK: "ok", FAILING: "bad", STOPPED: "bad", NEVER_SYNCED: "none"}.get(c.health, "warn")
     return f'<span class="badge {kind}">{_e(word)}</span>'
 
 

@@ -5,8 +5,10 @@ Health, per cohort, from its latest run row:
     ok            the latest run synced
     failing       the latest run failed, was guarded (a mirror removal refused) or was
                   interrupted: the command exits 1
-    running       a sync is in progress, or one was killed outright (kill -9, a lost
-                  machine) and none ran since; the next sync replaces it
+    running       a sync is in progress: it holds the cohort's lock
+    stopped       the latest run says 'running' but holds no lock: it was killed outright
+                  (kill -9, a lost machine) and none ran since; the command exits 1, and
+                  the next sync resumes where it stopped
     never synced  no run row for the cohort under this endpoint and workspace
     unknown       its destination's workspace or data center is not set, so the state
                   cannot be keyed
@@ -39,6 +41,7 @@ from .warehouse import connect
 OK = "ok"
 FAILING = "failing"
 RUNNING = "running"
+STOPPED = "stopped"
 NEVER_SYNCED = "never synced"
 UNKNOWN = "unknown"
 # Run statuses that make a cohort failing (exit 1). A dry run writes no run row.
@@ -61,10 +64,13 @@ class CohortStatus:
     problem: str | None = None
     # Its latest runs, oldest first (filled for the HTML report).
     runs: list[RunRecord] = field(default_factory=list)
+    # Its latest run says 'running' but holds no lock any more (it was killed).
+    stopped: bool = False
 
     @property
     def health(self) -> str:
-        """ok, failing, running, never synced or unknown (see the module docstring)."""
+        """ok, failing, running, stopped, never synced or unknown (see the module
+        docstring)."""
         if self.problem is not None:
             return UNKNOWN
         if self.last_run is None:
@@ -72,13 +78,20 @@ class CohortStatus:
         if self.last_run.status == SYNCED:
             return OK
         if self.last_run.status == RUNNING_STATUS:
-            return RUNNING
+            return STOPPED if self.stopped else RUNNING
         return FAILING
 
     @property
     def error(self) -> str | None:
-        """The latest run's error, when the cohort is failing."""
-        if self.health != FAILING or self.last_run is None:
+        """The latest run's error, when the cohort is failing or its run was stopped."""
+        if self.last_run is None:
+            return None
+        if self.health == STOPPED:
+            return (
+                f"run {self.last_run.run_id} stopped without finishing (the process was "
+                "killed or lost its machine); the next sync resumes where it stopped"
+            )
+        if self.health != FAILING:
             return None
         return self.last_run.error or f"the last run ended {self.last_run.status}"
 
@@ -97,8 +110,8 @@ class StatusReport:
 
     @property
     def exit_code(self) -> int:
-        """1 when a cohort is failing or a cohort's config is invalid; else 0."""
-        failing = any(c.health == FAILING for c in self.cohorts)
+        """1 when a cohort is failing or stopped, or a cohort's config is invalid; else 0."""
+        failing = any(c.health in (FAILING, STOPPED) for c in self.cohorts)
         return 1 if failing or self.problems else 0
 
     def to_json(self) -> dict[str, Any]:
@@ -215,6 +228,27 @@ def _read(
         status.last_run = last.get(cohort_id)
         status.last_success = successes.get(cohort_id)
         status.runs = runs.get(cohort_id, [])
+        run = status.last_run
+        if run is not None and run.status == RUNNING_STATUS:
+            _check_running(history, key, status, run)
+
+
+def _check_running(
+    history: StateHistory, key: StateKey, status: CohortStatus, run: RunRecord
+) -> None:
+    """Whether a run row saying 'running' is a run going on, or one that was killed.
+
+    A run writes how it ended before it lets its lock go, so a row still 'running' once
+    the lock is free was left by a run that stopped. Read again after the lock is seen
+    free: a run that ended meanwhile has updated its row, one that began has its own.
+    """
+    if history.still_running(key, run.cohort_id, run.run_id):
+        return
+    again = history.last_runs(key).get(run.cohort_id)
+    if again is not None and again.run_id == run.run_id and again.status == RUNNING_STATUS:
+        status.stopped = True
+    else:
+        status.last_run = again
 
 
 # -- output --------------------------------------------------------------------------------
@@ -278,13 +312,19 @@ def _cohort_json(c: CohortStatus, now: datetime) -> dict[str, Any]:
     }
 
 
-_HEALTH_STYLES = {OK: "green", FAILING: "red", RUNNING: "yellow", UNKNOWN: "yellow"}
+_HEALTH_STYLES = {
+    OK: "green",
+    FAILING: "red",
+    STOPPED: "red",
+    RUNNING: "yellow",
+    UNKNOWN: "yellow",
+}
 _HEADERS = ("members", "added", "removed", "resent")
 
 
 def _status_text(c: CohortStatus) -> Text:
     run = c.last_run
-    word = run.status if run is not None else c.health
+    word = run.status if run is not None and c.health != STOPPED else c.health
     return Text(word, style=_HEALTH_STYLES.get(c.health, ""))
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ..errors import WarehouseError
 from ..warehouse.engine import Engine
 from .schema import ALIASES, MEMBERS, RUNS, StateKey
 
@@ -145,6 +146,14 @@ class StateHistory:
             return 0
         row = self.engine.one("member_count", (*key.params, cohort_id))
         return int(row[0] or 0) if row is not None else 0
+
+    def still_running(self, key: StateKey, cohort_id: str, run_id: str) -> bool:
+        """Whether a run whose row says 'running' is really going on: it still holds the
+        cohort's lock. When the warehouse cannot tell, it is taken to be."""
+        try:
+            return self.engine.lock_alive(key, cohort_id, run_id)
+        except WarehouseError:
+            return True
 
     def last_runs(self, key: StateKey) -> dict[str, RunRecord]:
         """Each cohort's latest run under the key, by cohort id."""

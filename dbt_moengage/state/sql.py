@@ -102,6 +102,11 @@ STATE_SQL: dict[str, str] = {
         select run_id, locked_at from {{locks}} where {_STATE_KEY}
         order by locked_at, run_id limit 1""",
     "lock_owned": f"select count(*) from {{locks}} where {_STATE_KEY} and run_id = ?",
+    # A run's lock row still beaten within the stale window ({since}: the cut-off).
+    "lock_alive": (
+        f"select count(*) from {{locks}} where {_STATE_KEY} and run_id = ? "
+        "and heartbeat_at >= {since}"
+    ),
     "release_lock": f"delete from {{locks}} where {_STATE_KEY} and run_id = ?",
     "heartbeat_lock": (
         f"update {{locks}} set heartbeat_at = {{now}} where {_STATE_KEY} and run_id = ?"

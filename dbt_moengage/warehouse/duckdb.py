@@ -271,6 +271,11 @@ class DuckDBWarehouse(Engine):
             self._locks_cleared = True
         return row_lock(self, cohort, key, run_id, wait_seconds, stop)
 
+    def lock_alive(self, key: StateKey, cohort_id: str, run_id: str) -> bool:
+        """No: a sync holds the database file for writing while it runs, so a process that
+        has the file open (`status`) knows that no other process is syncing into it."""
+        return False
+
     def check_uid_column(self, cohort: CohortSpec) -> UidColumn:
         """Refuse a missing relation, a missing column, or a column of an unusable type."""
         try:

@@ -121,6 +121,14 @@ class Engine(ABC):
     ) -> AbstractContextManager[HeldLock]:
         """Hold the cohort's lock for the block; raises LockTimeout after `wait_seconds`."""
 
+    def lock_alive(self, key: StateKey, cohort_id: str, run_id: str) -> bool:
+        """Whether run `run_id` still holds the cohort's lock, read without taking it: its
+        lock row was beaten within lock_stale_seconds (on the warehouse's clock)."""
+        extra = {"since": self.AGO.format("?")}
+        params = (*key.params, cohort_id, run_id, self.lock_stale_seconds)
+        row = self.one("lock_alive", params, None, extra)
+        return row is not None and int(row[0] or 0) > 0
+
     @abstractmethod
     def close(self) -> None:
         """Close the connection (and any the engine opened beside it)."""

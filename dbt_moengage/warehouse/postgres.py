@@ -84,6 +84,11 @@ SQL: dict[str, str] = {
         select s.uid from ({state_uids}) s
         where not exists (select 1 from ({model_uids}) m where m.uid = s.uid)""",
     "json_uids": "select jsonb_array_elements_text(cast(? as jsonb)) as uid",
+    # Whether some session holds a cohort's advisory lock (pg_try_advisory_lock(int, int)).
+    "cohort_lock_held": """
+        select count(*) from pg_locks where locktype = 'advisory' and granted
+            and classid = ? and objid = cast(hashtext(?)::bigint & 4294967295 as oid)
+            and objsubid = 2""",
 }
 
 
@@ -238,6 +243,13 @@ class PostgresWarehouse(Engine):
     ) -> AbstractContextManager[HeldLock]:
         """A session-level advisory lock on a session of its own, held for the block."""
         return self._advisory_lock(cohort, key, wait_seconds, stop)
+
+    def lock_alive(self, key: StateKey, cohort_id: str, run_id: str) -> bool:
+        """Whether a session holds the cohort's advisory lock: a runner that died released
+        it with its session, so a run row left 'running' without it was stopped."""
+        name = "|".join((*key.params, cohort_id))
+        row = self.one("cohort_lock_held", (COHORT_LOCK_CLASS, name))
+        return row is not None and int(row[0] or 0) > 0
 
     @contextlib.contextmanager
     def _advisory_lock(

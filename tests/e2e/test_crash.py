@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 
@@ -102,3 +103,47 @@ def test_two_runners_started_together_deliver_each_uid_once(
     for cohort_id in COHORTS:
         assert emulator.members(cohort_id) == project.expected_members(cohort_id)
         assert emulator.delivered(cohort_id) == len(emulator.members(cohort_id)), cohort_id
+
+
+def status_json(project: BuiltProject, env: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    done = run_cli(
+        [
+            "status",
+            "--project-dir",
+            str(project.project_dir),
+            "--profiles-dir",
+            str(project.project_dir),
+            "--output",
+            "json",
+        ],
+        env,
+    )
+    assert done.returncode in (0, 1), done.stdout + done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+def test_a_killed_sync_shows_as_stopped_until_the_next_sync(
+    project: BuiltProject, emulator: Emulator
+) -> None:
+    emulator.set_faults(Faults(slow_rate=1.0, slow_seconds=0.01))
+    env = crash_env(project, emulator)
+    proc = start_sync(project, env)
+    wait_for_requests(emulator, 15, proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+    # Its run row still says 'running', but nothing holds the database: it was killed.
+    code, data = status_json(project, env)
+    assert code == 1
+    health = {row["cohort_id"]: row["health"] for row in data["cohorts"]}
+    stopped = [row for row in data["cohorts"] if row["health"] == "stopped"]
+    assert stopped and "running" not in health.values(), health
+    for row in stopped:
+        assert row["last_run"]["status"] == "running"
+        assert "stopped without finishing" in row["error"]
+
+    emulator.set_faults(Faults())
+    assert run_cli(sync_args(project), env).returncode == 0
+    code, data = status_json(project, env)
+    assert code == 0
+    assert {row["health"] for row in data["cohorts"]} == {"ok"}

@@ -199,16 +199,35 @@ def start(project: PgProject, emulator: Emulator, **extra: str) -> subprocess.Po
     )
 
 
+def status_json(project: PgProject, emulator: Emulator) -> tuple[int, dict[str, str]]:
+    """`status --output json`: each cohort's health, by cohort id."""
+    status = ["status", *args()[1:], "--output", "json"]
+    done = run_cli(status, env_for(project, emulator))
+    assert done.returncode in (0, 1), ok(done)
+    data = json.loads(done.stdout)
+    return done.returncode, {row["cohort_id"]: row["health"] for row in data["cohorts"]}
+
+
 def test_kill_9_then_resume_exactly(pg: PgProject, emulator: Emulator) -> None:
-    emulator.set_faults(Faults(slow_rate=1.0, slow_seconds=0.01))
+    # Slow enough (20 requests a second) that `status` reads the state mid-sync.
+    emulator.set_faults(Faults(slow_rate=1.0, slow_seconds=0.2))
     proc = start(pg, emulator)
     deadline = time.monotonic() + 120
     while len(emulator.requests()) < 40:
         assert proc.poll() is None, "the runner finished before the kill point"
         assert time.monotonic() < deadline
         time.sleep(0.005)
+    # While it runs, the cohort it is sending holds its advisory lock: 'running', exit 0.
+    code, health = status_json(pg, emulator)
+    assert proc.poll() is None, "the runner finished while status read the state"
+    assert code == 0 and "running" in health.values(), health
+    assert "stopped" not in health.values(), health
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
+    # Killed: its row still says 'running', but the lock went with its session.
+    code, health = status_json(pg, emulator)
+    assert code == 1 and "stopped" in health.values(), health
+    assert "running" not in health.values(), health
     biggest = max(r.members for r in emulator.requests())
     emulator.set_faults(Faults())
     # The killed runner's advisory lock went with its connection: no wait here.
@@ -216,6 +235,7 @@ def test_kill_9_then_resume_exactly(pg: PgProject, emulator: Emulator) -> None:
     assert done.returncode == 0, ok(done)
     assert_exact(pg, emulator)
     assert resent_uids(emulator) <= IN_FLIGHT * biggest
+    assert status_json(pg, emulator) == (0, dict.fromkeys(COHORTS, "ok"))
 
 
 def test_two_runners_deliver_each_uid_once(pg: PgProject, emulator: Emulator) -> None:

@@ -199,6 +199,23 @@ def test_the_advisory_lock_is_exclusive_across_sessions(
         other.close()
 
 
+def test_a_run_is_alive_while_a_session_holds_its_cohort_lock(
+    postgres_server: PostgresServer, postgres_database: str, tmp_path: Path, state: StateStore
+) -> None:
+    # What `status`, on a session of its own, asks of a run row that says 'running'.
+    watcher = connect(target(postgres_server, postgres_database, tmp_path), tmp_path)
+    try:
+        assert not watcher.lock_alive(KEY, "aud", "run-1")
+        with state.lock(spec(), KEY, "run-1", wait_seconds=0):
+            assert watcher.lock_alive(KEY, "aud", "run-1")
+            assert not watcher.lock_alive(KEY, "b", "run-1")  # another cohort's lock
+            other = StateKey("https://api-01.moengage.com", "WS_PG")
+            assert not watcher.lock_alive(other, "aud", "run-1")
+        assert not watcher.lock_alive(KEY, "aud", "run-1")
+    finally:
+        watcher.close()
+
+
 def test_a_waiter_gets_the_lock_when_it_is_released(state: StateStore) -> None:
     released = threading.Event()
     got: list[str] = []

@@ -16,6 +16,7 @@ from dbt_moengage.status import (
     NEVER_SYNCED,
     OK,
     RUNNING,
+    STOPPED,
     UNKNOWN,
     CohortStatus,
     StatusReport,
@@ -100,6 +101,17 @@ def test_health_follows_the_last_run(status: str, health: str) -> None:
     report = StatusReport(NOW, "main", True, [cohort])
     assert report.exit_code == (1 if health == FAILING else 0)
     assert (cohort.error is not None) == (health == FAILING)
+
+
+def test_a_running_row_without_its_lock_is_a_stopped_run() -> None:
+    cohort = CohortStatus(spec("a"), last_run=run("running", 1), stopped=True)
+    assert cohort.health == STOPPED
+    assert StatusReport(NOW, "main", True, [cohort]).exit_code == 1
+    assert cohort.error is not None
+    assert "run-running stopped without finishing" in cohort.error
+    assert "the next sync resumes" in cohort.error
+    shown = render(StatusReport(NOW, "main", True, [cohort]), 80)
+    assert "stopped" in shown and "killed" in shown
 
 
 def test_never_synced_and_unknown_do_not_fail_but_invalid_configs_do() -> None:

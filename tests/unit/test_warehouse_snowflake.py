@@ -253,3 +253,23 @@ def test_the_lock_sql_uses_snowflakes_clock() -> None:
     assert take.lstrip().startswith("merge into DB.moengage_state.moengage_sync_locks")
     assert "sysdate()" in take and "dateadd(millisecond, -cast(s.stale_seconds * 1000" in take
     assert "sysdate()" in engine.format("heartbeat_lock")
+
+
+def test_a_run_is_alive_while_its_lock_row_is_beaten(warehouse: SnowflakeWarehouse) -> None:
+    # What `status` asks of a run row that says 'running'.
+    store(warehouse).prepare(create=True)
+    warehouse.lock_stale_seconds = 2
+    where = (*KEY.params, "audience")
+    with store(warehouse).lock(cohort(), KEY, "run-1", wait_seconds=1):
+        assert warehouse.lock_alive(KEY, "audience", "run-1")
+        assert not warehouse.lock_alive(KEY, "audience", "run-2")
+    assert not warehouse.lock_alive(KEY, "audience", "run-1")  # released at the end
+    dead_lock(warehouse, where, "killed")  # last beaten 5 s ago
+    assert not warehouse.lock_alive(KEY, "audience", "killed")
+    # Within the stale window a silent holder may still be working: taken to be alive.
+    warehouse.lock_stale_seconds = 60
+    assert warehouse.lock_alive(KEY, "audience", "killed")
+    alive = SnowflakeWarehouse(None, "DB", "moengage_state").format(
+        "lock_alive", None, {"since": SnowflakeWarehouse.AGO.format("?")}
+    )
+    assert "heartbeat_at >= dateadd(millisecond, -cast(? * 1000 as integer), sysdate())" in alive
