@@ -360,9 +360,11 @@ def notify_changes(
     try:
         announced = {key: state.notified(key) for key in dict.fromkeys(k for _, k in results)}
     except WarehouseError as exc:
-        progress.warning(
+        _warn(
+            report,
+            progress,
             f"notifications: cannot read what was last announced ({exc}); nothing posted, "
-            "the next run tries again"
+            "the next run tries again",
         )
         return []
     found = changes(results, announced)
@@ -371,7 +373,7 @@ def notify_changes(
     try:
         post(settings, message(found, report.run_id))
     except NotificationFailed as exc:
-        progress.warning(str(exc))
+        _warn(report, progress, str(exc))
         return []
     progress.message(f"notified {settings.receiver}: {headline(found)}")
     try:
@@ -380,11 +382,19 @@ def notify_changes(
                 change.key, change.cohort_id, change.model, change.status, report.run_id
             )
     except WarehouseError as exc:
-        progress.warning(
+        _warn(
+            report,
+            progress,
             f"notifications: posted, but recording them in the state failed ({exc}); the "
-            "next run may announce the same change again"
+            "next run may announce the same change again",
         )
     return found
+
+
+def _warn(report: RunReport, progress: Progress, text: str) -> None:
+    """Show a warning and keep it in the run's report (moengage_sync_results.json)."""
+    report.warnings.append(text)
+    progress.warning(text)
 
 
 def notify_after_sync(
@@ -398,7 +408,7 @@ def notify_after_sync(
     try:
         settings = NotifySettings.from_env(environ)
     except SettingsError as exc:
-        progress.warning(f"{exc}; no notification sent")
+        _warn(report, progress, f"{exc}; no notification sent")
         return []
     if settings is None:
         return []

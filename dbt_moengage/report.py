@@ -72,6 +72,8 @@ class RunReport:
     results: list[CohortResult] = field(default_factory=list)
     # The signal that stopped the run (SIGINT 2, SIGTERM 15), if one did.
     interrupted_by: int | None = None
+    # What went wrong without failing the run (a notification not sent), as it was shown.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -103,6 +105,7 @@ class RunReport:
             "dry_run": self.dry_run,
             "exit_code": self.exit_code,
             "interrupted_by": self.interrupted_by,
+            "warnings": list(self.warnings),
             "cohorts": [asdict(r) for r in self.results],
         }
 

@@ -184,6 +184,9 @@ def test_a_failed_post_is_a_warning_and_the_next_run_posts(
     cause = "HTTP 500, 3 attempts" if broken == "http-500" else "ConnectionError, 3 attempts"
     assert cause in warning["text"] and "the next run posts it again" in warning["text"]
     assert events[-1]["event"] == "summary" and events[-1]["exit_code"] == 0
+    # Kept in the run's report too, for whoever reads the results file rather than the log.
+    written = json.loads((project.target_dir / "moengage_sync_results.json").read_text())
+    assert written["warnings"] == [warning["text"]]
     if broken == "http-500":
         assert receiver.answered[1:] == [500, 500, 500]
     assert len(receiver.accepted) == 1
@@ -212,5 +215,8 @@ def test_a_warning_in_text_output_and_an_unusable_url(
     assert insecure.returncode == 1, ok(insecure)
     assert "MOENGAGE_NOTIFY_URL: plain http:// is only allowed to a loopback" in insecure.stdout
     assert "hooks.example.com" not in insecure.stdout + insecure.stderr
+    written = json.loads((project.target_dir / "moengage_sync_results.json").read_text())
+    (kept,) = written["warnings"]
+    assert "plain http:// is only allowed to a loopback" in kept and SECRET not in kept
     assert query(project, "select count(*) from main.moengage_notifications") == [(0,)]
     assert_secret_kept(project, done, insecure)
