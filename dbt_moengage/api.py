@@ -22,8 +22,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .progress import Progress
 from .report import RunReport
+from .report.progress import Progress
 from .sync import SyncOptions, run_sync
 
 

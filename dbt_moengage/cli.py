@@ -23,8 +23,8 @@ from .errors import ConfigError, MoEngageSyncError
 from .exposures import ExposureUpdate, default_owner, update_exposures
 from .interrupt import stop_on_signals
 from .manifest import load_manifest
-from .progress import Progress, make_progress
 from .report import print_summary
+from .report.progress import Progress, make_progress
 from .settings import MoEngageSettings
 from .status import collect_status, print_status
 from .sync import SyncOptions, discover_cohorts, run_sync, validate
@@ -478,7 +478,7 @@ def report_command(out_path: Path | None, runs: int, **kwargs: Any) -> None:
     """Write a self-contained HTML page (no network needed) of each cohort's sync history:
     members over time, adds, removes and re-sends per run, failures and guards."""
     try:
-        from .html_report import REPORT_FILE, write_report
+        from .report.html import REPORT_FILE, write_report
     except ImportError as exc:
         if (exc.name or "").partition(".")[0] not in ("plotly", "narwhals", "packaging"):
             raise

@@ -34,8 +34,8 @@ from .errors import (
     TransientError,
     WarehouseError,
 )
-from .progress import Progress
 from .report import FAILED, GUARDED, INVALID, SKIPPED, SYNCED, CohortResult, RunReport
+from .report.progress import Progress
 from .settings import Secret, is_loopback
 from .state import StateKey, StateStore
 from .warehouse.redact import stored_error

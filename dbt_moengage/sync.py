@@ -39,7 +39,6 @@ from .errors import (
 from .manifest import Manifest, build_outcome, load_manifest, load_run_results
 from .notify import NotifySettings, notify_after_sync
 from .packing import ADD, REMOVE, Body, BodyPacker
-from .progress import Progress
 from .report import (
     DRY_RUN,
     FAILED,
@@ -51,6 +50,7 @@ from .report import (
     CohortResult,
     RunReport,
 )
+from .report.progress import Progress
 from .selection import resolve as resolve_selection
 from .settings import MoEngageSettings, data_center_warning
 from .state import (

@@ -1,4 +1,4 @@
-"""html_report: one self-contained page (plotly.js inlined, nothing fetched), one chart
+"""report.html: one self-contained page (plotly.js inlined, nothing fetched), one chart
 per cohort with runs, and every text from the state escaped, in the HTML and in the charts.
 Chromium renders it in tests/e2e/test_status_report.py."""
 
@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from dbt_moengage.cli import main
 from dbt_moengage.cohorts import CohortSpec
-from dbt_moengage.html_report import render_report, write_report
+from dbt_moengage.report.html import render_report, write_report
 from dbt_moengage.state.history import RunRecord
 from dbt_moengage.status import CohortStatus, StatusReport
 
@@ -114,7 +114,7 @@ def test_write_report_creates_the_folder(tmp_path: Path) -> None:
 def test_without_the_extra_the_command_names_the_install(monkeypatch: pytest.MonkeyPatch) -> None:
     # As if plotly were not installed: importing it fails.
     monkeypatch.setitem(sys.modules, "plotly", None)
-    monkeypatch.delitem(sys.modules, "dbt_moengage.html_report")
+    monkeypatch.delitem(sys.modules, "dbt_moengage.report.html")
     result = CliRunner().invoke(main, ["report"])
     assert result.exit_code == 2
     assert 'pip install "dbt-moengage[report]"' in result.output

@@ -24,7 +24,6 @@ from dbt_moengage.notify import (
     notify_changes,
     post,
 )
-from dbt_moengage.progress import Progress
 from dbt_moengage.report import (
     DRY_RUN,
     FAILED,
@@ -36,6 +35,7 @@ from dbt_moengage.report import (
     CohortResult,
     RunReport,
 )
+from dbt_moengage.report.progress import Progress
 from dbt_moengage.settings import Secret
 from dbt_moengage.state import StateKey
 from dbt_moengage.warehouse.duckdb import DuckDBWarehouse

@@ -12,14 +12,14 @@ from datetime import datetime, timedelta
 import pytest
 from rich.console import Console
 
-from dbt_moengage.progress import (
+from dbt_moengage.report import DRY_RUN, FAILED, SYNCED, CohortResult
+from dbt_moengage.report.progress import (
     JsonProgress,
     LinePrinter,
     Progress,
     RichProgress,
     make_progress,
 )
-from dbt_moengage.report import DRY_RUN, FAILED, SYNCED, CohortResult
 
 LIMIT = 300
 ADD, REMOVE = "add_members", "remove_members"

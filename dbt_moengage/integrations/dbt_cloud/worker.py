@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import ArtifactError, MoEngageSyncError
-from ...progress import Progress, result_text
 from ...report import CohortResult, RunReport
+from ...report.progress import Progress, result_text
 from ...sync import SyncOptions, run_sync
 from .artifacts import fetch_artifacts
 from .config import WebhookConfig

@@ -12,7 +12,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from .uids import DROP_REASONS
+from ..uids import DROP_REASONS
 
 RESULTS_FILE = "moengage_sync_results.json"
 

@@ -28,7 +28,7 @@ from rich.progress import BarColumn, ProgressColumn, Task, TaskID, TextColumn
 from rich.progress import Progress as RichBars
 from rich.text import Text
 
-from .report import DRY_RUN, SYNCED, CohortResult, RunReport
+from .results import DRY_RUN, SYNCED, CohortResult, RunReport
 
 LOG_FORMATS = ("auto", "text", "json")
 # The exit code of a run that could not start (see README "Exit codes").

@@ -21,8 +21,8 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
-from .state.history import MemberPoint, RunRecord, members_over_time
-from .status import (
+from ..state.history import MemberPoint, RunRecord, members_over_time
+from ..status import (
     FAILING,
     FAILING_STATUSES,
     NEVER_SYNCED,

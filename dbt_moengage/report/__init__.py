@@ -1,0 +1,32 @@
+"""Stage 7: the report. What a run did, for people and machines: results.py (each cohort's
+result, the summary table, target/moengage_sync_results.json, the exit code),
+progress.py (bars, plain lines or JSON events while a sync runs) and html.py (the
+`dbt-moengage report` page of every cohort's history)."""
+
+from .results import (
+    DRY_RUN,
+    FAILED,
+    GUARDED,
+    INTERRUPTED,
+    INVALID,
+    SKIPPED,
+    SYNCED,
+    CohortResult,
+    RunReport,
+    field_lines,
+    print_summary,
+)
+
+__all__ = [
+    "DRY_RUN",
+    "FAILED",
+    "GUARDED",
+    "INTERRUPTED",
+    "INVALID",
+    "SKIPPED",
+    "SYNCED",
+    "CohortResult",
+    "RunReport",
+    "field_lines",
+    "print_summary",
+]
