@@ -177,19 +177,11 @@ def _warning_text(text: str) -> Text:
     return Text.assemble(("warning", "yellow"), " ", text)
 
 
-class LinePrinter(Progress):
-    """One plain line per cohort and problem, and a progress line every `interval` seconds."""
+class _Printed(Progress):
+    """Messages, problems and warnings printed on a console (a live display keeps them
+    above its bars)."""
 
-    def __init__(
-        self,
-        console: Console,
-        rate_limit_per_min: int | None = None,
-        interval: float = DEFAULT_INTERVAL,
-        clock: Clock = time.monotonic,
-    ) -> None:
-        self.console = console
-        self.rate_limit_per_min = rate_limit_per_min
-        self.meter = _Meter(clock, interval)
+    console: Console
 
     def message(self, text: str) -> None:
         """Print it, as plain text."""
@@ -202,6 +194,21 @@ class LinePrinter(Progress):
     def warning(self, text: str) -> None:
         """Print it, after a yellow 'warning'."""
         self.console.print(_warning_text(text), soft_wrap=True)
+
+
+class LinePrinter(_Printed):
+    """One plain line per cohort and problem, and a progress line every `interval` seconds."""
+
+    def __init__(
+        self,
+        console: Console,
+        rate_limit_per_min: int | None = None,
+        interval: float = DEFAULT_INTERVAL,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.console = console
+        self.rate_limit_per_min = rate_limit_per_min
+        self.meter = _Meter(clock, interval)
 
     def cohort_started(self, result: CohortResult) -> None:
         """Start the cohort's progress clock."""
@@ -247,7 +254,7 @@ class _RateColumn(ProgressColumn):
         return Text(status, style=_STATUS_STYLES.get(status, "red"))
 
 
-class RichProgress(Progress):
+class RichProgress(_Printed):
     """A live bar per cohort on a terminal; problems and messages print above the bars."""
 
     def __init__(
@@ -271,18 +278,6 @@ class RichProgress(Progress):
         self._tasks: dict[int, TaskID] = {}
         self._started = False
         self._lock = threading.Lock()
-
-    def message(self, text: str) -> None:
-        """Print it above the bars, as plain text."""
-        self.console.print(_plain(text), soft_wrap=True)
-
-    def problem(self, text: str) -> None:
-        """Print it above the bars, after a red 'invalid cohort'."""
-        self.console.print(_problem_text(text), soft_wrap=True)
-
-    def warning(self, text: str) -> None:
-        """Print it above the bars, after a yellow 'warning'."""
-        self.console.print(_warning_text(text), soft_wrap=True)
 
     def cohort_started(self, result: CohortResult) -> None:
         """Add the cohort's bar (and show the bars, the first time)."""

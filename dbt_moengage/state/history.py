@@ -39,19 +39,11 @@ _OPTIONAL_RUN_COLUMNS = ("members_after",)
 
 _KEY = "endpoint = ? and workspace_id = ?"
 _SQL = {
-    # Each cohort's latest run row (ties on started_at broken by run id, as the dbt
-    # package's moengage_cohort_status view does).
-    "last_runs": f"""
-        select {{columns}} from (
-            select {{columns}}, row_number() over (
-                partition by cohort_id order by started_at desc, run_id desc
-            ) as run_rank
-            from {{runs}} where {_KEY}
-        ) r where run_rank = 1""",
     "last_successes": f"""
         select cohort_id, max(finished_at) from {{runs}}
         where {_KEY} and status = 'synced' group by cohort_id""",
-    # The latest `limit` runs of each cohort, oldest first.
+    # The latest `limit` runs of each cohort, oldest first (ties on started_at broken by
+    # run id, as the dbt package's moengage_cohort_status view does).
     "run_history": f"""
         select {{columns}} from (
             select {{columns}}, row_number() over (
@@ -157,9 +149,7 @@ class StateHistory:
 
     def last_runs(self, key: StateKey) -> dict[str, RunRecord]:
         """Each cohort's latest run under the key, by cohort id."""
-        if not self.exists:
-            return {}
-        return {r.cohort_id: r for r in self._runs("last_runs", key.params)}
+        return {cohort_id: runs[-1] for cohort_id, runs in self.runs(key, 1).items()}
 
     def last_successes(self, key: StateKey) -> dict[str, datetime]:
         """When each cohort's latest successful run finished, by cohort id."""
@@ -173,12 +163,9 @@ class StateHistory:
         if not self.exists:
             return {}
         found: dict[str, list[RunRecord]] = {}
-        for record in self._runs("run_history", (*key.params, limit)):
+        for record in map(_run_record, self._rows("run_history", (*key.params, limit))):
             found.setdefault(record.cohort_id, []).append(record)
         return found
-
-    def _runs(self, name: str, params: Sequence[Any]) -> list[RunRecord]:
-        return [_run_record(row) for row in self._rows(name, params)]
 
     def _rows(self, name: str, params: Sequence[Any]) -> list[Any]:
         engine = self.engine
