@@ -44,7 +44,7 @@ test-lowest:
 	$(PYTHON) scripts/lowest_bounds.py duckdb snowflake postgres webhook report > $(LOWEST)/lowest.txt
 	$(LOWEST)/bin/python -m pip install --quiet -c $(LOWEST)/lowest.txt -c constraints-dev.txt \
 		-e '.[duckdb,snowflake,postgres,webhook,report]' pytest pytest-timeout hypothesis
-	$(LOWEST)/bin/python -m pip list --format=freeze | grep -iE '^(dbt-|duckdb|snowflake-connector|tenacity|requests|click|rich|orjson|pyyaml|starlette|uvicorn|cryptography|plotly)'
+	$(LOWEST)/bin/python -m pip list --format=freeze | grep -iE '^(dbt-|duckdb|snowflake-connector|tenacity|requests|urllib3|click|rich|orjson|pyyaml|starlette|uvicorn|cryptography|plotly)'
 	MOENGAGE_TEST_LOWEST=1 $(LOWEST)/bin/pytest -q -p no:cacheprovider tests/unit
 
 bench: $(STAMP)

@@ -442,7 +442,8 @@ def status_command(output: str, **kwargs: Any) -> None:
     """Show each cohort's members, last run and last success, from the sync state (read only).
 
     Exits 1 when a cohort's last run failed, was guarded or interrupted, or a cohort's
-    config is invalid; 0 otherwise (also when nothing was synced yet).
+    config is invalid; 0 otherwise (also when nothing was synced yet, and for cohorts left
+    behind: state with no model in the project).
     """
     options = _options(**kwargs)
     try:
@@ -531,18 +532,26 @@ def _register_webhook() -> None:
 _register_webhook()
 
 
-def run() -> None:
-    """Entry point that maps unexpected library errors to an exit code without a traceback."""
+def run() -> NoReturn:
+    """The command for a caller in its own process: it ends in SystemExit with the exit code,
+    as click does, library errors printed without a traceback. The process entry points
+    (`dbt-moengage`, `python -m dbt_moengage`) are `dbt_moengage.__main__.console`."""
+    sys.exit(exit_code())
+
+
+def exit_code() -> int:
+    """Run the command; its exit code, with library errors mapped to one (no traceback)."""
     try:
         main()
     except SystemExit as done:
-        leave(_exit_code(done.code))
+        return _exit_code(done.code)
     except ConfigError as exc:
         print_error(str(exc))
-        leave(EXIT_USAGE)
+        return EXIT_USAGE
     except MoEngageSyncError as exc:
         print_error(str(exc))
-        leave(1)
+        return 1
+    return 0
 
 
 def _exit_code(code: object) -> int:
@@ -556,7 +565,8 @@ def _exit_code(code: object) -> int:
 
 
 def leave(code: int) -> NoReturn:
-    """End the process once the command is done, without tearing the interpreter down.
+    """End the process once the command is done, without tearing the interpreter down: for
+    the process entry points only, never for a caller that goes on after the command.
 
     Freeing every object of the modules dbt loads takes about 0.3 s after the work is
     done, on every run. As mypy does, the exit skips that: the atexit handlers run

@@ -17,7 +17,6 @@ import json
 import socket
 import ssl
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -101,6 +100,12 @@ class MoEngageClient:
         self._first_lock = threading.Lock()
         self._verified = False
         self._fatal: WorkspaceFatal | None = None
+        # One retry budget for every request of the run: a destination that is down costs
+        # one budget, then every later send fails at once (`down`), without a request.
+        self.budget = retry.Budget(settings.retry_budget_seconds)
+        self._down: TransientError | None = None
+        self._down_lock = threading.Lock()
+        self._last_failure = ""
 
     def close(self) -> None:
         """Stop the worker threads and close connections."""
@@ -113,19 +118,44 @@ class MoEngageClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def down(self) -> TransientError | None:
+        """Why the destination is taken as down for the rest of the run (it failed past its
+        retry budget), or None: once set, every send fails at once, without a request."""
+        return self._down
+
     def send(self, payload: bytes, tally: Tally) -> None:
         """Deliver one body, retrying transient failures; raise when it cannot be delivered."""
-        if self._fatal is not None:
-            raise self._fatal
+        self._check_up()
         if self._verified:
             self._send_with_retries(payload, tally)
             return
         # Until one request succeeds the credentials are unproven: send one at a time.
         with self._first_lock:
-            if self._fatal is not None:
-                raise self._fatal
+            self._check_up()
             self._send_with_retries(payload, tally)
             self._verified = True
+
+    def _check_up(self) -> None:
+        """Raise at once if the destination failed for good, or past its retry budget."""
+        if self._fatal is not None:
+            raise self._fatal
+        down = self._taken_down()
+        if down is not None:
+            raise down
+
+    def _taken_down(self) -> TransientError | None:
+        """`down`, set the first time the retry budget is found spent."""
+        with self._down_lock:
+            if self._down is None and self.budget.spent:
+                self._down = TransientError(
+                    f"{_host(self.settings.base_url)} has failed for "
+                    f"{self.budget.failing_for():.0f} s, spending the retry budget a "
+                    f"destination has in a run ({self.budget.seconds:g} s, "
+                    f"MOENGAGE_RETRY_BUDGET_SECONDS): it is taken as down and sent nothing "
+                    f"more until the next run; last error: {self._last_failure}"
+                )
+            return self._down
 
     def send_all(
         self,
@@ -156,8 +186,11 @@ class MoEngageClient:
                     tally.uids_accepted += len(body.uids)
                 else:
                     tally.uids_failed += len(body.uids)
-                    if not isinstance(exc, StreamStopped):
-                        error = error or exc
+                    # The body that spent the budget says how; the others only that it is.
+                    if not isinstance(exc, StreamStopped) and (
+                        error is None or error is self._down
+                    ):
+                        error = exc
 
         try:
             for body in bodies:
@@ -187,12 +220,13 @@ class MoEngageClient:
             raise
 
     def _send_with_retries(self, payload: bytes, tally: Tally) -> None:
-        """Attempts until one is accepted, the attempts or the retry budget run out, or the
-        run is stopped; a wait is never started that would end past the budget."""
+        """Attempts until one is accepted, the attempts or the destination's retry budget
+        run out, or the run is stopped; no wait or attempt is begun that would end past the
+        budget."""
         settings = self.settings
         retrying = retry.policy(
             max_attempts=settings.max_attempts,
-            budget_seconds=settings.retry_budget_seconds,
+            budget=self.budget,
             backoff_initial=settings.backoff_initial,
             backoff_max=settings.backoff_max,
             sleep=self._sleep,
@@ -200,23 +234,38 @@ class MoEngageClient:
             # Every sender of the workspace waits out a 429's Retry-After, not just this one.
             on_retry_after=self.pacer.pause,
         )
-        started = time.monotonic()
+        started = self.budget.begin()
         attempts = 0
         try:
             for attempt in retrying:
                 with attempt:
-                    if self._fatal is not None:
-                        raise self._fatal
+                    self._check_up()
                     if tally.stopped.is_set():
                         raise StreamStopped()
                     if self.stop.is_set():
                         raise Interrupted("the run was interrupted before this request was sent")
+                    self.pacer.acquire()
+                    # The budget may have run out while the pacer held this request.
+                    self._check_up()
                     attempts += 1
                     tally.attempt(first=attempt.retry_state.attempt_number == 1)
-                    self._post(payload)
+                    try:
+                        self._post(payload)
+                    except TransientError as exc:
+                        self._last_failure = str(exc)
+                        self.budget.failed(started)
+                        raise
+            self.budget.accepted()
         except TransientError as exc:
             tally.stopped.set()
-            spent = time.monotonic() - started
+            if exc is self._down:  # down before this attempt began: it sent nothing
+                raise
+            spent = self.budget.clock() - started
+            down = self._taken_down()
+            if down is not None:
+                raise TransientError(
+                    f"gave up after {attempts} attempts in {spent:.0f} s: {down}"
+                ) from None
             raise TransientError(
                 f"gave up after {attempts} attempts in {spent:.0f} s (at most "
                 f"{settings.max_attempts} attempts and {settings.retry_budget_seconds:g} s: "
@@ -231,6 +280,8 @@ class MoEngageClient:
             # Set here, not when the main thread collects, so no queued body slips out.
             tally.stopped.set()
             raise
+        finally:
+            self.budget.end()
 
     def _sleep(self, seconds: float) -> None:
         """Wait between attempts, ending at once when the run is stopped."""
@@ -245,8 +296,12 @@ class MoEngageClient:
         self.on_wait(seconds, str(exc) if exc else "retrying")
 
     def _post(self, payload: bytes) -> None:
-        self.pacer.acquire()
         seconds = self.settings.request_deadline_seconds
+        setting = "MOENGAGE_REQUEST_DEADLINE_SECONDS"
+        left = self.budget.left()
+        if left < seconds:
+            # The retry budget is a bound: an attempt gets no more than what is left of it.
+            seconds, setting = left, "what was left of MOENGAGE_RETRY_BUDGET_SECONDS"
         with within(seconds) as deadline:
             try:
                 response = self.session.post(
@@ -260,7 +315,7 @@ class MoEngageClient:
                 if deadline.expired:
                     raise TransientError(
                         f"no complete answer from {_host(self.settings.base_url)} within "
-                        f"{seconds:g} s (MOENGAGE_REQUEST_DEADLINE_SECONDS)"
+                        f"{round(seconds, 2):g} s ({setting})"
                     ) from None
                 raise request_error(exc, self.settings) from None
         self._check(response, len(payload))

@@ -6,12 +6,13 @@ shuts the request's socket down when the deadline passes: the blocked read fails
 once, and the caller learns from `Deadline.expired` that the deadline, not the server,
 ended it. The connection classes below note which socket the sending thread uses (the
 socket, not the connection: http.client hands a closing connection's socket over to the
-response); `DeadlineAdapter` makes a session's pools use them.
+response); `DeadlineAdapter` makes a session's pools use them, its proxies' pools too.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import heapq
 import itertools
 import os
@@ -22,8 +23,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3 import PoolManager
+from urllib3.connection import HTTPConnection
+from urllib3.connectionpool import HTTPConnectionPool
 
 _sending = threading.local()
 
@@ -133,44 +135,55 @@ def within(seconds: float) -> Iterator[Deadline]:
         _sending.deadline = None
 
 
-def _note(connection: HTTPConnection) -> None:
+def _note(sock: socket.socket | None) -> None:
     deadline = getattr(_sending, "deadline", None)
     if deadline is not None:
-        deadline.watch(connection.sock)
+        deadline.watch(sock)
 
 
-class _WatchedHTTPConnection(HTTPConnection):
+class _Watched(HTTPConnection):
+    """Tells the sending thread's deadline which socket the request uses, from the moment
+    it exists: a proxy's slow answer to CONNECT and a slow TLS handshake count too."""
+
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        _note(sock)
+        return sock
+
     def connect(self) -> None:
         super().connect()
-        _note(self)
+        _note(self.sock)  # a TLS connection reads through a new socket object
 
     def request(self, *args: Any, **kwargs: Any) -> None:
-        _note(self)  # a connection kept alive from an earlier request
+        _note(self.sock)  # a connection kept alive from an earlier request
         super().request(*args, **kwargs)
 
 
-class _WatchedHTTPSConnection(HTTPSConnection):
-    def connect(self) -> None:
-        super().connect()
-        _note(self)
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _note(self)
-        super().request(*args, **kwargs)
-
-
-class _HTTPPool(HTTPConnectionPool):
-    ConnectionCls = _WatchedHTTPConnection
+@functools.cache
+def _watched(pool: type[HTTPConnectionPool]) -> type[HTTPConnectionPool]:
+    """`pool`, building watched connections of the class it builds (plain, TLS, SOCKS)."""
+    connection = pool.ConnectionCls
+    if not issubclass(connection, _Watched):
+        connection = type(f"Watched{connection.__name__}", (_Watched, connection), {})
+    return type(f"Watched{pool.__name__}", (pool,), {"ConnectionCls": connection})
 
 
-class _HTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _WatchedHTTPSConnection
+def _watch_pools(manager: PoolManager) -> PoolManager:
+    manager.pool_classes_by_scheme = {
+        scheme: _watched(pool) for scheme, pool in manager.pool_classes_by_scheme.items()
+    }
+    return manager
 
 
 class DeadlineAdapter(HTTPAdapter):
-    """requests' adapter, with connections a `within` block can shut at its deadline."""
+    """requests' adapter, with connections a `within` block can shut at its deadline,
+    whether they go straight to the host or through a proxy (HTTPS_PROXY, HTTP_PROXY)."""
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         """The usual pool manager, building pools of watched connections."""
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+        _watch_pools(self.poolmanager)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> PoolManager:
+        """The usual manager for `proxy`, building pools of watched connections."""
+        return _watch_pools(super().proxy_manager_for(proxy, **proxy_kwargs))

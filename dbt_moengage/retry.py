@@ -4,12 +4,14 @@ Tenacity, retrying only `TransientError` (429, 5xx, dropped connections, timeout
 callers map their failures to it), so retrying is decided by type, never by message text.
 A 429's `Retry-After` comes first (capped); otherwise capped exponential backoff with jitter,
 so parallel senders do not retry in step. Attempts stop at a count and, optionally, before a
-wait that would end past a time budget.
+wait that would end past a time budget: one request's own, or a `Budget` that every request
+to one destination shares for a run.
 """
 
 from __future__ import annotations
 
 import email.utils
+import threading
 import time
 from collections.abc import Callable
 
@@ -55,12 +57,108 @@ class RetryAfterWait:
         return float(self._fallback(state))
 
 
+class Budget:
+    """A retry budget that every request to one destination shares in a run.
+
+    Its clock runs while the destination fails and is being sent to: from the start of the
+    earliest request that failed since the destination last accepted one (so no request
+    outlives it) until the next acceptance, paused while no request is under way (a cohort
+    being planned does not spend it). Once spent, it stays spent: the destination is taken
+    as down for the rest of the run, and costs one budget, not one per request or cohort.
+    """
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._failing = False
+        # Failing seconds of earlier stretches with requests under way, and the start of
+        # the current one (None while no request is under way).
+        self._used = 0.0
+        self._since: float | None = None
+        self._busy = 0
+        self._spent = False
+
+    def begin(self) -> float:
+        """A request starts: the clock time it started at."""
+        with self._lock:
+            now = self.clock()
+            self._busy += 1
+            if self._busy == 1:
+                self._since = now
+            return now
+
+    def end(self) -> None:
+        """A request is over, however it ended."""
+        with self._lock:
+            self._busy -= 1
+            if self._busy == 0:
+                if self._failing and self._since is not None:
+                    self._used += self.clock() - self._since
+                self._since = None
+
+    def failed(self, started: float) -> None:
+        """A request that began at `started` (see `begin`) failed transiently."""
+        with self._lock:
+            if not self._failing:
+                self._failing, self._used = True, 0.0
+                self._since = started
+            elif self._since is not None:
+                self._since = min(self._since, started)
+
+    def accepted(self) -> None:
+        """The destination accepted a request: it is up, and the clock stops."""
+        with self._lock:
+            self._failing, self._used = False, 0.0
+
+    def left(self) -> float:
+        """Seconds left (all of them while nothing fails); 0 once spent."""
+        with self._lock:
+            return 0.0 if self._spent else max(0.0, self.seconds - self._failing_for())
+
+    def failing_for(self) -> float:
+        """Seconds of the budget used so far; 0 while nothing fails."""
+        with self._lock:
+            return self._failing_for()
+
+    @property
+    def spent(self) -> bool:
+        """Whether the destination failed past the budget (or stopped retrying before)."""
+        return self.left() <= 0
+
+    def stop(self) -> stop_base:
+        """Tenacity stop: before a wait that would end with nothing left (it spends it)."""
+        return _StopBeforeSpent(self)
+
+    def _spend(self) -> None:
+        with self._lock:
+            self._spent = True
+
+    def _failing_for(self) -> float:
+        if not self._failing:
+            return 0.0
+        running = 0.0 if self._since is None else self.clock() - self._since
+        return self._used + running
+
+
+class _StopBeforeSpent(stop_base):
+    def __init__(self, budget: Budget) -> None:
+        self.budget = budget
+
+    def __call__(self, state: RetryCallState) -> bool:
+        if state.upcoming_sleep < self.budget.left():
+            return False
+        self.budget._spend()
+        return True
+
+
 def policy(
     *,
     max_attempts: int,
     backoff_initial: float,
     backoff_max: float,
     budget_seconds: float | None = None,
+    budget: Budget | None = None,
     sleep: Callable[[float], None] = time.sleep,
     before_sleep: Callable[[RetryCallState], None] | None = None,
     on_retry_after: Callable[[float], None] | None = None,
@@ -69,12 +167,17 @@ def policy(
 
     `sleep` lets a caller end waits early (a stop event's `wait`); `on_retry_after` is told
     each Retry-After honoured (the MoEngage client pauses its pacer with it); the last error
-    is re-raised as it is, so callers catch `TransientError` to say they gave up.
+    is re-raised as it is, so callers catch `TransientError` to say they gave up. With a
+    shared `budget`, the caller reports each failure to it (`Budget.failed`) and each
+    acceptance (`Budget.accepted`).
     """
     stop: stop_base = stop_after_attempt(max_attempts)
     if budget_seconds is not None:
         # Never start a wait that would end past the budget.
         stop = stop | stop_before_delay(budget_seconds)
+    if budget is not None:
+        # First, so a budget that runs out is marked spent even on the last attempt.
+        stop = budget.stop() | stop
     return Retrying(
         retry=retry_if_exception(is_transient),
         stop=stop,
@@ -100,4 +203,4 @@ def retry_after(value: str | None, now: Callable[[], float] = time.time) -> floa
     return max(0.0, when.timestamp() - now())
 
 
-__all__ = ["MAX_RETRY_AFTER", "RetryAfterWait", "policy", "retry_after"]
+__all__ = ["MAX_RETRY_AFTER", "Budget", "RetryAfterWait", "policy", "retry_after"]

@@ -64,8 +64,9 @@ class MoEngageSettings:
     # hold the run); a request that misses it is retried.
     request_deadline_seconds: float = 120.0
     max_attempts: int = 8
-    # Attempts and the waits between them, per request, end by this; no wait is begun
-    # that would end past it (a Retry-After of a day cannot hold the run for hours).
+    # One budget per destination per run: its failing attempts and the waits between them
+    # end by this, and no wait or attempt is begun that would end past it (a Retry-After of
+    # a day, or an outage, cannot hold the run for hours); then the destination is down.
     retry_budget_seconds: float = 600.0
     backoff_initial: float = 1.0
     backoff_max: float = 60.0

@@ -14,10 +14,15 @@ Health, per cohort, from its latest run row:
                   cannot be keyed
 The command also exits 1 when a cohort's config is invalid (it cannot sync), and 2 when it
 cannot start (no manifest, no profile, the default destination's workspace not set).
+
+Cohorts left behind (the state holds them, no model of the project syncs them: see
+state/left_behind.py) are listed after the project's, as `left behind`; nothing failed, so
+they leave the exit code as it is.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,6 +40,7 @@ from .report import FAILED, GUARDED, INTERRUPTED, SYNCED, field_lines
 from .settings import MoEngageSettings, destination_prefix
 from .state import SCHEMA_VERSION, StateKey, StateStore, utcnow
 from .state.history import RunRecord, StateHistory
+from .state.left_behind import LEFT_BEHIND, LeftBehind, find_left_behind
 from .sync import SyncOptions, discover_cohorts, profile_target, state_key
 from .warehouse import connect
 
@@ -107,10 +113,13 @@ class StatusReport:
     notes: list[str] = field(default_factory=list)
     # Cohorts whose config is invalid: they cannot sync.
     problems: list[str] = field(default_factory=list)
+    # Cohorts the state holds that no model of the project syncs (never an exit 1).
+    left_behind: list[LeftBehind] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
-        """1 when a cohort is failing or stopped, or a cohort's config is invalid; else 0."""
+        """1 when a cohort is failing or stopped, or a cohort's config is invalid; else 0
+        (cohorts left behind included: nothing failed)."""
         failing = any(c.health in (FAILING, STOPPED) for c in self.cohorts)
         return 1 if failing or self.problems else 0
 
@@ -123,6 +132,7 @@ class StatusReport:
             "state_found": self.state_found,
             "exit_code": self.exit_code,
             "cohorts": [_cohort_json(c, now) for c in self.cohorts],
+            "left_behind": [c.to_json(now) for c in self.left_behind],
             "problems": self.problems,
             "notes": self.notes,
         }
@@ -144,6 +154,11 @@ def collect_status(options: SyncOptions, history_runs: int = 0) -> StatusReport:
         read_only=True,
         wait_seconds=DUCKDB_WAIT_SECONDS,
     ) as engine:
+        # A run row is 'running' while its lock row is beaten within this window.
+        with contextlib.suppress(SettingsError):
+            engine.lock_stale_seconds = MoEngageSettings.from_env(
+                options.environ, require_credentials=False
+            ).lock_stale_seconds
         store = StateStore(engine)
         # Refuses state written by a newer dbt-moengage (StateVersionError, exit 2).
         prepared = store.prepare(create=False)
@@ -179,6 +194,7 @@ def collect_status(options: SyncOptions, history_runs: int = 0) -> StatusReport:
             cohorts=statuses,
             notes=notes,
             problems=[str(p) for p in discovery.problems],
+            left_behind=find_left_behind(history, keys, manifest.cohort_nodes()),
         )
 
 
@@ -359,6 +375,24 @@ def status_table(report: StatusReport) -> Table:
             "never" if run is None else f"{_clock(run.started_at)} ({ago(run.started_at, now)})",
             ago(c.last_success, now),
         )
+    for left in report.left_behind:
+        kept = left.cohort
+        table.add_row(
+            Text(kept.model or "-"),
+            Text(kept.cohort_id),
+            Text(kept.cohort_name or "-"),
+            Text(left.destination or "default"),
+            kept.mode or "-",
+            Text(LEFT_BEHIND, style="yellow"),
+            f"{kept.members:,}",
+            "-",
+            "-",
+            "-",
+            "-"
+            if kept.synced_at is None
+            else f"{_clock(kept.synced_at)} ({ago(kept.synced_at, now)})",
+            ago(kept.synced_at, now),
+        )
     return table
 
 
@@ -386,6 +420,20 @@ def stacked_status(report: StatusReport, width: int = 80) -> list[Text]:
             f"last success {ago(c.last_success, now)}",
         ]
         lines.extend(field_lines(fields, width))
+    for left in report.left_behind:
+        kept = left.cohort
+        head = Text(f"{kept.model or '-'} -> {kept.cohort_id} ({kept.mode or '-'}): ")
+        head.append(LEFT_BEHIND, style="yellow")
+        lines.append(head)
+        fields = [
+            f"name {kept.cohort_name!r}" if kept.cohort_name else "name -",
+            f"dest {left.destination or 'default'}",
+            f"members {kept.members:,}",
+            "last synced never"
+            if kept.synced_at is None
+            else f"last synced {_clock(kept.synced_at)} UTC ({ago(kept.synced_at, now)})",
+        ]
+        lines.extend(field_lines(fields, width))
     return lines
 
 
@@ -408,6 +456,10 @@ def print_status(report: StatusReport, console: Console) -> None:
             message = Text("unknown ", style="yellow")
             message.append(f"{c.spec.model}: {c.problem}")
             console.print(message)
+    for left in report.left_behind:
+        message = Text("warning ", style="yellow")
+        message.append(left.message())
+        console.print(message)
     for problem in report.problems:
         message = Text("invalid ", style="red")
         message.append(problem)

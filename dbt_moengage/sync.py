@@ -31,6 +31,7 @@ from .errors import (
     Interrupted,
     LockTimeout,
     MoEngageSyncError,
+    RequestRejected,
     SettingsError,
     TransientError,
     WarehouseError,
@@ -67,6 +68,8 @@ from .state import (
     upgrade_note,
     utcnow,
 )
+from .state.history import StateHistory
+from .state.left_behind import default_id_warnings, find_left_behind
 from .warehouse import (
     Engine,
     ProfileTarget,
@@ -197,10 +200,34 @@ def run_sync(
             _wait_awake(jobs)
             done = {r.model: r for job in jobs for r in job.result()}
         report.results.extend(done[spec.model] for spec in specs)
+        if not stop.is_set():
+            _warn_left_behind(warehouse, senders, manifest, report, progress)
         if not options.dry_run and not stop.is_set():
             notify_after_sync(state, report, keys, options.environ, progress)
     report.finished_at = _now()
     return report
+
+
+def _warn_left_behind(
+    warehouse: Engine,
+    senders: Mapping[str | None, MoEngageSettings],
+    manifest: Manifest,
+    report: RunReport,
+    progress: Progress,
+) -> None:
+    """Name each cohort the state holds that no model of the project syncs (a model was
+    renamed, say): a warning, kept in the report's `warnings`, never a failure."""
+    keys = {destination: state_key(settings) for destination, settings in senders.items()}
+    try:
+        texts = [
+            c.message()
+            for c in find_left_behind(StateHistory(warehouse), keys, manifest.cohort_nodes())
+        ]
+    except WarehouseError as exc:
+        texts = [f"could not look for cohorts left behind in the sync state: {exc}"]
+    for text in texts:
+        report.warnings.append(text)
+        progress.warning(text)
 
 
 def _wait_awake(jobs: list[Future[list[CohortResult]]]) -> None:
@@ -248,6 +275,11 @@ def _sync_destination(
             if fatal is not None:
                 error = f"not sent: the destination failed for every cohort ({fatal})"
                 results.append(_result(spec, SKIPPED, error))
+                progress.cohort_finished(results[-1])
+                continue
+            if client is not None and client.down is not None:
+                # Failed past its retry budget: the next run sends what this one could not.
+                results.append(_result(spec, SKIPPED, f"not attempted: {client.down}"))
                 progress.cohort_finished(results[-1])
                 continue
             job = CohortSync(
@@ -360,10 +392,11 @@ class CohortSync:
         """Count what a sync would add, re-send and remove, and the requests it would take."""
         started = time.monotonic()
         try:
-            self._plan(full_refresh)
-            requests = sum(1 for _ in self._add_bodies(full_refresh))
-            if self.mirror:
-                requests += sum(1 for _ in self._bodies(REMOVE))
+            with self.warehouse.snapshot(self.spec, self.key):
+                self._plan(full_refresh)
+                requests = sum(1 for _ in self._add_bodies(full_refresh))
+                if self.mirror:
+                    requests += sum(1 for _ in self._bodies(REMOVE))
             self.result.planned_requests = requests
             self.result.renamed = self._renaming
             if self.guard:
@@ -416,11 +449,13 @@ class CohortSync:
         )
         self.state.save_run(row)
         try:
-            self._plan(full_refresh)
-            if self.guard:
-                self.result.status, self.result.error = GUARDED, self.guard
-                return
-            self._send(full_refresh, adds, removes)
+            # One reading of the model: the plan, the guard and every stream come from it.
+            with self.warehouse.snapshot(self.spec, self.key):
+                self._plan(full_refresh)
+                if self.guard:
+                    self.result.status, self.result.error = GUARDED, self.guard
+                    return
+                self._send(full_refresh, adds, removes)
             self.result.status = SYNCED
         except Interrupted as exc:
             # Marked here, so the run row says how it ended (not 'running' forever).
@@ -509,12 +544,29 @@ class CohortSync:
         )
 
     def _send(self, full_refresh: bool, adds: Tally, removes: Tally) -> None:
+        """Removals first, then additions and re-sends. Removals MoEngage refuses (a
+        workspace without them answers 400) never hold back the additions: those go, then
+        the cohort fails naming the refusal; the next run retries the removals."""
         assert self.client is not None
         self.progress.cohort_started(self.result)
+        refused: RequestRejected | None = None
         if self.mirror and self.result.planned_remove:
-            self.client.send_all(self._bodies(REMOVE), removes, self._checkpoint(REMOVE))
+            try:
+                self.client.send_all(self._bodies(REMOVE), removes, self._checkpoint(REMOVE))
+            except RequestRejected as exc:
+                refused = exc
         bodies = self._add_bodies(full_refresh)
         self.client.send_all(bodies, adds, self._checkpoint(ADD, full_refresh))
+        if refused is not None:
+            left = self.result.planned_remove - removes.uids_accepted
+            raise CohortError(
+                f"model '{self.spec.model}': MoEngage refused the removals (HTTP "
+                f"{refused.status}: {refused.detail}); "
+                f"{left:,} members who left the model are still in the segment, the "
+                "additions and re-sends were sent. Set meta.moengage.mode: add to stop "
+                "removing, or have removals enabled for the workspace; the next run "
+                "retries them"
+            )
 
     def _remember(self, adds: Tally) -> None:
         """Record the model, and the name and description once a request carried them."""
@@ -720,6 +772,7 @@ def validate(options: SyncOptions, check_warehouse: bool = False) -> Validation:
     if not check_warehouse:
         discovery = discovery.settle()
         problems[:0] = [str(p) for p in discovery.problems]
+        warnings.extend(default_id_warnings(manifest.cohort_nodes(), discovery.specs))
         return Validation(discovery.specs, problems, warnings)
     target = profile_target(options)
     state_schema = options.state_schema or options.environ.get("MOENGAGE_STATE_SCHEMA") or None
@@ -741,6 +794,13 @@ def validate(options: SyncOptions, check_warehouse: bool = False) -> Validation:
                 specs.append(spec)
             except CohortError as exc:
                 problems.append(str(exc))
+        keys = {destination: state_key(settings) for destination, settings in senders.items()}
+        try:
+            left = find_left_behind(StateHistory(warehouse), keys, manifest.cohort_nodes())
+            warnings.extend(c.message() for c in left)
+        except WarehouseError as exc:
+            warnings.append(f"could not look for cohorts left behind in the sync state: {exc}")
+    warnings.extend(default_id_warnings(manifest.cohort_nodes(), discovery.specs))
     return Validation(specs, problems, warnings, warehouse_checked=True)
 
 

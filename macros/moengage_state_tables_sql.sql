@@ -30,13 +30,24 @@
     Two sessions running `create ... if not exists` for the same name at once can both find
     it missing and one fails (a unique violation in the catalog): the statements take a
     transaction-scoped advisory lock first (_moengage_state_lock_key), which the runner's
-    Postgres engine must take around its own DDL too. -#}
+    Postgres engine must take around its own DDL too.
+    Then the two keys the runner's Postgres engine needs (dbt_moengage/warehouse/postgres.py,
+    same names): the lock rows' unique key, and the key members are looked up by. -#}
 {% macro postgres__moengage_state_tables_sql(schema) %}
     {%- set ddl = moengage._moengage_state_tables_ddl(
         'moengage_state_tables_sql', schema, moengage.moengage_state_types(),
         schema_with_database=false
     ) -%}
-    {{ return('select pg_advisory_xact_lock(' ~ moengage._moengage_state_lock_key() ~ ');\n\n' ~ ddl) }}
+    {%- set locks = moengage.moengage_state_relation('moengage_sync_locks', schema) -%}
+    {%- set members = moengage.moengage_state_relation('moengage_cohort_members', schema) -%}
+    {%- set keys = [
+        'create unique index if not exists moengage_sync_locks_key on ' ~ locks
+            ~ ' (endpoint, workspace_id, cohort_id)',
+        'create index if not exists moengage_cohort_members_key on ' ~ members
+            ~ ' (endpoint, workspace_id, cohort_id, uid)',
+    ] -%}
+    {{ return('select pg_advisory_xact_lock(' ~ moengage._moengage_state_lock_key() ~ ');\n\n'
+        ~ ddl ~ '\n\n' ~ keys | join(';\n\n') ~ ';') }}
 {% endmacro %}
 
 

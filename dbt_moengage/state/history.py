@@ -1,5 +1,6 @@
 """Reading the sync state back, for `status` and `report`: what each cohort holds now, how
-its runs went, and its members over time. Read only: nothing here creates or changes state.
+its runs went, and its members over time; and every cohort the state holds, for finding
+those left behind (left_behind.py). Read only: nothing here creates or changes state.
 
 Every read is keyed like the state (endpoint, workspace) and tolerates state written by
 older runners: a missing table reads as nothing synced, a column an older version lacks
@@ -8,14 +9,14 @@ older runners: a missing table reads as nothing synced, a column an older versio
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from ..errors import WarehouseError
 from ..warehouse.engine import Engine
-from .schema import ALIASES, MEMBERS, RUNS, StateKey
+from .schema import ALIASES, COHORTS, MEMBERS, RUNS, StateKey
 
 # Run-row columns every state version has (since version 2), in the order RunRecord takes.
 _RUN_COLUMNS = (
@@ -51,6 +52,14 @@ _SQL = {
             ) as run_rank
             from {{runs}} where {_KEY}
         ) r where run_rank <= ? order by cohort_id, started_at, run_id""",
+    # Each cohort's latest successful run.
+    "last_synced": f"""
+        select {{columns}} from (
+            select {{columns}}, row_number() over (
+                partition by cohort_id order by started_at desc, run_id desc
+            ) as run_rank
+            from {{runs}} where {_KEY} and status = 'synced'
+        ) r where run_rank = 1""",
 }
 
 
@@ -75,6 +84,22 @@ class RunRecord:
     # The cohort's member count right after the run; None for runs recorded before the
     # state kept it.
     members_after: int | None = None
+
+
+@dataclass(frozen=True)
+class StateCohort:
+    """A cohort the state holds under one key, as the last syncs left it."""
+
+    cohort_id: str
+    # Members MoEngage was told of: distinct uids in the state.
+    members: int
+    # The model of its latest successful run (else of its latest run, else the one that
+    # last sent its name); its mode, and when that run finished.
+    model: str | None
+    mode: str | None
+    synced_at: datetime | None
+    # The name MoEngage last got for it; None when no request carried one.
+    cohort_name: str | None
 
 
 @dataclass(frozen=True)
@@ -157,6 +182,46 @@ class StateHistory:
             return {}
         rows = self._rows("last_successes", key.params)
         return {str(cohort_id): when for cohort_id, when in rows if when is not None}
+
+    def last_synced(self, key: StateKey) -> dict[str, RunRecord]:
+        """Each cohort's latest successful run under the key, by cohort id."""
+        if not self.exists:
+            return {}
+        return {r.cohort_id: r for r in map(_run_record, self._rows("last_synced", key.params))}
+
+    def state_cohorts(self, key: StateKey, besides: Collection[str] = ()) -> list[StateCohort]:
+        """The cohorts the state holds under the key, other than `besides`: those with
+        members, or whose name MoEngage got (an emptied mirror cohort), by cohort id.
+
+        Read from the small tables (runs, cohorts); members are counted only for the
+        cohorts found there, never by scanning every cohort's members.
+        """
+        if not self.exists:
+            return []
+        names: dict[str, tuple[str, str | None]] = {}
+        if COHORTS in self.present:
+            for cohort_id, model, name in self.engine.all("cohort_names", key.params):
+                names[str(cohort_id)] = (str(model), None if name is None else str(name))
+        latest = self.last_runs(key)
+        synced = self.last_synced(key)
+        found: list[StateCohort] = []
+        for cohort_id in sorted((set(names) | set(latest)) - set(besides)):
+            members = self.member_count(key, cohort_id)
+            model, name = names.get(cohort_id, (None, None))
+            if not members and name is None:
+                continue
+            run = synced.get(cohort_id) or latest.get(cohort_id)
+            found.append(
+                StateCohort(
+                    cohort_id=cohort_id,
+                    members=members,
+                    model=run.model if run is not None else model,
+                    mode=run.mode if run is not None else None,
+                    synced_at=synced[cohort_id].finished_at if cohort_id in synced else None,
+                    cohort_name=name,
+                )
+            )
+        return found
 
     def runs(self, key: StateKey, limit: int) -> dict[str, list[RunRecord]]:
         """The latest `limit` runs of each cohort under the key, oldest first."""

@@ -25,7 +25,10 @@ from .schema import StateKey
 if TYPE_CHECKING:
     from ..warehouse.engine import Engine
 
+# A runner waiting for a lock tries again after POLL_SECONDS, then waits twice as long
+# each time, up to MAX_POLL_SECONDS: a 300 s wait costs about 40 statements, not 600.
 POLL_SECONDS = 0.5
+MAX_POLL_SECONDS = 10.0
 
 
 @dataclass
@@ -91,23 +94,33 @@ def _acquire(
     sleep: Callable[[float], None],
 ) -> None:
     deadline = clock() + wait_seconds
-    while True:
-        # One atomic statement: take a free or stale row, or leave a live holder's alone.
-        engine.run("take_lock", (*where, run_id, engine.lock_stale_seconds))
-        holder = engine.one("lock_holder", where)
-        if holder is not None and holder[0] == run_id:
-            return
-        if clock() >= deadline:
-            since = holder[1] if holder is not None else "?"
-            raise LockTimeout(
-                f"model '{cohort.model}': cohort '{cohort.cohort_id}' is being synced by "
-                f"another run ({holder[0] if holder else '?'}, since {since} UTC); waited "
-                f"{wait_seconds:g} s. Let it finish, or raise MOENGAGE_LOCK_WAIT_SECONDS"
-            )
-        if stop is not None and stop.wait(POLL_SECONDS):
-            raise Interrupted(f"model '{cohort.model}': interrupted while waiting for its lock")
-        if stop is None:
-            sleep(POLL_SECONDS)
+    pause = POLL_SECONDS
+    try:
+        while True:
+            # One atomic statement: take a free or stale row, or leave a live holder's alone.
+            engine.run("take_lock", (*where, run_id, engine.lock_stale_seconds))
+            holder = engine.one("lock_holder", where)
+            if holder is not None and holder[0] == run_id:
+                return
+            left = deadline - clock()
+            if left <= 0:
+                since = holder[1] if holder is not None else "?"
+                raise LockTimeout(
+                    f"model '{cohort.model}': cohort '{cohort.cohort_id}' is being synced by "
+                    f"another run ({holder[0] if holder else '?'}, since {since} UTC); waited "
+                    f"{wait_seconds:g} s. Let it finish, or raise MOENGAGE_LOCK_WAIT_SECONDS"
+                )
+            wait = min(pause, left)
+            pause = min(pause * 2, MAX_POLL_SECONDS)
+            if stop is not None and stop.wait(wait):
+                raise Interrupted(f"model '{cohort.model}': interrupted while waiting for its lock")
+            if stop is None:
+                sleep(wait)
+    except BaseException:
+        # A row of ours that lost a race (where inserts can both land) goes with us.
+        with contextlib.suppress(WarehouseError):
+            engine.run("release_lock", (*where, run_id))
+        raise
 
 
 def _beat(

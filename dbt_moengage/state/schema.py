@@ -7,6 +7,9 @@ endpoint (''): the first endpoint that syncs such a cohort adopts them as due fo
 re-send, so every member is sent again there (the safe side) while mirror mode can still
 remove members that left. Version 3 adds each run row's member count after the run
 (`members_after`, null on older rows) and the table of what notifications last said.
+Version 4 adds no column: it changes how Postgres locks a cohort (a lock row under a unique
+key instead of a session advisory lock) and adds the key Postgres looks members up by; an
+older runner, locking the old way, must not sync beside a newer one.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ ALIASES = {
     NOTIFICATIONS: "notifications",
 }
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # The oldest version a read-only run (a dry run, validate --warehouse) reads as it is:
 # version 3 only added what syncing writes (members_after, notifications), never what a
 # plan reads.
@@ -137,6 +140,11 @@ UPGRADE_NOTES = {
     3: (
         "run rows now record the cohort's member count after each run (members_after; "
         "empty for earlier runs), and notifications remember what they last announced"
+    ),
+    4: (
+        "on Postgres the cohort lock is now a lock row (it holds behind PgBouncer and other "
+        "transaction poolers) and members are looked up by an index; runners older than "
+        "this version must not sync into this state"
     ),
 }
 

@@ -169,6 +169,8 @@ class StateStore:
                     engine.run(f"create_{table}")
             for statement in upgrade_statements(engine.STATE_TYPES, present):
                 self._upgrade(statement)
+            for index, steps in engine.state_indexes().items():
+                self._index(index, steps)
             if recorded != SCHEMA_VERSION:
                 runner = f"dbt-moengage {__version__}"
                 engine.run("insert_version", (SCHEMA_VERSION, utcnow(), runner))
@@ -195,6 +197,19 @@ class StateStore:
                 f"upgrading the sync state in schema {self.engine.state_schema!r}: {exc}; "
                 "the runner's role needs ALTER on the state tables once (or an admin runs "
                 "one sync with a role that has it)"
+            ) from None
+
+    def _index(self, index: str, steps: list[str]) -> None:
+        """Create one of the state's indexes (the statements named in `steps`)."""
+        try:
+            for step in steps:
+                self.engine.run(step)
+        except WarehouseError as exc:
+            raise WarehouseError(
+                f"creating index {index} of the sync state in schema "
+                f"{self.engine.state_schema!r}: {exc}; the runner's role needs to own the state "
+                "tables once (or an admin runs `dbt run-operation moengage_create_state_tables`,"
+                " which creates it)"
             ) from None
 
     # -- the change ------------------------------------------------------------------------
@@ -275,12 +290,17 @@ class StateStore:
         run_id: str,
         replace: bool = False,
     ) -> None:
-        """One bulk insert per accepted request (a delete first, when replacing)."""
+        """One bulk insert per accepted request (when replacing, a delete first, in one
+        transaction with it: a crash between them would lose what MoEngage accepted)."""
         members = uids_json(uids)
         where = (*key.params, cohort.cohort_id)
-        if replace:
+        insert = (*where, utcnow(), run_id, members)
+        if not replace:
+            self.engine.run("insert_members", insert)
+            return
+        with self.engine.transaction():
             self.engine.run("delete_members", (*where, members))
-        self.engine.run("insert_members", (*where, utcnow(), run_id, members))
+            self.engine.run("insert_members", insert)
 
     def record_resent(
         self, cohort: CohortSpec, key: StateKey, uids: Sequence[str], run_id: str

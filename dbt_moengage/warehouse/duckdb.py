@@ -26,13 +26,19 @@ from ..state.locks import HeldLock, row_lock
 from ..state.schema import STATE_TABLES, StateKey, state_ddl
 from ..state.sql import STATE_SQL
 from .engine import (
+    BLANK_UID,
     DEFAULT_FETCH_ROWS,
     MODEL_SQL,
+    NULL_UID,
+    PADDED_UID,
+    VALID,
     Engine,
     UidColumn,
     missing_column,
     quote_identifier,
     read_failed,
+    snapshot_name,
+    snapshot_sql,
     unusable_type,
 )
 from .profiles import ProfileTarget
@@ -81,6 +87,9 @@ _EDGE = (
     f" or strpos({uids.sql_literal()}, right({_TEXT}, 1)) > 0)"
 )
 _VALID = f"{{col}} is not null and {_TEXT} <> '' and not {_EDGE}"
+_KIND = f"""case when {{col}} is null then '{NULL_UID}' when {_TEXT} = '' then '{BLANK_UID}'
+    when {_EDGE} then case when {_TRIMMED} = '' then '{BLANK_UID}' else '{PADDED_UID}' end
+    else '{VALID}' end"""
 
 # The state tables' types; the dbt package's variant for this engine uses the same.
 STATE_TYPES = {
@@ -94,6 +103,7 @@ SQL: dict[str, str] = {
     **MODEL_SQL,
     **STATE_SQL,
     **state_ddl(STATE_TYPES),
+    **snapshot_sql(_TEXT, _KIND),
     "stats": f"""
         select count(*), count(*) - count({{col}}),
             count(*) filter (where {{col}} is not null and case when {_TEXT} = '' then true
@@ -271,6 +281,14 @@ class DuckDBWarehouse(Engine):
             self._locks_cleared = True
         return row_lock(self, cohort, key, run_id, wait_seconds, stop)
 
+    def snapshot_table(self, cohort: CohortSpec, key: StateKey) -> str | None:
+        """A temp table: this connection's own, also on a read-only database file."""
+        return f"temp.main.{snapshot_name(key, cohort)}"
+
+    def create_snapshot(self, table: str, select: str) -> list[str]:
+        """`create temp table`: DuckDB spills it to disk past the memory limit."""
+        return [f"create temp table {table} as {select}"]
+
     def lock_alive(self, key: StateKey, cohort_id: str, run_id: str) -> bool:
         """No: a sync holds the database file for writing while it runs, so a process that
         has the file open (`status`) knows that no other process is syncing into it."""
@@ -298,6 +316,12 @@ class DuckDBWarehouse(Engine):
         if kind not in UID_TYPES:
             raise unusable_type(cohort, kind)
         return UidColumn(name=found[0], type=kind)
+
+    def cursor(self) -> Any:
+        """The connection itself, read like a cursor: a DuckDB cursor is a connection of its
+        own, which would not see the cohort's snapshot (a temp table). Callers read a result
+        under `statements`, so no other statement replaces it meanwhile."""
+        return _Result(self.conn)
 
     def stream(
         self,
@@ -351,3 +375,25 @@ class DuckDBWarehouse(Engine):
     def close(self) -> None:
         """Close the database."""
         self.conn.close()
+
+
+class _Result:
+    """The connection as a cursor of one statement; closing it leaves the connection open."""
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._conn.execute(sql, params)
+
+    def fetchone(self) -> Any:
+        return self._conn.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return self._conn.fetchall()
+
+    def fetchmany(self, size: int) -> list[Any]:
+        return self._conn.fetchmany(size)
+
+    def close(self) -> None:
+        """Nothing to close: the result goes with the connection's next statement."""

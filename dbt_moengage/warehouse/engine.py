@@ -11,6 +11,7 @@ parameters; an engine whose driver wants another style converts them in `render`
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -31,13 +32,42 @@ if TYPE_CHECKING:
 
 DEFAULT_FETCH_ROWS = 50_000
 
+# What each distinct value of a model's uid column is in the snapshot (see Engine.snapshot).
+VALID, NULL_UID, BLANK_UID, PADDED_UID = "valid", "null", "blank", "padded"
+
 # Statements on the model alone, the same on every engine.
 MODEL_SQL: dict[str, str] = {
     # Postgres requires the subquery's alias (`m`).
     "count_model": "select count(*) from ({model_uids}) m",
     "long_uids": "select count(*), min(uid) from ({model_uids}) m where length(uid) > ?",
     "create_schema": "create schema if not exists {schema}",
+    # The snapshot's rows are the column's distinct values, each with its row count `n`.
+    "snapshot_stats": f"""
+        select coalesce(sum(n), 0),
+            coalesce(sum(case when kind = '{NULL_UID}' then n else 0 end), 0),
+            coalesce(sum(case when kind = '{BLANK_UID}' then n else 0 end), 0),
+            coalesce(sum(case when kind = '{PADDED_UID}' then n else 0 end), 0)
+        from {{snapshot}}""",
+    "drop_snapshot": "drop table if exists {snapshot}",
 }
+
+
+def snapshot_sql(text: str, kind: str) -> dict[str, str]:
+    """An engine's snapshot statements, from its exact text of a uid (`{col}` is the column)
+    and its `kind` expression (a CASE giving VALID, NULL_UID, BLANK_UID or PADDED_UID).
+
+    `create_snapshot` is the select the engine wraps in its own CREATE: one read of the
+    model, grouped by the exact text of each value. `snapshot_uids` stands in for the
+    model's uids in every other statement while the snapshot exists.
+    """
+    exact_uid = text.replace("{col}", "uid")
+    return {
+        "create_snapshot": (
+            f"select uid, n, {kind.replace('{col}', 'uid')} as kind from ("
+            f"select {text} as uid, count(*) as n from {{relation}} group by 1) r"
+        ),
+        "snapshot_uids": f"select {exact_uid} as uid from {{snapshot}} where kind = '{VALID}'",
+    }
 
 
 @dataclass(frozen=True)
@@ -133,6 +163,39 @@ class Engine(ABC):
     def close(self) -> None:
         """Close the connection (and any the engine opened beside it)."""
 
+    # -- the run's heartbeat session ---------------------------------------------------------
+
+    def open_beside(self) -> Engine | None:
+        """Another session on the same warehouse, to beat the run's cohort locks from (None:
+        this engine's locks need no heartbeat)."""
+        return None
+
+    def heartbeat(self) -> Engine | None:
+        """The run's one heartbeat session, opened on first use: it beats every cohort lock
+        of the run, so a long query here cannot starve a lock, and a profile that logs in
+        through SSO or MFA prompts once per run, not once per cohort."""
+        with self._beside:
+            if "_beater" not in self.__dict__:
+                self.__dict__["_beater"] = self.open_beside()
+            beater: Engine | None = self.__dict__["_beater"]
+            return beater
+
+    def close_heartbeat(self) -> None:
+        """Close the heartbeat session, if one was opened."""
+        with self._beside:
+            beater = self.__dict__.pop("_beater", None)
+        if beater is not None:
+            beater.close()
+
+    @cached_property
+    def _beside(self) -> threading.Lock:
+        return threading.Lock()
+
+    def state_indexes(self) -> dict[str, list[str]]:
+        """The state's indexes that are missing, each with the statements (names in SQL)
+        that create it; engines without indexes have none."""
+        return {}
+
     def explain(self, exc: BaseException) -> str:
         """The engine's error as the user should read it (engines may add what to do)."""
         return str(exc)
@@ -167,14 +230,66 @@ class Engine(ABC):
             column = quote_identifier(cohort.uid_column)
             fields["relation"] = cohort.relation_name
             fields["col"] = column
-            fields["model_uids"] = self.SQL["model_uids"].format(
-                relation=cohort.relation_name, col=column
-            )
+            snapshot = self._snapshots.get(cohort.unique_id)
+            if snapshot is not None:
+                fields["snapshot"] = snapshot
+                fields["model_uids"] = self.SQL["snapshot_uids"].format(snapshot=snapshot)
+            else:
+                fields["model_uids"] = self.SQL["model_uids"].format(
+                    relation=cohort.relation_name, col=column
+                )
         fields.update(extra)
         fields["state_uids"] = self.SQL["state_uids"].format(**fields)
         return self.SQL[name].format(**fields)
 
+    # -- the snapshot ----------------------------------------------------------------------
+
+    @cached_property
+    def _snapshots(self) -> dict[str, str]:
+        """unique_id -> the snapshot table of each cohort being synced."""
+        return {}
+
+    def snapshot_table(self, cohort: CohortSpec, key: StateKey) -> str | None:
+        """Where the cohort's snapshot goes (None: this engine reads the model each time,
+        as a read-only Postgres or Snowflake session does, having nowhere to write it)."""
+        return None
+
+    def create_snapshot(self, table: str, select: str) -> list[str]:
+        """The statements that write `select` to the snapshot `table` (engines vary)."""
+        return [f"create table {table} as {select}"]
+
+    @contextlib.contextmanager
+    def snapshot(self, cohort: CohortSpec, key: StateKey) -> Iterator[None]:
+        """Read the cohort's model once, into a run-scoped table of its distinct values;
+        while the block runs, every statement on the cohort reads that table instead.
+
+        So the plan, the guard and every stream come from one reading: a model that
+        changes mid-run (a view over a table being reloaded, a concurrent `dbt run`) is
+        sent as planned, and judged by the next run. The table's name is the cohort's
+        lock key's, so it is never shared: two runs of one cohort never overlap.
+        """
+        table = self.snapshot_table(cohort, key)
+        if table is None:
+            yield
+            return
+        drop = self.format("drop_snapshot", extra={"snapshot": table})
+        select = self.format("create_snapshot", cohort)
+        try:
+            self.execute_sql(drop, (), "drop_snapshot", cohort).close()
+            for statement in self.create_snapshot(table, select):
+                self.execute_sql(statement, (), "reading_the_model", cohort).close()
+            self._snapshots[cohort.unique_id] = table
+            yield
+        finally:
+            self._snapshots.pop(cohort.unique_id, None)
+            with contextlib.suppress(WarehouseError):
+                self.execute_sql(drop, (), "drop_snapshot", cohort).close()
+
     # -- running statements ----------------------------------------------------------------
+
+    def cursor(self) -> Any:
+        """A cursor for one statement on the main connection."""
+        return self.conn.cursor()
 
     @cached_property
     def statements(self) -> threading.RLock:
@@ -200,7 +315,7 @@ class Engine(ABC):
     ) -> Any:
         """Run a statement's text; WarehouseError naming it (and the model) if it fails."""
         with self.statements:
-            cursor = self.conn.cursor()
+            cursor = self.cursor()
             try:
                 cursor.execute(self.render(sql), params)
             except self.ERRORS as exc:
@@ -210,6 +325,19 @@ class Engine(ABC):
                     f"{where}{name.replace('_', ' ')} failed: {self.explain(exc)}"
                 ) from None
             return cursor
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """The block's statements commit together or not at all (no other thread's between)."""
+        with self.statements:
+            self.execute_sql("begin", (), "begin").close()
+            try:
+                yield
+            except BaseException:
+                with contextlib.suppress(WarehouseError):
+                    self.execute_sql("rollback", (), "rollback").close()
+                raise
+            self.execute_sql("commit", (), "commit").close()
 
     def one(
         self,
@@ -267,8 +395,9 @@ class Engine(ABC):
     # -- the audience ----------------------------------------------------------------------
 
     def audience_stats(self, cohort: CohortSpec) -> AudienceStats:
-        """Count rows, nulls, blank and padded uids in one scan."""
-        rows, nulls, empties, padded = (int(v or 0) for v in self.one("stats", (), cohort))
+        """Count rows, nulls, blank and padded uids (from the snapshot, when there is one)."""
+        name = "snapshot_stats" if cohort.unique_id in self._snapshots else "stats"
+        rows, nulls, empties, padded = (int(v or 0) for v in self.one(name, (), cohort))
         return AudienceStats(rows=rows, nulls=nulls, empties=empties, padded=padded)
 
     def count_model(self, cohort: CohortSpec) -> int:
@@ -293,6 +422,12 @@ class Engine(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def snapshot_name(key: StateKey, cohort: CohortSpec) -> str:
+    """The snapshot table's name for one cohort of one state key (its lock's key)."""
+    text = "|".join((*key.params, cohort.cohort_id, cohort.unique_id))
+    return f"moengage_snapshot_{hashlib.sha1(text.encode()).hexdigest()[:16]}"
 
 
 def uids_json(batch: Sequence[str]) -> str:

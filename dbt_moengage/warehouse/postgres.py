@@ -4,15 +4,18 @@ Sessions are opened by dbt-postgres's own connection manager, so a profile that 
 `dbt build` works here. The main session runs in autocommit: each checkpoint is one
 statement, durable once it returns. The delta is read on a session of its own through a
 server-side (named) cursor, so memory stays flat however large the audience. The cohort
-lock is a real database lock, a session-level advisory lock on a third session: two
-runners can never both hold it, and a runner that dies releases it with its connection.
+lock is a lock row taken with `insert ... on conflict` on the server's clock and beaten
+from one session of the run's own (state/locks.py): it holds behind a transaction-pooling
+pooler (PgBouncer, Supavisor), where a session advisory lock would land on whichever
+server connection the pooler picked and outlive the run. Nothing here keeps session state
+between statements: the snapshot is an unlogged table, the delta's cursor lives in one
+transaction, the DDL lock is transaction-scoped.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -24,18 +27,24 @@ import psycopg2.errors
 
 from .. import uids
 from ..cohorts import CohortSpec
-from ..errors import Interrupted, LockLost, LockTimeout, ProfileError, WarehouseError
-from ..state.locks import POLL_SECONDS, HeldLock
+from ..errors import ProfileError, WarehouseError
+from ..state.locks import HeldLock, row_lock
 from ..state.schema import STATE_TABLES, StateKey, state_ddl
 from ..state.sql import STATE_SQL
 from .engine import (
+    BLANK_UID,
     DEFAULT_FETCH_ROWS,
     MODEL_SQL,
+    NULL_UID,
+    PADDED_UID,
+    VALID,
     Engine,
     UidColumn,
     missing_column,
     quote_identifier,
     read_failed,
+    snapshot_name,
+    snapshot_sql,
     unusable_type,
 )
 from .profiles import ProfileTarget
@@ -44,8 +53,6 @@ from .redact import redact_path
 # The dbt package's _moengage_state_lock_key: 'moengage' in ASCII as a bigint. The state
 # tables' DDL runs under it, so dbt and the runner never create them at the same moment.
 DDL_LOCK_KEY = 7885632997404272485
-# The first key of every cohort lock (pg_try_advisory_lock(int, int)): 'moen' as an int.
-COHORT_LOCK_CLASS = 1836016974
 
 # Text, integers and UUIDs cast to text without losing what MoEngage matches on
 # (type OIDs; numeric only with no fractional digits).
@@ -58,6 +65,12 @@ NUMERIC_OID = 1700
 _TEXT = '(cast({col} as text) collate "C")'
 _TRIMMED = f"btrim({_TEXT}, {uids.sql_literal()})"
 _VALID = f"{{col}} is not null and {_TEXT} <> '' and {_TRIMMED} = {_TEXT}"
+_KIND = f"""case when {{col}} is null then '{NULL_UID}' when {_TRIMMED} = '' then '{BLANK_UID}'
+    when {_TRIMMED} <> {_TEXT} then '{PADDED_UID}' else '{VALID}' end"""
+
+# The state tables' indexes; the dbt package's postgres__ DDL creates the same.
+LOCKS_KEY = "moengage_sync_locks_key"
+MEMBERS_KEY = "moengage_cohort_members_key"
 
 # The state tables' types; the dbt package's postgres__ variant uses the same.
 STATE_TYPES = {
@@ -71,6 +84,7 @@ SQL: dict[str, str] = {
     **MODEL_SQL,
     **STATE_SQL,
     **state_ddl(STATE_TYPES),
+    **snapshot_sql(_TEXT, _KIND),
     "stats": f"""
         select count(*), count(*) - count({{col}}),
             count(*) filter (where {{col}} is not null and {_TRIMMED} = ''),
@@ -84,11 +98,28 @@ SQL: dict[str, str] = {
         select s.uid from ({state_uids}) s
         where not exists (select 1 from ({model_uids}) m where m.uid = s.uid)""",
     "json_uids": "select jsonb_array_elements_text(cast(? as jsonb)) as uid",
-    # Whether some session holds a cohort's advisory lock (pg_try_advisory_lock(int, int)).
-    "cohort_lock_held": """
-        select count(*) from pg_locks where locktype = 'advisory' and granted
-            and classid = ? and objid = cast(hashtext(?)::bigint & 4294967295 as oid)
-            and objsubid = 2""",
+    # The lock row (state/locks.py): inserted when free, taken over when its heartbeat is
+    # older than the stale window (the last parameter, seconds), left alone otherwise. The
+    # unique key makes two runners' inserts collide instead of both landing (MERGE would
+    # need Postgres 15, and still races on inserts).
+    "take_lock": """
+        insert into {locks} as l (endpoint, workspace_id, cohort_id, run_id, locked_at,
+            heartbeat_at)
+        values (?, ?, ?, ?, {now}, {now})
+        on conflict (endpoint, workspace_id, cohort_id) do update
+            set run_id = excluded.run_id, locked_at = excluded.locked_at,
+                heartbeat_at = excluded.heartbeat_at
+            where l.heartbeat_at < ((now() at time zone 'utc') - make_interval(secs => ?))""",
+    # The keys the state's statements look rows up by (StateStore.prepare adds any missing).
+    "clear_locks": "delete from {locks}",
+    "create_locks_key": (
+        f"create unique index if not exists {LOCKS_KEY} on {{locks}} "
+        "(endpoint, workspace_id, cohort_id)"
+    ),
+    "create_members_key": (
+        f"create index if not exists {MEMBERS_KEY} on {{members}} "
+        "(endpoint, workspace_id, cohort_id, uid)"
+    ),
 }
 
 
@@ -159,6 +190,21 @@ class PostgresWarehouse(Engine):
                 found.setdefault(table, set()).add(column)
         return found
 
+    def state_indexes(self) -> dict[str, list[str]]:
+        """The state's indexes missing from the state schema, each with the statements that
+        create it. The lock key's table is emptied first: no runner before this key wrote
+        lock rows on Postgres, and none can hold one before it exists."""
+        with self.statements, self.conn.cursor() as cursor:
+            cursor.execute(
+                "select indexname from pg_indexes where schemaname = %s", [self.state_schema]
+            )
+            present = {str(name) for (name,) in cursor.fetchall()}
+        wanted = {
+            LOCKS_KEY: ["clear_locks", "create_locks_key"],
+            MEMBERS_KEY: ["create_members_key"],
+        }
+        return {name: steps for name, steps in wanted.items() if name not in present}
+
     def check_uid_column(self, cohort: CohortSpec) -> UidColumn:
         """Find the uid column case-insensitively; refuse types that do not cast cleanly."""
         try:
@@ -214,6 +260,16 @@ class PostgresWarehouse(Engine):
                 reader.rollback()
             self._close_other(reader)
 
+    def snapshot_table(self, cohort: CohortSpec, key: StateKey) -> str | None:
+        """An unlogged table in the state schema: the delta's sessions read it, also through
+        a transaction-pooling pooler, where a temp table would be lost between statements.
+        A read-only run (a dry run) writes nothing, so it reads the model each time."""
+        return None if self.read_only else self.state_table(snapshot_name(key, cohort))
+
+    def create_snapshot(self, table: str, select: str) -> list[str]:
+        """Unlogged (no WAL: it is gone with the run anyway), then analyzed for the joins."""
+        return [f"create unlogged table {table} as {select}", f"analyze {table}"]
+
     def ddl_lock(self) -> AbstractContextManager[None]:
         """Create or upgrade the state tables under the dbt package's advisory lock."""
         return self._ddl_lock()
@@ -241,73 +297,14 @@ class PostgresWarehouse(Engine):
         wait_seconds: float,
         stop: threading.Event | None = None,
     ) -> AbstractContextManager[HeldLock]:
-        """A session-level advisory lock on a session of its own, held for the block."""
-        return self._advisory_lock(cohort, key, wait_seconds, stop)
+        """The lock row, beaten from the run's heartbeat session and checked before each
+        checkpoint; a runner that dies leaves a row that is stale after
+        MOENGAGE_LOCK_STALE_SECONDS."""
+        return row_lock(self, cohort, key, run_id, wait_seconds, stop, self.heartbeat())
 
-    def lock_alive(self, key: StateKey, cohort_id: str, run_id: str) -> bool:
-        """Whether a session holds the cohort's advisory lock: a runner that died released
-        it with its session, so a run row left 'running' without it was stopped."""
-        name = "|".join((*key.params, cohort_id))
-        row = self.one("cohort_lock_held", (COHORT_LOCK_CLASS, name))
-        return row is not None and int(row[0] or 0) > 0
-
-    @contextlib.contextmanager
-    def _advisory_lock(
-        self,
-        cohort: CohortSpec,
-        key: StateKey,
-        wait_seconds: float,
-        stop: threading.Event | None,
-    ) -> Iterator[HeldLock]:
-        holder = self._open_other()
-        name = "|".join((*key.params, cohort.cohort_id))
-        try:
-            with holder.cursor() as cursor:
-                cursor.execute("select hashtext(%s)", [name])
-                (objid,) = cursor.fetchone()
-            deadline = time.monotonic() + wait_seconds
-            while not self._try_lock(holder, objid):
-                if time.monotonic() >= deadline:
-                    raise LockTimeout(
-                        f"model '{cohort.model}': cohort '{cohort.cohort_id}' is being synced "
-                        f"by another run (it holds the cohort's advisory lock); waited "
-                        f"{wait_seconds:g} s. Let it finish, or raise MOENGAGE_LOCK_WAIT_SECONDS"
-                    )
-                if stop is not None and stop.wait(POLL_SECONDS):
-                    raise Interrupted(
-                        f"model '{cohort.model}': interrupted while waiting for its lock"
-                    )
-                if stop is None:
-                    time.sleep(POLL_SECONDS)
-
-            def check() -> None:
-                try:
-                    with holder.cursor() as cursor:
-                        cursor.execute(
-                            "select count(*) from pg_locks where locktype = 'advisory' and "
-                            "pid = pg_backend_pid() and classid = %s and objid = %s::oid",
-                            [COHORT_LOCK_CLASS, objid & 0xFFFFFFFF],
-                        )
-                        (held,) = cursor.fetchone()
-                except psycopg2.Error:
-                    held = 0
-                if not held:
-                    raise LockLost(
-                        f"model '{cohort.model}': the session holding the lock of cohort "
-                        f"'{cohort.cohort_id}' was lost; stopped before recording. Re-run to "
-                        "send the rest"
-                    )
-
-            yield HeldLock(check=check)
-        finally:
-            # Closing the session releases the lock (and so does the server, if we die).
-            self._close_other(holder)
-
-    def _try_lock(self, holder: Any, objid: int) -> bool:
-        with holder.cursor() as cursor:
-            cursor.execute("select pg_try_advisory_lock(%s, %s)", [COHORT_LOCK_CLASS, objid])
-            (taken,) = cursor.fetchone()
-        return bool(taken)
+    def open_beside(self) -> PostgresWarehouse:
+        """Another session with the same profile (the run's heartbeat session)."""
+        return PostgresWarehouse(self._open_other(), self.state_schema, self.opener)
 
     def _open_other(self) -> Any:
         try:
@@ -330,6 +327,7 @@ class PostgresWarehouse(Engine):
 
     def close(self) -> None:
         """Close every session the engine opened."""
+        self.close_heartbeat()
         for conn in [*self._others, self.conn]:
             with contextlib.suppress(psycopg2.Error):
                 conn.close()

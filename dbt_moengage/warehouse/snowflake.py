@@ -8,10 +8,9 @@ FLATTEN it in the warehouse: one statement per accepted request, never one per u
 
 from __future__ import annotations
 
-import contextlib
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -26,11 +25,17 @@ from ..state.locks import HeldLock, row_lock
 from ..state.schema import STATE_TABLES, StateKey, state_ddl
 from ..state.sql import STATE_SQL, exact_state_sql
 from .engine import (
+    BLANK_UID,
     MODEL_SQL,
+    NULL_UID,
+    PADDED_UID,
+    VALID,
     Engine,
     UidColumn,
     missing_column,
     quote_identifier,
+    snapshot_name,
+    snapshot_sql,
     unusable_type,
 )
 from .profiles import ProfileTarget
@@ -57,6 +62,8 @@ _TEXT = _EXACT.format("cast({col} as varchar)")
 # is not a cast to varchar and loses its characters argument on the way.
 _TRIMMED = f"trim(cast({_TEXT} as varchar), {uids.sql_literal()})"
 _VALID = f"{{col}} is not null and {_TEXT} <> '' and {_TRIMMED} = {_TEXT}"
+_KIND = f"""case when {{col}} is null then '{NULL_UID}' when {_TRIMMED} = '' then '{BLANK_UID}'
+    when {_TRIMMED} <> {_TEXT} then '{PADDED_UID}' else '{VALID}' end"""
 
 # The state tables' types; the dbt package's variant for this engine uses the same.
 STATE_TYPES = {
@@ -71,6 +78,7 @@ SQL: dict[str, str] = {
     **STATE_SQL,
     **exact_state_sql(_EXACT),
     **state_ddl(STATE_TYPES),
+    **snapshot_sql(_TEXT, _KIND),
     "stats": f"""
         select count(*), count(*) - count({{col}}),
             count_if({{col}} is not null and {_TRIMMED} = ''),
@@ -133,9 +141,11 @@ class SnowflakeWarehouse(Engine):
             raise ProfileError(
                 f"{target.where}: `database` and `schema` are required for Snowflake"
             )
-        return cls(
+        engine = cls(
             open_connection(target), database, schema, opener=lambda: open_connection(target)
         )
+        engine.read_only = read_only
+        return engine
 
     def quote(self, identifier: str) -> str:
         """Simple names stay unquoted (Snowflake folds them, as dbt-snowflake does): the
@@ -151,29 +161,25 @@ class SnowflakeWarehouse(Engine):
         stop: threading.Event | None = None,
     ) -> AbstractContextManager[HeldLock]:
         """The lock row, taken by MERGE on Snowflake's clock; runners on other machines
-        share it, so it is beaten from a session of its own and checked before each
+        share it, so it is beaten from the run's heartbeat session and checked before each
         checkpoint."""
-        return self._beaten_lock(cohort, key, run_id, wait_seconds, stop)
+        beater = self.heartbeat() or self
+        return row_lock(self, cohort, key, run_id, wait_seconds, stop, beater)
 
-    @contextlib.contextmanager
-    def _beaten_lock(
-        self,
-        cohort: CohortSpec,
-        key: StateKey,
-        run_id: str,
-        wait_seconds: float,
-        stop: threading.Event | None,
-    ) -> Iterator[HeldLock]:
-        beater = None
-        if self.opener is not None:
-            beater = SnowflakeWarehouse(self.opener(), self.database, self.state_schema)
-        try:
-            beat_with = beater or self
-            with row_lock(self, cohort, key, run_id, wait_seconds, stop, beat_with) as held:
-                yield held
-        finally:
-            if beater is not None:
-                beater.close()
+    def open_beside(self) -> SnowflakeWarehouse | None:
+        """Another session with the same profile (the run's heartbeat session)."""
+        if self.opener is None:
+            return None
+        return SnowflakeWarehouse(self.opener(), self.database, self.state_schema)
+
+    def snapshot_table(self, cohort: CohortSpec, key: StateKey) -> str | None:
+        """A transient table in the state schema (a temporary one cannot be named there on
+        every Snowflake stand-in); a read-only run (a dry run) reads the model each time."""
+        return None if self.read_only else self.state_table(snapshot_name(key, cohort))
+
+    def create_snapshot(self, table: str, select: str) -> list[str]:
+        """Transient, kept no day past its drop: no Fail-safe or Time Travel storage."""
+        return [f"create transient table {table} data_retention_time_in_days = 0 as {select}"]
 
     def state_table(self, name: str) -> str:
         """database.schema.table, each part as dbt-snowflake would write it."""
@@ -251,5 +257,6 @@ class SnowflakeWarehouse(Engine):
         return redact_path(str(exc))
 
     def close(self) -> None:
-        """Close the session."""
+        """Close the session (and the heartbeat's)."""
+        self.close_heartbeat()
         self.conn.close()

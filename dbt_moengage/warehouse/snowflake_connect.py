@@ -5,14 +5,18 @@ dbt-snowflake's `SnowflakeConnectionManager.open()` turns the profile's credenti
 its refresh, JWT, programmatic access tokens, workload identity, MFA) into the
 connector's arguments, and retries connecting as `connect_retries` / `connect_timeout`
 say. The runner calls it, so a profile that works for `dbt build` works here, and only
-adds what dbt has no setting for: `?` parameters (the connector's documented module
-switch, `snowflake.connector.paramstyle`) and its own query tag, so its queries are found
-in query history. A failure names the profile settings to check and holds no secret.
+adds what dbt has no setting for: `?` parameters and its own query tag, so its queries
+are found in query history. The connector takes its paramstyle from the module switch
+`snowflake.connector.paramstyle` when a connection is made: the runner sets it only while
+its own connection is made, then puts back what was there, so dbt's connections in the same
+process (seeds bind with pyformat) are untouched. A failure names the profile settings to
+check and holds no secret.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -22,6 +26,8 @@ from ..errors import ProfileError
 from .profiles import ProfileTarget
 
 QUERY_TAG = "dbt-moengage"
+# Held while the module's paramstyle is the runner's (connections opened side by side).
+_PARAMSTYLE = threading.Lock()
 
 _NETWORK_HINT = (
     "account (and host, port, proxy_host, proxy_port if set) and that this machine can "
@@ -59,8 +65,6 @@ def open_connection(target: ProfileTarget) -> Any:
     from dbt.adapters.snowflake.connections import SnowflakeConnectionManager
 
     credentials = session_credentials(target)
-    # The runner's statements bind with `?`; dbt's own default is pyformat.
-    snowflake.connector.paramstyle = "qmark"
     connection = Connection(
         type=Identifier("snowflake"),
         name="dbt-moengage",
@@ -70,10 +74,17 @@ def open_connection(target: ProfileTarget) -> Any:
         credentials=credentials,
     )
     failure = None
-    try:
-        SnowflakeConnectionManager.open(connection)
-    except Exception as exc:  # dbt's, the connector's or a key's error: all are shown alike
-        failure = _failure(target, exc)
+    with _PARAMSTYLE:
+        # The runner's statements bind with `?`; dbt's own default is pyformat. The
+        # connection keeps the style it was made with.
+        before = snowflake.connector.paramstyle
+        snowflake.connector.paramstyle = "qmark"
+        try:
+            SnowflakeConnectionManager.open(connection)
+        except Exception as exc:  # dbt's, the connector's or a key's error: shown alike
+            failure = _failure(target, exc)
+        finally:
+            snowflake.connector.paramstyle = before
     if failure is not None:
         # Raised outside the handler: the connector's error (its args may hold a secret)
         # is kept neither as cause nor as context.

@@ -538,3 +538,54 @@ def test_select_takes_several_selectors_after_one_flag(
     assert done.returncode == 0, ok(done)
     assert set(results(project)) == {HIGH, ENTERPRISE}
     assert emulator.members(ACTIVE) == set()
+
+
+# -- removals a workspace refuses ------------------------------------------------------------
+
+
+def test_refused_removals_never_hold_back_newcomers(
+    project: BuiltProject, emulator: Emulator
+) -> None:
+    """A workspace answering remove_members with a 400 ("User dissociation is not supported")
+    still gets every newcomer; the cohort fails naming the refusal and the way out, and
+    each later run retries the removals until the workspace takes them."""
+    table, column = COHORTS[ENTERPRISE]
+    edit_meta(project, ENTERPRISE, mode="mirror")
+    everyone = sorted(project.expected_members(ENTERPRISE))
+    newcomers, leavers = everyone[-30:], everyone[:20]
+    as_text = f'cast("{column}" as varchar)'
+    query(
+        project,
+        f"create table main.held as select * from main.{table} where {as_text} in "
+        f"(select unnest(?))",
+        [newcomers],
+    )
+    query(project, f"delete from main.{table} where {as_text} in (select unnest(?))", [newcomers])
+    first = sync(project, emulator)
+    assert first.returncode == 0, ok(first)
+    assert emulator.members(ENTERPRISE) == set(everyone[:-30])
+
+    query(project, f"insert into main.{table} select * from main.held")
+    query(project, f"delete from main.{table} where {as_text} in (select unnest(?))", [leavers])
+    emulator.config.removals = False
+    refused = sync(project, emulator)
+    assert refused.returncode == 1, ok(refused)
+    report = results(project)[ENTERPRISE]
+    assert report["status"] == "failed"
+    assert (report["added"], report["removed"]) == (30, 0)
+    assert "User dissociation is not supported" in report["error"]
+    assert "mode: add" in report["error"] and "removals enabled" in report["error"]
+    assert "refused the removals" in refused.stdout
+    assert emulator.members(ENTERPRISE) == set(everyone)
+
+    again = sync(project, emulator)
+    assert again.returncode == 1, ok(again)
+    assert results(project)[ENTERPRISE]["added"] == 0
+    removals = [r for r in emulator.requests() if r.action == "remove_members"]
+    assert len(removals) == 2 and all(r.status == 400 for r in removals)
+
+    emulator.config.removals = True
+    taken = sync(project, emulator)
+    assert taken.returncode == 0, ok(taken)
+    assert results(project)[ENTERPRISE]["removed"] == 20
+    assert emulator.members(ENTERPRISE) == set(everyone[20:])

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -199,50 +199,81 @@ def start(project: PgProject, emulator: Emulator, **extra: str) -> subprocess.Po
     )
 
 
-def status_json(project: PgProject, emulator: Emulator) -> tuple[int, dict[str, str]]:
+def status_json(project: PgProject, emulator: Emulator, **extra: str) -> tuple[int, dict[str, str]]:
     """`status --output json`: each cohort's health, by cohort id."""
     status = ["status", *args()[1:], "--output", "json"]
-    done = run_cli(status, env_for(project, emulator))
+    done = run_cli(status, env_for(project, emulator, **extra))
     assert done.returncode in (0, 1), ok(done)
     data = json.loads(done.stdout)
     return done.returncode, {row["cohort_id"]: row["health"] for row in data["cohorts"]}
 
 
-def test_kill_9_then_resume_exactly(pg: PgProject, emulator: Emulator) -> None:
+@pytest.fixture(params=["direct", "pgbouncer"])
+def via(request: pytest.FixtureRequest, pg: PgProject) -> PgProject:
+    """The project reached directly, or through PgBouncer in transaction pooling mode,
+    where each transaction may run on another server connection."""
+    if request.param == "direct":
+        return pg
+    pooled: PostgresServer = request.getfixturevalue("pgbouncer")
+    return replace(pg, env={**pg.env, **pooled.profile_env(pg.database)})
+
+
+# A killed runner's lock row is stale after this (MOENGAGE_LOCK_STALE_SECONDS).
+STALE = "3"
+
+
+def test_kill_9_then_resume_exactly(via: PgProject, emulator: Emulator) -> None:
     # Slow enough (20 requests a second) that `status` reads the state mid-sync.
     emulator.set_faults(Faults(slow_rate=1.0, slow_seconds=0.2))
-    proc = start(pg, emulator)
+    proc = start(via, emulator, MOENGAGE_LOCK_STALE_SECONDS=STALE)
     deadline = time.monotonic() + 120
     while len(emulator.requests()) < 40:
         assert proc.poll() is None, "the runner finished before the kill point"
         assert time.monotonic() < deadline
         time.sleep(0.005)
-    # While it runs, the cohort it is sending holds its advisory lock: 'running', exit 0.
-    code, health = status_json(pg, emulator)
+    # While it runs, the cohort it is sending holds its lock row: 'running', exit 0.
+    code, health = status_json(via, emulator, MOENGAGE_LOCK_STALE_SECONDS=STALE)
     assert proc.poll() is None, "the runner finished while status read the state"
     assert code == 0 and "running" in health.values(), health
     assert "stopped" not in health.values(), health
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
-    # Killed: its row still says 'running', but the lock went with its session.
-    code, health = status_json(pg, emulator)
+    # Killed: its row still says 'running', but its lock row is no longer beaten.
+    time.sleep(float(STALE) + 0.5)
+    code, health = status_json(via, emulator, MOENGAGE_LOCK_STALE_SECONDS=STALE)
     assert code == 1 and "stopped" in health.values(), health
     assert "running" not in health.values(), health
     biggest = max(r.members for r in emulator.requests())
     emulator.set_faults(Faults())
-    # The killed runner's advisory lock went with its connection: no wait here.
-    done = run_cli(args(), env_for(pg, emulator, MOENGAGE_LOCK_WAIT_SECONDS="5"))
+    # The killed runner's row is stale: the next run takes it over at once.
+    done = run_cli(
+        args(),
+        env_for(via, emulator, MOENGAGE_LOCK_WAIT_SECONDS="5", MOENGAGE_LOCK_STALE_SECONDS=STALE),
+    )
     assert done.returncode == 0, ok(done)
-    assert_exact(pg, emulator)
+    assert_exact(via, emulator)
     assert resent_uids(emulator) <= IN_FLIGHT * biggest
-    assert status_json(pg, emulator) == (0, dict.fromkeys(COHORTS, "ok"))
+    assert status_json(via, emulator) == (0, dict.fromkeys(COHORTS, "ok"))
 
 
-def test_two_runners_deliver_each_uid_once(pg: PgProject, emulator: Emulator) -> None:
-    first, second = start(pg, emulator), start(pg, emulator)
+def test_two_runners_deliver_each_uid_once(via: PgProject, emulator: Emulator) -> None:
+    first, second = start(via, emulator), start(via, emulator)
     outputs = [p.communicate(timeout=300)[0] for p in (first, second)]
     assert first.returncode == 0, outputs[0]
     assert second.returncode == 0, outputs[1]
-    assert_exact(pg, emulator)
+    assert_exact(via, emulator)
     for cohort_id in COHORTS:
         assert emulator.delivered(cohort_id) == len(emulator.members(cohort_id)), cohort_id
+
+
+def test_the_lock_is_free_as_soon_as_a_run_ends(via: PgProject, emulator: Emulator) -> None:
+    """Behind a transaction pooler a session lock outlived its run on a pooled server
+    connection, and the next run waited for it: a lock row goes with its run."""
+    first = run_cli(args(), env_for(via, emulator, MOENGAGE_LOCK_WAIT_SECONDS="1"))
+    assert first.returncode == 0, ok(first)
+    assert via.query("select count(*) from main.moengage_sync_locks") == [(0,)]
+    assert via.query("select count(*) from pg_locks where locktype = 'advisory'") == [(0,)]
+    for _ in range(3):
+        again = run_cli(args(), env_for(via, emulator, MOENGAGE_LOCK_WAIT_SECONDS="1"))
+        assert again.returncode == 0, ok(again)
+    assert_exact(via, emulator)

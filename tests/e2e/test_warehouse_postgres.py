@@ -178,7 +178,38 @@ def test_the_state_tables_match_the_contract(engine: PostgresWarehouse, state: S
     assert state.prepare(create=True).upgraded_from is None
 
 
-def test_the_advisory_lock_is_exclusive_across_sessions(
+def test_members_and_locks_are_keyed(engine: PostgresWarehouse, state: StateStore) -> None:
+    """Re-send and removal checkpoints look members up by key, not by scanning every member
+    of every cohort; lock rows collide on theirs. State made before the keys gets them."""
+
+    def keys() -> dict[str, str]:
+        with engine.conn.cursor() as cur:
+            cur.execute("select indexname, indexdef from pg_indexes where schemaname = 'analytics'")
+            return {str(name): str(text) for name, text in cur.fetchall()}
+
+    found = keys()
+    assert "(endpoint, workspace_id, cohort_id, uid)" in found["moengage_cohort_members_key"]
+    assert found["moengage_sync_locks_key"].startswith("CREATE UNIQUE INDEX")
+    with engine.conn.cursor() as cur:
+        cur.execute("drop index analytics.moengage_cohort_members_key")
+        cur.execute("drop index analytics.moengage_sync_locks_key")
+    state.prepare(create=True)
+    assert set(keys()) >= {"moengage_cohort_members_key", "moengage_sync_locks_key"}
+    # Ten cohorts of 20,000 members: a checkpoint of one request finds its rows by key.
+    for n in range(10):
+        cohort = spec(cohort_id=f"c{n}")
+        state.record_added(cohort, KEY, [f"u{i:05d}" for i in range(20_000)], "run-1")
+    with engine.conn.cursor() as cur:
+        cur.execute("analyze analytics.moengage_cohort_members")
+        cur.execute(
+            "explain " + engine.render(engine.format("resent_members")),
+            ("2026-01-01", "run-2", *KEY.params, "c3", '["u00001"]'),
+        )
+        plan = " ".join(row[0] for row in cur.fetchall())
+    assert "moengage_cohort_members_key" in plan, plan
+
+
+def test_the_cohort_lock_is_exclusive_across_sessions(
     postgres_server: PostgresServer, postgres_database: str, tmp_path: Path, state: StateStore
 ) -> None:
     other = connect(target(postgres_server, postgres_database, tmp_path), tmp_path)
@@ -186,7 +217,7 @@ def test_the_advisory_lock_is_exclusive_across_sessions(
         with state.lock(spec(), KEY, "run-1", wait_seconds=0) as held:
             held.check()
             with (
-                pytest.raises(LockTimeout, match="holds the cohort's advisory lock"),
+                pytest.raises(LockTimeout, match="is being synced by another run"),
                 StateStore(other).lock(spec(), KEY, "run-2", wait_seconds=0.3),
             ):
                 pass
@@ -232,19 +263,37 @@ def test_a_waiter_gets_the_lock_when_it_is_released(state: StateStore) -> None:
     assert got == ["run-2"]
 
 
-def test_a_lost_lock_session_stops_the_cohort(
+def test_a_lock_taken_over_stops_the_cohort(
     engine: PostgresWarehouse, state: StateStore, postgres_server: PostgresServer
 ) -> None:
     with state.lock(spec(), KEY, "run-1", wait_seconds=0) as held:
         held.check()
-        # The lock's session dies (a network blip, an admin): the lock is gone with it.
-        with postgres_server.connect() as admin, admin.cursor() as cur:
-            cur.execute(
-                "select pg_terminate_backend(pid) from pg_locks "
-                "where locktype = 'advisory' and classid = 1836016974"
-            )
-        with pytest.raises(LockLost, match="was lost"):
+        # Its heartbeat stopped long enough for another run to take the row over.
+        engine.execute_sql(
+            f"update {engine.state_table('moengage_sync_locks')} set run_id = 'run-2'"
+        ).close()
+        with pytest.raises(LockLost, match="no longer holds the lock"):
             held.check()
+
+
+def test_a_dead_runners_lock_is_taken_over_once_stale(
+    engine: PostgresWarehouse, state: StateStore
+) -> None:
+    """A runner killed with its lock row in place: the row is stale after the stale window,
+    measured on the server's clock, and the next run takes it over."""
+    locks = engine.state_table("moengage_sync_locks")
+    engine.execute_sql(
+        f"insert into {locks} values (?, ?, 'aud', 'killed', now() at time zone 'utc', "
+        "now() at time zone 'utc')",
+        KEY.params,
+    ).close()
+    engine.lock_stale_seconds = 1.0
+    with pytest.raises(LockTimeout, match="killed"), state.lock(spec(), KEY, "next", 0.2):
+        pass
+    with state.lock(spec(), KEY, "next", wait_seconds=5):
+        (holder,) = engine.execute_sql(f"select run_id from {locks}").fetchall()
+        assert holder == ("next",)
+    assert engine.execute_sql(f"select count(*) from {locks}").fetchall() == [(0,)]
 
 
 def test_a_wrong_password_names_the_settings_and_hides_it(

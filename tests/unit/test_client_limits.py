@@ -1,6 +1,7 @@
 """The client's time limits against servers on 127.0.0.1: a wall-clock deadline per request
-(a server trickling its answer), a retry budget per request (a Retry-After of a day), long
-waits announced, and a stop that ends waits and sends nothing new."""
+(a server or a proxy trickling its answer), one retry budget per destination (a Retry-After
+of a day, a destination that is down), long waits announced, and a stop that ends waits and
+sends nothing new."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from dbt_moengage.pacer import Pacer
 from dbt_moengage.packing import ADD, Body, BodyPacker
 from dbt_moengage.settings import MoEngageSettings, Secret
 from dbt_moengage.testing.emulator import Emulator, EmulatorConfig, Faults
+
+from ..slow_server import RawServer, answer
 
 WORKSPACE = "WS_LIMITS"
 KEY = "sk-limits-test-key"
@@ -248,3 +251,89 @@ def test_a_413_names_the_body_size_setting(emulator: Emulator) -> None:
     message = str(caught.value)
     assert "HTTP 413" in message and "200,002 bytes" in message
     assert "lower MOENGAGE_MAX_BODY_BYTES (now 2,000)" in message
+
+
+# -- one retry budget per destination, and the deadline through a proxy ---------------------
+
+
+@pytest.fixture
+def no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """requests reads proxies from the environment: none but the test's own."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
+@pytest.mark.usefixtures("no_proxies")
+def test_a_request_with_its_retries_ends_within_the_budget() -> None:
+    # Attempts start at about 0, 1 and 2 s: the third gets what is left of the 2.5 s budget,
+    # not a whole deadline (the 618 s against a 600 s budget, scaled down).
+    with RawServer(answer("200 OK"), gap=0.3) as server:
+        limits = settings(server.url, max_attempts=100, retry_budget_seconds=2.5)
+        started = time.monotonic()
+        with MoEngageClient(limits) as client, pytest.raises(TransientError) as caught:
+            client.send(bodies(1)[0].payload, Tally())
+        elapsed = time.monotonic() - started
+    assert len(server.received()) == 3
+    assert elapsed < 2.5 + 0.3
+    assert "MOENGAGE_RETRY_BUDGET_SECONDS" in str(caught.value)
+
+
+@pytest.mark.usefixtures("no_proxies")
+def test_a_destination_failing_past_its_budget_is_down_for_every_later_send() -> None:
+    with RawServer(answer("503 Service Unavailable", b'{"status": "fail"}')) as server:
+        host = server.url.removeprefix("http://")
+        limits = settings(server.url, max_attempts=1_000, retry_budget_seconds=1.0)
+        with MoEngageClient(limits) as client:
+            with pytest.raises(TransientError) as caught:
+                client.send_all(bodies(300), Tally())
+            sent = len(server.received())
+            assert client.down is not None
+            later = Tally()
+            started = time.monotonic()
+            with pytest.raises(TransientError) as again:
+                client.send_all(bodies(300), later)
+            assert time.monotonic() - started < 0.5
+    assert sent >= 2 and len(server.received()) == sent
+    assert later.requests == 0
+    down = str(client.down)
+    assert str(again.value) == down
+    assert down.startswith(f"{host} has failed for 1 s")
+    assert "retry budget" in down and "MOENGAGE_RETRY_BUDGET_SECONDS" in down
+    assert down.endswith('last error: HTTP 503: {"status": "fail"}')
+    assert str(caught.value).startswith(f"gave up after {sent} attempts in 1 s: {down}")
+
+
+@pytest.mark.usefixtures("no_proxies")
+def test_the_deadline_holds_through_an_http_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Port 1 of 127.0.0.1 takes no connection: only the proxy can answer, and it trickles.
+    with RawServer(answer("200 OK"), gap=0.1) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        started = time.monotonic()
+        with (
+            MoEngageClient(settings("http://127.0.0.1:1", max_attempts=1)) as client,
+            pytest.raises(TransientError, match="no complete answer"),
+        ):
+            client.send(bodies(1)[0].payload, Tally())
+        elapsed = time.monotonic() - started
+    # requests sent the proxy the absolute URI: the proxy was used.
+    assert proxy.received()[0].startswith(b"POST http://127.0.0.1:1/v1/integrations/cohortsync")
+    assert elapsed < 3  # about the 1 s deadline, not the ~13 s the proxy takes to answer
+
+
+@pytest.mark.usefixtures("no_proxies")
+def test_the_deadline_holds_through_an_https_proxy_tunnel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The proxy trickles its answer to CONNECT, before any TLS starts.
+    with RawServer(b"HTTP/1.1 200 Connection established\r\n\r\n", gap=0.3) as proxy:
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+        started = time.monotonic()
+        with (
+            MoEngageClient(settings("https://127.0.0.1:1", max_attempts=1)) as client,
+            pytest.raises(TransientError, match="no complete answer"),
+        ):
+            client.send(bodies(1)[0].payload, Tally())
+        elapsed = time.monotonic() - started
+    assert proxy.received()[0].startswith(b"CONNECT 127.0.0.1:1 HTTP/")
+    assert elapsed < 3  # about the 1 s deadline, not the ~12 s the proxy takes to answer

@@ -259,6 +259,29 @@ def test_a_session_under_fakesnow_binds_question_marks(tmp_path: Path) -> None:
             conn.close()
 
 
+def test_the_runners_paramstyle_stays_with_its_own_connections(tmp_path: Path) -> None:
+    """dbt's connections in the same process (the Python API beside `dbt seed`) keep the
+    connector's module-wide pyformat: the runner's `?` style is its connections' own."""
+    fakesnow = pytest.importorskip("fakesnow")
+    project = Project(tmp_path, user="LOADER", password=PASSWORD)
+    assert snowflake.connector.paramstyle == "pyformat"
+    with fakesnow.patch():
+        conn = open_connection(project.target())
+        try:
+            assert snowflake.connector.paramstyle == "pyformat"
+            # A connection dbt opens afterwards binds pyformat, as dbt's seeds expect.
+            other = snowflake.connector.connect(database="ANALYTICS", schema="PUBLIC")
+            try:
+                cursor = other.cursor()
+                cursor.execute("select %s", [7])
+                assert cursor.fetchone() == (7,)
+            finally:
+                other.close()
+            assert conn.cursor().execute("select ?", [42]).fetchone() == (42,)
+        finally:
+            conn.close()
+
+
 def test_the_query_tag_replaces_the_profiles_only_for_the_runner(tmp_path: Path) -> None:
     from dbt_moengage.warehouse.snowflake_connect import session_credentials
 

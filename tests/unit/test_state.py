@@ -14,7 +14,7 @@ import duckdb
 import pytest
 
 from dbt_moengage.cohorts import CohortSpec, Owner
-from dbt_moengage.errors import StateVersionError
+from dbt_moengage.errors import StateVersionError, WarehouseError
 from dbt_moengage.state import Change, CohortRecord, RunRow, utcnow
 from dbt_moengage.state.schema import (
     COHORTS,
@@ -354,7 +354,7 @@ def test_version_2_is_read_as_it_is_and_upgraded_in_place(db: Path) -> None:
     with DuckDBWarehouse(str(db), read_only=True) as warehouse:
         status = store(warehouse).prepare(create=False)
         assert status.ready and status.version == 2
-        assert "version 2; the next sync upgrades it to 3" in status.note
+        assert f"version 2; the next sync upgrades it to {SCHEMA_VERSION}" in status.note
         assert "assume nothing" not in status.note
         plan = store(warehouse).plan(cohort, EMULATOR, False)
         assert (plan.to_add, plan.unchanged) == (0, 2)
@@ -368,7 +368,7 @@ def test_version_2_is_read_as_it_is_and_upgraded_in_place(db: Path) -> None:
         assert sql(warehouse, f"select run_id, added, members_after from main.{RUNS}") == [
             ("old-run", 2, None)
         ]
-        assert sql(warehouse, f"select max(version) from main.{VERSION}") == [(3,)]
+        assert sql(warehouse, f"select max(version) from main.{VERSION}") == [(SCHEMA_VERSION,)]
         assert store(warehouse).member_count(cohort, EMULATOR) == 2
     with DuckDBWarehouse(str(db)) as warehouse:
         assert store(warehouse).prepare(create=True).upgraded_from is None
@@ -449,3 +449,32 @@ def test_counts_are_never_negative(db: Path, ready: DuckDBWarehouse) -> None:
     assert plan.distinct == 1 and plan.unchanged == 1
     assert min(stats.dropped(plan.distinct).values()) >= 0
     assert Counter(u for (u,) in sql(ready, f"select uid from main.{MEMBERS}")) == {"a": 3}
+
+
+# -- a full refresh's checkpoint -----------------------------------------------------------
+
+
+def test_a_replacing_checkpoint_is_one_transaction(
+    db: Path, ready: DuckDBWarehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full refresh replaces each accepted body's rows: delete, then insert. A failure
+    between them (a crash, a lost connection) must leave the rows as they were."""
+    cohort = spec(db)
+    store(ready).record_added(cohort, EMULATOR, ["a", "b", "c"], "run-1")
+    real_run = ready.run
+
+    def insert_fails(name: str, *args: Any, **kwargs: Any) -> None:
+        if name == "insert_members":
+            raise WarehouseError("insert members failed: the connection was lost")
+        real_run(name, *args, **kwargs)
+
+    monkeypatch.setattr(ready, "run", insert_fails)
+    with pytest.raises(WarehouseError):
+        store(ready).record_added(cohort, EMULATOR, ["a", "b"], "run-2", replace=True)
+    monkeypatch.setattr(ready, "run", real_run)
+    rows = sql(ready, f"select uid, run_id from main.{MEMBERS} order by uid")
+    assert rows == [("a", "run-1"), ("b", "run-1"), ("c", "run-1")]
+    # And a replacing checkpoint that succeeds replaces those rows only.
+    store(ready).record_added(cohort, EMULATOR, ["a", "b"], "run-2", replace=True)
+    rows = sql(ready, f"select uid, run_id from main.{MEMBERS} order by uid")
+    assert rows == [("a", "run-2"), ("b", "run-2"), ("c", "run-1")]

@@ -138,9 +138,11 @@ def test_json_shape() -> None:
         "state_found",
         "exit_code",
         "cohorts",
+        "left_behind",
         "problems",
         "notes",
     }
+    assert data["left_behind"] == []
     assert data["exit_code"] == 1
     healthy, guarded, never = data["cohorts"]
     assert healthy["health"] == "ok" and healthy["members"] == 12_345_678

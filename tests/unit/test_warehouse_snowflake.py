@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import fakesnow
@@ -273,3 +275,65 @@ def test_a_run_is_alive_while_its_lock_row_is_beaten(warehouse: SnowflakeWarehou
         "lock_alive", None, {"since": SnowflakeWarehouse.AGO.format("?")}
     )
     assert "heartbeat_at >= dateadd(millisecond, -cast(? * 1000 as integer), sysdate())" in alive
+
+
+def test_one_heartbeat_session_per_run(warehouse: SnowflakeWarehouse) -> None:
+    """Each session is a login: with SSO or MFA a prompt. The run's cohort locks share one
+    heartbeat session, opened once and closed with the run."""
+    store(warehouse).prepare(create=True)
+    opened: list[Any] = []
+    opener = warehouse.opener
+    assert opener is not None
+
+    def counted() -> Any:
+        opened.append(opener())
+        return opened[-1]
+
+    warehouse.opener = counted
+    for cohort_id in ("a", "b", "c"):
+        spec = replace(cohort(), cohort_id=cohort_id, model=cohort_id)
+        with store(warehouse).lock(spec, KEY, "run-1", wait_seconds=1) as held:
+            held.check()
+    assert len(opened) == 1
+    warehouse.close_heartbeat()
+    with pytest.raises(snowflake.connector.errors.Error):
+        opened[0].cursor().execute("select 1")
+
+
+def test_a_waiting_runner_backs_off_and_leaves_no_row(warehouse: SnowflakeWarehouse) -> None:
+    """Waiting 300 s for a live holder costs a few dozen statements, not one every 0.5 s;
+    a runner that gives up (its row having landed beside the holder's, as two concurrent
+    MERGEs can leave them on Snowflake) takes its row away with it."""
+    store(warehouse).prepare(create=True)
+    where = (*KEY.params, "audience")
+    table = warehouse.state_table(LOCKS)
+    now = utcnow()
+    warehouse.conn.cursor().execute(
+        f"insert into {table} (endpoint, workspace_id, cohort_id, run_id, locked_at, "
+        "heartbeat_at) values (?, ?, ?, 'holder', ?, ?), (?, ?, ?, 'late', ?, ?)",
+        [*where, now, now, *where, now + timedelta(seconds=1), now + timedelta(seconds=1)],
+    )
+    clock = [0.0]
+    takes = []
+    real_run = warehouse.run
+
+    def run(name: str, *args: Any, **kwargs: Any) -> None:
+        if name == "take_lock":
+            takes.append(clock[0])
+        real_run(name, *args, **kwargs)
+
+    def sleep(seconds: float) -> None:
+        clock[0] += seconds
+
+    warehouse.run = run  # type: ignore[method-assign]
+    with (
+        pytest.raises(LockTimeout),
+        state_locks.row_lock(
+            warehouse, cohort(), KEY, "late", 300, clock=lambda: clock[0], sleep=sleep
+        ),
+    ):
+        pass
+    assert 20 <= len(takes) <= 45
+    assert clock[0] == pytest.approx(300)
+    rows = warehouse.conn.cursor().execute(f"select run_id from {table}").fetchall()
+    assert rows == [("holder",)]

@@ -60,6 +60,11 @@ import click
     default=None,
     help="File of the uids MoEngage knows, one per line: adds of others are dropped.",
 )
+@click.option(
+    "--no-removals",
+    is_flag=True,
+    help="Refuse remove_members with a 400, as a workspace without removals does.",
+)
 def emulator(
     host: str,
     port: int,
@@ -77,6 +82,7 @@ def emulator(
     no_retry_after: bool,
     seed: int,
     known_users: Path | None,
+    no_removals: bool,
 ) -> None:
     """Run a local MoEngage Cohort Sync API for demos and tests."""
     from .config import EmulatorConfig
@@ -101,6 +107,7 @@ def emulator(
         max_body_bytes=max_body_bytes,
         faults=faults,
         known_users=_read_users(known_users) if known_users else None,
+        removals=not no_removals,
     )
     serve_forever(config, host, port)
 

@@ -21,6 +21,9 @@ class EmulatorConfig:
     window_seconds: float = WINDOW_SECONDS
     # The users MoEngage knows; None: every uid is a known user.
     known_users: frozenset[str] | None = None
+    # A workspace without removals answers remove_members with a 400, as MoEngage did when
+    # "user dissociation" was not supported.
+    removals: bool = True
 
     def __post_init__(self) -> None:
         if not self.workspace_id:

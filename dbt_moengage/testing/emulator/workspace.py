@@ -34,6 +34,9 @@ from .contract import (
 )
 from .faults import FaultDice, Faults
 
+# What a workspace without removals answers remove_members (EmulatorConfig.removals).
+REMOVALS_REFUSED = "User dissociation is not supported"
+
 
 @dataclass
 class RequestRecord:
@@ -225,6 +228,11 @@ class Workspace:
                 cid = params.get("cohort_id") if isinstance(params, dict) else None
                 reply.action = action if isinstance(action, str) else None
                 reply.cohort_id = cid if isinstance(cid, str) else None
+            return reply
+
+        if req.action == "remove_members" and not self.config.removals:
+            reply = self._fail(400, REMOVALS_REFUSED, "BadRequest")
+            reply.action, reply.cohort_id = req.action, req.cohort_id
             return reply
 
         with self._lock:
