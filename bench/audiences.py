@@ -6,6 +6,8 @@ that is a copy of the database file. On Postgres every size is built once, in a 
 its own, on the bench's throwaway server (tests/postgres_server.py: PostgreSQL from the
 machine's packages, fsync off); a copy gets an empty schema for the runner's state
 (MOENGAGE_STATE_SCHEMA) and another for the bare client's, dropped when it is discarded.
+An audience is built per size and per cohort mode (add by default; a mirror audience is
+one figure's own, which changes its rows).
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE / "project"
 ENGINES = ("duckdb", "postgres")
+# pg_stat_user_tables' counters the bench reads (PostgresAudiences.table_stats), and how
+# long they must stay still to count as settled.
+STAT_COLUMNS = ("seq_scan", "seq_tup_read", "idx_scan", "idx_tup_fetch", "n_tup_upd")
+STATS_SETTLE_SECONDS = 1.5
+STATS_TIMEOUT_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,12 @@ class Copy:
     bare_state_table: str
 
 
+def audience_name(members: int, mode: str) -> str:
+    """How an audience's folder and Postgres schema are named: `members`, then any mode
+    other than the default add."""
+    return str(members) if mode == "add" else f"{members}_{mode}"
+
+
 class Audiences(ABC):
     """Builds the bench project at a size once, and hands out fresh copies of it."""
 
@@ -52,33 +65,38 @@ class Audiences(ABC):
 
     def __init__(self, work: Path) -> None:
         self.work = work
-        self.built: dict[int, Path] = {}
+        self.built: dict[tuple[int, str], Path] = {}
 
     @abstractmethod
-    def target_env(self, folder: Path, members: int) -> dict[str, str]:
+    def target_env(self, folder: Path, members: int, mode: str = "add") -> dict[str, str]:
         """The variables the bench profile's target reads, for an audience in `folder`."""
 
     @abstractmethod
-    def copy(self, members: int) -> Copy:
-        """A fresh copy of the audience of `members` uids."""
+    def copy(self, members: int, mode: str = "add") -> Copy:
+        """A fresh copy of the audience of `members` uids (its cohort in `mode`)."""
 
     def describe(self) -> dict[str, Any]:
         """What the engine runs as (versions, settings), for the results."""
         return {}
 
     @abstractmethod
-    def after_build(self, members: int, folder: Path) -> None:
+    def after_build(self, members: int, mode: str, folder: Path) -> None:
         """Anything to do once dbt has built an audience."""
 
     def discard(self, copy: Copy) -> None:
         """Free what a copy holds, once its runs are measured."""
         shutil.rmtree(copy.folder, ignore_errors=True)
 
-    def build(self, members: int, env: dict[str, str]) -> Path:
-        """`dbt build` of the bench project with `members` uids (once); returns its folder."""
-        if members in self.built:
-            return self.built[members]
-        folder = self.work / f"{self.engine}-audience-{members}"
+    def build(self, members: int, env: dict[str, str], mode: str = "add") -> Path:
+        """`dbt build` of the bench project with `members` uids (once); returns its folder.
+
+        `mode` is the cohort's meta.moengage.mode (a var of the bench model): each mode is
+        an audience of its own, so a figure that changes a mirror audience's rows never
+        touches the audiences other figures read.
+        """
+        if (members, mode) in self.built:
+            return self.built[members, mode]
+        folder = self.work / f"{self.engine}-audience-{audience_name(members, mode)}"
         folder.mkdir()
         dbt = Path(sys.executable).with_name("dbt")
         started = time.perf_counter()
@@ -91,23 +109,25 @@ class Audiences(ABC):
                 "--project-dir",
                 str(PROJECT),
                 "--vars",
-                json.dumps({"members": members}),
+                json.dumps({"members": members, "mode": mode}),
                 "--quiet",
             ],
-            env={**env, **self.target_env(folder, members)},
+            env={**env, **self.target_env(folder, members, mode)},
             check=True,
             cwd=PROJECT,
         )
-        self.after_build(members, folder)
+        self.after_build(members, mode, folder)
         seconds = time.perf_counter() - started
-        print(f"  built {members:,} members on {self.label} in {seconds:.1f} s", flush=True)
-        self.built[members] = folder
+        shown = "" if mode == "add" else f" ({mode})"
+        print(f"  built {members:,} members{shown} on {self.label} in {seconds:.1f} s", flush=True)
+        self.built[members, mode] = folder
         return folder
 
-    def _fresh_folder(self, members: int) -> Path:
+    def _fresh_folder(self, members: int, mode: str) -> Path:
         """A new folder holding a copy of the built audience's target/."""
-        folder = Path(tempfile.mkdtemp(dir=self.work, prefix=f"{self.engine}-run-{members}-"))
-        shutil.copytree(self.built[members] / "target", folder / "target")
+        prefix = f"{self.engine}-run-{audience_name(members, mode)}-"
+        folder = Path(tempfile.mkdtemp(dir=self.work, prefix=prefix))
+        shutil.copytree(self.built[members, mode] / "target", folder / "target")
         return folder
 
     @staticmethod
@@ -121,23 +141,23 @@ class DuckDBAudiences(Audiences):
     engine = "duckdb"
     label = "DuckDB"
 
-    def target_env(self, folder: Path, members: int) -> dict[str, str]:
+    def target_env(self, folder: Path, members: int, mode: str = "add") -> dict[str, str]:
         return {
             "BENCH_TARGET": "duckdb",
             "BENCH_DUCKDB_PATH": str(folder / "bench.duckdb"),
             **self._dbt_paths(folder),
         }
 
-    def after_build(self, members: int, folder: Path) -> None:
+    def after_build(self, members: int, mode: str, folder: Path) -> None:
         """Nothing: the file is ready as dbt leaves it."""
 
-    def copy(self, members: int) -> Copy:
-        folder = self._fresh_folder(members)
-        shutil.copy(self.built[members] / "bench.duckdb", folder / "bench.duckdb")
+    def copy(self, members: int, mode: str = "add") -> Copy:
+        folder = self._fresh_folder(members, mode)
+        shutil.copy(self.built[members, mode] / "bench.duckdb", folder / "bench.duckdb")
         return Copy(
             members=members,
             folder=folder,
-            env=self.target_env(folder, members),
+            env=self.target_env(folder, members, mode),
             source=("--duckdb", str(folder / "bench.duckdb")),
             table="main.audience",
             state_schema="main",
@@ -181,36 +201,74 @@ class PostgresAudiences(Audiences):
         """The bench database's libpq connection string."""
         return str(self.server.dsn(self.DATABASE))
 
-    def target_env(self, folder: Path, members: int) -> dict[str, str]:
+    def target_env(self, folder: Path, members: int, mode: str = "add") -> dict[str, str]:
         return {
             "BENCH_TARGET": "postgres",
             "BENCH_PG_HOST": str(self.server.host),
             "BENCH_PG_PORT": str(self.server.port),
             "BENCH_PG_USER": str(self.server.user),
             "BENCH_PG_DBNAME": self.DATABASE,
-            "BENCH_PG_SCHEMA": f"audience_{members}",
+            "BENCH_PG_SCHEMA": f"audience_{audience_name(members, mode)}",
             **self._dbt_paths(folder),
         }
 
-    def after_build(self, members: int, folder: Path) -> None:
+    def after_build(self, members: int, mode: str, folder: Path) -> None:
         # Set hint bits and statistics now, not during whichever run reads the table first.
         with self._cursor() as cursor:
-            cursor.execute(f"vacuum (freeze, analyze) audience_{members}.audience")
+            cursor.execute(
+                f"vacuum (freeze, analyze) audience_{audience_name(members, mode)}.audience"
+            )
 
-    def copy(self, members: int) -> Copy:
-        folder = self._fresh_folder(members)
+    def copy(self, members: int, mode: str = "add") -> Copy:
+        folder = self._fresh_folder(members, mode)
         number = next(self.numbers)
-        env = self.target_env(folder, members)
+        env = self.target_env(folder, members, mode)
         env["MOENGAGE_STATE_SCHEMA"] = f"state_{number}"
         return Copy(
             members=members,
             folder=folder,
             env=env,
             source=("--postgres", self.dsn()),
-            table=f"audience_{members}.audience",
+            table=f"audience_{audience_name(members, mode)}.audience",
             state_schema=f"state_{number}",
             bare_state_table=f"bare_{number}.members",
         )
+
+    def execute(self, sql: str) -> int:
+        """Run one statement on the bench database; its row count. The session ends with
+        it, so its table statistics are flushed before any later reading of them."""
+        with self._cursor() as cursor:
+            cursor.execute(sql)
+            return int(cursor.rowcount)
+
+    def table_stats(self, table: str) -> dict[str, int]:
+        """pg_stat_user_tables' counters of `table` once they settle.
+
+        A session's statistics reach the server when its transaction ends (at most once a
+        second) or when it ends, so a run's scans show up once the runner's sessions have
+        closed: read until the counters have not moved for STATS_SETTLE_SECONDS.
+        """
+        started = time.monotonic()
+        last: dict[str, int] = {}
+        since = started
+        with self._cursor() as cursor:
+            while True:
+                cursor.execute("select pg_stat_clear_snapshot()")
+                cursor.execute(
+                    f"select {', '.join(STAT_COLUMNS)} from pg_stat_user_tables "
+                    "where relid = cast(%s as regclass)",
+                    [table],
+                )
+                row = cursor.fetchone()
+                found = {name: int(v or 0) for name, v in zip(STAT_COLUMNS, row, strict=True)}
+                now = time.monotonic()
+                if found != last:
+                    last, since = found, now
+                elif now - since >= STATS_SETTLE_SECONDS:
+                    return last
+                if now - started > STATS_TIMEOUT_SECONDS:
+                    raise RuntimeError(f"the statistics of {table} did not settle: {found}")
+                time.sleep(0.1)
 
     def discard(self, copy: Copy) -> None:
         bare_schema = copy.bare_state_table.split(".")[0]

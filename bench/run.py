@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, NamedTuple, cast
 
-from audiences import ENGINES, PROJECT, Audiences, Copy, audiences
+from audiences import ENGINES, PROJECT, Audiences, Copy, PostgresAudiences, audiences
 
 HERE = Path(__file__).resolve().parent
 WORKSPACE = "BENCH_WORKSPACE"
@@ -41,6 +41,13 @@ MOENGAGE_QUOTA = 300  # requests per minute, MoEngage's documented limit
 BODY_LIMIT = 128_000  # the runner's default MOENGAGE_MAX_BODY_BYTES: "128 KB"
 NAIVE_BATCH = 1_000
 OVERHEAD_REPEATS = 5
+# The re-send figure: a cohort re-sent every RESEND_AFTER_DAYS, one member in DUE_EVERY due.
+RESEND_AFTER_DAYS = 7
+DUE_EVERY = 7
+# The DuckDB cap the re-send figure falls back on when the runner's default runs out.
+DUCKDB_MEMORY_LIMIT = "1GB"
+# The reads figure's change before its mirror run: the uids of about 1 row in 256 replaced.
+CHANGED_ROWS = "left(uid, 2) = '00'"
 
 
 @dataclass
@@ -190,15 +197,26 @@ class Bench:
         """A size scaled down for smoke runs, never below 1,000."""
         return max(1_000, int(full * self.scale))
 
-    def copy(self, members: int) -> Copy:
+    def copy(self, members: int, mode: str = "add") -> Copy:
         """A fresh copy of the audience of `members` uids (built first if need be)."""
-        self.audiences.build(members, base_env())
-        return self.audiences.copy(members)
+        self.audiences.build(members, base_env(), mode)
+        return self.audiences.copy(members, mode)
 
-    def sync(self, copy: Copy, base_url: str, rate_limit: str, *args: str) -> Sync:
-        """Run `dbt-moengage sync` as a user would, told `rate_limit` requests a minute."""
+    def sync(
+        self,
+        copy: Copy,
+        base_url: str,
+        rate_limit: str,
+        *args: str,
+        settings: dict[str, str] | None = None,
+    ) -> Sync:
+        """Run `dbt-moengage sync` as a user would, told `rate_limit` requests a minute
+        (and any other MOENGAGE_* `settings`)."""
         env = base_env(
-            MOENGAGE_BASE_URL=base_url, MOENGAGE_RATE_LIMIT_PER_MIN=rate_limit, **copy.env
+            MOENGAGE_BASE_URL=base_url,
+            MOENGAGE_RATE_LIMIT_PER_MIN=rate_limit,
+            **copy.env,
+            **(settings or {}),
         )
         run = run_child(
             [
@@ -541,6 +559,190 @@ def naive_requests(bench: Bench) -> Figure:
     )
 
 
+def model_reads(bench: Bench) -> Figure:
+    """How many times a sync reads its cohort's model, on Postgres: once, into the snapshot.
+
+    The model is a table: the bench audience, its cohort in mirror mode (an audience of
+    its own, as the figure changes its rows). Its reads are pg_stat_user_tables' seq_scan
+    + idx_scan, read before and after each run once they settle (the runner's sessions
+    report theirs as they end; PostgresAudiences.table_stats). Three runs against one
+    unlimited emulator: a first sync, an unchanged re-run, and a mirror run after the uids
+    of about 1 row in 256 were replaced by new ones (it removes and adds that many). The
+    state's members table is analyzed before each re-run, as autovacuum would have.
+    `passes`: the rows those scans read (seq_tup_read + idx_tup_fetch) / the table's rows.
+    """
+    audiences = bench.audiences
+    assert isinstance(audiences, PostgresAudiences), "pg_stat_user_tables is Postgres's"
+    members = bench.members(1_000_000)
+    copy = bench.copy(members, mode="mirror")
+    scans: dict[str, int] = {}
+    passes: dict[str, float] = {}
+    runs: dict[str, Sync] = {}
+    changed = 0
+    with bench.emulator() as emulator:
+        for run in ("first_sync", "noop_rerun", "mirror_run"):
+            if run != "first_sync":
+                # As autovacuum would have, between two daily runs: unanalyzed after the
+                # first sync, the state reads as empty to the planner, which then anti-joins
+                # it with the snapshot by a nested loop (quadratic in the members).
+                audiences.execute(f"analyze {copy.state_schema}.moengage_cohort_members")
+            if run == "mirror_run":
+                changed = audiences.execute(
+                    f"update {copy.table} set uid = "
+                    f"cast(cast(md5('changed-' || uid) as uuid) as text) where {CHANGED_ROWS}"
+                )
+            before = audiences.table_stats(copy.table)
+            runs[run] = bench.sync(copy, emulator.url, UNLIMITED)
+            after = audiences.table_stats(copy.table)
+            delta = {k: after[k] - before[k] for k in after}
+            scans[run] = delta["seq_scan"] + delta["idx_scan"]
+            read = delta["seq_tup_read"] + delta["idx_tup_fetch"]
+            passes[run] = round(read / members, 2)
+    bench.audiences.discard(copy)
+    first, noop, mirror = (
+        runs["first_sync"].cohort,
+        runs["noop_rerun"].cohort,
+        runs["mirror_run"].cohort,
+    )
+    assert first["added"] == members
+    assert noop["requests"] == 0
+    assert mirror["added"] == changed and mirror["removed"] == changed and changed > 0
+    most = max(scans.values())
+    return bench.figure(
+        "model reads per sync",
+        most,
+        "= 1",
+        all(n == 1 for n in scans.values()),
+        f"{members:,} uids in a table (the model; its cohort in mirror mode), unlimited "
+        "emulator; scans of the table (pg_stat_user_tables: seq_scan + idx_scan, read once "
+        "settled) during a first sync, an unchanged re-run, and a mirror run after the uids "
+        "of about 1 row in 256 changed (the state analyzed before each re-run, as autovacuum "
+        "would have); the figure is the most of the three. passes: rows those scans read / "
+        "the table's rows",
+        members=members,
+        scans=scans,
+        passes=passes,
+        changed_rows=changed,
+        mirror_added=mirror["added"],
+        mirror_removed=mirror["removed"],
+        sync_s={run: round(done.run.seconds, 2) for run, done in runs.items()},
+    )
+
+
+def resend_run(bench: Bench) -> Figure:
+    """A run re-sending the due share of a large cohort, over a first sync of as many uids.
+
+    The state is written directly (bench/resend_state.py): every uid of the audience as
+    a member, one in DUE_EVERY accepted RESEND_AFTER_DAYS + 1 days ago, the others now; so
+    under resend_after: 7d (MOENGAGE_RESEND_AFTER) exactly ceil(members / DUE_EVERY) are
+    due and nothing else changes. The runner then re-sends them against an unlimited
+    emulator. The comparison: a first sync, with no state, of an audience of as many uids,
+    with the same settings. The ratio compares the cohorts' own seconds (the runner's
+    report, start-up left out).
+    """
+    members = bench.members(10_000_000)
+    due = math.ceil(members / DUE_EVERY)
+    resend_env = {"MOENGAGE_RESEND_AFTER": f"{RESEND_AFTER_DAYS}d"}
+    memory_limit = "default"
+    copy = bench.copy(members)
+    manifest = json.loads((copy.folder / "target" / "manifest.json").read_text())
+    description = manifest["nodes"]["model.moengage_bench.audience"]["description"]
+    state_args = [
+        *copy.source,
+        "--table",
+        copy.table,
+        "--state-schema",
+        copy.state_schema,
+        "--workspace",
+        WORKSPACE,
+        "--due-every",
+        str(DUE_EVERY),
+        "--due-days-ago",
+        str(RESEND_AFTER_DAYS + 1),
+    ]
+    members_table = f"{copy.state_schema}.moengage_cohort_members"
+    postgres = bench.audiences if isinstance(bench.audiences, PostgresAudiences) else None
+    state: dict[str, int] = {}
+    with bench.emulator() as emulator:
+        state_args += ["--base-url", emulator.url]
+        written = resend_state("write", state_args, "--description", description)
+        if postgres is not None:
+            before = postgres.table_stats(members_table)
+        try:
+            resend = bench.sync(copy, emulator.url, UNLIMITED, settings=resend_env)
+        except RuntimeError as error:
+            # The runner's DuckDB cap (64MB) may not hold the model's snapshot: measured
+            # again (on the same state: nothing was sent) with the cap its error suggests.
+            if bench.engine != "duckdb" or "Out of Memory" not in str(error):
+                raise
+            memory_limit = f"{DUCKDB_MEMORY_LIMIT} (the default ran out of memory)"
+            resend_env["MOENGAGE_DUCKDB_MEMORY_LIMIT"] = DUCKDB_MEMORY_LIMIT
+            resend = bench.sync(copy, emulator.url, UNLIMITED, settings=resend_env)
+        if postgres is not None:
+            after = postgres.table_stats(members_table)
+            state = {k: after[k] - before[k] for k in after}
+    alone = resend_state("checkpoints", state_args, "--requests", str(resend.cohort["requests"]))
+    bench.audiences.discard(copy)
+
+    copy = bench.copy(due)
+    with bench.emulator() as emulator:
+        first = bench.sync(copy, emulator.url, UNLIMITED, settings=resend_env)
+    bench.audiences.discard(copy)
+    assert first.cohort["added"] == due
+    assert written["rows"] == members
+    done = resend.cohort
+    assert done["resent"] == due and done["added"] == 0, done
+    assert alone["rows"] == due
+    ratio = done["seconds"] / first.cohort["seconds"]
+    extra: dict[str, Any] = {}
+    if bench.engine == "duckdb":
+        extra["duckdb_memory_limit"] = memory_limit
+    if state:
+        # What the run did to the state's members table (the snapshot is a table of its own).
+        extra["state_seq_scans"] = state["seq_scan"]
+        extra["state_idx_scans"] = state["idx_scan"]
+        extra["state_rows_updated"] = state["n_tup_upd"]
+    return bench.figure(
+        "re-send 1/7 of 10M members / first sync of as many",
+        ratio,
+        "<= 1.3 (issue #24)",
+        ratio <= 1.3,
+        f"a state of {members:,} members, {due:,} of them due (written directly: accepted "
+        f"{RESEND_AFTER_DAYS + 1} days ago, the others now; resend_after {RESEND_AFTER_DAYS}d), "
+        f"the model holding the same {members:,} uids; the cohort's seconds (the runner's "
+        f"report) of the run re-sending them / of a first sync of {due:,} new uids, both "
+        "against an unlimited emulator. resend_checkpoints_alone_s: the run's checkpoint "
+        "updates (record_resent, one per request) again, timed alone on the state it left; "
+        "state_write_s: writing the state (setup, not timed in the figure); "
+        f"duckdb_memory_limit: both runs' MOENGAGE_DUCKDB_MEMORY_LIMIT ({DUCKDB_MEMORY_LIMIT} "
+        "when the runner's default of 64MB ran out of memory)",
+        members=members,
+        resent=done["resent"],
+        resend_cohort_s=round(done["seconds"], 2),
+        first_sync_cohort_s=round(first.cohort["seconds"], 2),
+        resend_run_s=round(resend.run.seconds, 2),
+        first_sync_run_s=round(first.run.seconds, 2),
+        wall_ratio=round(resend.run.seconds / first.run.seconds, 2),
+        resend_requests=done["requests"],
+        first_sync_requests=first.cohort["requests"],
+        resend_checkpoints_alone_s=round(alone["seconds"], 2),
+        resend_rss_mb=round(resend.run.max_rss_mb),
+        first_sync_rss_mb=round(first.run.max_rss_mb),
+        state_write_s=round(written["seconds"], 1),
+        **extra,
+    )
+
+
+def resend_state(action: str, args: list[str], *more: str) -> dict[str, Any]:
+    """bench/resend_state.py in a process of its own; its JSON output."""
+    run = run_child(
+        [sys.executable, str(HERE / "resend_state.py"), action, *args, *more], base_env()
+    )
+    if run.returncode != 0:
+        raise RuntimeError(f"resend_state.py {action} failed:\n{run.stderr}")
+    return cast(dict[str, Any], json.loads(run.stdout))
+
+
 FIGURES: dict[str, Callable[[Bench], Figure]] = {
     "quota": quota_use,
     "packing": packing,
@@ -549,9 +751,13 @@ FIGURES: dict[str, Callable[[Bench], Figure]] = {
     "memory": peak_memory,
     "flat": flat_memory,
     "naive": naive_requests,
+    "reads": model_reads,
+    "resend": resend_run,
 }
 # The pacer and the packer never touch the warehouse: measured on the first engine only.
 ENGINE_FREE = ("quota", "packing")
+# Figures that only some engines can give (reads counts Postgres's table statistics).
+ENGINE_ONLY = {"reads": ("postgres",)}
 
 
 def machine() -> dict[str, Any]:
@@ -574,8 +780,14 @@ def markdown(
     info: dict[str, Any],
     scale: float,
     seconds: float,
+    only_on: dict[str, tuple[str, ...]] | None = None,
 ) -> str:
-    """The results: one table of every figure on every engine, then a section per engine."""
+    """The results: one table of every figure on every engine, then a section per engine.
+
+    `only_on`: figure name -> the engines it is measured on, for figures some engines
+    cannot give.
+    """
+    only_on = only_on or {}
     lines = [
         "# Benchmark results",
         "",
@@ -598,6 +810,8 @@ def markdown(
                 f = found[0]
                 target = f.target
                 cells.append(f"{f.ratio:.3f} {'met' if f.met else '**not met**'}")
+            elif name in only_on:
+                cells.append(f"({' and '.join(LABELS[e] for e in only_on[name])} only)")
             else:
                 cells.append(f"(engine-free: see {LABELS[first]})")
         lines.append(f"| {name} | {target} | " + " | ".join(cells) + " |")
@@ -606,6 +820,10 @@ def markdown(
         f"Quota use and packing do not depend on the engine (the pacer and the packer never "
         f"touch the warehouse): they are measured on {LABELS[first]} only.",
     ]
+    for name, where in only_on.items():
+        shown = " and ".join(LABELS[e] for e in where)
+        lines[-1] += f" {name[0].upper()}{name[1:]} is measured on {shown} only."
+
     for engine, about in engines.items():
         shown = ", ".join(f"{k} {v}" for k, v in about.items())
         lines += [
@@ -645,6 +863,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     figures: list[Figure] = []
     engines: dict[str, dict[str, Any]] = {}
+    only_on: dict[str, tuple[str, ...]] = {}
     with tempfile.TemporaryDirectory(prefix="moengage-bench-") as tmp:
         for index, engine in enumerate(args.engines):
             with audiences(engine, Path(tmp)) as found:
@@ -653,10 +872,18 @@ def main(argv: list[str] | None = None) -> int:
                 for name in args.only or list(FIGURES):
                     if index > 0 and name in ENGINE_FREE:
                         continue
+                    if engine not in ENGINE_ONLY.get(name, ENGINES):
+                        continue
                     print(f"running {name} on {found.label} ...", flush=True)
                     figures.append(FIGURES[name](bench))
                     f = figures[-1]
-                    print(f"  {f.name}: {f.ratio:.3f} (target {f.target}) {f.detail}", flush=True)
+                    if name in ENGINE_ONLY:
+                        only_on[f.name] = ENGINE_ONLY[name]
+                    met = "met" if f.met else "NOT met"
+                    print(
+                        f"  {f.name}: {f.ratio:.3f} (target {f.target}: {met}) {f.detail}",
+                        flush=True,
+                    )
     seconds = time.perf_counter() - started
     # A child's peak RSS counts the bench's own at fork: it must stay well below a sync's.
     info["bench_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -670,13 +897,14 @@ def main(argv: list[str] | None = None) -> int:
                 "seconds": round(seconds, 1),
                 "engines": engines,
                 "engine_free": {"figures": list(ENGINE_FREE), "measured_on": args.engines[:1]},
+                "engine_only": {name: list(where) for name, where in ENGINE_ONLY.items()},
                 "figures": [asdict(f) for f in figures],
             },
             indent=2,
         )
         + "\n"
     )
-    text = markdown(figures, engines, info, args.scale, seconds)
+    text = markdown(figures, engines, info, args.scale, seconds, only_on)
     (args.out / "RESULTS.md").write_text(text)
     print(text)
     return 0

@@ -475,6 +475,9 @@ class CohortSync:
             row.requests, row.retries, row.renamed = r.requests, r.retries, r.renamed
             row.members_after = self._members_after()
             self.state.save_run(row)
+            self.state.refresh_statistics(
+                adds.uids_accepted + removes.uids_accepted, self._planned_members or 0
+            )
 
     def _members_after(self) -> int | None:
         """The cohort's members in the state as the run ends; None if the warehouse fails.

@@ -9,6 +9,7 @@ Python only sees the change, in batches.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -20,6 +21,7 @@ from enum import StrEnum
 from .. import __version__
 from ..cohorts import CohortSpec, Owner
 from ..errors import StateVersionError, WarehouseError
+from ..report.results import RUNNING
 from ..warehouse.engine import DEFAULT_FETCH_ROWS, Engine, uids_json
 from ..warehouse.redact import stored_error
 from .locks import HeldLock
@@ -37,6 +39,11 @@ from .schema import (
     schema_version_from,
     upgrade_statements,
 )
+
+
+# A run that changed at least this many member rows (and a tenth of the cohort) refreshes
+# the planner's statistics where the engine keeps them (refresh_statistics).
+ANALYZE_AFTER_ROWS = 10_000
 
 
 class Change(StrEnum):
@@ -102,7 +109,8 @@ class RunRow:
     full_refresh: bool
     started_at: datetime
     finished_at: datetime | None = None
-    status: str = "running"
+    # One of report.RUN_STATUSES, the list the dbt package's tests accept.
+    status: str = RUNNING
     added: int = 0
     removed: int = 0
     resent: int = 0
@@ -312,6 +320,18 @@ class StateStore:
     def record_removed(self, cohort: CohortSpec, key: StateKey, uids: Sequence[str]) -> None:
         """One bulk delete per accepted request."""
         self.engine.run("delete_members", (*key.params, cohort.cohort_id, uids_json(uids)))
+
+    def refresh_statistics(self, changed: int, members_before: int) -> None:
+        """After a run that changed much of the state, refresh the planner's statistics of
+        the members table where the engine keeps them (Postgres): a mirror run soon after a
+        first sync would otherwise be planned as if the state were empty, a nested loop over
+        every member. A failure here costs only the plan, never the run."""
+        if "analyze_members" not in self.engine.SQL or self.engine.read_only:
+            return
+        if changed < max(ANALYZE_AFTER_ROWS, members_before // 10):
+            return
+        with contextlib.suppress(WarehouseError):
+            self.engine.run("analyze_members")
 
     # -- runs, names, owners ---------------------------------------------------------------
 

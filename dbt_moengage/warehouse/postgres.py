@@ -112,6 +112,8 @@ SQL: dict[str, str] = {
             where l.heartbeat_at < ((now() at time zone 'utc') - make_interval(secs => ?))""",
     # The keys the state's statements look rows up by (StateStore.prepare adds any missing).
     "clear_locks": "delete from {locks}",
+    # The planner's statistics of the members table, after a run changed much of it.
+    "analyze_members": "analyze {members}",
     "create_locks_key": (
         f"create unique index if not exists {LOCKS_KEY} on {{locks}} "
         "(endpoint, workspace_id, cohort_id)"

@@ -160,3 +160,19 @@ def test_the_snapshot_is_gone_after_the_run(project: PgProject, emulator: Emulat
         "where left(table_name, 18) = 'moengage_snapshot_'"
     )
     assert left == []
+
+
+def test_a_large_change_refreshes_the_planners_statistics(
+    project: PgProject, emulator: Emulator
+) -> None:
+    """A mirror run soon after a first sync was planned as if the state were empty (never
+    analyzed yet): a nested loop over every member. A run that changed much of the state
+    analyzes it."""
+    set_source(project, [f"u-{i:05d}" for i in range(12_000)])
+    first = cohort(sync(project, emulator))
+    assert first["added"] == 12_000
+    ((manual,),) = project.query(
+        "select analyze_count from pg_stat_user_tables "
+        "where relname = 'moengage_cohort_members'"
+    )
+    assert manual >= 1

@@ -1,2 +1,3 @@
-{{ config(materialized='table', meta={'moengage': {'cohort_name': '.Bench Audience'}}) }}
+{{ config(materialized='table', meta={'moengage': {
+    'cohort_name': '.Bench Audience', 'mode': var('mode', 'add')}}) }}
 {{ bench_uids(var('members', 1000000)) }}
