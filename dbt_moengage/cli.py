@@ -6,24 +6,25 @@ import atexit
 import contextlib
 import json
 import os
+import signal
 import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 from rich.text import Text
 
 from . import __version__
 from .errors import ConfigError, MoEngageSyncError
 from .exposures import ExposureUpdate, default_owner, update_exposures
-from .interrupt import stop_on_signals
+from .interrupt import stop_dbt_on_signals, stop_on_signals
 from .manifest import load_manifest
 from .report import print_summary
+from .report.listing import print_cohorts
 from .report.progress import Progress, make_progress
 from .settings import MoEngageSettings
 from .status import collect_status, print_status
@@ -244,8 +245,17 @@ def build(
         args += ["--vars", vars]
     # In JSON mode stdout is the event stream: dbt's own log lines go to stderr.
     dbt_out = sys.stderr if log_format == "json" else sys.stdout
-    with contextlib.redirect_stdout(dbt_out):
+    outcome = None
+    # Once stopped, dbt's lines (its cancellations, its stack trace) are not shown: the
+    # signal handler said what happened, in one line.
+    with (
+        stop_dbt_on_signals() as stop,
+        contextlib.suppress(KeyboardInterrupt),
+        contextlib.redirect_stdout(_Hushable(dbt_out, stop.event)),
+    ):
         outcome = dbtRunner().invoke([*args, *dbt_args])
+    if stop.signum is not None or outcome is None:
+        sys.exit(128 + (stop.signum or signal.SIGINT))
     if outcome.exception is not None and outcome.result is None:
         print_error(f"dbt build did not run: {outcome.exception}")
         sys.exit(EXIT_USAGE)
@@ -269,6 +279,23 @@ def build(
     sys.exit(max(code, 0 if outcome.success else 1))
 
 
+class _Hushable:
+    """A text stream that drops what is written to it once `hushed` is set."""
+
+    def __init__(self, stream: TextIO, hushed: threading.Event) -> None:
+        self.stream = stream
+        self.hushed = hushed
+
+    def write(self, text: str) -> int:
+        """Write `text`, unless hushed."""
+        if self.hushed.is_set():
+            return len(text)
+        return self.stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
 @main.command(name="ls", cls=SelectorCommand)
 @project_options
 def list_cohorts(**kwargs: Any) -> None:
@@ -280,29 +307,7 @@ def list_cohorts(**kwargs: Any) -> None:
     except ConfigError as exc:
         print_error(str(exc))
         sys.exit(EXIT_USAGE)
-    table = Table(title="MoEngage cohorts", title_justify="left")
-    for name in ("model", "cohort_id", "cohort_name", "mode", "uid_column", "destination"):
-        table.add_column(name, no_wrap=True)
-    for spec in discovery.specs:
-        table.add_row(
-            *(
-                Text(value)
-                for value in (
-                    spec.model,
-                    spec.cohort_id,
-                    spec.cohort_name,
-                    spec.mode,
-                    spec.uid_column,
-                    spec.destination or "default",
-                )
-            )
-        )
-    console = make_console()
-    console.print(table)
-    for warning in near_misses:
-        console.print(f"[yellow]warning[/yellow] {escape(warning)}", soft_wrap=True)
-    for problem in discovery.problems:
-        console.print(f"[red]invalid[/red] {escape(str(problem))}", soft_wrap=True)
+    print_cohorts(discovery.specs, make_console(), near_misses, discovery.problems)
     sys.exit(1 if discovery.problems else 0)
 
 
@@ -327,12 +332,23 @@ def validate_command(check_warehouse: bool, **kwargs: Any) -> None:
         console.print(f"[yellow]warning[/yellow] {escape(warning)}", soft_wrap=True)
     for problem in found.problems:
         console.print(f"[red]invalid[/red] {escape(problem)}", soft_wrap=True)
+    for conflict in found.unsettled:
+        console.print(f"[yellow]unsettled[/yellow] {escape(conflict)}", soft_wrap=True)
     count = len(found.specs)
     if not found.warehouse_checked:
         console.print(
             "relations and uid columns were not checked: `validate --warehouse` checks them",
             soft_wrap=True,
         )
+    if found.unsettled:
+        # A sync refuses one of them at least (all, before any synced): not ok either way.
+        console.print(
+            f"{len(found.problems)} problem(s); {len(found.unsettled)} cohort(s) sharing a "
+            "cohort_id or cohort_name, which the sync state settles (`validate --warehouse` "
+            f"says which keep syncing); {count} cohort(s) valid",
+            soft_wrap=True,
+        )
+        sys.exit(1)
     if found.problems:
         console.print(f"{len(found.problems)} problem(s); {count} cohort(s) valid")
         sys.exit(1)
@@ -441,9 +457,10 @@ STATE_SCHEMA = click.option(
 def status_command(output: str, **kwargs: Any) -> None:
     """Show each cohort's members, last run and last success, from the sync state (read only).
 
-    Exits 1 when a cohort's last run failed, was guarded or interrupted, or a cohort's
-    config is invalid; 0 otherwise (also when nothing was synced yet, and for cohorts left
-    behind: state with no model in the project).
+    Exits 1 when a cohort's last run failed, was guarded or interrupted, or did not sync
+    because its model failed in dbt, or a cohort's config is invalid; 0 otherwise (also when
+    nothing was synced yet, while a sync holds a DuckDB file, and for cohorts left behind:
+    state with no model in the project).
     """
     options = _options(**kwargs)
     try:

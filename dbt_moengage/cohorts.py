@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import CohortSpecError
+from .errors import CohortSpecError, UnsettledConflict
 from .manifest import ModelNode
 
 RESTRICTED_NAME_CHARS = '|*?\\:<>=$"'
@@ -25,6 +25,7 @@ KNOWN_KEYS = (
     "resend_after",
     "max_remove_fraction",
     "owner",
+    "alert_change_fraction",
 )
 _DESTINATION_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,39}$")
 DEFAULT_UID_COLUMN = "uid"
@@ -33,6 +34,9 @@ MAX_COHORT_ID_LENGTH = 255
 # last acceptance, so a user whose profile appears later still joins (README: re-sends).
 DEFAULT_RESEND_AFTER = 7 * 86_400
 DEFAULT_MAX_REMOVE_FRACTION = 0.5
+# A notification's `size_changed` when the model's distinct uids move by more than this
+# share since the cohort's last successful run, up or down (notify.py).
+DEFAULT_ALERT_CHANGE_FRACTION = 0.5
 _DURATION_RE = re.compile(r"\A([0-9]+)\s*([smhdw])\Z")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400, "w": 7 * 86_400}
 DURATION_HINT = "a duration such as 30m, 12h, 7d or 1s; 0 for every run, off for never"
@@ -66,6 +70,8 @@ class CohortSpec:
     max_remove_fraction: float = DEFAULT_MAX_REMOVE_FRACTION
     # Who answers for the audience: the owner of its dbt exposure (`exposures` command).
     owner: CohortOwner | None = None
+    # A notification's `size_changed` when the model's size moves by more than this share.
+    alert_change_fraction: float = DEFAULT_ALERT_CHANGE_FRACTION
 
 
 def parse_duration(value: object) -> int | None:
@@ -150,14 +156,19 @@ class Discovery:
 
         A conflict's owner is the one cohort with state in the workspace: the model that
         last synced its cohort_id, or the cohort MoEngage last got that cohort_name for.
-        Without state (no warehouse, a first sync) every contested cohort is refused.
+        Before any of them synced (state read, no owner) every contested cohort is refused.
+        Without `ownership` (the state not read) every contested cohort is refused too, as
+        an UnsettledConflict: the state may well let one of them keep syncing.
         """
         owners = ownership or {}
         specs, problems = list(self.specs), list(self.problems)
         for spec in self.contested:
             lost = [c for c in self.conflicts if spec in c.specs and _owner(c, owners) != spec]
             if lost:
-                problems.extend(_conflict_problem(spec, c, _owner(c, owners)) for c in lost)
+                problems.extend(
+                    _conflict_problem(spec, c, _owner(c, owners), ownership is not None)
+                    for c in lost
+                )
             else:
                 specs.append(spec)
         position = {unique_id: i for i, unique_id in enumerate(self.order)}
@@ -180,7 +191,7 @@ def _owner(conflict: Conflict, owners: Ownership) -> CohortSpec | None:
 
 
 def _conflict_problem(
-    spec: CohortSpec, conflict: Conflict, owner: CohortSpec | None
+    spec: CohortSpec, conflict: Conflict, owner: CohortSpec | None, state_read: bool = True
 ) -> CohortSpecError:
     where = f"destination '{conflict.destination}'" if conflict.destination else "the workspace"
     others = ", ".join(s.model for s in conflict.specs if s is not spec)
@@ -196,7 +207,21 @@ def _conflict_problem(
         if conflict.field == "cohort_id"
         else "give each cohort its own cohort_name (a folder's +meta gives every model the same)"
     )
+    if not state_read:
+        # The rule is the sync's (`settle` with the state), which was not read here.
+        problem += (
+            "; which of them keeps syncing depends on the sync state: a sync keeps the "
+            "one that last synced it and refuses the others (all of them, before any "
+            "synced); `dbt-moengage validate --warehouse` reads the state"
+        )
+        return UnsettledConflict(spec.model, conflict.field, conflict.value, problem, fix)
     return CohortSpecError(spec.model, conflict.field, conflict.value, problem, fix)
+
+
+def declared_mode(meta: Any) -> str:
+    """The mode a cohort's meta declares (add when it names none); `-` when it is no mode."""
+    mode = meta.get("mode", "add") if isinstance(meta, dict) else None
+    return str(mode) if mode in MODES else "-"
 
 
 def parse_cohort(
@@ -319,6 +344,23 @@ def parse_cohort(
             )
         )
 
+    alert_change_fraction = meta.get("alert_change_fraction", DEFAULT_ALERT_CHANGE_FRACTION)
+    if (
+        isinstance(alert_change_fraction, bool)
+        or not isinstance(alert_change_fraction, int | float)
+        or not 0 < alert_change_fraction < float("inf")
+    ):
+        problems.append(
+            CohortSpecError(
+                node.name,
+                "alert_change_fraction",
+                alert_change_fraction,
+                "must be a number above 0",
+                "the share the model's size may move, up or down, since the last successful "
+                "run before a notification says so, e.g. 0.5",
+            )
+        )
+
     owner, owner_problems = _check_owner(node.name, meta.get("owner"))
     problems.extend(owner_problems)
 
@@ -350,6 +392,7 @@ def parse_cohort(
             resend_after=resend_after,
             max_remove_fraction=float(max_remove_fraction),
             owner=owner,
+            alert_change_fraction=float(alert_change_fraction),
         ),
         [],
     )

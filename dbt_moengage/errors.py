@@ -10,7 +10,9 @@
     │   └── StateVersionError         the sync state was written by a newer dbt-moengage
     ├── CohortError                   one cohort cannot sync; the others go on: exit 1
     │   ├── CohortSpecError           bad `meta.moengage` config (model, field, value)
+    │   │   └── UnsettledConflict     a shared cohort_id or name only the sync state settles
     │   ├── WarehouseError            the model's relation or column cannot be read
+    │   │   └── RelationMissing       the model's relation is not in the warehouse read
     │   ├── LockTimeout               another run holds the cohort (or the DuckDB file)
     │   ├── LockLost                  the cohort's lock was taken over mid-run: stop it
     │   └── RequestRejected           MoEngage refused a request as is (400/413/415/...),
@@ -86,12 +88,22 @@ class CohortSpecError(CohortError):
         super().__init__(message)
 
 
+class UnsettledConflict(CohortSpecError):
+    """A cohort_id or cohort_name shared by cohorts, judged without the sync state, which
+    says which of them is live (it keeps syncing) and which are refused."""
+
+
 class StateVersionError(ConfigError):
     """The sync state was written by a newer dbt-moengage than this one."""
 
 
 class WarehouseError(CohortError):
     """The warehouse cannot give a cohort's uids (relation missing, bad column, ...)."""
+
+
+class RelationMissing(WarehouseError):
+    """The model's relation does not exist in the warehouse the run reads (or the role
+    cannot see it)."""
 
 
 class LockTimeout(CohortError):

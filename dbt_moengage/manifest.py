@@ -38,6 +38,21 @@ class Manifest:
     path: Path
     data: dict[str, Any]
 
+    @property
+    def adapter_type(self) -> str | None:
+        """The adapter dbt wrote the manifest with (`duckdb`, `postgres`...), if recorded."""
+        value = (self.data.get("metadata") or {}).get("adapter_type")
+        return str(value) if value else None
+
+    def target_database_of(self, unique_id: str) -> str | None:
+        """The database of the target dbt wrote a node's relation for: the node's database,
+        unless its config picks one of its own (then None)."""
+        node = self.data["nodes"].get(unique_id)
+        if not isinstance(node, dict) or (node.get("config") or {}).get("database"):
+            return None
+        value = node.get("database")
+        return str(value) if value else None
+
     def nodes(self) -> Iterator[tuple[str, dict[str, Any]]]:
         """Yield (unique_id, node) in unique_id order, refusing a node of the wrong shape."""
         nodes = self.data.get("nodes")
@@ -69,11 +84,15 @@ class Manifest:
             )
 
     def near_misses(self) -> list[str]:
-        """Meta keys of models that look like a misspelt `moengage` (the model is no cohort)."""
-        found = []
+        """Meta keys of models that look like a misspelt `moengage` (the model is no cohort),
+        one warning per model and key."""
+        found: dict[tuple[str, str], str] = {}
         for unique_id, node in self.nodes():
             if node.get("resource_type") != "model":
                 continue
+            name = str(node.get("name", unique_id))
+            # dbt copies config.meta into the node's meta: the key is named once, where the
+            # user wrote it (config.meta first, as cohort_nodes reads it).
             for where, meta in (
                 ("config.meta", (node.get("config") or {}).get("meta")),
                 ("meta", node.get("meta")),
@@ -82,12 +101,13 @@ class Manifest:
                     continue
                 for key in meta:
                     if _looks_like_moengage(str(key)):
-                        found.append(
-                            f"model '{node.get('name', unique_id)}': {where}.{key} looks like "
-                            "a misspelt `moengage`, so the model is not a cohort; rename the "
-                            "key to moengage if it should be one"
+                        found.setdefault(
+                            (unique_id, str(key)),
+                            f"model '{name}': {where}.{key} looks like a misspelt `moengage`, "
+                            "so the model is not a cohort; rename the key to moengage if it "
+                            "should be one",
                         )
-        return list(dict.fromkeys(found))
+        return list(found.values())
 
 
 # The keys read from a node, and the JSON type each must have when set (null is "not set").

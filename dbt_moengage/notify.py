@@ -5,6 +5,13 @@ Each cohort's outcome (synced, failed, guarded) is compared with the status the 
 notification announced for it (moengage_notifications, in the state). A failure is news
 once (the first after a success, or a first run failing), as are a guard tripping and a
 recovery; a run that changes nothing posts nothing, so two failed runs in a row post once.
+A cohort that did not sync is a failure whatever stopped it: its model failed in dbt, its
+config is invalid (announced under the cohort_id it would sync, see `invalid_cohorts`), its
+destination was down. Each change says how the cohort's previous run ended (`previous`,
+from moengage_sync_runs). Besides changes of status, a cohort that synced with its model's
+size moved by more than its `alert_change_fraction` since its last successful run is news
+(`size_changed`), every time it happens; it is not recorded, so a post of it that failed
+is not made again.
 A run's changes go out in one post: Slack incoming-webhook JSON (`text`), with the same
 facts as fields for other receivers (`cohorts`). The announced statuses are recorded only
 once the receiver accepted the post, so a post that failed is made again by the next run.
@@ -19,14 +26,16 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
+from dataclasses import replace as with_fields
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 
 from . import __version__, retry
+from .cohorts import DEFAULT_ALERT_CHANGE_FRACTION
 from .errors import (
     NotificationFailed,
     RateLimited,
@@ -34,10 +43,12 @@ from .errors import (
     TransientError,
     WarehouseError,
 )
+from .manifest import ModelNode
 from .report import FAILED, GUARDED, INVALID, SKIPPED, SYNCED, CohortResult, RunReport
 from .report.progress import Progress
 from .settings import Secret, is_loopback
 from .state import StateKey, StateStore
+from .state.history import RunRecord, StateHistory
 from .warehouse.redact import stored_error
 
 NOTIFY_URL = "MOENGAGE_NOTIFY_URL"
@@ -53,6 +64,8 @@ ERROR_CHARS = 500
 ANSWER_CHARS = 200
 # What a change is called in a message; the status recorded after a recovery is SYNCED.
 RECOVERED = "recovered"
+# A cohort that synced while its model's size moved past its alert_change_fraction.
+SIZE_CHANGED = "size_changed"
 WHAT_TO_DO = {
     FAILED: (
         "fix what the error names, then run the sync again: whatever MoEngage has not "
@@ -64,7 +77,14 @@ WHAT_TO_DO = {
         "fix the model first"
     ),
     RECOVERED: "nothing: the cohort syncs again",
+    SIZE_CHANGED: (
+        "check the model before a campaign uses the audience: if the change is right, nothing "
+        "(raise meta.moengage.alert_change_fraction to be told less); if not, fix the model "
+        "(in add mode the members it added stay in the segment: a mirror run removes them)"
+    ),
 }
+# How the headline counts each event.
+_VERBS = {SIZE_CHANGED: "changed size"}
 
 
 @dataclass(frozen=True)
@@ -156,8 +176,27 @@ def announce(previous: str | None, current: str) -> bool:
 
 
 @dataclass(frozen=True)
+class Past:
+    """How a cohort stood before this run, from its run rows."""
+
+    # How its previous run ended.
+    status: str | None = None
+    # Its model's distinct valid uids at its last successful run (RunRecord.model_uids).
+    uids: int | None = None
+
+    @classmethod
+    def of(cls, last: RunRecord | None, synced: RunRecord | None) -> Past:
+        """From the cohort's latest run and latest successful run before this one."""
+        return cls(
+            status=None if last is None else last.status,
+            uids=None if synced is None else synced.model_uids,
+        )
+
+
+@dataclass(frozen=True)
 class CohortChange:
-    """One cohort whose status changed since the last notification."""
+    """One cohort whose status changed since the last notification, or whose model's size
+    moved past its alert_change_fraction."""
 
     key: StateKey
     model: str
@@ -166,11 +205,30 @@ class CohortChange:
     status: str
     previous: str | None
     error: str | None
+    # A size change: the model's distinct uids at the last success and now, and the share
+    # that alerts.
+    uids_before: int | None = None
+    uids_now: int | None = None
+    fraction: float | None = None
 
     @property
     def event(self) -> str:
-        """failed, guarded or recovered."""
+        """failed, guarded, recovered or size_changed."""
+        if self.uids_now is not None:
+            return SIZE_CHANGED
         return RECOVERED if self.status == SYNCED else self.status
+
+    @property
+    def detail(self) -> str | None:
+        """What the message says after the cohort: the error, or the size change."""
+        if self.uids_now is None or self.uids_before is None:
+            return self.error
+        before, now = self.uids_before, self.uids_now
+        moved = f"{(now - before) / before:+.0%}" if before else "from none"
+        return (
+            f"the model's distinct uids went from {before:,} to {now:,} ({moved}) since its "
+            f"last successful run, more than alert_change_fraction = {self.fraction:g}"
+        )
 
     @property
     def what_to_do(self) -> str:
@@ -188,46 +246,114 @@ class CohortChange:
             "status": self.status,
             "previous": self.previous,
             "error": self.error,
+            "uids_before": self.uids_before,
+            "uids_now": self.uids_now,
             "what_to_do": self.what_to_do,
         }
 
 
 def changes(
-    results: list[tuple[CohortResult, StateKey]], announced: Mapping[StateKey, Mapping[str, str]]
+    results: list[tuple[CohortResult, StateKey]],
+    announced: Mapping[StateKey, Mapping[str, str]],
+    past: Mapping[tuple[StateKey, str], Past] | None = None,
+    fractions: Mapping[str, float] | None = None,
 ) -> list[CohortChange]:
-    """The cohorts whose status is news, given what was last announced per state key."""
+    """The cohorts whose status is news, given what was last announced per state key; and
+    those that synced with their model's size moved past their fraction (by model, default
+    DEFAULT_ALERT_CHANGE_FRACTION) since their last successful run (`past`, per key and
+    cohort id). `previous` is how the cohort's previous run ended; the status last
+    announced when there is no such row, or when that row synced but a failure was
+    announced since (a failure that writes no row: an invalid config)."""
     found = []
     for result, key in results:
         current = health(result)
         if current is None or result.cohort_id is None:
             continue
-        previous = announced.get(key, {}).get(result.cohort_id)
-        if not announce(previous, current):
-            continue
-        error = None if current == SYNCED else stored_error(result.error, ERROR_CHARS)
-        found.append(
-            CohortChange(
-                key=key,
-                model=result.model,
-                cohort_id=result.cohort_id,
-                cohort_name=result.cohort_name,
-                status=current,
-                previous=previous,
-                error=error,
-            )
+        was = (past or {}).get((key, result.cohort_id), Past())
+        last_announced = announced.get(key, {}).get(result.cohort_id)
+        previous = was.status
+        if previous in (None, SYNCED) and last_announced not in (None, SYNCED):
+            # A failure that wrote no run row (an invalid config, a destination down)
+            # came after the last row: the failure announced is the truer account.
+            previous = last_announced
+        change = CohortChange(
+            key=key,
+            model=result.model,
+            cohort_id=result.cohort_id,
+            cohort_name=result.cohort_name,
+            status=current,
+            previous=previous,
+            error=None if current == SYNCED else stored_error(result.error, ERROR_CHARS),
         )
+        if announce(last_announced, current):
+            found.append(change)
+        fraction = (fractions or {}).get(result.model, DEFAULT_ALERT_CHANGE_FRACTION)
+        if current == SYNCED and was.uids is not None:
+            now = result.uids_total
+            if abs(now - was.uids) > fraction * was.uids:
+                found.append(
+                    with_fields(change, uids_before=was.uids, uids_now=now, fraction=fraction)
+                )
     return found
+
+
+def invalid_cohorts(
+    results: Iterable[CohortResult],
+    nodes: Mapping[str, ModelNode],
+    key_of: Callable[[str | None], StateKey | None],
+    history: StateHistory,
+    taken: Collection[tuple[StateKey, str]],
+) -> dict[str, tuple[StateKey, str]]:
+    """model -> (state key, cohort_id) under which an invalid config's failure is announced.
+
+    An invalid config has no cohort_id of its own: it is the one its meta names, if a
+    non-blank string; else the cohort_id the model last ran as in the state (a misspelt
+    `cohort_id` key); else the model's name (the default). The key is that of the meta's
+    destination (a valid name with its settings set), else the default destination's. A
+    cohort_id a valid cohort of this run syncs, that another model last ran as, or that two
+    invalid configs would take, is not announced: its segment is someone else's, or nobody
+    can say whose.
+    """
+    claims: dict[str, tuple[StateKey, str]] = {}
+    latest: dict[StateKey, dict[str, RunRecord]] = {}
+    for result in results:
+        node = nodes.get(result.model)
+        if result.status != INVALID or result.cohort_id is not None or node is None:
+            continue
+        meta: Mapping[str, Any] = node.meta if isinstance(node.meta, dict) else {}
+        destination = meta.get("destination")
+        key = key_of(destination.lower() if isinstance(destination, str) else None)
+        key = key or key_of(None)
+        if key is None:
+            continue
+        if key not in latest:
+            latest[key] = history.last_runs(key)
+        runs = latest[key]
+        named = meta.get("cohort_id")
+        if isinstance(named, str) and named.strip():
+            cohort_id = named
+        else:
+            mine = [run for run in runs.values() if run.model == result.model]
+            last = max(mine, key=lambda run: (run.started_at, run.run_id), default=None)
+            cohort_id = result.model if last is None else last.cohort_id
+        other = runs.get(cohort_id)
+        if (key, cohort_id) in taken or (other is not None and other.model != result.model):
+            continue
+        claims[result.model] = (key, cohort_id)
+    counts = Counter(claims.values())
+    return {model: claim for model, claim in claims.items() if counts[claim] == 1}
 
 
 def headline(found: list[CohortChange]) -> str:
     """`2 cohorts failed, 1 recovered`: the changes counted by what happened."""
     counts = Counter(change.event for change in found)
     parts: list[str] = []
-    for event in (FAILED, GUARDED, RECOVERED):
+    for event in (FAILED, GUARDED, RECOVERED, SIZE_CHANGED):
         if counts[event]:
             noun = "cohort" if counts[event] == 1 else "cohorts"
+            verb = _VERBS.get(event, event)
             parts.append(
-                f"{counts[event]} {noun} {event}" if not parts else f"{counts[event]} {event}"
+                f"{counts[event]} {noun} {verb}" if not parts else f"{counts[event]} {verb}"
             )
     return ", ".join(parts)
 
@@ -239,8 +365,8 @@ def message(found: list[CohortChange], run_id: str) -> dict[str, Any]:
         was = f" (was {change.previous})" if change.previous else ""
         name = f" ({change.cohort_name})" if change.cohort_name else ""
         line = f"• {change.event}: model `{change.model}` -> cohort `{change.cohort_id}`{name}{was}"
-        if change.error:
-            line += f": {change.error}"
+        if change.detail:
+            line += f": {change.detail}"
         lines.append(_slack(line))
         lines.append(_slack(f"    what to do: {change.what_to_do}"))
     return {
@@ -348,17 +474,28 @@ def notify_changes(
     keys: Mapping[str, StateKey],
     settings: NotifySettings,
     progress: Progress,
+    invalid: Mapping[str, tuple[StateKey, str]] | None = None,
+    fractions: Mapping[str, float] | None = None,
 ) -> list[CohortChange]:
     """Post the run's changes, then record them as announced; the changes announced.
 
-    `keys` gives the state key of each model that was to sync; other results (a model
+    `keys` gives the state key of each model that was to sync, `invalid` the key and
+    cohort_id of each invalid config (see `invalid_cohorts`); other results (a model
     refused before its destination was known) have no key and are not announced.
+    `fractions` gives each model's alert_change_fraction.
     """
     if report.dry_run:
         return []
-    results = [(r, keys[r.model]) for r in report.results if r.model in keys]
+    results: list[tuple[CohortResult, StateKey]] = []
+    for r in report.results:
+        if r.model in keys:
+            results.append((r, keys[r.model]))
+        elif r.cohort_id is None and r.model in (invalid or {}):
+            key, cohort_id = (invalid or {})[r.model]
+            results.append((with_fields(r, cohort_id=cohort_id), key))
     try:
         announced = {key: state.notified(key) for key in dict.fromkeys(k for _, k in results)}
+        past = _past(state, report.run_id, [k for _, k in results])
     except WarehouseError as exc:
         _warn(
             report,
@@ -367,7 +504,7 @@ def notify_changes(
             "the next run tries again",
         )
         return []
-    found = changes(results, announced)
+    found = changes(results, announced, past, fractions)
     if not found:
         return []
     try:
@@ -378,6 +515,8 @@ def notify_changes(
     progress.message(f"notified {settings.receiver}: {headline(found)}")
     try:
         for change in found:
+            if change.event == SIZE_CHANGED:
+                continue
             state.save_notified(
                 change.key, change.cohort_id, change.model, change.status, report.run_id
             )
@@ -388,6 +527,19 @@ def notify_changes(
             f"notifications: posted, but recording them in the state failed ({exc}); the "
             "next run may announce the same change again",
         )
+    return found
+
+
+def _past(
+    state: StateStore, run_id: str, keys: Iterable[StateKey]
+) -> dict[tuple[StateKey, str], Past]:
+    """(key, cohort_id) -> how the cohort stood before run `run_id`, from its run rows."""
+    history = StateHistory(state.engine)
+    found: dict[tuple[StateKey, str], Past] = {}
+    for key in dict.fromkeys(keys):
+        last, synced = history.before(key, run_id)
+        for cohort_id in {*last, *synced}:
+            found[(key, cohort_id)] = Past.of(last.get(cohort_id), synced.get(cohort_id))
     return found
 
 
@@ -403,6 +555,8 @@ def notify_after_sync(
     keys: Mapping[str, StateKey],
     environ: Mapping[str, str],
     progress: Progress,
+    invalid: Mapping[str, tuple[StateKey, str]] | None = None,
+    fractions: Mapping[str, float] | None = None,
 ) -> list[CohortChange]:
     """Notify when MOENGAGE_NOTIFY_URL is set; a URL that cannot be used is a warning."""
     try:
@@ -412,16 +566,18 @@ def notify_after_sync(
         return []
     if settings is None:
         return []
-    return notify_changes(state, report, keys, settings, progress)
+    return notify_changes(state, report, keys, settings, progress, invalid, fractions)
 
 
 __all__ = [
     "NOTIFY_URL",
     "CohortChange",
     "NotifySettings",
+    "Past",
     "announce",
     "changes",
     "health",
+    "invalid_cohorts",
     "message",
     "notify_after_sync",
     "notify_changes",

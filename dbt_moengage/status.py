@@ -3,17 +3,26 @@ it: members MoEngage was told of, its last run, its last success. Read only.
 
 Health, per cohort, from its latest run row:
     ok            the latest run synced
-    failing       the latest run failed, was guarded (a mirror removal refused) or was
-                  interrupted: the command exits 1
+    failing       the latest run failed, was guarded (a mirror removal refused), was
+                  interrupted, or did not sync because its model failed in dbt (not_built,
+                  `--only-built`): the command exits 1
     running       a sync is in progress: it holds the cohort's lock
     stopped       the latest run says 'running' but holds no lock: it was killed outright
                   (kill -9, a lost machine) and none ran since; the command exits 1, and
                   the next sync resumes where it stopped
-    never synced  no run row for the cohort under this endpoint and workspace
+    sync running  DuckDB: another process (a sync, or dbt) holds the database file for
+                  writing, and DuckDB lets no other process open it meanwhile, so nothing
+                  of the state can be read; exit 0, as for `running`
+    never synced  no run row and no member for the cohort under this endpoint and workspace
+    no history    members in the state but no run row (moengage_sync_runs was dropped, or
+                  its rows deleted): the members are shown, the runs are missing
     unknown       its destination's workspace or data center is not set, so the state
                   cannot be keyed
 The command also exits 1 when a cohort's config is invalid (it cannot sync), and 2 when it
-cannot start (no manifest, no profile, the default destination's workspace not set).
+cannot start (no manifest, no profile, the default destination's workspace not set). A
+note names what the state lacks: no state at all, none for this endpoint and workspace
+while it holds others (a data center or base URL that differs from the sync's), a dropped
+table.
 
 Cohorts left behind (the state holds them, no model of the project syncs them: see
 state/left_behind.py) are listed after the project's, as `left behind`; nothing failed, so
@@ -33,14 +42,15 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from .cohorts import CohortSpec, Owner
-from .errors import SettingsError
+from .cohorts import CohortSpec, Discovery, Owner
+from .errors import LockTimeout, SettingsError
 from .manifest import load_manifest
-from .report import FAILED, GUARDED, INTERRUPTED, SYNCED, field_lines
+from .report import FAILED, GUARDED, INTERRUPTED, NOT_BUILT, SYNCED, field_lines
 from .settings import MoEngageSettings, destination_prefix
 from .state import SCHEMA_VERSION, StateKey, StateStore, utcnow
 from .state.history import RunRecord, StateHistory
 from .state.left_behind import LEFT_BEHIND, LeftBehind, find_left_behind
+from .state.schema import MEMBERS, RUNS
 from .sync import SyncOptions, discover_cohorts, profile_target, state_key
 from .warehouse import connect
 
@@ -48,13 +58,21 @@ OK = "ok"
 FAILING = "failing"
 RUNNING = "running"
 STOPPED = "stopped"
+SYNC_RUNNING = "sync running"
 NEVER_SYNCED = "never synced"
+NO_HISTORY = "no history"
 UNKNOWN = "unknown"
 # Run statuses that make a cohort failing (exit 1). A dry run writes no run row.
-FAILING_STATUSES = (FAILED, GUARDED, INTERRUPTED)
+FAILING_STATUSES = (FAILED, GUARDED, INTERRUPTED, NOT_BUILT)
 RUNNING_STATUS = "running"
-# A DuckDB file held by a running sync is waited for this long before giving up.
-DUCKDB_WAIT_SECONDS = 5.0
+# A DuckDB file held for writing is waited for this long (a process that opens it for a
+# moment lets go); still held, it is a sync (or dbt) at work: said at once, not waited out.
+DUCKDB_WAIT_SECONDS = 1.0
+HELD_NOTE = (
+    "the DuckDB database is held for writing by another process: a sync is running (or dbt "
+    "is writing the database), and DuckDB lets no other process open the file until it ends, "
+    "so members and runs cannot be read now"
+)
 
 
 @dataclass
@@ -72,15 +90,19 @@ class CohortStatus:
     runs: list[RunRecord] = field(default_factory=list)
     # Its latest run says 'running' but holds no lock any more (it was killed).
     stopped: bool = False
+    # The DuckDB file is held for writing by another process: nothing could be read.
+    held: bool = False
 
     @property
     def health(self) -> str:
-        """ok, failing, running, stopped, never synced or unknown (see the module
-        docstring)."""
+        """ok, failing, running, stopped, sync running, never synced, no history or unknown
+        (see the module docstring)."""
         if self.problem is not None:
             return UNKNOWN
+        if self.held:
+            return SYNC_RUNNING
         if self.last_run is None:
-            return NEVER_SYNCED
+            return NO_HISTORY if self.members else NEVER_SYNCED
         if self.last_run.status == SYNCED:
             return OK
         if self.last_run.status == RUNNING_STATUS:
@@ -108,18 +130,21 @@ class StatusReport:
 
     generated_at: datetime
     state_schema: str
-    state_found: bool
+    # None when it could not be looked at (the DuckDB file was held: `state_held`).
+    state_found: bool | None
     cohorts: list[CohortStatus]
     notes: list[str] = field(default_factory=list)
     # Cohorts whose config is invalid: they cannot sync.
     problems: list[str] = field(default_factory=list)
     # Cohorts the state holds that no model of the project syncs (never an exit 1).
     left_behind: list[LeftBehind] = field(default_factory=list)
+    # DuckDB: another process held the database file for writing (a sync running).
+    state_held: bool = False
 
     @property
     def exit_code(self) -> int:
         """1 when a cohort is failing or stopped, or a cohort's config is invalid; else 0
-        (cohorts left behind included: nothing failed)."""
+        (cohorts left behind, a sync running, no history included: nothing failed)."""
         failing = any(c.health in (FAILING, STOPPED) for c in self.cohorts)
         return 1 if failing or self.problems else 0
 
@@ -130,6 +155,7 @@ class StatusReport:
             "generated_at": _iso(now),
             "state_schema": self.state_schema,
             "state_found": self.state_found,
+            "state_held": self.state_held,
             "exit_code": self.exit_code,
             "cohorts": [_cohort_json(c, now) for c in self.cohorts],
             "left_behind": [c.to_json(now) for c in self.left_behind],
@@ -147,13 +173,22 @@ def collect_status(options: SyncOptions, history_runs: int = 0) -> StatusReport:
     keys, unkeyed = _state_keys(options.environ, {spec.destination for spec in every})
     state_schema = options.state_schema or options.environ.get("MOENGAGE_STATE_SCHEMA") or None
     notes: list[str] = []
-    with connect(
-        profile_target(options),
-        options.project_dir,
-        state_schema=state_schema,
-        read_only=True,
-        wait_seconds=DUCKDB_WAIT_SECONDS,
-    ) as engine:
+    target = profile_target(options)
+    try:
+        warehouse = connect(
+            target,
+            options.project_dir,
+            state_schema=state_schema,
+            read_only=True,
+            wait_seconds=DUCKDB_WAIT_SECONDS,
+        )
+    except LockTimeout:
+        if history_runs > 0:
+            # The report draws runs: a page of none would replace a good one.
+            raise LockTimeout(f"{HELD_NOTE}; the report needs them") from None
+        schema = state_schema or str(getattr(target.credentials, "schema", None) or "main")
+        return _held(discovery, unkeyed, schema)
+    with warehouse as engine:
         # A run row is 'running' while its lock row is beaten within this window.
         with contextlib.suppress(SettingsError):
             engine.lock_stale_seconds = MoEngageSettings.from_env(
@@ -169,11 +204,24 @@ def collect_status(options: SyncOptions, history_runs: int = 0) -> StatusReport:
                 f"{prepared.version}; the next `dbt-moengage sync` upgrades it to "
                 f"{SCHEMA_VERSION}. Read as it is until then"
             )
-        if not history.exists:
+        if not history.has_members and not history.has_runs:
             notes.append(
                 f"no sync state in schema {engine.state_schema!r}: nothing was synced from "
                 "this warehouse yet (or --state-schema / MOENGAGE_STATE_SCHEMA names another "
                 "schema); `dbt-moengage sync` creates it"
+            )
+        elif not history.has_runs:
+            notes.append(
+                f"the sync state in schema {engine.state_schema!r} has no {RUNS} table "
+                f"(dropped?): members are read from {MEMBERS}, but each cohort's runs, last "
+                "success and errors are missing (`no history`); the next `dbt-moengage sync` "
+                "creates the table again"
+            )
+        elif not history.has_members:
+            notes.append(
+                f"the sync state in schema {engine.state_schema!r} has no {MEMBERS} table "
+                "(dropped?): members show 0 although runs synced some; the next "
+                "`dbt-moengage sync` creates it and sends every member again"
             )
         ownership: dict[tuple[str | None, str], Owner] = {}
         for destination, key in keys.items():
@@ -187,15 +235,68 @@ def collect_status(options: SyncOptions, history_runs: int = 0) -> StatusReport:
                 _read(history, key, mine, history_runs)
         for status in statuses:
             status.problem = unkeyed.get(status.spec.destination)
+        notes.extend(_elsewhere(history, keys, statuses))
         return StatusReport(
             generated_at=utcnow(),
             state_schema=engine.state_schema,
-            state_found=history.exists,
+            state_found=history.has_members or history.has_runs,
             cohorts=statuses,
             notes=notes,
             problems=[str(p) for p in discovery.problems],
             left_behind=find_left_behind(history, keys, manifest.cohort_nodes()),
         )
+
+
+def _held(discovery: Discovery, unkeyed: dict[str | None, str], schema: str) -> StatusReport:
+    """The report when another process holds the DuckDB file for writing: nothing of the
+    state can be read, so each cohort is `sync running`; invalid configs still show (the
+    manifest says so), and shared ids stay unsettled (the state would settle them)."""
+    statuses = [CohortStatus(spec, held=True) for spec in [*discovery.specs, *discovery.contested]]
+    for status in statuses:
+        status.problem = unkeyed.get(status.spec.destination)
+    return StatusReport(
+        generated_at=utcnow(),
+        state_schema=schema,
+        state_found=None,
+        cohorts=statuses,
+        notes=[f"{HELD_NOTE}; run `dbt-moengage status` again once it finished"],
+        problems=[str(p) for p in discovery.problems],
+        state_held=True,
+    )
+
+
+def _elsewhere(
+    history: StateHistory, keys: Mapping[str | None, StateKey], statuses: list[CohortStatus]
+) -> list[str]:
+    """A note for each destination whose endpoint and workspace the state holds nothing for
+    while it holds other keys: the settings likely name another data center or workspace
+    than the syncs used."""
+    known = history.keys()
+    notes = []
+    for destination, key in keys.items():
+        mine = [s for s in statuses if s.spec.destination == destination]
+        if key in known or not known or any(s.members or s.last_run for s in mine):
+            continue
+        prefix = destination_prefix(destination) if destination else "MOENGAGE_"
+        others = ", ".join(
+            f"{k.endpoint} workspace {k.workspace_id} ({n:,} cohort{'' if n == 1 else 's'})"
+            for k, n in sorted(known.items(), key=lambda item: item[0].params)
+        )
+        check = []
+        if any(k.workspace_id == key.workspace_id for k in known):
+            check.append(f"{prefix}DATA_CENTER (or {prefix}BASE_URL)")
+        elif any(k.endpoint == key.endpoint for k in known):
+            check.append(f"{prefix}WORKSPACE_ID")
+        else:
+            check = [f"{prefix}DATA_CENTER (or {prefix}BASE_URL)", f"{prefix}WORKSPACE_ID"]
+        where = f"destination '{destination}': " if destination else ""
+        notes.append(
+            f"{where}no sync state for endpoint {key.endpoint} and workspace "
+            f"{key.workspace_id}, but the state holds runs for {others}: if the cohorts "
+            f"synced there, check {' and '.join(check)}; status reads the state of the "
+            "endpoint and workspace they name, as sync does"
+        )
+    return notes
 
 
 def _state_keys(
@@ -299,7 +400,7 @@ def _cohort_json(c: CohortStatus, now: datetime) -> dict[str, Any]:
         "mode": c.spec.mode,
         "endpoint": c.endpoint or None,
         "health": c.health,
-        "members": c.members,
+        "members": None if c.held else c.members,
         "last_run": None
         if run is None
         else {
@@ -333,6 +434,8 @@ _HEALTH_STYLES = {
     FAILING: "red",
     STOPPED: "red",
     RUNNING: "yellow",
+    SYNC_RUNNING: "yellow",
+    NO_HISTORY: "yellow",
     UNKNOWN: "yellow",
 }
 _HEADERS = ("members", "added", "removed", "resent")
@@ -347,9 +450,21 @@ def _status_text(c: CohortStatus) -> Text:
 def _numbers(c: CohortStatus) -> tuple[str, ...]:
     """Members, then the last run's added, removed and re-sent ('-' with no run)."""
     run = c.last_run
+    if c.held:
+        return ("-", "-", "-", "-")
     if run is None:
         return (f"{c.members:,}", "-", "-", "-")
     return tuple(f"{value:,}" for value in (c.members, run.added, run.removed, run.resent))
+
+
+def _last_run(c: CohortStatus, now: datetime, utc: bool = False) -> str:
+    """When the last run started, and how long ago; `-` when the state could not be read."""
+    run = c.last_run
+    if c.held:
+        return "-"
+    if run is None:
+        return "never"
+    return f"{_clock(run.started_at)}{' UTC' if utc else ''} ({ago(run.started_at, now)})"
 
 
 def status_table(report: StatusReport) -> Table:
@@ -363,7 +478,6 @@ def status_table(report: StatusReport) -> Table:
     for name in ("last run (UTC)", "last success"):
         table.add_column(name, no_wrap=True)
     for c in report.cohorts:
-        run = c.last_run
         table.add_row(
             Text(c.spec.model),
             Text(c.spec.cohort_id),
@@ -372,8 +486,8 @@ def status_table(report: StatusReport) -> Table:
             c.spec.mode,
             _status_text(c),
             *_numbers(c),
-            "never" if run is None else f"{_clock(run.started_at)} ({ago(run.started_at, now)})",
-            ago(c.last_success, now),
+            _last_run(c, now),
+            "-" if c.held else ago(c.last_success, now),
         )
     for left in report.left_behind:
         kept = left.cohort
@@ -414,10 +528,8 @@ def stacked_status(report: StatusReport, width: int = 80) -> list[Text]:
                 for name, value in zip(_HEADERS, _numbers(c), strict=True)
                 if run is not None or name == "members"
             ),
-            "last run never"
-            if run is None
-            else f"last run {_clock(run.started_at)} UTC ({ago(run.started_at, now)})",
-            f"last success {ago(c.last_success, now)}",
+            f"last run {_last_run(c, now, utc=True)}",
+            f"last success {'-' if c.held else ago(c.last_success, now)}",
         ]
         lines.extend(field_lines(fields, width))
     for left in report.left_behind:

@@ -21,6 +21,7 @@ from .cohorts import (
     CohortSpec,
     Discovery,
     Owner,
+    declared_mode,
     discover,
     parse_duration,
 )
@@ -30,15 +31,18 @@ from .errors import (
     ConfigError,
     Interrupted,
     LockTimeout,
+    ManifestError,
     MoEngageSyncError,
+    RelationMissing,
     RequestRejected,
     SettingsError,
     TransientError,
+    UnsettledConflict,
     WarehouseError,
     WorkspaceFatal,
 )
 from .manifest import Manifest, build_outcome, load_manifest, load_run_results
-from .notify import NotifySettings, notify_after_sync
+from .notify import NOTIFY_URL, NotifySettings, invalid_cohorts, notify_after_sync
 from .packing import ADD, REMOVE, Body, BodyPacker
 from .report import (
     DRY_RUN,
@@ -46,6 +50,7 @@ from .report import (
     GUARDED,
     INTERRUPTED,
     INVALID,
+    NOT_BUILT,
     SKIPPED,
     SYNCED,
     CohortResult,
@@ -130,10 +135,15 @@ def run_sync(
     settings = MoEngageSettings.from_env(options.environ, require_credentials=False)
     senders, discovery = _destinations(discovery, options, report, progress)
     target = profile_target(options)
+    check_built_for(manifest, target)
+    _warn(manifest.near_misses(), report, progress)
     state_schema = options.state_schema or options.environ.get("MOENGAGE_STATE_SCHEMA") or None
 
-    if not discovery.specs and not discovery.contested:
-        report.results.extend(_invalid_results(discovery.problems, progress))
+    # With a notification to make (an invalid config fails like any cohort), the state is
+    # opened even when nothing can sync.
+    notifies = not options.dry_run and bool(options.environ.get(NOTIFY_URL, "").strip())
+    if not discovery.specs and not discovery.contested and not notifies:
+        report.results.extend(_invalid_results(discovery.problems, progress, manifest))
         progress.message("no valid cohort to sync")
         report.finished_at = _now()
         return report
@@ -146,7 +156,7 @@ def run_sync(
             wait_seconds=settings.lock_wait_seconds,
         )
     except LockTimeout as exc:
-        report.results.extend(_invalid_results(discovery.problems, progress))
+        report.results.extend(_invalid_results(discovery.problems, progress, manifest))
         for spec in [*discovery.specs, *discovery.contested]:
             report.results.append(_result(spec, FAILED, str(exc)))
             progress.cohort_finished(report.results[-1])
@@ -168,13 +178,15 @@ def run_sync(
         # Whose state each cohort's outcome is, for notifications.
         keys = {spec.model: state_key(senders[spec.destination]) for spec in discovery.specs}
         if options.only_built:
+            before = len(report.results)
             discovery = _only_built(manifest, discovery, report, progress)
-        report.results.extend(_invalid_results(discovery.problems, progress))
+            if not options.dry_run:
+                _record_not_built(state, report.results[before:], keys, report, progress)
+        report.results.extend(_invalid_results(discovery.problems, progress, manifest))
         specs = []
         for spec in discovery.specs:
             try:
-                column = warehouse.check_uid_column(spec)
-                specs.append(replace(spec, uid_column=column.name))
+                specs.append(checked_column(warehouse, spec, manifest, target))
             except CohortError as exc:
                 progress.problem(str(exc))
                 report.results.append(_result(spec, INVALID, str(exc)))
@@ -202,10 +214,87 @@ def run_sync(
         report.results.extend(done[spec.model] for spec in specs)
         if not stop.is_set():
             _warn_left_behind(warehouse, senders, manifest, report, progress)
-        if not options.dry_run and not stop.is_set():
-            notify_after_sync(state, report, keys, options.environ, progress)
+        if notifies and not stop.is_set():
+            invalid = _invalid_cohorts(warehouse, manifest, report, senders, keys, options.environ)
+            fractions = {spec.model: spec.alert_change_fraction for spec in specs}
+            notify_after_sync(state, report, keys, options.environ, progress, invalid, fractions)
     report.finished_at = _now()
     return report
+
+
+def _record_not_built(
+    state: StateStore,
+    results: Iterable[CohortResult],
+    keys: Mapping[str, StateKey],
+    report: RunReport,
+    progress: Progress,
+) -> None:
+    """A finished run row, `not_built`, for each cohort `--only-built` did not sync because
+    its model or a test on it failed in dbt: `status` shows that last attempt (and exits 1)
+    until a sync succeeds. A model left out of the dbt invocation gets none: the user chose
+    not to build it, and its last run still stands."""
+    history = StateHistory(state.engine)
+    for result in results:
+        key = keys.get(result.model)
+        if result.unselected or key is None or result.cohort_id is None:
+            continue
+        now = utcnow()
+        row = RunRow(
+            run_id=report.run_id,
+            endpoint=key.endpoint,
+            workspace_id=key.workspace_id,
+            cohort_id=result.cohort_id,
+            model=result.model,
+            mode=result.mode,
+            full_refresh=False,
+            started_at=now,
+            finished_at=now,
+            status=NOT_BUILT,
+            error=result.error,
+        )
+        try:
+            row.members_after = history.member_count(key, result.cohort_id)
+            state.save_run(row)
+        except WarehouseError as exc:
+            text = f"{result.model}: its run row ({NOT_BUILT}) was not recorded: {exc}"
+            report.warnings.append(text)
+            progress.warning(text)
+
+
+def _invalid_cohorts(
+    warehouse: Engine,
+    manifest: Manifest,
+    report: RunReport,
+    senders: Mapping[str | None, MoEngageSettings],
+    keys: Mapping[str, StateKey],
+    environ: Mapping[str, str],
+) -> dict[str, tuple[StateKey, str]]:
+    """Where each invalid config's failure is announced (notify.invalid_cohorts); none when
+    the state cannot be read."""
+
+    def key_of(destination: str | None) -> StateKey | None:
+        settings = senders.get(destination)
+        if settings is None:
+            try:
+                settings = MoEngageSettings.from_env(
+                    environ, require_credentials=False, destination=destination
+                )
+            except SettingsError:
+                return None
+        if not settings.workspace_id or not settings.base_url:
+            return None
+        return state_key(settings)
+
+    taken = {
+        (keys[r.model], r.cohort_id)
+        for r in report.results
+        if r.model in keys and r.cohort_id is not None
+    }
+    nodes = {node.name: node for node in manifest.cohort_nodes()}
+    try:
+        return invalid_cohorts(report.results, nodes, key_of, StateHistory(warehouse), taken)
+    except WarehouseError:
+        return {}
 
 
 def _warn_left_behind(
@@ -225,6 +314,11 @@ def _warn_left_behind(
         ]
     except WarehouseError as exc:
         texts = [f"could not look for cohorts left behind in the sync state: {exc}"]
+    _warn(texts, report, progress)
+
+
+def _warn(texts: Iterable[str], report: RunReport, progress: Progress) -> None:
+    """Show each warning and keep it in the report's `warnings`; never a failure."""
     for text in texts:
         report.warnings.append(text)
         progress.warning(text)
@@ -394,10 +488,16 @@ class CohortSync:
         try:
             with self.warehouse.snapshot(self.spec, self.key):
                 self._plan(full_refresh)
-                requests = sum(1 for _ in self._add_bodies(full_refresh))
+                requests = resent = 0
+                for body in self._add_bodies(full_refresh):
+                    requests += 1
+                    resent += body.resent
                 if self.mirror:
                     requests += sum(1 for _ in self._bodies(REMOVE))
             self.result.planned_requests = requests
+            # A rename re-sends a few current members to carry the name: counted as the
+            # run will count them.
+            self.result.planned_resend = max(self.result.planned_resend, resent)
             self.result.renamed = self._renaming
             if self.guard:
                 self.result.status, self.result.error = GUARDED, self.guard
@@ -704,6 +804,43 @@ def profile_target(options: SyncOptions) -> ProfileTarget:
     )
 
 
+def check_built_for(manifest: Manifest, target: ProfileTarget) -> None:
+    """Refuse a manifest dbt wrote for another kind of warehouse than the target the run
+    reads: none of its relations can be there."""
+    built = manifest.adapter_type
+    if built is None or built == target.type:
+        return
+    raise ManifestError(
+        f"{manifest.path} was built for a {built} warehouse, and this run reads "
+        f"{target.where}, a {target.type} warehouse, so no model of the manifest is there: "
+        f"build (or `dbt parse`) with the target the sync reads (`dbt build --target "
+        f"{target.target_name}`), or sync with --target set to the one that built it"
+    )
+
+
+def checked_column(
+    warehouse: Engine, spec: CohortSpec, manifest: Manifest, target: ProfileTarget
+) -> CohortSpec:
+    """The spec with its uid column as the warehouse spells it. A missing relation that the
+    manifest puts in another database than the target's says so: the manifest was built
+    for another target, and building the model in this one is not the fix."""
+    try:
+        column = warehouse.check_uid_column(spec)
+    except RelationMissing:
+        built = manifest.target_database_of(spec.unique_id)
+        reads = str(getattr(target.credentials, "database", "") or "")
+        if built is None or not reads or built.casefold() == reads.casefold():
+            raise
+        raise RelationMissing(
+            f"model '{spec.model}': relation {spec.relation_name} is not in the warehouse "
+            f"this run reads: {manifest.path} was built for database '{built}', and "
+            f"{target.where} reads database '{reads}'. Build (or `dbt parse`) with the "
+            f"target the sync reads (`dbt build --target {target.target_name}`), or sync "
+            "with --target set to the one that built the manifest"
+        ) from None
+    return replace(spec, uid_column=column.name)
+
+
 def state_key(settings: MoEngageSettings) -> StateKey:
     """The state key of a destination: its endpoint (normalized base URL) and workspace."""
     return StateKey(normalize_endpoint(settings.base_url), settings.workspace_id)
@@ -743,6 +880,9 @@ class Validation:
     problems: list[str]
     warnings: list[str]
     warehouse_checked: bool = False
+    # Cohorts sharing a cohort_id or cohort_name, judged without the sync state: which of
+    # them keeps syncing, the state says (`--warehouse` reads it).
+    unsettled: list[str] = field(default_factory=list)
 
 
 def validate(options: SyncOptions, check_warehouse: bool = False) -> Validation:
@@ -774,10 +914,13 @@ def validate(options: SyncOptions, check_warehouse: bool = False) -> Validation:
         warnings.append(f"{exc}; no notification would be sent")
     if not check_warehouse:
         discovery = discovery.settle()
-        problems[:0] = [str(p) for p in discovery.problems]
+        found = discovery.problems
+        problems[:0] = [str(p) for p in found if not isinstance(p, UnsettledConflict)]
+        unsettled = [str(p) for p in found if isinstance(p, UnsettledConflict)]
         warnings.extend(default_id_warnings(manifest.cohort_nodes(), discovery.specs))
-        return Validation(discovery.specs, problems, warnings)
+        return Validation(discovery.specs, problems, warnings, unsettled=unsettled)
     target = profile_target(options)
+    check_built_for(manifest, target)
     state_schema = options.state_schema or options.environ.get("MOENGAGE_STATE_SCHEMA") or None
     with connect(
         target, options.project_dir, state_schema=state_schema, read_only=True
@@ -791,8 +934,7 @@ def validate(options: SyncOptions, check_warehouse: bool = False) -> Validation:
         specs = []
         for spec in discovery.specs:
             try:
-                column = warehouse.check_uid_column(spec)
-                spec = replace(spec, uid_column=column.name)
+                spec = checked_column(warehouse, spec, manifest, target)
                 warehouse.check_uid_lengths(spec)
                 specs.append(spec)
             except CohortError as exc:
@@ -855,16 +997,21 @@ def _only_built(
     return Discovery(specs=kept, problems=discovery.problems)
 
 
-def _invalid_results(problems: Iterable[CohortSpecError], progress: Progress) -> list[CohortResult]:
+def _invalid_results(
+    problems: Iterable[CohortSpecError], progress: Progress, manifest: Manifest
+) -> list[CohortResult]:
+    """One `invalid` result per model with problems, in the mode its config declares."""
     by_model: dict[str, list[CohortSpecError]] = {}
     for problem in problems:
         by_model.setdefault(problem.model, []).append(problem)
         progress.problem(str(problem))
+    modes = {node.name: declared_mode(node.meta) for node in manifest.cohort_nodes()}
     return [
         CohortResult(
             model=model,
             cohort_id=None,
             cohort_name=None,
+            mode=modes.get(model, "-"),
             status=INVALID,
             error="; ".join(str(p) for p in found),
         )

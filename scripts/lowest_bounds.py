@@ -5,7 +5,8 @@
 
 Used by `make test-lowest`: installing exactly the lower bounds of pyproject.toml (for the
 base install and the extras named) and running the unit tier shows that those versions
-really have the APIs the code uses. Every requirement must state a `>=` bound.
+really have the APIs the code uses. Every requirement must state a `>=` bound; an upper bound
+beside it (`dbt-core>=1.10.10,<1.12`), in either order, is left to pip.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import tomllib
 from pathlib import Path
 
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
-_LOWER = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?\s*>=\s*([0-9][^,;\s]*)")
+_REQUIREMENT = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?\s*([^;]*)")
+_LOWER = re.compile(r"^>=\s*([0-9][^,;\s]*)$")
 
 
 def lowest(extras: list[str]) -> list[str]:
@@ -27,10 +29,13 @@ def lowest(extras: list[str]) -> list[str]:
         requirements += project["optional-dependencies"][extra]
     pins: dict[str, str] = {}
     for requirement in requirements:
-        found = _LOWER.match(requirement)
-        if found is None:
+        parsed = _REQUIREMENT.match(requirement)
+        specifiers = parsed.group(2).split(",") if parsed else []
+        bounds = [_LOWER.match(spec.strip()) for spec in specifiers]
+        found = [bound.group(1) for bound in bounds if bound is not None]
+        if parsed is None or len(found) != 1:
             raise SystemExit(f"pyproject.toml: {requirement!r} has no '>=' lower bound")
-        pins[found.group(1).lower()] = found.group(2)
+        pins[parsed.group(1).lower()] = found[0]
     return [f"{name}=={version}" for name, version in sorted(pins.items())]
 
 

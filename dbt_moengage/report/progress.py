@@ -483,7 +483,7 @@ def result_text(result: CohortResult) -> Text:
             ("dry run", "cyan"),
             f" {arrow}: would add {result.planned_add:,}, re-send "
             f"{result.planned_resend:,}{removals}{rename} in "
-            f"{_plural(result.planned_requests, 'request')}",
+            f"{_plural(result.planned_requests or 0, 'request')}",
         )
     return Text.assemble((result.status, "red"), f" {result.model}: {result.error}")
 

@@ -25,7 +25,19 @@ SKIPPED = "skipped"
 GUARDED = "guarded"
 # The run was stopped (SIGINT, SIGTERM) before or while the cohort synced.
 INTERRUPTED = "interrupted"
+# A run row's status (never a result's: that is `skipped`) when `--only-built` did not sync
+# the cohort because its model, or a test on it, failed in dbt: `status` then shows the
+# cohort failing until a sync succeeds. A model left out of the invocation writes no row.
+NOT_BUILT = "not_built"
 OK_STATUSES = (SYNCED, DRY_RUN)
+# A cohort's run row (moengage_sync_runs) says this from the moment its sync starts sending
+# until the run ends; a run killed outright leaves it so.
+RUNNING = "running"
+# Every status the runner writes to a run row (a dry run, an invalid cohort and a skipped
+# one write none). The dbt package's tests accept this list (macros/_moengage_run_statuses.sql;
+# tests/unit/test_run_statuses.py checks the two agree): a new status the runner writes is one
+# line here and one there.
+RUN_STATUSES = (RUNNING, SYNCED, FAILED, GUARDED, INTERRUPTED, NOT_BUILT)
 
 
 @dataclass
@@ -54,8 +66,11 @@ class CohortResult:
     # Skipped because its model was not part of this dbt invocation: not a failure.
     unselected: bool = False
     dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
+    # Requests sent (retries included): each attempt that went out, never one refused
+    # because the run stopped.
     requests: int = 0
-    planned_requests: int = 0
+    # Requests a dry run would send; a real run counts what it sent (`requests`), not this.
+    planned_requests: int | None = None
     retries: int = 0
     seconds: float = 0.0
     error: str | None = None
@@ -164,7 +179,7 @@ def _numbers(report: RunReport, r: CohortResult) -> tuple[int, ...]:
             r.unchanged,
             r.left_but_kept,
             dropped,
-            r.planned_requests,
+            r.planned_requests or 0,
         )
     return (
         r.uids_total,

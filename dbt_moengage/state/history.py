@@ -4,7 +4,8 @@ those left behind (left_behind.py). Read only: nothing here creates or changes s
 
 Every read is keyed like the state (endpoint, workspace) and tolerates state written by
 older runners: a missing table reads as nothing synced, a column an older version lacks
-(`members_after`) reads as NULL.
+(`members_after`) reads as NULL. Members and runs are read apart: members with their run
+rows gone (`moengage_sync_runs` dropped) still count.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ _RUN_COLUMNS = (
     "retries",
     "error",
 )
-# Added after version 2: read as NULL from state written before it.
-_OPTIONAL_RUN_COLUMNS = ("members_after",)
+# Added after version 2 (read as NULL from state written before it), or read only where a
+# table has them (left_but_kept: a dbt package's tables of old may lack it).
+_OPTIONAL_RUN_COLUMNS = ("members_after", "left_but_kept")
 
 _KEY = "endpoint = ? and workspace_id = ?"
 _SQL = {
@@ -60,6 +62,24 @@ _SQL = {
             ) as run_rank
             from {{runs}} where {_KEY} and status = 'synced'
         ) r where run_rank = 1""",
+    # Each cohort's latest run, and latest successful run, other than run `?`.
+    "runs_before": f"""
+        select {{columns}} from (
+            select {{columns}}, row_number() over (
+                partition by cohort_id order by started_at desc, run_id desc
+            ) as run_rank
+            from {{runs}} where {_KEY} and run_id <> ?
+        ) r where run_rank = 1""",
+    "synced_before": f"""
+        select {{columns}} from (
+            select {{columns}}, row_number() over (
+                partition by cohort_id order by started_at desc, run_id desc
+            ) as run_rank
+            from {{runs}} where {_KEY} and run_id <> ? and status = 'synced'
+        ) r where run_rank = 1""",
+    # The keys the state holds anything for, read from its small tables.
+    "run_keys": "select endpoint, workspace_id, count(distinct cohort_id) from {runs} "
+    "group by endpoint, workspace_id",
 }
 
 
@@ -84,6 +104,21 @@ class RunRecord:
     # The cohort's member count right after the run; None for runs recorded before the
     # state kept it.
     members_after: int | None = None
+    # Members in the state but not in the model when the run planned (add mode keeps them).
+    left_but_kept: int | None = None
+
+    @property
+    def model_uids(self) -> int | None:
+        """The model's distinct valid uids in this run, when it synced and the state kept
+        the count after it.
+
+        A run that synced left the state as the members before it plus every uid of the
+        model, so the model held `members_after - left_but_kept` (mirror mode removed those
+        that left: its left_but_kept is 0).
+        """
+        if self.status != "synced" or self.members_after is None:
+            return None
+        return max(self.members_after - (self.left_but_kept or 0), 0)
 
 
 @dataclass(frozen=True)
@@ -148,9 +183,17 @@ class StateHistory:
     @property
     def exists(self) -> bool:
         """Whether the state has its members and runs tables, keyed by endpoint."""
-        return all(
-            table in self.present and "endpoint" in self.present[table] for table in (MEMBERS, RUNS)
-        )
+        return self.has_members and self.has_runs
+
+    @property
+    def has_members(self) -> bool:
+        """Whether the state has its members table, keyed by endpoint."""
+        return MEMBERS in self.present and "endpoint" in self.present[MEMBERS]
+
+    @property
+    def has_runs(self) -> bool:
+        """Whether the state has its run rows' table, keyed by endpoint."""
+        return RUNS in self.present and "endpoint" in self.present[RUNS]
 
     @property
     def keeps_members_after(self) -> bool:
@@ -159,7 +202,7 @@ class StateHistory:
 
     def member_count(self, key: StateKey, cohort_id: str) -> int:
         """Members MoEngage was told of for the cohort: distinct uids in the state."""
-        if not self.exists:
+        if not self.has_members:
             return 0
         row = self.engine.one("member_count", (*key.params, cohort_id))
         return int(row[0] or 0) if row is not None else 0
@@ -178,7 +221,7 @@ class StateHistory:
 
     def last_successes(self, key: StateKey) -> dict[str, datetime]:
         """When each cohort's latest successful run finished, by cohort id."""
-        if not self.exists:
+        if not self.has_runs:
             return {}
         rows = self._rows("last_successes", key.params)
         return {str(cohort_id): when for cohort_id, when in rows if when is not None}
@@ -188,6 +231,27 @@ class StateHistory:
         if not self.exists:
             return {}
         return {r.cohort_id: r for r in map(_run_record, self._rows("last_synced", key.params))}
+
+    def before(
+        self, key: StateKey, run_id: str
+    ) -> tuple[dict[str, RunRecord], dict[str, RunRecord]]:
+        """Each cohort's latest run, and latest successful run, other than run `run_id`: how
+        things stood before that run (for its notification)."""
+        if not self.has_runs:
+            return {}, {}
+        params = (*key.params, run_id)
+        last = {r.cohort_id: r for r in map(_run_record, self._rows("runs_before", params))}
+        synced = {r.cohort_id: r for r in map(_run_record, self._rows("synced_before", params))}
+        return last, synced
+
+    def keys(self) -> dict[StateKey, int]:
+        """Every (endpoint, workspace) the run rows know, with how many cohorts each."""
+        if not self.has_runs:
+            return {}
+        return {
+            StateKey(str(endpoint), str(workspace)): int(count or 0)
+            for endpoint, workspace, count in self._rows("run_keys", ())
+        }
 
     def state_cohorts(self, key: StateKey, besides: Collection[str] = ()) -> list[StateCohort]:
         """The cohorts the state holds under the key, other than `besides`: those with
@@ -225,7 +289,7 @@ class StateHistory:
 
     def runs(self, key: StateKey, limit: int) -> dict[str, list[RunRecord]]:
         """The latest `limit` runs of each cohort under the key, oldest first."""
-        if not self.exists:
+        if not self.has_runs:
             return {}
         found: dict[str, list[RunRecord]] = {}
         for record in map(_run_record, self._rows("run_history", (*key.params, limit))):
@@ -259,7 +323,7 @@ def _int(value: Any) -> int:
 
 def _run_record(row: Sequence[Any]) -> RunRecord:
     (run_id, cohort_id, model, mode, full_refresh, started_at, finished_at, status) = row[:8]
-    added, removed, resent, requests, retries, error, members_after = row[8:]
+    added, removed, resent, requests, retries, error, members_after, left_but_kept = row[8:]
     return RunRecord(
         run_id=str(run_id),
         cohort_id=str(cohort_id),
@@ -276,4 +340,5 @@ def _run_record(row: Sequence[Any]) -> RunRecord:
         retries=_int(retries),
         error=None if error is None else str(error),
         members_after=None if members_after is None else int(members_after),
+        left_but_kept=None if left_but_kept is None else int(left_but_kept),
     )

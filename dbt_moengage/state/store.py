@@ -40,7 +40,6 @@ from .schema import (
     upgrade_statements,
 )
 
-
 # A run that changed at least this many member rows (and a tenth of the cohort) refreshes
 # the planner's statistics where the engine keeps them (refresh_statistics).
 ANALYZE_AFTER_ROWS = 10_000

@@ -21,7 +21,7 @@ import duckdb
 
 from .. import uids
 from ..cohorts import CohortSpec
-from ..errors import LockTimeout, ProfileError, WarehouseError
+from ..errors import LockTimeout, ProfileError, RelationMissing, WarehouseError
 from ..state.locks import HeldLock, row_lock
 from ..state.schema import STATE_TABLES, StateKey, state_ddl
 from ..state.sql import STATE_SQL
@@ -299,7 +299,7 @@ class DuckDBWarehouse(Engine):
         try:
             rows = self.conn.execute(f"describe select * from {cohort.relation_name}").fetchall()
         except duckdb.CatalogException:
-            raise WarehouseError(
+            raise RelationMissing(
                 f"model '{cohort.model}': relation {cohort.relation_name} does not exist in "
                 f"{redact_path(self.path)}: build the model with "
                 f"`dbt build --select {cohort.model}`"

@@ -27,7 +27,7 @@ import psycopg2.errors
 
 from .. import uids
 from ..cohorts import CohortSpec
-from ..errors import ProfileError, WarehouseError
+from ..errors import ProfileError, RelationMissing, WarehouseError
 from ..state.locks import HeldLock, row_lock
 from ..state.schema import STATE_TABLES, StateKey, state_ddl
 from ..state.sql import STATE_SQL
@@ -214,7 +214,7 @@ class PostgresWarehouse(Engine):
                 cursor.execute(f"select * from {cohort.relation_name} limit 0")
                 description = cursor.description
         except psycopg2.errors.UndefinedTable:
-            raise WarehouseError(
+            raise RelationMissing(
                 f"model '{cohort.model}': relation {cohort.relation_name} does not exist: build "
                 f"it with `dbt build --select {cohort.model}`, and grant SELECT to the runner"
             ) from None

@@ -20,7 +20,7 @@ from snowflake.connector.constants import FIELD_ID_TO_NAME
 
 from .. import uids
 from ..cohorts import CohortSpec
-from ..errors import ProfileError, WarehouseError
+from ..errors import ProfileError, RelationMissing, WarehouseError
 from ..state.locks import HeldLock, row_lock
 from ..state.schema import STATE_TABLES, StateKey, state_ddl
 from ..state.sql import STATE_SQL, exact_state_sql
@@ -231,7 +231,7 @@ class SnowflakeWarehouse(Engine):
             description = cursor.description
         except snowflake.connector.errors.ProgrammingError as exc:
             if exc.errno == NOT_FOUND:
-                raise WarehouseError(
+                raise RelationMissing(
                     f"model '{cohort.model}': relation {cohort.relation_name} does not exist or "
                     "the role cannot read it: build it with "
                     f"`dbt build --select {cohort.model}` and grant SELECT to the runner's role"

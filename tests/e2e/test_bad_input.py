@@ -7,13 +7,14 @@ with the run itself (manifest, credentials, URL) stops it before any request (ex
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dbt_moengage.testing.emulator import Emulator
 
-from ..conftest import API_KEY, COHORTS, BuiltProject, run_cli, sync_args, sync_env
+from ..conftest import API_KEY, COHORTS, BuiltProject, dbt, run_cli, sync_args, sync_env
 
 NODE = "model.moengage_integration_tests.{}"
 
@@ -162,4 +163,47 @@ def test_bad_settings_exit_2_before_any_request(
     assert done.returncode == 2, done.stdout + done.stderr
     assert message in done.stderr
     assert API_KEY not in done.stdout + done.stderr
+    assert emulator.requests() == []
+
+
+# -- a manifest built for another target ----------------------------------------------------
+
+
+def parse_for(project: BuiltProject, *args: str, **env: str) -> None:
+    """`dbt parse` of integration_tests into the project's target folder (its manifest)."""
+    done = dbt(["parse", *args], {**project.env, **env})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def test_a_manifest_built_for_another_warehouse_is_named(
+    project: BuiltProject, emulator: Emulator
+) -> None:
+    # Parsed for the postgres target (no server needed), synced with the DuckDB default.
+    parse_for(project, "--target", "postgres")
+    env = sync_env(project, emulator)
+    base = ["--project-dir", str(project.project_dir), "--profiles-dir", str(project.project_dir)]
+    for args in (sync_args(project), ["validate", "--warehouse", *base]):
+        done = run_cli(args, env)
+        assert done.returncode == 2, done.stdout + done.stderr
+        said = " ".join(done.stderr.split())
+        assert "manifest.json was built for a postgres warehouse" in said, said
+        assert "target 'dev', a duckdb warehouse" in said and "dbt build --target dev" in said
+        assert "does not exist" not in done.stdout + done.stderr
+    assert emulator.requests() == []
+
+
+def test_a_manifest_built_for_another_database_is_named(
+    project: BuiltProject, emulator: Emulator, tmp_path: Path
+) -> None:
+    # The same adapter, another database file: every relation names that database.
+    parse_for(project, MOENGAGE_IT_DUCKDB_PATH=str(tmp_path / "warehouse_b.duckdb"))
+    done = run_cli(sync_args(project), sync_env(project, emulator))
+    assert done.returncode == 1, done.stdout + done.stderr
+    report = results(project)
+    for model in ("high_value_users", "recently_active", "enterprise_accounts"):
+        assert report[model]["status"] == "invalid", report[model]
+        error = report[model]["error"]
+        assert "was built for database 'warehouse_b'" in error, error
+        assert "target 'dev' reads database 'integration_tests'" in error
+        assert "dbt build --target dev" in error and "build the model" not in error
     assert emulator.requests() == []

@@ -11,6 +11,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -20,6 +22,7 @@ from dbt_moengage.testing.emulator import Emulator, Faults
 
 from ..conftest import COHORTS, ROOT, BuiltProject, run_cli, sync_args
 from .test_crash import IN_FLIGHT, crash_env, resent_uids, start_sync, wait_for_requests
+from .test_workflow import build_args, build_env, project_copy  # noqa: F401
 
 
 def state_members(project: BuiltProject, cohort_id: str) -> set[str]:
@@ -34,6 +37,21 @@ def run_statuses(project: BuiltProject) -> list[str]:
     with duckdb.connect(str(project.database), read_only=True) as conn:
         rows = conn.execute("select status from main.moengage_sync_runs").fetchall()
     return [status for (status,) in rows]
+
+
+def run_requests(project: BuiltProject) -> dict[str, int]:
+    """cohort_id -> the requests its run row records (one run here)."""
+    with duckdb.connect(str(project.database), read_only=True) as conn:
+        rows = conn.execute("select cohort_id, requests from main.moengage_sync_runs").fetchall()
+    return {cohort_id: requests for cohort_id, requests in rows}
+
+
+def summary_requests(output: str) -> dict[str, int]:
+    """model -> the `req` column of the summary table."""
+    header = next(line for line in output.splitlines() if line.startswith("┃ model"))
+    column = [name.strip() for name in header.split("┃")].index("req")
+    rows = [line.split("│") for line in output.splitlines() if line.startswith("│ ")]
+    return {row[1].strip(): int(row[column].strip().replace(",", "")) for row in rows}
 
 
 def report(project: BuiltProject) -> dict[str, Any]:
@@ -85,6 +103,18 @@ def test_a_signal_stops_cleanly_and_the_next_run_resumes_exactly(
     for cohort_id in COHORTS:
         assert state_members(project, cohort_id) <= emulator.members(cohort_id)
     assert "interrupted" in output
+    # Requests are those that reached MoEngage, the same in the summary, the results file
+    # and the run rows; a real run plans none (a dry run counts them).
+    received = Counter(r.cohort_id for r in emulator.requests())
+    recorded = run_requests(project)
+    table = summary_requests(output)
+    for c in written["cohorts"]:
+        assert c["requests"] == received[c["cohort_id"]], (c, received)
+        assert c["planned_requests"] is None
+        assert table[c["model"]] == c["requests"]
+        if c["cohort_id"] in recorded:
+            assert recorded[c["cohort_id"]] == c["requests"]
+    assert sum(recorded.values()) == len(emulator.requests())
 
     emulator.set_faults(Faults())
     before = resent_uids(emulator)
@@ -147,3 +177,66 @@ def test_json_events_end_with_every_cohort_and_a_summary(
     assert events[-1]["event"] == "summary"
     assert events[-1]["exit_code"] == 143 and events[-1]["interrupted_by"] == signal.SIGTERM
     assert events[-1]["results_path"].endswith("moengage_sync_results.json")
+
+
+def test_a_second_signal_leaves_no_semaphore_behind(
+    project: BuiltProject, emulator: Emulator
+) -> None:
+    # --select runs `dbt ls` in the runner's process: dbt's adapter and manifest hold named
+    # semaphores, which an exit at once must still unlink.
+    emulator.set_faults(Faults(slow_rate=1.0, slow_seconds=3.0))
+    env = {**crash_env(project, emulator), "MOENGAGE_REQUEST_DEADLINE_SECONDS": "30"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dbt_moengage", *sync_args(project, "--select", "high_value_users")],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    wait_for_requests(emulator, 2, proc)
+    proc.send_signal(signal.SIGINT)
+    first = read_until(proc, "finishing the requests in flight")
+    proc.send_signal(signal.SIGINT)
+    # communicate() reads until multiprocessing's resource tracker, which inherited the
+    # pipe, has exited too: its warnings would be here.
+    output = first + proc.communicate(timeout=60)[0]
+    assert proc.returncode == 128 + signal.SIGINT, output
+    assert "exiting now" in output
+    assert "leaked semaphore" not in output and "resource_tracker" not in output, output
+
+
+@pytest.mark.parametrize(
+    ("signum", "times"),
+    [(signal.SIGINT, 1), (signal.SIGTERM, 1), (signal.SIGINT, 2)],
+    ids=["SIGINT", "SIGTERM", "SIGINT-twice"],
+)
+def test_a_signal_during_the_dbt_phase_of_build_exits_with_one_line(
+    project_copy: Path,  # noqa: F811
+    emulator: Emulator,
+    signum: int,
+    times: int,
+) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dbt_moengage", *build_args(project_copy)],
+        cwd=ROOT,
+        env=build_env(project_copy, emulator),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    seen = read_until(proc, "START sql", seconds=180)
+    proc.send_signal(signum)
+    if times == 2:
+        seen += read_until(proc, "dbt build stopped")
+        proc.send_signal(signum)
+    output = seen + proc.communicate(timeout=120)[0]
+    assert proc.returncode == 128 + signum, output
+    name = signal.Signals(signum).name
+    said = f"{name}: dbt build stopped (dbt cancels its queries); nothing is synced"
+    assert output.count(said) == 1, output
+    assert ("exiting now" in output) == (times == 2)
+    # dbt's stack trace and an error without a reason are not shown; nothing is synced.
+    for text in ("Traceback", "KeyboardInterrupt", "did not run", "error:", "leaked semaphore"):
+        assert text not in output, (text, output)
+    assert "MoEngage cohort sync" not in output and emulator.requests() == []

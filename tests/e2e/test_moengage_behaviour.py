@@ -20,8 +20,10 @@ from typing import Any
 import duckdb
 import pytest
 
+from dbt_moengage.report.progress import result_text
+from dbt_moengage.report.results import stacked_summary
 from dbt_moengage.state import SCHEMA_VERSION
-from dbt_moengage.sync import SyncOptions, discover_cohorts, run_sync
+from dbt_moengage.sync import SyncOptions, discover_cohorts, run_sync, validate
 from dbt_moengage.testing.emulator import Emulator, EmulatorConfig
 
 from ..conftest import (
@@ -33,6 +35,7 @@ from ..conftest import (
     results,
     run_cli,
     sync,
+    sync_env,
 )
 
 HIGH = "high_value_users"
@@ -40,6 +43,7 @@ ENTERPRISE = "enterprise_accounts"
 ACTIVE = "recently_active_30d"
 MESSY = "messy_signups"
 MODEL = {HIGH: HIGH, ENTERPRISE: ENTERPRISE, ACTIVE: "recently_active", MESSY: MESSY}
+ACTIVE_MODEL = MODEL[ACTIVE]
 NODE = "model.moengage_integration_tests.{}"
 
 
@@ -290,6 +294,46 @@ def test_a_rename_reaches_moengage(project: BuiltProject, emulator: Emulator) ->
     assert not any(row["renamed"] for row in results(project).values())
 
 
+def in_process(project: BuiltProject, emulator: Emulator, **options: Any) -> SyncOptions:
+    """Options for run_sync and validate in this process, against the emulator."""
+    return SyncOptions(
+        project_dir=project.project_dir,
+        profiles_dir=project.project_dir,
+        environ=sync_env(project, emulator),
+        **options,
+    )
+
+
+def test_a_rename_dry_run_counts_the_members_it_resends(
+    project: BuiltProject, emulator: Emulator
+) -> None:
+    assert run_sync(in_process(project, emulator)).ok
+    edit_meta(project, HIGH, cohort_name="High Value Users (LTV over 500)")
+    before = len(emulator.requests())
+    dry = {r.model: r for r in run_sync(in_process(project, emulator, dry_run=True)).results}
+    assert len(emulator.requests()) == before
+    planned = dry[HIGH]
+    # A rename re-sends a small batch of current members, to carry the name.
+    assert planned.renamed and planned.planned_add == 0 and planned.planned_resend > 0
+    assert f"re-send {planned.planned_resend:,}" in str(result_text(planned))
+    done = {r.model: r for r in run_sync(in_process(project, emulator)).results}[HIGH]
+    assert done.renamed and done.resent == planned.planned_resend
+    assert done.requests == planned.planned_requests
+    assert sum(r.members for r in emulator.requests()[before:]) == planned.planned_resend
+
+
+def test_an_invalid_cohort_is_shown_in_its_configured_mode(
+    project: BuiltProject, emulator: Emulator
+) -> None:
+    edit_meta(project, ACTIVE_MODEL, mode="mirror", uid_colum="user_id")
+    report = run_sync(in_process(project, emulator))
+    invalid = {r.model: r for r in report.results}[ACTIVE_MODEL]
+    assert invalid.status == "invalid" and invalid.mode == "mirror"
+    assert "did you mean 'uid_column'" in (invalid.error or "")
+    heads = [str(line) for line in stacked_summary(report)]
+    assert f"{ACTIVE_MODEL} -> - (mirror): invalid" in heads, heads
+
+
 def test_names_with_and_without_a_leading_period(project: BuiltProject, emulator: Emulator) -> None:
     edit_meta(project, HIGH, cohort_name="High Value Users")
     done = sync(project, emulator)
@@ -438,6 +482,32 @@ def test_a_newcomer_reusing_a_live_cohort_id_is_refused_alone(
     assert report[MESSY]["status"] == "invalid"
 
 
+def test_validate_gives_the_verdict_sync_gives_on_a_shared_cohort_id(
+    project: BuiltProject, emulator: Emulator
+) -> None:
+    assert run_sync(in_process(project, emulator)).ok
+    edit_meta(project, MESSY, cohort_id=HIGH)
+    # With the state read, one rule: the live cohort keeps syncing, the newcomer is refused.
+    checked = validate(in_process(project, emulator), check_warehouse=True)
+    assert HIGH in [s.model for s in checked.specs] and checked.unsettled == []
+    assert [p.split(":")[0] for p in checked.problems] == [f"model '{MESSY}'"]
+    synced = {r.model: r.status for r in run_sync(in_process(project, emulator)).results}
+    assert synced[HIGH] == "synced" and synced[MESSY] == "invalid"
+    assert {s.model for s in checked.specs} == {m for m, s in synced.items() if s == "synced"}
+    # Without the state, neither is called invalid: which keeps syncing, the state says.
+    plain = validate(in_process(project, emulator))
+    assert plain.problems == [] and HIGH not in [s.model for s in plain.specs]
+    assert sorted(u.split(":")[0] for u in plain.unsettled) == [
+        f"model '{HIGH}'",
+        f"model '{MESSY}'",
+    ]
+    assert all("depends on the sync state" in u and "--warehouse" in u for u in plain.unsettled)
+    base = ["--project-dir", str(project.project_dir), "--profiles-dir", str(project.project_dir)]
+    shown = run_cli(["validate", *base], sync_env(project, emulator))
+    assert shown.returncode == 1, ok(shown)
+    assert "invalid" not in shown.stdout and shown.stdout.count("unsettled model") == 2
+
+
 def test_a_shared_cohort_name_is_refused(project: BuiltProject, emulator: Emulator) -> None:
     edit_meta(project, MESSY, cohort_name=".High Value Users")
     done = sync(project, emulator)
@@ -468,9 +538,31 @@ def test_a_misspelt_namespace_is_flagged(project: BuiltProject, key: str) -> Non
     for command in ("validate", "ls"):
         done = run_cli([command, *base], env)
         assert done.returncode == 0, ok(done)
-        assert f"model 'high_value_users': config.meta.{key} looks like a misspelt" in " ".join(
-            done.stdout.split()
-        ), done.stdout
+        said = " ".join(done.stdout.split())
+        # Named once, where it was written (dbt copies config.meta into the node's meta).
+        assert said.count("looks like a misspelt") == 1, done.stdout
+        assert f"model 'high_value_users': config.meta.{key} looks like a misspelt" in said
+
+
+def test_a_misspelt_namespace_is_named_once_by_sync(
+    project: BuiltProject, emulator: Emulator
+) -> None:
+    # A new model whose namespace is misspelt: the sync exits 0, and says why it is no cohort.
+    misspell_namespace(project, HIGH, "MoEngage")
+    named = "model 'high_value_users': config.meta.MoEngage looks like a misspelt `moengage`"
+    done = sync(project, emulator)
+    assert done.returncode == 0, ok(done)
+    lines = [line for line in done.stdout.splitlines() if "looks like a misspelt" in line]
+    assert len(lines) == 1 and lines[0].startswith(f"warning {named}"), done.stdout
+    kept = json.loads((project.target_dir / "moengage_sync_results.json").read_text())
+    assert [w for w in kept["warnings"] if "misspelt" in w] == [lines[0].removeprefix("warning ")]
+
+    done = sync(project, emulator, "--log-format", "json")
+    assert done.returncode == 0, ok(done)
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    warned = [e["text"] for e in events if e["event"] == "warning" and "misspelt" in e["text"]]
+    assert len(warned) == 1 and warned[0].startswith(named), warned
+    assert emulator.members(HIGH) == set()
 
 
 def test_validate_with_and_without_the_warehouse(project: BuiltProject) -> None:

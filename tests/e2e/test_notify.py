@@ -153,7 +153,8 @@ def test_a_guard_tripping_posts_once(
     assert again.returncode == 1, ok(again)
     assert len(receiver.posts) == 1
     (change,) = receiver.posts[0]["cohorts"]
-    assert (change["status"], change["previous"]) == ("guarded", None)
+    # `previous` is how the cohort's previous run ended.
+    assert (change["status"], change["previous"]) == ("guarded", "synced")
     assert "no valid uid" in change["error"]
     assert "--allow-large-removal" in change["what_to_do"]
     assert "1 cohort guarded" in receiver.posts[0]["text"]
@@ -220,3 +221,130 @@ def test_a_warning_in_text_output_and_an_unusable_url(
     assert "plain http:// is only allowed to a loopback" in kept and SECRET not in kept
     assert query(project, "select count(*) from main.moengage_notifications") == [(0,)]
     assert_secret_kept(project, done, insecure)
+
+
+# -- notifications tell the truth (issue 21 §2) ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("broken", "problem"),
+    [
+        ({"cohort_nmae": ".High Value Users"}, "unknown key"),
+        ({"cohort_name": ".High|Value"}, "which MoEngage forbids"),
+    ],
+    ids=["misspelt-key", "bad-cohort-name"],
+)
+def test_a_live_cohort_that_becomes_invalid_posts_once_then_its_recovery(
+    project: BuiltProject,
+    emulator: Emulator,
+    receiver: Receiver,
+    broken: dict[str, str],
+    problem: str,
+) -> None:
+    first = sync(project, emulator, receiver.url)
+    assert first.returncode == 0, ok(first)
+    assert receiver.posts == []
+
+    edit_meta(project, HIGH, **broken)
+    invalid = sync(project, emulator, receiver.url)
+    assert invalid.returncode == 1, ok(invalid)
+    again = sync(project, emulator, receiver.url)
+    assert again.returncode == 1, ok(again)
+    assert len(receiver.posts) == 1, receiver.posts
+    (failed,) = receiver.posts[0]["cohorts"]
+    assert (failed["model"], failed["cohort_id"], failed["event"]) == (HIGH, HIGH, "failed")
+    assert failed["previous"] == "synced"
+    assert problem in failed["error"]
+
+    edit_meta(project, HIGH, **{**dict.fromkeys(broken), "cohort_name": ".High Value Users"})
+    back = sync(project, emulator, receiver.url)
+    assert back.returncode == 0, ok(back)
+    (recovered,) = receiver.posts[1]["cohorts"]
+    assert (recovered["cohort_id"], recovered["event"]) == (HIGH, "recovered")
+    # The invalid runs left no run row: what it recovered from is the failure announced.
+    assert recovered["previous"] == "failed"
+    notified = "select cohort_id, last_notified_status from main.moengage_notifications"
+    assert query(project, notified) == [(HIGH, "synced")]
+    assert_secret_kept(project, first, invalid, again, back)
+
+
+def test_a_misspelt_cohort_id_is_announced_under_the_id_it_last_synced(
+    project: BuiltProject, emulator: Emulator, receiver: Receiver
+) -> None:
+    edit_meta(project, HIGH, cohort_id="vip_users")
+    assert sync(project, emulator, receiver.url).returncode == 0
+    # `cohortid`: the config no longer names its cohort_id; the state says which it was.
+    edit_meta(project, HIGH, cohort_id=None, cohortid="vip_users")
+    assert sync(project, emulator, receiver.url).returncode == 1
+    (failed,) = receiver.posts[0]["cohorts"]
+    assert (failed["cohort_id"], failed["event"], failed["previous"]) == (
+        "vip_users",
+        "failed",
+        "synced",
+    )
+    assert "did you mean 'cohort_id'?" in failed["error"]
+    edit_meta(project, HIGH, cohort_id="vip_users", cohortid=None)
+    assert sync(project, emulator, receiver.url).returncode == 0
+    (recovered,) = receiver.posts[1]["cohorts"]
+    assert (recovered["cohort_id"], recovered["event"]) == ("vip_users", "recovered")
+
+
+def grow_or_shrink(
+    project: BuiltProject, add: int = 0, keep: int | None = None, tag: str = "a"
+) -> None:
+    """Add `add` new users to the model's table, or keep its first `keep` rows."""
+    with duckdb.connect(str(project.database)) as conn:
+        if add:
+            conn.executemany(
+                f"insert into main.{HIGH} (uid) values (?)",
+                [[f"surge-{tag}-{i:05d}"] for i in range(add)],
+            )
+        if keep is not None:
+            conn.execute(
+                f"delete from main.{HIGH} where uid not in "
+                f"(select uid from main.{HIGH} order by uid limit {keep})"
+            )
+
+
+def test_a_model_whose_size_jumps_posts_size_changed_up_and_down(
+    project: BuiltProject, emulator: Emulator, receiver: Receiver
+) -> None:
+    usual = len(project.expected_members(HIGH))
+    assert sync(project, emulator, receiver.url).returncode == 0
+    # The same model again, and a small change: nothing to say.
+    grow_or_shrink(project, add=usual // 10)
+    assert sync(project, emulator, receiver.url).returncode == 0
+    assert receiver.posts == []
+    grow_or_shrink(project, keep=usual)
+
+    # A join gone wrong: ten times the audience, added (add mode sends it all).
+    grow_or_shrink(project, add=9 * usual, tag="b")
+    surge = sync(project, emulator, receiver.url)
+    assert surge.returncode == 0, ok(surge)
+    (up,) = receiver.posts[0]["cohorts"]
+    assert (up["event"], up["status"], up["previous"]) == ("size_changed", "synced", "synced")
+    assert (up["uids_before"], up["uids_now"]) == (usual + usual // 10, 10 * usual)
+    assert "changed size" in receiver.posts[0]["text"]
+    assert "alert_change_fraction = 0.5" in receiver.posts[0]["text"]
+    assert "before a campaign uses the audience" in up["what_to_do"]
+
+    # Back to the usual size (-90%), under a fraction of 0.95 set for it: no news.
+    edit_meta(project, HIGH, alert_change_fraction=0.95)
+    grow_or_shrink(project, keep=usual)
+    assert sync(project, emulator, receiver.url).returncode == 0
+    assert len(receiver.posts) == 1
+
+    # Down to a tenth, with the default fraction: news in add mode too, though nobody
+    # leaves the segment.
+    edit_meta(project, HIGH, alert_change_fraction=None)
+    grow_or_shrink(project, keep=usual // 10)
+    assert sync(project, emulator, receiver.url).returncode == 0
+    (down,) = receiver.posts[1]["cohorts"]
+    assert (down["event"], down["uids_before"], down["uids_now"]) == (
+        "size_changed",
+        usual,
+        usual // 10,
+    )
+    assert "(-90%)" in receiver.posts[1]["text"]
+    # A size change is news each time it happens, never a status to remember.
+    assert query(project, "select count(*) from main.moengage_notifications") == [(0,)]

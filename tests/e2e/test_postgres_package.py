@@ -22,9 +22,17 @@ from typing import Any
 import pytest
 
 from dbt_moengage import uids
+from dbt_moengage.warehouse.postgres import PostgresWarehouse
 
 from ..conftest import INTEGRATION, dbt
 from ..postgres_server import PostgresServer
+from ..run_status_rows import (
+    DBT_BUILD,
+    EVERY_STATUS,
+    check_package_results,
+    statuses_shown,
+    write_every_run_status,
+)
 from ..uid_rule_fixtures import check_fixtures
 
 TARGET = ["--target", "postgres"]
@@ -233,6 +241,31 @@ def test_views_read_the_state_once_it_exists(
     ):
         result = build.result(f"test.moengage_integration_tests.{test}")
         assert result["status"] == "pass", result["message"]
+
+
+def test_the_package_accepts_every_status_the_runner_writes(
+    postgres_build: PostgresBuild, postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    """A run row of each status the runner writes, through its own Postgres engine, then the
+    package's views and tests over them: all green, not one warning."""
+    database = postgres_server.new_database(f"{postgres_build.database}_statuses")
+    engine = PostgresWarehouse(
+        postgres_server.connect(database),
+        "moengage_state",
+        lambda: postgres_server.connect(database),
+    )
+    try:
+        write_every_run_status(engine)
+    finally:
+        engine.close()
+    env = dbt_env(postgres_server, database, tmp_path)
+    built = dbt([*DBT_BUILD, *TARGET, "--vars", "{moengage_state_schema: moengage_state}"], env)
+    assert built.returncode == 0, output(built)
+    build = PostgresBuild(postgres_server, database, tmp_path / "target", env)
+    check_package_results(
+        json.loads((build.target_dir / "run_results.json").read_text())["results"]
+    )
+    assert statuses_shown(build.query, SCHEMA) == EVERY_STATUS
 
 
 def test_create_state_tables_run_operation_twice(

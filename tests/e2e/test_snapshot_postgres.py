@@ -172,7 +172,6 @@ def test_a_large_change_refreshes_the_planners_statistics(
     first = cohort(sync(project, emulator))
     assert first["added"] == 12_000
     ((manual,),) = project.query(
-        "select analyze_count from pg_stat_user_tables "
-        "where relname = 'moengage_cohort_members'"
+        "select analyze_count from pg_stat_user_tables where relname = 'moengage_cohort_members'"
     )
     assert manual >= 1

@@ -34,6 +34,13 @@ from dbt_moengage.state.schema import SCHEMA_VERSION, STATE_TABLES
 from dbt_moengage.warehouse.snowflake import SnowflakeWarehouse
 
 from ..conftest import INTEGRATION, BuiltProject
+from ..run_status_rows import (
+    DBT_BUILD,
+    EVERY_STATUS,
+    check_package_results,
+    statuses_shown,
+    write_every_run_status,
+)
 from ..uid_rule_fixtures import check_fixtures
 
 HERE = Path(__file__).resolve().parents[1] / "snowflake"
@@ -238,6 +245,30 @@ def test_the_admins_tables_are_the_runners_own(package: SnowflakePackage) -> Non
     version = f"select version from {DATABASE}.{{}}.moengage_state_version"
     assert package.query(version.format(ADMIN_SCHEMA)) == []
     assert package.query(version.format(RUNNER_SCHEMA)) == [(SCHEMA_VERSION,)]
+
+
+def test_the_package_accepts_every_status_the_runner_writes(
+    built_project: BuiltProject, tmp_path: Path
+) -> None:
+    """A run row of each status the runner writes, through its own Snowflake engine, on an
+    account of its own; then the package's views and tests over them: all green, no warning."""
+    db_path = tmp_path / "fakesnow"
+    db_path.mkdir()
+    package = SnowflakePackage(db_path, db_path, tmp_path / "target", tmp_path / "target", [])
+    with fakesnow.patch(db_path=str(db_path)):
+        engine = SnowflakeWarehouse(
+            package.session(), DATABASE, ADMIN_SCHEMA, opener=package.session
+        )
+        try:
+            write_every_run_status(engine)
+        finally:
+            engine.close()
+    built = fake_dbt(
+        db_path, tmp_path, *DBT_BUILD, "--vars", "{moengage_state_schema: moengage_state}"
+    )
+    assert built.returncode == 0, tail(built)
+    check_package_results(list(package.results().values()))
+    assert statuses_shown(package.query, SCHEMA) == EVERY_STATUS
 
 
 def test_moengage_uid_fails_every_path(package: SnowflakePackage) -> None:

@@ -20,6 +20,7 @@ import pytest
 from dbt_moengage.state import schema
 from dbt_moengage.state.schema import LOCKS, MEMBERS, NOTIFICATIONS, RUNS, VERSION
 from dbt_moengage.testing.emulator import Emulator, EmulatorConfig, Faults, RequestRecord
+from dbt_moengage.warehouse.duckdb import DuckDBWarehouse
 
 from ..conftest import (
     COHORTS,
@@ -34,6 +35,13 @@ from ..conftest import (
     sync,
     sync_args,
     sync_env,
+)
+from ..run_status_rows import (
+    DBT_BUILD,
+    EVERY_STATUS,
+    check_package_results,
+    statuses_shown,
+    write_every_run_status,
 )
 
 STATE_TABLES = set(schema.STATE_TABLES)
@@ -635,6 +643,19 @@ def test_dbt_views_read_the_state_the_run_operation_made(project: BuiltProject) 
     for view in VIEWS:
         assert f"{view}_shows_the_state" in passed
     assert "state_columns_run_operation_matches_the_contract" in passed
+
+
+def test_the_package_accepts_every_status_the_runner_writes(project: BuiltProject) -> None:
+    """A run row of each status the runner writes (an interrupted one: one Ctrl-C), then the
+    package's views and tests: `dbt build` stays green, and not one of its tests warns."""
+    with DuckDBWarehouse(str(project.database)) as engine:
+        write_every_run_status(engine)
+    built = dbt(DBT_BUILD, project.env)
+    assert built.returncode == 0, ok(built)
+    check_package_results(
+        json.loads((project.target_dir / "run_results.json").read_text())["results"]
+    )
+    assert statuses_shown(lambda sql: query(project, sql), "main") == EVERY_STATUS
 
 
 def test_dbt_views_show_sync_history(project: BuiltProject, emulator: Emulator) -> None:

@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,10 @@ import duckdb
 import pytest
 
 from dbt_moengage.state.schema import STATE_TABLES
-from dbt_moengage.testing.emulator import Emulator
+from dbt_moengage.testing.emulator import Emulator, Faults
 
 from ..conftest import API_KEY, COHORTS, ROOT, BuiltProject, run_cli, sync_args, sync_env
+from .test_crash import crash_env, start_sync, wait_for_requests
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
 MIRROR_MODEL = "recently_active"
@@ -266,3 +268,93 @@ def check_rendered(page: Path, expected_charts: int, runs: int) -> None:
     done = chromium(f"--screenshot={shot}", "--window-size=1200,1600", page=page, profile=profile)
     assert done.returncode == 0 and shot.stat().st_size > 10_000, done.stderr[-2000:]
     print(f"report screenshot kept in {shot}")
+
+
+# -- status tells the truth (issue 21 §2) ---------------------------------------------------
+
+
+def test_status_during_a_duckdb_sync_says_a_sync_is_running(
+    project: BuiltProject, emulator: Emulator
+) -> None:
+    env = sync_env(project, emulator)
+    assert sync(project, env).returncode == 0
+    # Every member due again, answered slowly: the sync holds the DuckDB file a while.
+    slow = {**crash_env(project, emulator), "MOENGAGE_RESEND_AFTER": "0"}
+    emulator.set_faults(Faults(slow_rate=1.0, slow_seconds=0.3))
+    proc = start_sync(project, slow)
+    try:
+        requests = len(emulator.requests())
+        wait_for_requests(emulator, requests + 2, proc)
+        started = time.monotonic()
+        done = run_cli(args("status", project, "--output", "json"), env)
+        took = time.monotonic() - started
+        text = run_cli(args("status", project), env)
+        assert proc.poll() is None, "the sync ended before status ran"
+    finally:
+        emulator.set_faults(Faults())
+        output = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, output
+    # Said at once, not waited out, and a running sync is no failure.
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert took < 15, took
+    data = json.loads(done.stdout)
+    assert data["state_held"] is True and data["state_found"] is None
+    assert {c["health"] for c in data["cohorts"]} == {"sync running"}
+    assert all(c["members"] is None and c["last_run"] is None for c in data["cohorts"])
+    (note,) = data["notes"]
+    assert "held for writing by another process: a sync is running" in note
+    assert text.returncode == 0 and "sync running" in text.stdout, text.stdout + text.stderr
+    assert "held by another process" not in text.stdout + text.stderr
+
+    # Once it let go, the state reads as usual.
+    code, after = status_json(project, env)
+    assert code == 0 and after["state_held"] is False
+    assert {c["health"] for c in after["cohorts"]} == {"ok"}
+    assert_members_match(after, emulator)
+
+
+def test_status_names_the_setting_when_the_state_is_for_another_endpoint(
+    project: BuiltProject, emulator: Emulator
+) -> None:
+    env = sync_env(project, emulator)
+    assert sync(project, env).returncode == 0
+    production = {k: v for k, v in env.items() if k != "MOENGAGE_BASE_URL"}
+    production["MOENGAGE_DATA_CENTER"] = "01"
+    code, data = status_json(project, production)
+    assert code == 0
+    assert {c["health"] for c in data["cohorts"]} == {"never synced"}
+    (note,) = data["notes"]
+    assert "no sync state for endpoint https://api-01.moengage.com and workspace" in note
+    assert emulator.url.rstrip("/") in note and f"({len(COHORTS)} cohorts)" in note
+    assert "check MOENGAGE_DATA_CENTER (or MOENGAGE_BASE_URL)" in note
+    # Another workspace on the same endpoint names the workspace setting instead.
+    _, other = status_json(project, {**env, "MOENGAGE_WORKSPACE_ID": "WS_SOMEONE_ELSE"})
+    (note,) = other["notes"]
+    assert "check MOENGAGE_WORKSPACE_ID" in note and "DATA_CENTER" not in note
+
+
+def test_status_without_the_runs_table_reads_members_and_names_what_is_missing(
+    project: BuiltProject, emulator: Emulator
+) -> None:
+    env = sync_env(project, emulator)
+    assert sync(project, env).returncode == 0
+    with duckdb.connect(str(project.database)) as conn:
+        conn.execute("drop table main.moengage_sync_runs")
+    code, data = status_json(project, env)
+    assert code == 0
+    assert data["state_found"] is True
+    for cohort_id, row in by_cohort(data).items():
+        assert row["health"] == "no history", row
+        assert row["members"] == len(emulator.members(cohort_id)) > 0, cohort_id
+    (note,) = data["notes"]
+    assert "no moengage_sync_runs table" in note
+    assert "members are read from moengage_cohort_members" in note
+    text = status_at_80(project, env)
+    assert text.returncode == 0 and "no history" in text.stdout
+    assert "never synced" not in text.stdout
+
+    # The next sync creates the table again.
+    assert sync(project, env).returncode == 0
+    code, data = status_json(project, env)
+    assert code == 0 and {c["health"] for c in data["cohorts"]} == {"ok"}
+    assert data["notes"] == []

@@ -27,6 +27,7 @@ from ..conftest import (
     sync_args,
     sync_env,
 )
+from ..http_receiver import serving
 
 NODE = "model.moengage_integration_tests.{}"
 
@@ -127,6 +128,36 @@ def test_ls_lists_cohorts(project: BuiltProject, emulator: Emulator) -> None:
     for model in ("high_value_users", "recently_active_30d", "customer_number", ".Recent Signups"):
         assert model in done.stdout
     assert emulator.requests() == []
+
+
+@pytest.mark.parametrize("columns", [80, 100])
+def test_ls_fits_a_narrow_console_and_cuts_nothing(
+    project: BuiltProject, emulator: Emulator, columns: int
+) -> None:
+    args = ["ls", "--project-dir", str(project.project_dir), "--profiles-dir", str(INTEGRATION)]
+    done = subprocess.run(
+        [sys.executable, "-m", "dbt_moengage", *args],
+        cwd=ROOT,
+        env={**sync_env(project, emulator), "COLUMNS": str(columns)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), done.stdout
+    assert "…" not in done.stdout
+    said = " ".join(done.stdout.split())
+    for values in (
+        ("high_value_users", "high_value_users", "'.High Value Users'", "uid"),
+        ("recently_active", "recently_active_30d", "'.Recently Active'", "user_id"),
+        ("enterprise_accounts", "enterprise_accounts", "'.Enterprise Accounts'", "customer_number"),
+        ("messy_signups", "messy_signups", "'.Recent Signups'", "user_ref"),
+    ):
+        model, cohort_id, name, column = values
+        # As the sync summary and `status` stack a cohort: head line, then its fields.
+        assert f"{model} -> {cohort_id} (add)" in said, said
+        assert f"name {name}" in said and f"uid_column {column}" in said
 
 
 def test_validate_checks_config_and_settings(project: BuiltProject, emulator: Emulator) -> None:
@@ -317,6 +348,29 @@ def test_build_skips_cohorts_whose_model_or_test_failed(
     assert emulator.members("recently_active_30d")
 
 
+def test_build_names_a_misspelt_namespace_once(project_copy: Path, emulator: Emulator) -> None:
+    # A new cohort whose namespace key is misspelt in its YAML is no cohort: the build and
+    # its sync succeed, and say so once, as a warning line and event, kept in the results.
+    yml = project_copy / "models" / "cohorts" / "cohorts.yml"
+    text = yml.read_text()
+    declared = "        moengage:\n          cohort_name: '.Recently Active'"
+    assert text.count(declared) == 1
+    yml.write_text(text.replace(declared, declared.replace("moengage:", "MoEngage:")))
+    done = run_cli(
+        build_args(project_copy, "--log-format", "json"), build_env(project_copy, emulator)
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    named = "model 'recently_active': config.meta.MoEngage looks like a misspelt `moengage`"
+    warned = [e["text"] for e in events if e["event"] == "warning" and "misspelt" in e["text"]]
+    assert len(warned) == 1 and warned[0].startswith(named), warned
+    kept = json.loads((project_copy / "target" / "moengage_sync_results.json").read_text())
+    assert [w for w in kept["warnings"] if "misspelt" in w] == warned
+    assert "recently_active" not in report(project_copy / "target")
+    assert emulator.members("recently_active_30d") == set()
+    assert emulator.members("high_value_users")
+
+
 def test_only_built_refuses_results_of_a_command_that_builds_nothing(
     project: BuiltProject, emulator: Emulator
 ) -> None:
@@ -365,3 +419,68 @@ def test_moengage_uid_refuses_a_bad_max_length(project_copy: Path, value: str, s
         f" (a character count), got {shown}"
     )
     assert message in done.stdout + done.stderr, done.stdout[-3000:]
+
+
+def copy_status(copy: Path, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
+    return run_cli(["status", "--project-dir", str(copy), "--profiles-dir", str(copy), *extra], env)
+
+
+def test_a_model_failing_in_build_shows_in_status_until_a_sync_succeeds(
+    project_copy: Path, emulator: Emulator
+) -> None:
+    posts: list[Any] = []
+
+    def answer(path: str, body: Any) -> tuple[int, bytes]:
+        posts.append(body)
+        return 200, b"ok"
+
+    with serving(answer) as port:
+        env = {
+            **build_env(project_copy, emulator),
+            "MOENGAGE_NOTIFY_URL": f"http://127.0.0.1:{port}/hook",
+        }
+
+        def health() -> tuple[int, dict[str, Any]]:
+            done = copy_status(project_copy, env, "--output", "json")
+            data = json.loads(done.stdout)
+            return done.returncode, {c["model"]: c for c in data["cohorts"]}
+
+        first = run_cli(build_args(project_copy), env)
+        assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+        # Left out of the invocation is the user's choice: its last run still stands.
+        some = run_cli(build_args(project_copy, "--select", "high_value_users"), env)
+        assert some.returncode == 0, some.stdout[-3000:] + some.stderr[-3000:]
+        code, cohorts = health()
+        assert code == 0 and cohorts["enterprise_accounts"]["health"] == "ok"
+
+        model = project_copy / "models" / "cohorts" / "enterprise" / "enterprise_accounts.sql"
+        sql = model.read_text()
+        model.write_text(sql + "\nthis is not sql\n")
+        broken = run_cli(build_args(project_copy), env)
+        assert broken.returncode == 1
+        code, cohorts = health()
+        assert code == 1
+        enterprise = cohorts["enterprise_accounts"]
+        assert enterprise["health"] == "failing"
+        assert enterprise["last_run"]["status"] == "not_built"
+        assert "its model did not build" in enterprise["error"]
+        assert enterprise["members"] == enterprise["last_run"]["members_after"] > 0
+        assert enterprise["last_success"] is not None
+        assert cohorts["high_value_users"]["health"] == "ok"
+        text = copy_status(project_copy, env)
+        assert text.returncode == 1 and "not_built" in text.stdout
+        (failed,) = posts[0]["cohorts"]
+        assert (failed["model"], failed["event"], failed["previous"]) == (
+            "enterprise_accounts",
+            "failed",
+            "synced",
+        )
+
+        model.write_text(sql)
+        fixed = run_cli(build_args(project_copy, "--select", "enterprise_accounts"), env)
+        assert fixed.returncode == 0, fixed.stdout[-3000:] + fixed.stderr[-3000:]
+        code, cohorts = health()
+        assert code == 0 and cohorts["enterprise_accounts"]["health"] == "ok"
+        (recovered,) = posts[1]["cohorts"]
+        assert (recovered["event"], recovered["previous"]) == ("recovered", "not_built")
+        assert len(posts) == 2

@@ -469,6 +469,20 @@ def test_bad_max_remove_fraction(fraction: object) -> None:
     assert "above 0 and at most 1" in str(problem)
 
 
+@pytest.mark.parametrize("fraction", [0.05, 0.5, 1, 3])
+def test_alert_change_fraction(fraction: float) -> None:
+    meta = {"cohort_name": "HV", "alert_change_fraction": fraction}
+    assert ok(model("hv", meta)).alert_change_fraction == fraction
+    assert ok(model("hv", {"cohort_name": "HV"})).alert_change_fraction == 0.5
+
+
+@pytest.mark.parametrize("fraction", [0, -0.5, "half", "0.5", True, None, float("inf")])
+def test_bad_alert_change_fraction(fraction: object) -> None:
+    problem = only_problem(model("hv", {"cohort_name": "HV", "alert_change_fraction": fraction}))
+    assert_names(problem, "hv", "alert_change_fraction", fraction)
+    assert "must be a number above 0" in str(problem)
+
+
 @pytest.mark.parametrize("mode", ["add", "mirror"])
 def test_supported_modes(mode: str) -> None:
     spec, problems = parse_cohort(model("hv", {"cohort_name": ".HV", "mode": mode}))

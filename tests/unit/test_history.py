@@ -3,6 +3,7 @@ read only, and the members over time, worked back where older runs kept no count
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -156,6 +157,13 @@ def check_seeded(history: StateHistory) -> None:
     runs = history.runs(KEY, limit=2)
     assert [r.run_id for r in runs["aud"]] == ["r2", "r3"]  # the latest two, oldest first
     assert [r.members_after for r in history.runs(KEY, limit=10)["aud"]] == [3, 3, None]
+    # How things stood before a run (for its notification): that run left out.
+    last, synced = history.before(KEY, "r3")
+    assert (last["aud"].run_id, synced["aud"].run_id) == ("r2", "r2")
+    last, synced = history.before(KEY, "r2")
+    assert (last["aud"].run_id, synced["aud"].run_id) == ("r3", "r1")
+    assert synced["aud"].model_uids == 3 and last["aud"].model_uids is None
+    assert history.keys() == {KEY: 2, OTHER: 1}
 
 
 @pytest.fixture
@@ -209,3 +217,25 @@ def test_missing_state_reads_as_nothing_synced_and_creates_nothing(db: Path) -> 
         tables = conn.execute("select table_name from information_schema.tables").fetchall()
     assert (MEMBERS,) not in tables
     assert tables == []
+
+
+def test_a_synced_runs_model_size_is_its_members_after_less_those_kept_in_add_mode() -> None:
+    mirror = record(1, added=5, members_after=40)
+    assert mirror.model_uids == 40
+    kept = replace(mirror, mode="add", left_but_kept=15)
+    assert kept.model_uids == 25
+    assert record(2, members_after=None).model_uids is None  # state before version 3
+    assert record(3, members_after=40, status="failed").model_uids is None
+
+
+def test_members_still_count_when_the_runs_table_is_gone(db: Path) -> None:
+    with DuckDBWarehouse(str(db)) as warehouse:
+        seed(warehouse)
+    with duckdb.connect(str(db)) as conn:
+        conn.execute(f"drop table main.{RUNS}")
+    with DuckDBWarehouse(str(db), read_only=True) as warehouse:
+        history = StateHistory(warehouse)
+        assert history.has_members and not history.has_runs and not history.exists
+        assert history.member_count(KEY, "aud") == 3
+        assert history.last_runs(KEY) == {} and history.last_successes(KEY) == {}
+        assert history.keys() == {} and history.before(KEY, "r3") == ({}, {})

@@ -7,18 +7,22 @@ import json
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dbt_moengage.errors import NotificationFailed, SettingsError
+from dbt_moengage.manifest import ModelNode
 from dbt_moengage.notify import (
     NotifySettings,
+    Past,
     announce,
     changes,
     check_notify_url,
     health,
+    invalid_cohorts,
     message,
     notify_after_sync,
     notify_changes,
@@ -30,6 +34,7 @@ from dbt_moengage.report import (
     GUARDED,
     INTERRUPTED,
     INVALID,
+    NOT_BUILT,
     SKIPPED,
     SYNCED,
     CohortResult,
@@ -37,7 +42,8 @@ from dbt_moengage.report import (
 )
 from dbt_moengage.report.progress import Progress
 from dbt_moengage.settings import Secret
-from dbt_moengage.state import StateKey
+from dbt_moengage.state import RunRow, StateKey, utcnow
+from dbt_moengage.state.history import StateHistory
 from dbt_moengage.warehouse.duckdb import DuckDBWarehouse
 
 from ..http_receiver import serving
@@ -149,6 +155,71 @@ def test_a_long_error_is_cut_and_cleaned() -> None:
     (found,) = changes([(result("a", FAILED, error), KEY)], {})
     assert found.error is not None and len(found.error) <= 500
     assert "c2VjcmV0" not in found.error and "\x1b" not in found.error
+
+
+def test_previous_is_how_the_last_run_ended() -> None:
+    runs = [
+        (result("after_success", FAILED, "HTTP 413"), KEY),
+        (result("after_not_built", SYNCED), KEY),
+        (result("after_invalid", SYNCED), KEY),
+        (result("no_rows", SYNCED), KEY),
+    ]
+    announced = {
+        KEY: {"after_not_built_id": FAILED, "after_invalid_id": FAILED, "no_rows_id": FAILED}
+    }
+    past = {
+        (KEY, "after_success_id"): Past(status=SYNCED),
+        (KEY, "after_not_built_id"): Past(status=NOT_BUILT),
+        # An invalid config writes no run row: the row before it synced.
+        (KEY, "after_invalid_id"): Past(status=SYNCED),
+    }
+    found = changes(runs, announced, past)
+    assert [(c.model, c.event, c.previous) for c in found] == [
+        ("after_success", FAILED, SYNCED),
+        ("after_not_built", "recovered", NOT_BUILT),
+        ("after_invalid", "recovered", FAILED),
+        ("no_rows", "recovered", FAILED),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("before", "now", "fraction", "news"),
+    [
+        (100, 151, 0.5, True),
+        (100, 150, 0.5, False),
+        (100, 49, 0.5, True),
+        (100, 50, 0.5, False),
+        (100, 1_000, 0.5, True),
+        (100, 10, 0.95, False),
+        (100, 10, None, True),  # the default, 0.5
+        (100, 250, 2, False),
+        (0, 5, 0.5, True),
+        (0, 0, 0.5, False),
+    ],
+)
+def test_a_size_change_past_the_fraction_is_news(
+    before: int, now: int, fraction: float | None, news: bool
+) -> None:
+    runs = [(result("aud", SYNCED, uids_total=now), KEY)]
+    past = {(KEY, "aud_id"): Past(status=SYNCED, uids=before)}
+    found = changes(runs, {}, past, {} if fraction is None else {"aud": fraction})
+    assert [c.event for c in found] == (["size_changed"] if news else [])
+    if news:
+        (change,) = found
+        assert (change.uids_before, change.uids_now, change.status) == (before, now, SYNCED)
+        text = message(found, "run-7")["text"]
+        assert "1 cohort changed size" in text
+        assert f"from {before:,} to {now:,}" in text
+
+
+def test_no_size_news_without_a_success_to_compare_or_when_the_run_did_not_sync() -> None:
+    past = {(KEY, "aud_id"): Past(status=SYNCED, uids=100)}
+    assert changes([(result("aud", SYNCED, uids_total=900), KEY)], {}, {}) == []
+    failed = changes([(result("aud", FAILED, "HTTP 413", uids_total=900), KEY)], {}, past)
+    assert [c.event for c in failed] == [FAILED]
+    # A recovery with a jump is two changes: the recovery, and the size.
+    back = changes([(result("aud", SYNCED, uids_total=900), KEY)], {KEY: {"aud_id": FAILED}}, past)
+    assert [c.event for c in back] == ["recovered", "size_changed"]
 
 
 # -- the URL -------------------------------------------------------------------------------
@@ -333,6 +404,57 @@ def test_no_url_no_post_and_a_bad_url_is_a_warning(warehouse: DuckDBWarehouse) -
     assert "MOENGAGE_NOTIFY_URL" in warning and "no notification sent" in warning
     assert "SECRET" not in warning
     assert state.notified(KEY) == {}
+
+
+def node(name: str, **meta: Any) -> ModelNode:
+    return ModelNode(f"model.shop.{name}", name, f"main.{name}", "", meta, "config.meta")
+
+
+def invalid(model: str) -> CohortResult:
+    return CohortResult(model=model, cohort_id=None, cohort_name=None, status=INVALID)
+
+
+def test_an_invalid_config_is_announced_under_the_cohort_it_would_sync(
+    warehouse: DuckDBWarehouse,
+) -> None:
+    state = store(warehouse)
+    started = utcnow()
+    for run_id, cohort_id, model in (
+        ("r1", "orders", "orders"),
+        ("r2", "orders_vip", "orders"),  # its latest: the id it synced last
+        ("r1", "shared", "other"),
+    ):
+        state.save_run(
+            RunRow(run_id, *KEY.params, cohort_id, model, "add", False, started, status=SYNCED)
+        )
+        started += timedelta(minutes=1)
+    nodes = {
+        "orders": node("orders", cohortid="orders_vip", cohort_name="Orders"),
+        "fresh": node("fresh", cohort_id="fresh_id", mode="bogus"),
+        "nobody": node("nobody", cohort_id=42),
+        "thief": node("thief", cohort_id="shared", mode="bogus"),
+        "taken": node("taken", cohort_id="busy", mode="bogus"),
+        "twin1": node("twin1", cohort_id="twin", mode="bogus"),
+        "twin2": node("twin2", cohort_id="twin", mode="bogus"),
+        "abroad": node("abroad", destination="EU", mode="bogus"),
+        "unkeyed": node("unkeyed", destination="apac", mode="bogus"),
+    }
+    keys = {None: KEY, "eu": OTHER}
+    found = invalid_cohorts(
+        [invalid(name) for name in nodes],
+        nodes,
+        keys.get,
+        StateHistory(warehouse),
+        taken={(KEY, "busy")},
+    )
+    assert found == {
+        "orders": (KEY, "orders_vip"),
+        "fresh": (KEY, "fresh_id"),
+        "nobody": (KEY, "nobody"),
+        "abroad": (OTHER, "abroad"),
+        # A destination without settings: announced under the default's.
+        "unkeyed": (KEY, "unkeyed"),
+    }
 
 
 def test_validate_warns_of_an_unusable_url(tmp_path: Path) -> None:

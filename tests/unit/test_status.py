@@ -14,9 +14,11 @@ from dbt_moengage.state.history import RunRecord
 from dbt_moengage.status import (
     FAILING,
     NEVER_SYNCED,
+    NO_HISTORY,
     OK,
     RUNNING,
     STOPPED,
+    SYNC_RUNNING,
     UNKNOWN,
     CohortStatus,
     StatusReport,
@@ -92,6 +94,7 @@ def render(report: StatusReport, width: int) -> str:
         ("failed", FAILING),
         ("guarded", FAILING),
         ("interrupted", FAILING),
+        ("not_built", FAILING),  # its model failed in dbt: --only-built did not sync it
         ("running", RUNNING),
     ],
 )
@@ -123,6 +126,29 @@ def test_never_synced_and_unknown_do_not_fail_but_invalid_configs_do() -> None:
     assert invalid.exit_code == 1
 
 
+def test_members_without_a_run_row_are_no_history_not_never_synced() -> None:
+    cohort = CohortStatus(spec("a"), members=3_000)
+    assert cohort.health == NO_HISTORY
+    report = StatusReport(NOW, "main", True, [cohort], notes=["no moengage_sync_runs table"])
+    assert report.exit_code == 0
+    assert report.to_json()["cohorts"][0]["members"] == 3_000
+    shown = render(report, 80)
+    assert "no history" in shown and "members 3,000" in shown and "never synced" not in shown
+
+
+def test_a_held_duckdb_file_is_a_sync_running_not_a_failure() -> None:
+    held = CohortStatus(spec("a"), held=True)
+    assert held.health == SYNC_RUNNING
+    report = StatusReport(NOW, "main", None, [held], notes=["a sync is running"], state_held=True)
+    assert report.exit_code == 0
+    data = report.to_json()
+    assert data["state_held"] is True and data["state_found"] is None
+    assert data["cohorts"][0]["members"] is None and data["cohorts"][0]["health"] == SYNC_RUNNING
+    for width in (80, 200):
+        shown = render(report, width)
+        assert "sync running" in shown and "never" not in shown
+
+
 def test_ago_uses_the_largest_whole_unit() -> None:
     assert ago(NOW - timedelta(seconds=42), NOW) == "42s ago"
     assert ago(NOW - timedelta(minutes=61), NOW) == "1h ago"
@@ -136,6 +162,7 @@ def test_json_shape() -> None:
         "generated_at",
         "state_schema",
         "state_found",
+        "state_held",
         "exit_code",
         "cohorts",
         "left_behind",
