@@ -34,9 +34,23 @@ class Stop:
     signum: int | None = None
 
 
-@contextlib.contextmanager
-def stop_on_signals() -> Iterator[Stop]:
+def stop_on_signals() -> contextlib.AbstractContextManager[Stop]:
     """Handle SIGINT and SIGTERM as above while the block runs (main thread only)."""
+    return _on_signals("finishing the requests in flight, then reporting", interrupt=False)
+
+
+def stop_dbt_on_signals() -> contextlib.AbstractContextManager[Stop]:
+    """While dbt runs in this process: the first SIGINT or SIGTERM raises KeyboardInterrupt
+    in the main thread, which dbt answers by cancelling its queries; a second exits at once.
+    `Stop.event` is set from the first, so dbt's output can be hushed from then on."""
+    return _on_signals(
+        "dbt build stopped (dbt cancels its queries); nothing is synced", interrupt=True
+    )
+
+
+@contextlib.contextmanager
+def _on_signals(says: str, interrupt: bool) -> Iterator[Stop]:
+    """The first signal sets the stop (and says what happens now); a second exits at once."""
     stop = Stop()
     if threading.current_thread() is not threading.main_thread():
         yield stop
@@ -48,37 +62,10 @@ def stop_on_signals() -> Iterator[Stop]:
         stop.signum = signum
         stop.event.set()
         # os.write, not print: a handler may run while the main thread is printing.
-        os.write(
-            2,
-            f"\n{signal.Signals(signum).name}: finishing the requests in flight, then "
-            "reporting (send it again to exit at once)\n".encode(),
-        )
-
-    with _handling(handle):
-        yield stop
-
-
-@contextlib.contextmanager
-def stop_dbt_on_signals() -> Iterator[Stop]:
-    """While dbt runs in this process: the first SIGINT or SIGTERM raises KeyboardInterrupt
-    in the main thread, which dbt answers by cancelling its queries; a second exits at once.
-    `Stop.event` is set from the first, so dbt's output can be hushed from then on."""
-    stop = Stop()
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-
-    def handle(signum: int, frame: FrameType | None) -> None:
-        if stop.event.is_set():
-            exit_now(signum)
-        stop.signum = signum
-        stop.event.set()
-        os.write(
-            2,
-            f"\n{signal.Signals(signum).name}: dbt build stopped (dbt cancels its queries); "
-            "nothing is synced (send it again to exit at once)\n".encode(),
-        )
-        raise KeyboardInterrupt
+        name = signal.Signals(signum).name
+        os.write(2, f"\n{name}: {says} (send it again to exit at once)\n".encode())
+        if interrupt:
+            raise KeyboardInterrupt
 
     with _handling(handle):
         yield stop
