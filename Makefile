@@ -8,7 +8,7 @@ DEMO_PORT ?= 8765
 export MOENGAGE_WORKSPACE_ID ?= DEMO_WORKSPACE
 export MOENGAGE_API_KEY ?= demo-api-key-not-secret
 
-.PHONY: setup demo test test-unit test-lowest check bench clean
+.PHONY: setup demo test test-unit test-lowest check bench clean bq-emulator
 
 setup: $(STAMP)
 
@@ -17,6 +17,20 @@ $(STAMP): pyproject.toml constraints-dev.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints-dev.txt -e '.[dev]'
 	touch $(STAMP)
+
+# The BigQuery emulator (bqemulator, REST and gRPC over DuckDB) in a venv of its own: it needs
+# a DuckDB newer than the one dbt-duckdb may pin. tests/bigquery_emulator.py starts it.
+BQ_VENV := .venv-bqemulator
+BQ_STAMP := $(BQ_VENV)/.installed
+export BQEMULATOR_PYTHON ?= $(CURDIR)/$(BQ_VENV)/bin/python
+
+bq-emulator: $(BQ_STAMP)
+
+$(BQ_STAMP): constraints-dev.txt
+	$(PYTHON) -m venv $(BQ_VENV)
+	$(BQ_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BQ_VENV)/bin/python -m pip install --quiet -c constraints-dev.txt bqemulator 'duckdb>=1.5' numpy
+	touch $(BQ_STAMP)
 
 demo: $(STAMP)
 	bash scripts/demo.sh
@@ -28,7 +42,7 @@ check: $(STAMP)
 
 # Everything, as CI runs it: the unit tier (tests/unit) and the end-to-end tier (tests/e2e:
 # real dbt builds, the emulator over loopback, a real PostgreSQL server, fakesnow).
-test: check
+test: check $(BQ_STAMP)
 	$(BIN)/pytest -q
 
 # The inner loop: the unit tier alone, a few minutes.
@@ -41,14 +55,14 @@ LOWEST := .venv-lowest
 test-lowest:
 	rm -rf $(LOWEST)
 	$(PYTHON) -m venv $(LOWEST)
-	$(PYTHON) scripts/lowest_bounds.py duckdb snowflake postgres webhook report > $(LOWEST)/lowest.txt
+	$(PYTHON) scripts/lowest_bounds.py duckdb snowflake postgres bigquery webhook report > $(LOWEST)/lowest.txt
 	$(LOWEST)/bin/python -m pip install --quiet -c $(LOWEST)/lowest.txt -c constraints-dev.txt \
-		-e '.[duckdb,snowflake,postgres,webhook,report]' pytest pytest-timeout hypothesis
-	$(LOWEST)/bin/python -m pip list --format=freeze | grep -iE '^(dbt-|duckdb|snowflake-connector|tenacity|requests|urllib3|click|rich|orjson|pyyaml|starlette|uvicorn|cryptography|plotly)'
+		-e '.[duckdb,snowflake,postgres,bigquery,webhook,report]' pytest pytest-timeout hypothesis
+	$(LOWEST)/bin/python -m pip list --format=freeze | grep -iE '^(dbt-|duckdb|snowflake-connector|google-cloud-bigquery|tenacity|requests|urllib3|click|rich|orjson|pyyaml|starlette|uvicorn|cryptography|plotly)'
 	MOENGAGE_TEST_LOWEST=1 $(LOWEST)/bin/pytest -q -p no:cacheprovider tests/unit
 
-bench: $(STAMP)
+bench: $(STAMP) $(BQ_STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(LOWEST) integration_tests/target integration_tests/dbt_packages integration_tests/logs
+	rm -rf $(VENV) $(LOWEST) $(BQ_VENV) integration_tests/target integration_tests/dbt_packages integration_tests/logs

@@ -6,6 +6,9 @@ that is a copy of the database file. On Postgres every size is built once, in a 
 its own, on the bench's throwaway server (tests/postgres_server.py: PostgreSQL from the
 machine's packages, fsync off); a copy gets an empty schema for the runner's state
 (MOENGAGE_STATE_SCHEMA) and another for the bare client's, dropped when it is discarded.
+BigQuery is its emulator (dbt_moengage.testing.bigquery: bqemulator, in-memory, started for
+the bench), reached as the Postgres server is: every size built once by dbt, in a dataset of
+its own; a copy gets an empty dataset for the runner's state and one for the bare client's.
 An audience is built per size and per cohort mode (add by default; a mirror audience is
 one figure's own, which changes its rows).
 """
@@ -28,7 +31,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE / "project"
-ENGINES = ("duckdb", "postgres")
+ENGINES = ("duckdb", "postgres", "bigquery")
 # pg_stat_user_tables' counters the bench reads (PostgresAudiences.table_stats), and how
 # long they must stay still to count as settled.
 STAT_COLUMNS = ("seq_scan", "seq_tup_read", "idx_scan", "idx_tup_fetch", "n_tup_upd")
@@ -43,9 +46,10 @@ class Copy:
     members: int
     folder: Path
     env: dict[str, str]
-    # For the bench's own scripts: `--duckdb FILE` or `--postgres DSN`, the audience's
-    # table, the schema of the runner's state, the bare client's state table.
-    source: tuple[str, str]
+    # For the bench's own scripts: `--duckdb FILE`, `--postgres DSN` or `--bigquery
+    # ENDPOINT PROJECT`, the audience's table, the schema (dataset) of the runner's state,
+    # the bare client's state table.
+    source: tuple[str, ...]
     table: str
     state_schema: str
     bare_state_table: str
@@ -288,11 +292,95 @@ class PostgresAudiences(Audiences):
         return {"postgres": settings.pop("server_version", "?"), "settings": settings}
 
 
+class BigQueryAudiences(Audiences):
+    """One dataset per size on the bench's BigQuery emulator; a copy is a pair of empty
+    state datasets."""
+
+    engine = "bigquery"
+    label = "BigQuery"
+
+    def __init__(self, work: Path, emulator: Any) -> None:
+        super().__init__(work)
+        self.emulator = emulator
+        self.numbers = itertools.count(1)
+
+    def table(self, dataset: str, name: str) -> str:
+        """A table's name as the runner's manifest has it: `project`.`dataset`.`name`."""
+        return f"`{self.emulator.project}`.`{dataset}`.`{name}`"
+
+    def target_env(self, folder: Path, members: int, mode: str = "add") -> dict[str, str]:
+        from dbt_moengage.testing.bigquery import TOKEN
+
+        return {
+            "BENCH_TARGET": "bigquery",
+            "BENCH_BQ_PROJECT": str(self.emulator.project),
+            "BENCH_BQ_DATASET": f"audience_{audience_name(members, mode)}",
+            "BENCH_BQ_ENDPOINT": str(self.emulator.endpoint),
+            "BENCH_BQ_TOKEN": TOKEN,
+            **self._dbt_paths(folder),
+        }
+
+    def after_build(self, members: int, mode: str, folder: Path) -> None:
+        """Nothing: the emulator keeps no statistics to refresh."""
+
+    def copy(self, members: int, mode: str = "add") -> Copy:
+        folder = self._fresh_folder(members, mode)
+        number = next(self.numbers)
+        state, bare = f"state_{number}", f"bare_{number}"
+        for dataset in (state, bare):
+            self.emulator.new_dataset(dataset)
+        env = self.target_env(folder, members, mode)
+        env["MOENGAGE_STATE_SCHEMA"] = state
+        return Copy(
+            members=members,
+            folder=folder,
+            env=env,
+            source=("--bigquery", str(self.emulator.endpoint), str(self.emulator.project)),
+            table=self.table(f"audience_{audience_name(members, mode)}", "audience"),
+            state_schema=state,
+            bare_state_table=self.table(bare, "members"),
+        )
+
+    def discard(self, copy: Copy) -> None:
+        bare = copy.bare_state_table.rsplit(".", 1)[0]
+        state = f"`{self.emulator.project}`.`{copy.state_schema}`"
+        for dataset in (state, bare):
+            self.emulator.query(f"drop schema if exists {dataset} cascade")
+        super().discard(copy)
+
+    def describe(self) -> dict[str, Any]:
+        from dbt_moengage.testing.bigquery import emulator_python
+
+        script = (
+            "from importlib.metadata import version; "
+            "print(version('bqemulator'), version('duckdb'))"
+        )
+        found = subprocess.run(
+            [str(emulator_python()), "-c", script], capture_output=True, text=True, check=True
+        )
+        bqemulator, duckdb = found.stdout.split()
+        return {"bqemulator": f"{bqemulator} (in memory, on DuckDB {duckdb})"}
+
+
 @contextlib.contextmanager
 def audiences(engine: str, work: Path) -> Iterator[Audiences]:
-    """The audiences of one engine; for Postgres, a server running until the block ends."""
+    """The audiences of one engine; for Postgres a server, for BigQuery its emulator,
+    running until the block ends."""
     if engine == "duckdb":
         yield DuckDBAudiences(work)
+        return
+    if engine == "bigquery":
+        from dbt_moengage.testing.bigquery import BigQueryUnavailable, running_bigquery
+
+        with contextlib.ExitStack() as stack:
+            try:
+                emulator = stack.enter_context(running_bigquery())
+            except BigQueryUnavailable as error:
+                raise SystemExit(
+                    f"bench on BigQuery: {error}\n(or leave BigQuery out: "
+                    "make bench BENCH_ARGS='--engines duckdb postgres')"
+                ) from None
+            yield BigQueryAudiences(work, emulator)
         return
     sys.path.insert(0, str(HERE.parent))
     from tests.postgres_server import PostgresUnavailable, running_postgres

@@ -7,7 +7,10 @@ Once a request is accepted, its sending thread records its uids in a state table
 same engine: one bulk insert (the uids bound as one JSON array), one at a time, in
 autocommit. No distinct, no anti-join against what was sent before, no retries, no lock,
 no run rows: what is left when the runner's other work is taken away. Works on DuckDB
-(`--duckdb FILE`, opened for writing) and Postgres (`--postgres DSN`). Prints the requests
+(`--duckdb FILE`, opened for writing), Postgres (`--postgres DSN`) and BigQuery
+(`--bigquery ENDPOINT PROJECT`: google-cloud-bigquery itself, no dbt, on the bench's
+emulator; the query's result read 50,000 rows a page, each insert one DML job with the
+uids bound as one ARRAY<STRING> parameter, as the runner binds them). Prints the requests
 it made, its wall seconds and the seconds its state writes took, as JSON.
 """
 
@@ -19,10 +22,10 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import requests
@@ -37,7 +40,18 @@ INSERT = {
         select ?, ?, ?, ?, ?, unnest(from_json(?, '["varchar"]'))""",
     "postgres": """insert into {table} (endpoint, workspace_id, cohort_id, synced_at, run_id, uid)
         select %s, %s, %s, %s, %s, jsonb_array_elements_text(cast(%s as jsonb))""",
+    "bigquery": """insert into {table} (endpoint, workspace_id, cohort_id, synced_at, run_id, uid)
+        select ?, ?, ?, ?, ?, uid from unnest(?) as uid""",
 }
+BATCH_ROWS = 50_000
+
+
+class Store(NamedTuple):
+    """The audience's uids to read, and the state table to record accepted requests in."""
+
+    uids: Iterator[list[str]]  # BATCH_ROWS at a time
+    record: Callable[[tuple[Any, ...], list[str]], None]  # one insert: the columns, the uids
+    close: Callable[[], None]
 
 
 def bodies(
@@ -78,12 +92,80 @@ def connect(args: argparse.Namespace) -> tuple[str, Any, Any]:
     return "postgres", psycopg2.connect(args.postgres), writes
 
 
+def dbapi_store(args: argparse.Namespace) -> Store:
+    """DuckDB or Postgres: one query read with fetchmany, inserts on a cursor of their own."""
+    engine, reading, conn = connect(args)
+    reader = reading.cursor(name="audience") if engine == "postgres" else reading
+    reader.execute(f"select uid from {args.table}")
+    schema = args.state_table.rsplit(".", 1)[0]
+    writer = conn.cursor()
+    writer.execute(f"create schema if not exists {schema}")
+    writer.execute(STATE_DDL.format(table=args.state_table))
+    insert = INSERT[engine].format(table=args.state_table)
+
+    def batches() -> Iterator[list[str]]:
+        while rows := reader.fetchmany(BATCH_ROWS):
+            yield [row[0] for row in rows]
+
+    def record(columns: tuple[Any, ...], uids: list[str]) -> None:
+        writer.execute(insert, (*columns, orjson.dumps(uids).decode()))
+
+    def close() -> None:
+        for done in (reader, reading, writer, conn):
+            done.close()  # DuckDB folds its WAL into the file at the last, as the runner's does
+
+    return Store(batches(), record, close)
+
+
+def bigquery_store(args: argparse.Namespace) -> Store:
+    """BigQuery through google-cloud-bigquery: one query job read page by page; each insert
+    a DML job (BigQuery commits each), the uids one ARRAY<STRING> parameter."""
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
+    endpoint, project = args.bigquery
+    client = bigquery.Client(
+        project=project,
+        credentials=AnonymousCredentials(),  # the emulator checks no token
+        location="US",
+        client_options=ClientOptions(api_endpoint=endpoint),
+    )
+    rows = client.query(f"select uid from {args.table}").result(page_size=BATCH_ROWS)
+    schema = args.state_table.rsplit(".", 1)[0]
+    client.query(f"create schema if not exists {schema}").result()
+    ddl = STATE_DDL.format(table=args.state_table).replace("varchar", "string")
+    client.query(ddl).result()
+    insert = INSERT["bigquery"].format(table=args.state_table)
+
+    def batches() -> Iterator[list[str]]:
+        for page in rows.pages:
+            yield [row[0] for row in page]
+
+    def record(columns: tuple[Any, ...], uids: list[str]) -> None:
+        *key, synced_at, run_id = columns  # endpoint, workspace, cohort; then the run's
+        config = bigquery.QueryJobConfig(
+            query_parameters=[
+                *(bigquery.ScalarQueryParameter(None, "STRING", v) for v in key),
+                bigquery.ScalarQueryParameter(None, "TIMESTAMP", synced_at.replace(tzinfo=UTC)),
+                bigquery.ScalarQueryParameter(None, "STRING", run_id),
+                bigquery.ArrayQueryParameter(None, "STRING", uids),
+            ]
+        )
+        client.query(insert, job_config=config).result()
+
+    return Store(batches(), record, client.close)
+
+
 def main() -> int:
     """Read, pack and post every uid of one table, recording each accepted request."""
     parser = argparse.ArgumentParser(description=__doc__)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--duckdb", help="a DuckDB database file")
     source.add_argument("--postgres", help="a libpq connection string")
+    source.add_argument(
+        "--bigquery", nargs=2, metavar=("ENDPOINT", "PROJECT"), help="a BigQuery API endpoint"
+    )
     parser.add_argument("--table", default="main.audience")
     parser.add_argument("--state-table", default="main.bare_state")
     parser.add_argument("--url", required=True)
@@ -103,14 +185,7 @@ def main() -> int:
         b'"cohort_id":"audience","cohort_description":"bench","members":['
     )
 
-    engine, reading, conn = connect(args)
-    reader = reading.cursor(name="audience") if engine == "postgres" else reading
-    reader.execute(f"select uid from {args.table}")
-    schema = args.state_table.rsplit(".", 1)[0]
-    writer = conn.cursor()
-    writer.execute(f"create schema if not exists {schema}")
-    writer.execute(STATE_DDL.format(table=args.state_table))
-    insert = INSERT[engine].format(table=args.state_table)
+    store = bigquery_store(args) if args.bigquery else dbapi_store(args)
     one_write = threading.Lock()
     write_seconds = 0.0
 
@@ -120,26 +195,21 @@ def main() -> int:
         params = (args.url, workspace, "audience", datetime.now(UTC).replace(tzinfo=None))
         with one_write:
             begun = time.perf_counter()
-            writer.execute(insert, (*params, "bare", orjson.dumps(uids).decode()))
+            store.record((*params, "bare"), uids)
             write_seconds += time.perf_counter() - begun
-
-    def batches() -> Iterator[list[str]]:
-        while rows := reader.fetchmany(50_000):
-            yield [row[0] for row in rows]
 
     sent = 0
     with ThreadPoolExecutor(args.threads) as pool:
         # Bounded like the runner: a few bodies queued beyond those in flight.
         pending = []
-        for body, uids in bodies(batches(), prefix, args.max_bytes):
+        for body, uids in bodies(store.uids, prefix, args.max_bytes):
             pending.append(pool.submit(post, body, uids))
             sent += 1
             if len(pending) > args.threads:
                 pending.pop(0).result()
         for future in pending:
             future.result()
-    for done in (reader, reading, writer, conn):
-        done.close()  # DuckDB folds its WAL into the file at the last, as the runner's close does
+    store.close()
     seconds = time.perf_counter() - started
     print(json.dumps({"requests": sent, "seconds": seconds, "state_write_seconds": write_seconds}))
     return 0

@@ -30,7 +30,7 @@ import sys
 import time
 from datetime import datetime, timedelta
 
-from state_writes import open_engine
+from state_writes import add_sources, open_engine
 
 from dbt_moengage.cohorts import CohortSpec
 from dbt_moengage.state import StateKey, StateStore
@@ -98,9 +98,7 @@ def main() -> int:
     """Write the state, or time the re-send checkpoints."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("action", choices=("write", "checkpoints"))
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--duckdb", help="a DuckDB database file")
-    source.add_argument("--postgres", help="a libpq connection string")
+    add_sources(parser)
     parser.add_argument("--table", required=True, help="the audience (the cohort's model)")
     parser.add_argument("--state-schema", required=True)
     parser.add_argument("--base-url", required=True, help="the emulator the run will sync to")

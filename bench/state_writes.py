@@ -2,9 +2,9 @@
 
 One write per request (StateStore.record_added), each of that request's uids, then the
 engine's close (on DuckDB, the close that folds the WAL into the file): the runner's part
-of the work the bare client also does, measured alone, on DuckDB (`--duckdb FILE`) or
-Postgres (`--postgres DSN`). Prints its wall seconds as JSON; the bench reads its CPU time
-from the process.
+of the work the bare client also does, measured alone, on DuckDB (`--duckdb FILE`),
+Postgres (`--postgres DSN`) or BigQuery (`--bigquery ENDPOINT PROJECT`, the bench's
+emulator). Prints its wall seconds as JSON; the bench reads its CPU time from the process.
 """
 
 from __future__ import annotations
@@ -21,12 +21,37 @@ from dbt_moengage.warehouse.duckdb import DEFAULT_MEMORY_LIMIT, DuckDBWarehouse
 from dbt_moengage.warehouse.engine import Engine
 
 
+def add_sources(parser: argparse.ArgumentParser) -> None:
+    """The engine to open, one of three (the bench's scripts share them)."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--duckdb", help="a DuckDB database file")
+    source.add_argument("--postgres", help="a libpq connection string")
+    source.add_argument(
+        "--bigquery", nargs=2, metavar=("ENDPOINT", "PROJECT"), help="a BigQuery API endpoint"
+    )
+
+
 def open_engine(args: argparse.Namespace) -> Engine:
     """The runner's engine on the bench's database, its state in `--state-schema`."""
     if args.duckdb:
         return DuckDBWarehouse(
             args.duckdb, state_schema=args.state_schema, memory_limit=args.memory_limit
         )
+    if args.bigquery:
+        from google.api_core.client_options import ClientOptions
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import bigquery
+
+        from dbt_moengage.warehouse.bigquery import BigQueryWarehouse, Jobs
+
+        endpoint, project = args.bigquery
+        client = bigquery.Client(
+            project=project,
+            credentials=AnonymousCredentials(),  # the emulator checks no token
+            location="US",
+            client_options=ClientOptions(api_endpoint=endpoint),
+        )
+        return BigQueryWarehouse(Jobs(client, location="US"), project, args.state_schema, "US")
     import psycopg2
 
     from dbt_moengage.warehouse.postgres import PostgresWarehouse
@@ -39,9 +64,7 @@ def open_engine(args: argparse.Namespace) -> Engine:
 def main() -> int:
     """Read the audience's uids, then time recording them in `--requests` writes."""
     parser = argparse.ArgumentParser(description=__doc__)
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--duckdb", help="a DuckDB database file")
-    source.add_argument("--postgres", help="a libpq connection string")
+    add_sources(parser)
     parser.add_argument("--table", default="main.audience")
     parser.add_argument("--state-schema", default="main")
     parser.add_argument("--requests", type=int, required=True)

@@ -7,12 +7,13 @@ wrong key costs one request (two at most when the first was retried), never a bu
 The HTTP edge is exact: redirects are never followed, only a 2xx carrying MoEngage's
 `{"status": "success"}` counts as accepted, and every exception requests can raise is mapped
 to a typed error in one place (`request_error`), so retrying is decided by type. The retry
-policy itself is `retry.py`, which the dbt Cloud artifacts client shares.
+policy itself is `retry.py`, which the dbt Cloud artifacts client shares. Of an answer only
+the first BODY_READ bytes are ever read (`read_start`), and what an error quotes of it goes
+through `redact_secret`, which masks the key in any form a server may echo it.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import socket
 import ssl
@@ -42,6 +43,7 @@ from .errors import (
 from .pacer import Pacer
 from .packing import Body
 from .settings import DOCUMENTED_DATA_CENTERS, MoEngageSettings
+from .warehouse.redact import redact_secret
 
 CONNECT_TIMEOUT = 10.0
 # A wait between attempts at least this long is announced (a progress/JSON event).
@@ -51,6 +53,9 @@ WaitHook = Callable[[float, str], None]
 # How much of an unexpected answer's body and of a redirect target an error message shows.
 BODY_SHOWN = 200
 LOCATION_SHOWN = 120
+# At most this much of an answer's body is read: MoEngage answers in a few hundred bytes,
+# and an error page of gigabytes must not fill the memory (the rest is never read).
+BODY_READ = 64 * 1024
 _FIX_URL = "fix MOENGAGE_BASE_URL or MOENGAGE_DATA_CENTER"
 _STOPPED = "no further requests were sent to it"
 
@@ -304,13 +309,16 @@ class MoEngageClient:
             seconds, setting = left, "what was left of MOENGAGE_RETRY_BUDGET_SECONDS"
         with within(seconds) as deadline:
             try:
-                response = self.session.post(
+                with self.session.post(
                     self.settings.endpoint,
                     data=payload,
                     timeout=(CONNECT_TIMEOUT, self.settings.timeout_seconds),
                     # A redirect would carry the body and MOE-APPKEY to a host nobody chose.
                     allow_redirects=False,
-                )
+                    stream=True,
+                ) as response:
+                    # Read under the deadline: a body that trickles is cut off with the rest.
+                    body, more = read_start(response, BODY_READ)
             except (requests.RequestException, urllib3.exceptions.HTTPError, UnicodeError) as exc:
                 if deadline.expired:
                     raise TransientError(
@@ -318,16 +326,17 @@ class MoEngageClient:
                         f"{round(seconds, 2):g} s ({setting})"
                     ) from None
                 raise request_error(exc, self.settings) from None
-        self._check(response, len(payload))
+        self._check(Answer(response, body, more), len(payload))
 
-    def _check(self, response: requests.Response, size: int = 0) -> None:
+    def _check(self, answer: Answer, size: int = 0) -> None:
         """Return if MoEngage accepted the request; raise the typed error otherwise."""
+        response = answer.response
         status = response.status_code
         if 200 <= status < 300:
-            doc = _json_object(response)
+            doc = None if answer.more else _json_object(answer.body)
             if doc is not None and doc.get("status") == "success":
                 return
-            raise RequestRejected(status, self._unexpected(response, doc is not None))
+            raise RequestRejected(status, self._unexpected(answer, doc is not None))
         if 300 <= status < 400:
             location = self._shown(_without_query(response.headers.get("Location", "")))
             target = f"to {location!r}" if location else "without a Location header"
@@ -336,7 +345,7 @@ class MoEngageClient:
                 f"which is never followed (the credentials would go along): {_FIX_URL} to "
                 f"name the API host itself; {_STOPPED}"
             )
-        detail = self._detail(response)
+        detail = self._detail(answer)
         if status == 429:
             retry_after = retry.retry_after(response.headers.get("Retry-After"))
             raise RateLimited(f"HTTP 429 rate limited: {detail}", retry_after)
@@ -356,14 +365,18 @@ class MoEngageClient:
             )
         raise RequestRejected(status, detail)
 
-    def _detail(self, response: requests.Response, limit: int = 500) -> str:
+    def _detail(self, answer: Answer, limit: int = 500) -> str:
         """The body of an answer, fit for a message: secrets masked, on one line, cut short."""
-        return self._shown(_text(response), limit) or response.reason or ""
+        if answer.more:
+            # Within `limit` too: a message has the same room whatever the body's size.
+            note = f" (a body over {BODY_READ // 1024} KB: only its start was read)"
+            return self._shown(answer.text, max(limit - len(note), 20)) + note
+        return self._shown(answer.text, limit) or answer.response.reason or ""
 
-    def _unexpected(self, response: requests.Response, is_json: bool) -> str:
+    def _unexpected(self, answer: Answer, is_json: bool) -> str:
         """What came back instead of MoEngage's success JSON (a proxy's page, nothing, a fail)."""
-        kind = self._shown(response.headers.get("Content-Type", ""), 80) or "none"
-        body = self._detail(response, BODY_SHOWN) if response.content else "empty"
+        kind = self._shown(answer.response.headers.get("Content-Type", ""), 80) or "none"
+        body = self._detail(answer, BODY_SHOWN) if answer.body else "empty"
         # A JSON answer is MoEngage's own word; anything else is likely another host's page.
         hint = "" if is_json else f"; if this is not MoEngage, {_FIX_URL}"
         return (
@@ -373,12 +386,8 @@ class MoEngageClient:
 
     def _shown(self, text: str, limit: int = LOCATION_SHOWN) -> str:
         """`text` fit for a message: secrets masked first, then on one line and cut short."""
-        key = self.settings.api_key.reveal()
-        if key:
-            # A page echoing the request's headers would show the Basic token, the key in base64.
-            token = f"{self.settings.workspace_id}:{key}".encode("latin-1", "replace")
-            text = text.replace(key, "***").replace(base64.b64encode(token).decode(), "***")
-        text = " ".join(text.split())
+        key, workspace = self.settings.api_key.reveal(), self.settings.workspace_id
+        text = " ".join(redact_secret(text, key, workspace).split())
         return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -508,21 +517,42 @@ def _without_query(url: str) -> str:
     return f"{scheme}://{authority.rpartition('@')[2]}{slash}{path}"
 
 
-def _json_object(response: requests.Response) -> dict[str, Any] | None:
+def read_start(response: requests.Response, limit: int) -> tuple[bytes, bool]:
+    """The first `limit` bytes of the (decoded) body, and whether there was more. The rest
+    is never read: closing the response then drops the connection instead of draining it."""
+    start = bytearray()
+    for chunk in response.iter_content(min(limit, 16 * 1024)):
+        start += chunk
+        if len(start) > limit:
+            return bytes(start[:limit]), True
+    return bytes(start), False
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An answer as read: its status and headers, and the start of its body."""
+
+    response: requests.Response
+    body: bytes
+    # The body went on past what was read.
+    more: bool = False
+
+    @property
+    def text(self) -> str:
+        """The body as text; decoded by hand, as guessing a charset is slow on a large page."""
+        try:
+            return self.body.decode(self.response.encoding or "utf-8", errors="replace")
+        except LookupError:  # a charset Python does not know
+            return self.body.decode("utf-8", errors="replace")
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
     """The body as a JSON object, or None when it is anything else."""
     try:
-        doc = json.loads(response.content)
+        doc = json.loads(body)
     except (ValueError, RecursionError):  # RecursionError: nesting too deep to parse
         return None
     return doc if isinstance(doc, dict) else None
-
-
-def _text(response: requests.Response) -> str:
-    """The body as text; decoded by hand, as guessing a charset is slow on a large page."""
-    try:
-        return response.content.decode(response.encoding or "utf-8", errors="replace")
-    except LookupError:  # a charset Python does not know
-        return response.content.decode("utf-8", errors="replace")
 
 
 def _new_session(settings: MoEngageSettings) -> requests.Session:

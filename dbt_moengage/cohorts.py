@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -13,6 +14,14 @@ from .errors import CohortSpecError, UnsettledConflict
 from .manifest import ModelNode
 
 RESTRICTED_NAME_CHARS = '|*?\\:<>=$"'
+# A name names something when it holds a letter, a digit or a symbol (an emoji counts);
+# punctuation, spaces and invisible characters alone ('...', a zero-width space) do not.
+NAMING_CATEGORIES = ("L", "N", "S")
+# Letters and symbols that render as nothing (Hangul fillers, the braille blank).
+BLANK_LOOKING = "\u115f\u1160\u3164\uffa0\u2800"
+# Characters a MoEngage partner's documentation says MoEngage refuses in a cohort's name;
+# MoEngage's own reference does not list them, so `validate` warns and the name is sent.
+DOUBTFUL_NAME_CHARS = "()"
 MODES = ("add", "mirror")
 KNOWN_KEYS = (
     "cohort_name",
@@ -456,7 +465,9 @@ def _check_cohort_name(model: str, name: Any) -> list[CohortSpecError]:
     """
     if not isinstance(name, str):
         return [CohortSpecError(model, "cohort_name", name, "must be a string")]
-    if not name.strip().removeprefix(".").strip():
+    if not any(
+        unicodedata.category(c)[0] in NAMING_CATEGORIES and c not in BLANK_LOOKING for c in name
+    ):
         return [
             CohortSpecError(
                 model, "cohort_name", name, "must name the cohort", "e.g. 'High Value Users'"
@@ -536,4 +547,15 @@ def _conflicts(
         Conflict(field, key[1], key[0], tuple(group))
         for key, group in groups.items()
         if len(group) > 1
+    ]
+
+
+def doubtful_names(specs: Iterable[CohortSpec]) -> list[str]:
+    """Warnings for cohort names holding characters MoEngage may refuse (DOUBTFUL_NAME_CHARS)."""
+    return [
+        f"model '{spec.model}': cohort_name {spec.cohort_name!r} holds parentheses, which a "
+        "MoEngage partner's documentation says MoEngage refuses in cohort names; it is sent "
+        "as written: if MoEngage refuses it, rename it without them"
+        for spec in specs
+        if any(c in DOUBTFUL_NAME_CHARS for c in spec.cohort_name)
     ]

@@ -1,10 +1,10 @@
 """`dbt-moengage exposures`: one dbt exposure per cohort, so dbt lineage shows where audiences go.
 
-The YAML file is updated in place. The exposures this command writes carry
-`config.meta.moengage_managed: true`: they are rewritten on every run, and removed once
-their cohort is gone. Every other exposure, comment and key of the file is kept byte for
-byte (the file is edited as text, around the positions PyYAML reports), and a run that
-has nothing to change leaves the file byte-identical.
+The exposures live in a file dbt-moengage owns (exposures_yaml.py): each run rewrites it
+whole, from the cohorts and the exposures it holds, and refuses a file holding anything
+it did not write. Its exposures carry `config.meta.moengage_managed: true`: they are
+rewritten on every run, and removed once their cohort is gone. A run that has nothing
+to change leaves the file byte-identical.
 """
 
 from __future__ import annotations
@@ -23,21 +23,13 @@ import yaml
 
 from .cohorts import CohortOwner, CohortSpec, is_email
 from .errors import CohortSpecError, ConfigError, ExposureFileError
+from .exposures_yaml import MANAGED_KEY, jinja_literal, metas, read_generated, render_file
 from .manifest import Manifest, load_manifest
 from .sync import SyncOptions, discover_cohorts, select_cohorts
 
-MANAGED_KEY = "moengage_managed"
 NAME_PREFIX = "moengage_"
 DEFAULT_OWNER = CohortOwner(name="dbt-moengage")
 DEFAULT_FILE_NAME = "moengage_exposures.yml"
-HEADER = (
-    "# dbt exposures of the MoEngage cohorts, written by `dbt-moengage exposures`.\n"
-    f"# Exposures marked `{MANAGED_KEY}: true` are rewritten, or removed, on every run;\n"
-    "# add your own exposures here freely: they are left as they are.\n"
-)
-# dbt renders Jinja in an exposure's strings (label, owner, meta; description with doc()):
-# text with these markers is wrapped in a raw block, so dbt shows it as written.
-_JINJA = ("{{", "{%", "{#")
 _NOT_NAME = re.compile(r"[^a-z0-9]+")
 
 
@@ -88,19 +80,22 @@ class Exposure:
     owner: CohortOwner
 
     def document(self) -> dict[str, Any]:
-        """The exposure as dbt reads it (dbt >= 1.10: tags and meta under config)."""
+        """The exposure as dbt reads it (dbt >= 1.10: tags and meta under config).
+
+        Every string from the cohort's config is a Jinja literal: dbt renders them.
+        """
         spec = self.spec
         where = f"destination {spec.destination}" if spec.destination else "default workspace"
         owner = {
-            key: _literal(value)
+            key: jinja_literal(value)
             for key, value in (("name", self.owner.name), ("email", self.owner.email))
             if value is not None
         }
         return {
             "name": self.name,
-            "label": _literal(f"MoEngage: {spec.cohort_name}"),
+            "label": jinja_literal(f"MoEngage: {spec.cohort_name}"),
             "type": "application",
-            "description": _literal(
+            "description": jinja_literal(
                 f"MoEngage cohort '{spec.cohort_name}' (cohort_id {spec.cohort_id}, {where}, "
                 f"mode {spec.mode}), synced by dbt-moengage from model {spec.model}."
             ),
@@ -112,41 +107,14 @@ class Exposure:
                     MANAGED_KEY: True,
                     "moengage": {
                         "model": spec.model,
-                        "cohort_id": _literal(spec.cohort_id),
-                        "cohort_name": _literal(spec.cohort_name),
+                        "cohort_id": jinja_literal(spec.cohort_id),
+                        "cohort_name": jinja_literal(spec.cohort_name),
                         "destination": spec.destination,
                         "mode": spec.mode,
                     },
                 },
             },
         }
-
-    def render(self, indent: int) -> str:
-        """The exposure as one item of a block list whose `-` is at column `indent`."""
-        text = yaml.dump(
-            [self.document()],
-            Dumper=_Dumper,
-            sort_keys=False,
-            default_flow_style=False,
-            allow_unicode=True,
-            width=4096,
-        )
-        pad = " " * indent
-        return "".join(pad + line for line in text.splitlines(keepends=True))
-
-
-def _literal(text: str) -> str:
-    """`text` as dbt will show it: Jinja markers are wrapped in a raw block, not rendered."""
-    if any(marker in text for marker in _JINJA):
-        return "{% raw %}" + text + "{% endraw %}"
-    return text
-
-
-class _Dumper(yaml.SafeDumper):
-    """Block lists indented under their key, as dbt's docs write them."""
-
-    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
-        super().increase_indent(flow, False)
 
 
 def model_ref(manifest: Manifest, spec: CohortSpec) -> str:
@@ -175,168 +143,21 @@ def default_owner(name: str | None, email: str | None) -> CohortOwner:
     return CohortOwner(name=name, email=email)
 
 
-# --- the file -------------------------------------------------------------------------
+# --- the exposures of the file -------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Item:
-    """One exposure of the file, as text: the lines before it, then its own."""
-
-    name: str | None
-    managed: bool
-    model: str | None
-    gap: str
-    body: str
-    indent: int
-
-
-@dataclass(frozen=True)
-class _Layout:
-    """The file cut around its `exposures:` list.
-
-    text == before + key_rest + after_key + items (gap + body each) + tail.
-    """
-
-    before: str
-    key_rest: str
-    after_key: str
-    items: tuple[_Item, ...]
-    tail: str
-
-    @property
-    def indent(self) -> int:
-        """Where new items put their `-`: as the file's first item does, else 2."""
-        return self.items[0].indent if self.items else 2
-
-
-def _newline(text: str) -> str:
-    """The file's line break: \\r\\n when it has any, else \\n."""
-    return "\r\n" if "\r\n" in text else "\n"
-
-
-def _line_end(text: str, index: int) -> int:
-    """The index just after the line break at or after `index` (or the end of the text)."""
-    found = text.find("\n", index)
-    return len(text) if found < 0 else found + 1
-
-
-def _line_start(text: str, index: int) -> int:
-    return text.rfind("\n", 0, index) + 1
-
-
-def _layout(text: str | None, path: Path) -> _Layout:
-    """Cut the file around its exposures; ExposureFileError if it cannot be edited safely."""
-    if text is None:
-        return _Layout(HEADER + "\nexposures", ":\n", "", (), "")
-    if text and not text.endswith("\n"):
-        text += _newline(text)
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ExposureFileError(
-            f"{path} is not valid YAML: {exc}; fix it, or give another file with --path"
-        ) from None
-    if root is None:
-        return _Layout(text + ("\n" if text.strip() else "") + "exposures", ":\n", "", (), "")
-    if not isinstance(root, yaml.MappingNode):
-        raise ExposureFileError(
-            f"{path} is not a YAML mapping of dbt properties; give another file with --path"
-        )
-    keys = [
-        (key, value)
-        for key, value in root.value
-        if isinstance(key, yaml.ScalarNode) and key.value == "exposures"
-    ]
-    if len(keys) > 1:
-        raise ExposureFileError(f"{path} has `exposures:` {len(keys)} times; merge them into one")
-    if not keys:
-        return _Layout(text + "\nexposures", ":\n", "", (), "")
-    key, value = keys[0]
-    before = text[: key.end_mark.index]
-    is_null = isinstance(value, yaml.ScalarNode) and value.tag == "tag:yaml.org,2002:null"
-    is_list = isinstance(value, yaml.SequenceNode)
-    if is_null or (is_list and value.flow_style and not value.value):
-        end = max(key.end_mark.index, value.end_mark.index - 1)
-        return _Layout(before, ":\n", "", (), text[_line_end(text, end) :])
-    if not is_list:
-        raise ExposureFileError(
-            f"{path}: `exposures:` is not a list; make it a list of exposures (`- name: ...`)"
-        )
-    if value.flow_style:
-        raise ExposureFileError(
-            f"{path}: `exposures:` is a flow list ([...]); write it as a block list "
-            "(`- name: ...` on its own line) so dbt-moengage can edit it"
-        )
-    entries = data["exposures"]
-    starts = [_dash_line(text, node.start_mark.index) for node in value.value]
-    items: list[_Item] = []
-    previous_end = starts[0]
-    for i, node in enumerate(value.value):
-        start = starts[i]
-        dash = text.index("-", start)
-        indent = dash - start
-        raw_end = starts[i + 1] if i + 1 < len(starts) else node.end_mark.index
-        if raw_end > 0 and text[raw_end - 1] != "\n":
-            raw_end = _line_end(text, raw_end)
-        end = _trim_trailing(text, start, raw_end, indent)
-        items.append(_describe(entries[i], text[previous_end:start], text[start:end], indent))
-        previous_end = end
-    key_end = _line_end(text, key.end_mark.index)
-    return _Layout(
-        before,
-        text[key.end_mark.index : key_end],
-        text[key_end : starts[0]],
-        tuple(items),
-        text[previous_end:],
-    )
-
-
-def _dash_line(text: str, index: int) -> int:
-    """Start of the line holding the `-` of the list item whose content starts at `index`."""
-    at = index - 1
-    while at >= 0 and text[at] in " \t\r\n":
-        at -= 1
-    return _line_start(text, at if at >= 0 and text[at] == "-" else index)
-
-
-def _trim_trailing(text: str, start: int, end: int, indent: int) -> int:
-    """`end` moved back over blank lines and comments at or left of the item's `-`.
-
-    Those lines introduce what follows (the next item, or the next key), not this item.
-    """
-    while end > start:
-        line_start = _line_start(text, end - 1)
-        line = text[line_start:end]
-        stripped = line.lstrip(" \t")
-        column = len(line) - len(stripped)
-        if stripped.strip() and not (stripped.startswith("#") and column <= indent):
-            break
-        end = line_start
-    return end
-
-
-def _describe(entry: Any, gap: str, body: str, indent: int) -> _Item:
-    """Name, mark and model of one exposure of the file."""
-    if not isinstance(entry, dict):
-        return _Item(None, False, None, gap, body, indent)
+def _name(entry: Mapping[str, Any]) -> str | None:
     name = entry.get("name")
-    config = entry.get("config")
-    config_meta = config.get("meta") if isinstance(config, dict) else None
-    metas = [meta for meta in (config_meta, entry.get("meta")) if isinstance(meta, dict)]
-    managed = any(meta.get(MANAGED_KEY) is True for meta in metas)
-    model = next(
-        (meta["moengage"].get("model") for meta in metas if isinstance(meta.get("moengage"), dict)),
-        None,
-    )
-    return _Item(
-        str(name) if name is not None else None,
-        managed,
-        str(model) if model is not None else None,
-        gap,
-        body,
-        indent,
-    )
+    return str(name) if name is not None else None
+
+
+def _model(entry: Mapping[str, Any]) -> str | None:
+    """The model a managed exposure says it was generated for (meta.moengage.model)."""
+    for meta in metas(entry):
+        moengage = meta.get("moengage")
+        if isinstance(moengage, Mapping) and moengage.get("model") is not None:
+            return str(moengage["model"])
+    return None
 
 
 # --- merging --------------------------------------------------------------------------
@@ -387,51 +208,39 @@ class Merge:
 
 
 def merge(text: str | None, wanted: Sequence[Exposure], scope: Scope, path: Path) -> Merge:
-    """The file with `wanted` written in, stale managed exposures out, the rest as it was."""
-    layout = _layout(text, path)
-    newline = _newline(text or "")
+    """The file with `wanted` written in, stale managed exposures out, the others kept.
 
-    def render(exposure: Exposure, indent: int) -> str:
-        return exposure.render(indent).replace("\n", newline)
-
-    theirs = {item.name for item in layout.items if not item.managed and item.name}
+    `text` must be a file dbt-moengage wrote (ExposureFileError otherwise). The new text
+    is written whole; exposures keep their order, new ones go at the end.
+    """
+    current = read_generated(text, path)
     changes: list[Change] = []
     pending: dict[str, Exposure] = {}
     for exposure in wanted:
-        if exposure.name in theirs or exposure.name in scope.elsewhere:
+        if exposure.name in scope.elsewhere:
             changes.append(Change(exposure.name, "yours", exposure.spec.model))
         else:
             pending[exposure.name] = exposure
-    out: list[str] = []
-    written = 0  # items in `out` (it may also hold the comments of removed ones)
-    for item in layout.items:
-        found = pending.pop(item.name, None) if item.managed and item.name else None
+    out: list[dict[str, Any]] = []
+    for entry in current:
+        name, model = _name(entry), _model(entry)
+        found = pending.pop(name, None) if name is not None else None
         if found is not None:
-            body = render(found, item.indent)
-            action = "unchanged" if body == item.body else "updated"
+            document = found.document()
+            action = "unchanged" if document == entry else "updated"
             changes.append(Change(found.name, action, found.spec.model))
-            out += [item.gap, body]
-            written += 1
-        elif item.managed and scope.owns(item.model):
-            changes.append(Change(item.name or "(unnamed)", "removed", item.model))
-            if item.gap.strip():
-                out.append(item.gap)
+            out.append(document)
+        elif scope.owns(model):
+            changes.append(Change(name or "(unnamed)", "removed", model))
         else:
-            if item.managed:
-                changes.append(Change(item.name or "(unnamed)", "kept", item.model))
-            out += [item.gap, item.body]
-            written += 1
+            changes.append(Change(name or "(unnamed)", "kept", model))
+            out.append(entry)
     for exposure in pending.values():
         changes.append(Change(exposure.name, "added", exposure.spec.model))
-        out += [newline if written else "", render(exposure, layout.indent)]
-        written += 1
-    # An empty list is written `[]`: dbt refuses a null `exposures:`.
-    key_rest = layout.key_rest if written else ": []" + newline
-    merged = "".join([layout.before, key_rest, layout.after_key, *out, layout.tail])
-    if newline != "\n":
-        # The parts made here (a new key, the header) follow the file's line breaks too.
-        merged = re.sub(r"(?<!\r)\n", newline, merged)
-    return Merge(merged, tuple(changes))
+        out.append(exposure.document())
+    # The file's line breaks are kept (a checkout may make them \r\n).
+    newline = "\r\n" if text and "\r\n" in text else "\n"
+    return Merge(render_file(out, newline), tuple(changes))
 
 
 # --- the command ----------------------------------------------------------------------
@@ -517,6 +326,11 @@ def update_exposures(
 
 def _read(path: Path) -> str | None:
     """The file's text as it is on disk (\\r\\n kept, so it is written back so); None if absent."""
+    if path.is_symlink() and not path.exists():
+        raise ExposureFileError(
+            f"{path} is a symlink to {os.readlink(path)}, which is no file; "
+            "point it at a file, or remove the link"
+        )
     if not path.exists():
         return None
     try:
@@ -527,9 +341,12 @@ def _read(path: Path) -> str | None:
 
 
 def _relative(path: Path, project_dir: Path) -> str | None:
-    """`path` relative to the project, as dbt writes original_file_path; None if outside."""
+    """`path` relative to the project, as dbt writes original_file_path; None if outside.
+
+    The file itself is not resolved: dbt names a symlinked file by where the link is.
+    """
     try:
-        return path.resolve().relative_to(project_dir.resolve()).as_posix()
+        return (path.parent.resolve() / path.name).relative_to(project_dir.resolve()).as_posix()
     except ValueError:
         return None
 
@@ -560,7 +377,11 @@ def _outside_model_paths(project_dir: Path, path: Path) -> list[str]:
 
 
 def _write(path: Path, text: str) -> None:
-    """Replace the file in one step, so an interrupted run never leaves half a file."""
+    """Replace the file in one step, so an interrupted run never leaves half a file.
+
+    A symlink is followed: its target is replaced, the link stays as it is.
+    """
+    path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

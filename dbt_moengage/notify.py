@@ -30,11 +30,12 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from dataclasses import replace as with_fields
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
+from urllib3.util import parse_url
 
 from . import __version__, retry
+from .client import read_start
 from .cohorts import DEFAULT_ALERT_CHANGE_FRACTION
 from .errors import (
     NotificationFailed,
@@ -46,10 +47,11 @@ from .errors import (
 from .manifest import ModelNode
 from .report import FAILED, GUARDED, INVALID, SKIPPED, SYNCED, CohortResult, RunReport
 from .report.progress import Progress
-from .settings import Secret, is_loopback
+from .settings import Secret
 from .state import StateKey, StateStore
 from .state.history import RunRecord, StateHistory
-from .warehouse.redact import stored_error
+from .urls import check_url, origin
+from .warehouse.redact import redact_secret, stored_error
 
 NOTIFY_URL = "MOENGAGE_NOTIFY_URL"
 # A notification holds up no one: a few quick attempts, then the next run posts it again.
@@ -99,10 +101,15 @@ class NotifySettings:
     connect_timeout: float = CONNECT_TIMEOUT
     read_timeout: float = READ_TIMEOUT
 
+    def __post_init__(self) -> None:
+        # However built, a URL is checked before anything can be posted to it.
+        check_notify_url(self.url.reveal())
+
     @property
     def receiver(self) -> str:
-        """The receiver as messages show it: scheme://host[:port], never path or query."""
-        return receiver(self.url.reveal())
+        """The receiver as messages show it: scheme://host[:port] as requests reads it, never
+        path or query."""
+        return origin(self.url.reveal())
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> NotifySettings | None:
@@ -111,39 +118,20 @@ class NotifySettings:
         url = environ.get(NOTIFY_URL, "").strip()
         if not url:
             return None
-        check_notify_url(url)
         return cls(url=Secret(url))
 
 
 def check_notify_url(url: str) -> None:
-    """Refuse a URL that is not http(s) with a host, or would send its secret in clear."""
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 (raises on a port outside 0-65535)
-    except ValueError:
-        raise SettingsError(
-            f"{NOTIFY_URL} is not a valid URL: set it to the receiver's URL as given "
-            "(a Slack incoming webhook's is https://hooks.slack.com/services/...)"
-        ) from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise SettingsError(
-            f"{NOTIFY_URL} must be an https:// URL with a host (a Slack incoming webhook's "
-            "is https://hooks.slack.com/services/...)"
-        )
-    if parts.scheme == "http" and not is_loopback(parts.hostname):
-        raise SettingsError(
-            f"{NOTIFY_URL}: plain http:// is only allowed to a loopback address (127.0.0.1, "
-            "localhost, ::1), because the URL carries the receiver's secret; use https://"
-        )
-
-
-def receiver(url: str) -> str:
-    """scheme://host[:port] of a URL: what may be shown of it."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+    """Refuse a URL that is not http(s) with a host, or would send its secret in clear (the
+    one rule of every URL setting, urls.py); never quoting it, as its path is the secret."""
+    check_url(
+        url,
+        NOTIFY_URL,
+        carries="the receiver's secret (the URL's path)",
+        example="https://hooks.slack.com/services/... (a Slack incoming webhook's)",
+        fix="set the URL exactly as the receiver gave it",
+        shown=False,
+    )
 
 
 # -- what changed --------------------------------------------------------------------------
@@ -434,9 +422,9 @@ def _post_once(session: requests.Session, settings: NotifySettings, data: bytes)
         ) as response:
             status = response.status_code
             retry_after = response.headers.get("Retry-After")
-            # Only the start of a refusal is shown: the rest is never read.
+            # Only the start of a refusal is read, to be shown; of an acceptance, nothing.
             refused = not 200 <= status < 300
-            start = next(response.iter_content(ANSWER_CHARS * 4), b"") if refused else b""
+            start = read_start(response, ANSWER_CHARS * 4)[0] if refused else b""
     except requests.RequestException as exc:
         # requests' messages quote the URL: only the type is shown.
         raise TransientError(type(exc).__name__) from None
@@ -457,11 +445,11 @@ def _post_once(session: requests.Session, settings: NotifySettings, data: bytes)
 
 
 def _answer(text: str, url: str) -> str:
-    """The receiver's answer, short, with nothing of its URL past the host."""
-    secret_parts = {url, urlsplit(url).path, urlsplit(url).query}
-    for part in sorted(secret_parts, key=len, reverse=True):
+    """The receiver's answer, short, with nothing of its URL past the host, in any form."""
+    parts = parse_url(url)
+    for part in sorted({url, parts.path or "", parts.query or ""}, key=len, reverse=True):
         if len(part) > 1:
-            text = text.replace(part, "***")
+            text = redact_secret(text, part)
     return stored_error(" ".join(text.split()), ANSWER_CHARS) or ""
 
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from .errors import SettingsError
+from .urls import check_url
 
 DEFAULT_PARTNER = "dbt-moengage"
 DEFAULT_RATE_LIMIT_PER_MIN = 300
@@ -240,28 +239,15 @@ def data_center_warning(env: Mapping[str, str], destination: str | None = None) 
 
 
 def check_base_url(url: str) -> None:
-    """Refuse URLs that would send credentials in clear or are not URLs at all."""
-    try:
-        parts = urlsplit(url)
-    except ValueError as exc:
-        # Not echoed: a malformed URL may still carry user:password@.
-        raise SettingsError(f"MOENGAGE_BASE_URL is not a valid URL: {exc}") from None
-    # Checked before anything that echoes the URL, so a password in it is never printed.
-    if parts.username or parts.password:
-        raise SettingsError(
-            "MOENGAGE_BASE_URL must not carry credentials; use MOENGAGE_API_KEY instead"
-        )
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise SettingsError(f"MOENGAGE_BASE_URL = {url!r}: must be an http(s) URL with a host")
-    try:
-        parts.port  # noqa: B018 (raises on a port outside 0-65535)
-    except ValueError:
-        raise SettingsError(f"MOENGAGE_BASE_URL = {url!r}: the port is not valid") from None
-    if parts.scheme == "http" and not is_loopback(parts.hostname):
-        raise SettingsError(
-            f"MOENGAGE_BASE_URL = {url!r}: plain http:// is only allowed to a loopback address "
-            "(127.0.0.1, localhost, ::1), because credentials would travel in clear; use https://"
-        )
+    """Refuse a base URL that would send credentials in clear or is not a URL (the one rule
+    of every URL setting, urls.py)."""
+    check_url(
+        url,
+        "MOENGAGE_BASE_URL",
+        carries="credentials",
+        example="https://api-01.moengage.com",
+        fix="use MOENGAGE_API_KEY instead",
+    )
 
 
 def check_header_value(name: str, value: str, secret: bool) -> None:
@@ -298,16 +284,6 @@ def _character_kind(char: str) -> str:
     if category.startswith("Z"):
         return "a non-standard space (such as a non-breaking space)"
     return "a character outside Latin-1 (such as a typographic dash or quote)"
-
-
-def is_loopback(host: str) -> bool:
-    """Whether a URL's host is this machine (plain http is allowed only there)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:

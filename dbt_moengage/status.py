@@ -45,7 +45,7 @@ from rich.text import Text
 from .cohorts import CohortSpec, Discovery, Owner
 from .errors import LockTimeout, SettingsError
 from .manifest import load_manifest
-from .report import FAILED, GUARDED, INTERRUPTED, NOT_BUILT, SYNCED, field_lines
+from .report import FAILED, GUARDED, INTERRUPTED, NOT_BUILT, SYNCED, byte_size, field_lines
 from .settings import MoEngageSettings, destination_prefix
 from .state import SCHEMA_VERSION, StateKey, StateStore, utcnow
 from .state.history import RunRecord, StateHistory
@@ -416,6 +416,7 @@ def _cohort_json(c: CohortStatus, now: datetime) -> dict[str, Any]:
             "requests": run.requests,
             "retries": run.retries,
             "members_after": run.members_after,
+            "bytes_billed": run.bytes_billed,
             "error": run.error,
         },
         "last_success": None
@@ -457,6 +458,11 @@ def _numbers(c: CohortStatus) -> tuple[str, ...]:
     return tuple(f"{value:,}" for value in (c.members, run.added, run.removed, run.resent))
 
 
+def _last_billed(c: CohortStatus) -> int | None:
+    """The bytes its last run billed; None when unknown (a warehouse that reports no cost)."""
+    return None if c.last_run is None else c.last_run.bytes_billed
+
+
 def _last_run(c: CohortStatus, now: datetime, utc: bool = False) -> str:
     """When the last run started, and how long ago; `-` when the state could not be read."""
     run = c.last_run
@@ -473,7 +479,9 @@ def status_table(report: StatusReport) -> Table:
     table = Table(title="MoEngage cohort status", title_justify="left")
     for name in ("model", "cohort_id", "cohort_name", "dest", "mode", "status"):
         table.add_column(name, no_wrap=True)
-    for name in _HEADERS:
+    # Only where the warehouse bills its jobs (BigQuery): else no column.
+    billed = any(_last_billed(c) is not None for c in report.cohorts)
+    for name in (*_HEADERS, *(("billed",) if billed else ())):
         table.add_column(name, justify="right", no_wrap=True)
     for name in ("last run (UTC)", "last success"):
         table.add_column(name, no_wrap=True)
@@ -486,6 +494,7 @@ def status_table(report: StatusReport) -> Table:
             c.spec.mode,
             _status_text(c),
             *_numbers(c),
+            *((byte_size(_last_billed(c)),) if billed else ()),
             _last_run(c, now),
             "-" if c.held else ago(c.last_success, now),
         )
@@ -502,6 +511,7 @@ def status_table(report: StatusReport) -> Table:
             "-",
             "-",
             "-",
+            *(("-",) if billed else ()),
             "-"
             if kept.synced_at is None
             else f"{_clock(kept.synced_at)} ({ago(kept.synced_at, now)})",
@@ -516,7 +526,7 @@ def stacked_status(report: StatusReport, width: int = 80) -> list[Text]:
     now = report.generated_at
     lines = [Text("MoEngage cohort status", style="italic")]
     for c in report.cohorts:
-        run = c.last_run
+        run, billed = c.last_run, _last_billed(c)
         head = Text(f"{c.spec.model} -> {c.spec.cohort_id} ({c.spec.mode}): ")
         head.append_text(_status_text(c))
         lines.append(head)
@@ -528,6 +538,7 @@ def stacked_status(report: StatusReport, width: int = 80) -> list[Text]:
                 for name, value in zip(_HEADERS, _numbers(c), strict=True)
                 if run is not None or name == "members"
             ),
+            *([] if billed is None else [f"billed {byte_size(billed)}"]),
             f"last run {_last_run(c, now, utc=True)}",
             f"last success {'-' if c.held else ago(c.last_success, now)}",
         ]

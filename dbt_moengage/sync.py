@@ -23,6 +23,7 @@ from .cohorts import (
     Owner,
     declared_mode,
     discover,
+    doubtful_names,
     parse_duration,
 )
 from .errors import (
@@ -476,6 +477,9 @@ class CohortSync:
         # The state's members as planned, and the change the checkpoints have written since.
         self._planned_members: int | None = None
         self._written = 0
+        # What the engine had billed to the cohort before this run (an engine may outlive a
+        # run: the Python API, tests).
+        self._billed_before = warehouse.billed(spec.unique_id) or 0
 
     @property
     def mirror(self) -> bool:
@@ -483,10 +487,14 @@ class CohortSync:
         return self.spec.mode == "mirror"
 
     def dry_run(self, full_refresh: bool = False) -> CohortResult:
-        """Count what a sync would add, re-send and remove, and the requests it would take."""
+        """Count what a sync would add, re-send and remove, and the requests it would take
+        (and, where the warehouse bills its jobs, what planning them cost)."""
         started = time.monotonic()
         try:
-            with self.warehouse.snapshot(self.spec, self.key):
+            with (
+                self.warehouse.billing(self.spec.unique_id),
+                self.warehouse.snapshot(self.spec, self.key),
+            ):
                 self._plan(full_refresh)
                 requests = resent = 0
                 for body in self._add_bodies(full_refresh):
@@ -505,17 +513,27 @@ class CohortSync:
                 self.result.status = DRY_RUN
         except CohortError as exc:
             self.result.error = str(exc)
+        self.result.bytes_billed = self._billed()
         self.result.seconds = round(time.monotonic() - started, 3)
         return self.result
 
     def run(self, full_refresh: bool) -> CohortResult:
-        """Sync under the cohort's lock; errors end this cohort only (or the workspace)."""
+        """Sync under the cohort's lock; errors end this cohort only (or the workspace).
+
+        Every warehouse job of the cohort is billed to it (where the warehouse bills its
+        jobs): the lock, the snapshot, the plan, the streams and the run rows here, the
+        checkpoints in the send threads (`_owned`). The result's figure is read once the
+        lock is released, so it counts them all; the run row's, up to its own write.
+        """
         started = time.monotonic()
         adds, removes = Tally(), Tally()
         try:
-            with self.state.lock(
-                self.spec, self.key, self.run_id, self.settings.lock_wait_seconds, self.stop
-            ) as held:
+            with (
+                self.warehouse.billing(self.spec.unique_id),
+                self.state.lock(
+                    self.spec, self.key, self.run_id, self.settings.lock_wait_seconds, self.stop
+                ) as held,
+            ):
                 self.held = held
                 self._run_locked(full_refresh, adds, removes)
         except WorkspaceFatal as exc:
@@ -526,6 +544,7 @@ class CohortSync:
         except (CohortError, TransientError) as exc:
             self.result.error = str(exc)
         self._tally(adds, removes)
+        self.result.bytes_billed = self._billed()
         self.result.seconds = round(time.monotonic() - started, 3)
         return self.result
 
@@ -574,10 +593,18 @@ class CohortSync:
             row.unchanged, row.left_but_kept = r.unchanged, r.left_but_kept
             row.requests, row.retries, row.renamed = r.requests, r.retries, r.renamed
             row.members_after = self._members_after()
+            # A row cannot count the job that writes it: it holds what was billed before.
+            row.bytes_billed = self._billed()
             self.state.save_run(row)
             self.state.refresh_statistics(
                 adds.uids_accepted + removes.uids_accepted, self._planned_members or 0
             )
+
+    def _billed(self) -> int | None:
+        """Bytes the warehouse billed for the cohort's jobs in this run so far; None where
+        the engine reports no cost."""
+        billed = self.warehouse.billed(self.spec.unique_id)
+        return None if billed is None else billed - self._billed_before
 
     def _members_after(self) -> int | None:
         """The cohort's members in the state as the run ends; None if the warehouse fails.
@@ -772,11 +799,14 @@ class CohortSync:
         return counted
 
     def _owned(self, write: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
-        """A checkpoint write that first checks the run still holds the cohort's lock."""
+        """A checkpoint write that first checks the run still holds the cohort's lock. It
+        runs in a send thread, outside run()'s billing: its jobs are billed to the cohort
+        here."""
 
         def checked(batch: list[str]) -> None:
-            self.held.check()
-            write(batch)
+            with self.warehouse.billing(self.spec.unique_id):
+                self.held.check()
+                write(batch)
 
         return checked
 
@@ -918,6 +948,7 @@ def validate(options: SyncOptions, check_warehouse: bool = False) -> Validation:
         problems[:0] = [str(p) for p in found if not isinstance(p, UnsettledConflict)]
         unsettled = [str(p) for p in found if isinstance(p, UnsettledConflict)]
         warnings.extend(default_id_warnings(manifest.cohort_nodes(), discovery.specs))
+        warnings.extend(doubtful_names(discovery.specs))
         return Validation(discovery.specs, problems, warnings, unsettled=unsettled)
     target = profile_target(options)
     check_built_for(manifest, target)
@@ -946,6 +977,7 @@ def validate(options: SyncOptions, check_warehouse: bool = False) -> Validation:
         except WarehouseError as exc:
             warnings.append(f"could not look for cohorts left behind in the sync state: {exc}")
     warnings.extend(default_id_warnings(manifest.cohort_nodes(), discovery.specs))
+    warnings.extend(doubtful_names(discovery.specs))
     return Validation(specs, problems, warnings, warehouse_checked=True)
 
 

@@ -6,7 +6,7 @@
     where kind is one of string, timestamp, bigint, boolean: each engine variant of
     moengage_state_tables_sql maps a kind to its own type. The Python runner creates and
     writes the same tables, so names, order, kinds and nullability here must match its DDL
-    (dbt_moengage/state/schema.py, version 3). Timestamps hold UTC.
+    (dbt_moengage/state/schema.py, version 5). Timestamps hold UTC.
 -#}
 {% macro _moengage_state_columns() %}
     {{ return([
@@ -39,6 +39,7 @@
             ['renamed', 'boolean', false],
             ['error', 'string', false],
             ['members_after', 'bigint', false],
+            ['bytes_billed', 'bigint', false],
         ]},
         {'name': 'moengage_sync_locks', 'columns': [
             ['endpoint', 'string', true],

@@ -9,13 +9,13 @@
 
     When the table exists (the runner or `dbt run-operation moengage_create_state_tables`
     made it), its columns, read from it; a column that state written by an older
-    dbt-moengage lacks (members_after before state version 3) reads as a typed null until
-    the runner's next sync adds it. When the table does not exist, no row: each column a typed
-    null, `limit 0`, with the names and order of _moengage_state_columns and the types of
-    moengage_state_types, the same the DDL creates, so a view has the same columns before
-    and after the first sync. The check is made when the model runs (dbt's relation cache,
-    else the catalog): a view built before the first sync stays empty until it is built
-    again.
+    dbt-moengage lacks (members_after before state version 3, bytes_billed before 5) reads
+    as a typed null until the runner's next sync adds it. When the table does not exist, no
+    row: each column a typed null, `limit 0`, with the names and order of
+    _moengage_state_columns and the types of moengage_state_types, the same the DDL creates,
+    so a view has the same columns before and after the first sync. The check is made when
+    the model runs (dbt's relation cache, else the catalog): a view built before the first
+    sync stays empty until it is built again.
 
     name and schema as in moengage_state_relation.
 -#}

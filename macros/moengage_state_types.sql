@@ -59,6 +59,18 @@
 {% endmacro %}
 
 
+{#- The standard SQL names, as INFORMATION_SCHEMA.COLUMNS reports them; the runner's BigQuery
+    engine creates the same. -#}
+{% macro bigquery__moengage_state_types() %}
+    {{ return({
+        'string': 'STRING',
+        'timestamp': 'TIMESTAMP',
+        'bigint': 'INT64',
+        'boolean': 'BOOL',
+    }) }}
+{% endmacro %}
+
+
 {#- dbt-redshift falls back to postgres__ variants: Redshift keeps what it had before the
     postgres__ variant, the default. -#}
 {% macro redshift__moengage_state_types() %}

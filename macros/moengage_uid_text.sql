@@ -5,7 +5,8 @@
 
     A text column may carry a collation (DuckDB's `collate nocase`, Snowflake's
     `collate 'en-ci'` or an account's DEFAULT_DDL_COLLATION, a non-deterministic ICU
-    collation on Postgres) under which 'abc' and 'ABC' are equal; MoEngage's uids are not.
+    collation on Postgres, BigQuery's 'und:ci') under which 'abc' and 'ABC' are equal;
+    MoEngage's uids are not.
     The runner reads uids the same way.
 -#}
 {% macro moengage_uid_text(column) %}
@@ -35,6 +36,13 @@
     and distinct. "C" compares the bytes (UTF-8 order) and is always there. -#}
 {% macro postgres__moengage_uid_text(column) %}
     {{- return("(cast(" ~ column ~ " as varchar) collate \"C\")") -}}
+{% endmacro %}
+
+
+{#- A column, or its dataset's default, may carry a collation such as 'und:ci'; the empty
+    collation specification removes it, as on Snowflake. -#}
+{% macro bigquery__moengage_uid_text(column) %}
+    {{- return("collate(cast(" ~ column ~ " as string), '')") -}}
 {% endmacro %}
 
 

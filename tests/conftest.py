@@ -163,6 +163,7 @@ def results(project: BuiltProject) -> dict[str, dict[str, Any]]:
     return {c["cohort_id"] or c["model"]: c for c in data["cohorts"]}
 
 
+from .bigquery_emulator import bigquery_dataset, bigquery_emulator  # noqa: E402, F401
 from .pgbouncer import pgbouncer  # noqa: E402, F401
 from .postgres_server import postgres_database, postgres_server  # noqa: E402, F401
 

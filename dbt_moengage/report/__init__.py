@@ -16,6 +16,7 @@ from .results import (
     SYNCED,
     CohortResult,
     RunReport,
+    byte_size,
     field_lines,
     print_summary,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "SYNCED",
     "CohortResult",
     "RunReport",
+    "byte_size",
     "field_lines",
     "print_summary",
 ]

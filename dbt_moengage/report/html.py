@@ -4,10 +4,11 @@ dbt's target folder.
 The page holds everything it shows: plotly.js is inlined (plotly, the `[report]` extra),
 so it opens from a file with no network, no CDN and no server. Per cohort: its members
 after each run (a line), what each run added, removed and re-sent (bars), its failures and
-guards with their messages, its last sync and status. Text read from the state (model and
-cohort names, errors) is escaped everywhere: in the HTML, and in the charts, whose labels
-plotly would otherwise read as its own small HTML. Nothing secret is on the page: the
-command never reads the API key, and errors are stored redacted.
+guards with their messages, its last sync and status; where the warehouse bills its jobs
+(BigQuery), the bytes each run billed and their total over the runs shown. Text read from
+the state (model and cohort names, errors) is escaped everywhere: in the HTML, and in the
+charts, whose labels plotly would otherwise read as its own small HTML. Nothing secret is
+on the page: the command never reads the API key, and errors are stored redacted.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ..status import (
     StatusReport,
     ago,
 )
+from .results import byte_size
 
 REPORT_FILE = "moengage_report.html"
 # An error is shown in full in the tables; in a chart's hover label, cut to this.
@@ -96,11 +98,18 @@ def _badge(c: CohortStatus) -> str:
     return f'<span class="badge {kind}">{_e(word)}</span>'
 
 
+def _billed(runs: list[RunRecord]) -> bool:
+    """Whether a run recorded its bytes billed (BigQuery): only then are they shown."""
+    return any(r.bytes_billed is not None for r in runs)
+
+
 def _overview(report: StatusReport) -> str:
     now = report.generated_at
+    billed = _billed([c.last_run for c in report.cohorts if c.last_run is not None])
     rows = []
     for index, c in enumerate(report.cohorts):
         run = c.last_run
+        cost = byte_size(run.bytes_billed if run else None)
         rows.append(
             "<tr>"
             f'<td><a href="#cohort-{index}">{_e(c.spec.model)}</a></td>'
@@ -110,13 +119,16 @@ def _overview(report: StatusReport) -> str:
             f'<td class="num">{c.members:,}</td>'
             f"<td>{_badge(c)}</td>"
             f"<td>{_e(_clock(run.started_at) if run else 'never')}</td>"
-            f"<td>{_e(ago(c.last_success, now))}</td>"
+            + (f'<td class="num">{_e(cost)}</td>' if billed else "")
+            + f"<td>{_e(ago(c.last_success, now))}</td>"
             "</tr>"
         )
     return (
         '<table class="overview"><thead><tr><th>model</th><th>cohort id</th>'
         "<th>destination</th><th>mode</th><th>members</th><th>last run</th>"
-        "<th>last run at</th><th>last success</th></tr></thead>"
+        "<th>last run at</th>"
+        + ("<th>last run billed</th>" if billed else "")
+        + "<th>last success</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>"
     )
 
@@ -133,6 +145,9 @@ def _cohort_section(c: CohortStatus, index: int, now: datetime) -> str:
         else f"last run {_e(_clock(run.started_at))} ({_e(ago(run.started_at, now))})",
         f"last success {_e(ago(c.last_success, now))}",
     ]
+    if _billed(c.runs):
+        total = sum(r.bytes_billed or 0 for r in c.runs)
+        facts.append(f"billed <b>{_e(byte_size(total))}</b> over the last {len(c.runs)} run(s)")
     body = [
         f'<section class="cohort" id="cohort-{index}">',
         f"<h2>{_e(spec.model)} <span class=arrow>&rarr;</span> {_e(spec.cohort_id)} "
@@ -165,6 +180,8 @@ def _hover(point: MemberPoint) -> str:
         f"members {members}" + (" (estimated)" if point.estimated else ""),
         f"added {run.added:,} · removed {run.removed:,} · re-sent {run.resent:,}",
     ]
+    if run.bytes_billed is not None:
+        lines.append(f"billed {byte_size(run.bytes_billed)}")
     if run.full_refresh:
         lines.append("full refresh")
     if run.error:
@@ -279,21 +296,24 @@ def _failures(runs: list[RunRecord]) -> str:
 
 
 def _runs_table(points: list[MemberPoint]) -> str:
+    billed = _billed([p.run for p in points])
     rows = []
     for p in reversed(points[-TABLE_RUNS:]):
         r = p.run
         members = "?" if p.members is None else f"{p.members:,}" + ("*" if p.estimated else "")
+        cost = f'<td class="num">{_e(byte_size(r.bytes_billed))}</td>' if billed else ""
         rows.append(
             f"<tr><td>{_e(_clock(r.started_at))}</td><td>{_e(r.status)}</td>"
             f'<td class="num">{r.added:,}</td><td class="num">{r.removed:,}</td>'
             f'<td class="num">{r.resent:,}</td><td class="num">{r.requests:,}</td>'
-            f'<td class="num">{_e(members)}</td></tr>'
+            f'<td class="num">{_e(members)}</td>{cost}</tr>'
         )
     return (
         f"<details><summary>Latest runs ({min(len(points), TABLE_RUNS)})</summary>"
         '<table class="runs"><thead><tr><th>run at</th><th>status</th><th>added</th>'
-        "<th>removed</th><th>re-sent</th><th>requests</th><th>members after</th></tr>"
-        f"</thead><tbody>{''.join(rows)}</tbody></table></details>"
+        "<th>removed</th><th>re-sent</th><th>requests</th><th>members after</th>"
+        + ("<th>billed</th>" if billed else "")
+        + f"</tr></thead><tbody>{''.join(rows)}</tbody></table></details>"
     )
 
 

@@ -28,7 +28,7 @@ from rich.progress import BarColumn, ProgressColumn, Task, TaskID, TextColumn
 from rich.progress import Progress as RichBars
 from rich.text import Text
 
-from .results import DRY_RUN, SYNCED, CohortResult, RunReport
+from .results import DRY_RUN, SYNCED, CohortResult, RunReport, byte_size
 
 LOG_FORMATS = ("auto", "text", "json")
 # The exit code of a run that could not start (see README "Exit codes").
@@ -464,13 +464,15 @@ def result_text(result: CohortResult) -> Text:
     """One line saying how a cohort ended; only its status word is styled."""
     arrow = f"{result.model} -> {result.cohort_id}"
     renamed = ", renamed" if result.renamed else ""
+    # Only where the warehouse bills its jobs (BigQuery).
+    billed = "" if result.bytes_billed is None else f", billed {byte_size(result.bytes_billed)}"
     if result.status == SYNCED:
         removed = f", removed {result.removed:,}" if result.mode == "mirror" else ""
         return Text.assemble(
             ("synced", "green"),
             f" {arrow}: added {result.added:,}{removed}, re-sent {result.resent:,}, "
             f"{result.unchanged:,} unchanged{renamed}, in "
-            f"{_plural(result.requests, 'request')} ({result.seconds:.1f} s)",
+            f"{_plural(result.requests, 'request')} ({result.seconds:.1f} s){billed}",
         )
     if result.status == DRY_RUN:
         removals = (
@@ -483,7 +485,7 @@ def result_text(result: CohortResult) -> Text:
             ("dry run", "cyan"),
             f" {arrow}: would add {result.planned_add:,}, re-send "
             f"{result.planned_resend:,}{removals}{rename} in "
-            f"{_plural(result.planned_requests or 0, 'request')}",
+            f"{_plural(result.planned_requests or 0, 'request')}{billed}",
         )
     return Text.assemble((result.status, "red"), f" {result.model}: {result.error}")
 

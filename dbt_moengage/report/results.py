@@ -74,6 +74,9 @@ class CohortResult:
     retries: int = 0
     seconds: float = 0.0
     error: str | None = None
+    # Bytes the warehouse billed for the cohort's jobs in this run (BigQuery); None where
+    # the engine reports no cost, or the cohort never reached the warehouse.
+    bytes_billed: int | None = None
 
 
 @dataclass
@@ -138,7 +141,8 @@ def summary_table(report: RunReport) -> Table:
     table = Table(title=title, title_justify="left")
     for name in ("model", "cohort_id", "mode", "status"):
         table.add_column(name, no_wrap=True)
-    for name in (*_number_headers(report), "sec"):
+    billed = _billed(report)
+    for name in (*_number_headers(report), *(("billed",) if billed else ()), "sec"):
         table.add_column(name, justify="right", no_wrap=True)
     for r in report.results:
         table.add_row(
@@ -147,9 +151,29 @@ def summary_table(report: RunReport) -> Table:
             r.mode,
             _status(r),
             *(f"{value:,}" for value in _numbers(report, r)),
+            *((byte_size(r.bytes_billed),) if billed else ()),
             f"{r.seconds:.1f}",
         )
     return table
+
+
+def _billed(report: RunReport) -> bool:
+    """Whether the run's warehouse billed its jobs (BigQuery): only then is there a column."""
+    return any(r.bytes_billed is not None for r in report.results)
+
+
+def byte_size(count: int | None) -> str:
+    """Bytes as BigQuery's console shows them (`12.3 MB`, units of 1,024); `-` when unknown."""
+    if count is None:
+        return "-"
+    if count < 1024:
+        return f"{count:,} B"
+    size, unit = count / 1024, "KB"
+    for bigger in ("MB", "GB", "TB", "PB"):
+        if round(size, 1) < 1024:
+            break
+        size, unit = size / 1024, bigger
+    return f"{size:,.1f} {unit}"
 
 
 def _number_headers(report: RunReport) -> tuple[str, ...]:
@@ -219,6 +243,8 @@ def stacked_summary(report: RunReport, width: int = 80) -> list[Text]:
         lines.append(head)
         values = _numbers(report, r)
         fields = [f"{name} {value:,}" for name, value in zip(headers, values, strict=True)]
+        if r.bytes_billed is not None:
+            fields.append(f"billed {byte_size(r.bytes_billed)}")
         fields.append(f"{r.seconds:.1f} s")
         lines.extend(field_lines(fields, width))
     return lines

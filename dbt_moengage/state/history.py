@@ -4,8 +4,8 @@ those left behind (left_behind.py). Read only: nothing here creates or changes s
 
 Every read is keyed like the state (endpoint, workspace) and tolerates state written by
 older runners: a missing table reads as nothing synced, a column an older version lacks
-(`members_after`) reads as NULL. Members and runs are read apart: members with their run
-rows gone (`moengage_sync_runs` dropped) still count.
+(`members_after`, `bytes_billed`) reads as NULL. Members and runs are read apart: members
+with their run rows gone (`moengage_sync_runs` dropped) still count.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ _RUN_COLUMNS = (
 )
 # Added after version 2 (read as NULL from state written before it), or read only where a
 # table has them (left_but_kept: a dbt package's tables of old may lack it).
-_OPTIONAL_RUN_COLUMNS = ("members_after", "left_but_kept")
+_OPTIONAL_RUN_COLUMNS = ("members_after", "left_but_kept", "bytes_billed")
 
 _KEY = "endpoint = ? and workspace_id = ?"
 _SQL = {
@@ -106,6 +106,9 @@ class RunRecord:
     members_after: int | None = None
     # Members in the state but not in the model when the run planned (add mode keeps them).
     left_but_kept: int | None = None
+    # Bytes the warehouse billed for the run's jobs on the cohort; None where the engine
+    # reports no cost, and for runs recorded before the state kept it (version 5).
+    bytes_billed: int | None = None
 
     @property
     def model_uids(self) -> int | None:
@@ -323,7 +326,8 @@ def _int(value: Any) -> int:
 
 def _run_record(row: Sequence[Any]) -> RunRecord:
     (run_id, cohort_id, model, mode, full_refresh, started_at, finished_at, status) = row[:8]
-    added, removed, resent, requests, retries, error, members_after, left_but_kept = row[8:]
+    added, removed, resent, requests, retries, error = row[8:14]
+    members_after, left_but_kept, bytes_billed = row[14:]
     return RunRecord(
         run_id=str(run_id),
         cohort_id=str(cohort_id),
@@ -341,4 +345,5 @@ def _run_record(row: Sequence[Any]) -> RunRecord:
         error=None if error is None else str(error),
         members_after=None if members_after is None else int(members_after),
         left_but_kept=None if left_but_kept is None else int(left_but_kept),
+        bytes_billed=None if bytes_billed is None else int(bytes_billed),
     )

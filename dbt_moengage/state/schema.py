@@ -9,7 +9,9 @@ remove members that left. Version 3 adds each run row's member count after the r
 (`members_after`, null on older rows) and the table of what notifications last said.
 Version 4 adds no column: it changes how Postgres locks a cohort (a lock row under a unique
 key instead of a session advisory lock) and adds the key Postgres looks members up by; an
-older runner, locking the old way, must not sync beside a newer one.
+older runner, locking the old way, must not sync beside a newer one. Version 5 adds each run
+row's bytes billed (`bytes_billed`: what the cohort's warehouse jobs cost, on engines whose
+jobs report it, BigQuery; null elsewhere and on older rows).
 """
 
 from __future__ import annotations
@@ -40,10 +42,10 @@ ALIASES = {
     NOTIFICATIONS: "notifications",
 }
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # The oldest version a read-only run (a dry run, validate --warehouse) reads as it is:
-# version 3 only added what syncing writes (members_after, notifications), never what a
-# plan reads.
+# versions 3 and 5 only added what syncing writes (members_after, notifications,
+# bytes_billed), never what a plan reads; history reads a missing run column as null.
 READABLE_SINCE = 2
 # The version that added each table created after version 1 (a missing one is created).
 TABLE_SINCE = {COHORTS: 2, VERSION: 2, NOTIFICATIONS: 3}
@@ -85,6 +87,9 @@ STATE_COLUMNS: dict[str, tuple[tuple[str, str, bool], ...]] = {
         ("error", "string", False),
         # Members the state holds for the cohort once the run ended: what MoEngage was told.
         ("members_after", "bigint", False),
+        # Bytes the warehouse billed for the cohort's jobs in the run, up to this row's own
+        # write (engines whose jobs report it: BigQuery); null where the engine reports none.
+        ("bytes_billed", "bigint", False),
     ),
     LOCKS: (
         ("endpoint", "string", True),
@@ -130,6 +135,9 @@ ADDED_IN: dict[int, dict[str, tuple[tuple[str, str], ...]]] = {
     3: {
         RUNS: (("members_after", ""),),
     },
+    5: {
+        RUNS: (("bytes_billed", ""),),
+    },
 }
 # What each upgrade changes, as the runner tells the user once it ran.
 UPGRADE_NOTES = {
@@ -145,6 +153,10 @@ UPGRADE_NOTES = {
         "on Postgres the cohort lock is now a lock row (it holds behind PgBouncer and other "
         "transaction poolers) and members are looked up by an index; runners older than "
         "this version must not sync into this state"
+    ),
+    5: (
+        "run rows now record the bytes the warehouse billed for each cohort's jobs "
+        "(bytes_billed; empty for earlier runs and on warehouses that report no cost)"
     ),
 }
 

@@ -22,7 +22,7 @@ from .. import __version__
 from ..cohorts import CohortSpec, Owner
 from ..errors import StateVersionError, WarehouseError
 from ..report.results import RUNNING
-from ..warehouse.engine import DEFAULT_FETCH_ROWS, Engine, uids_json
+from ..warehouse.engine import DEFAULT_FETCH_ROWS, Engine
 from ..warehouse.redact import stored_error
 from .locks import HeldLock
 from .schema import (
@@ -121,6 +121,9 @@ class RunRow:
     error: str | None = None
     # Members the state holds for the cohort once the run ended (null before version 3).
     members_after: int | None = None
+    # Bytes the warehouse billed for the cohort's jobs up to this row's write (None where
+    # the engine reports no cost, and before version 5).
+    bytes_billed: int | None = None
 
     @property
     def key(self) -> StateKey:
@@ -240,7 +243,7 @@ class StateStore:
             return "1 = 1"
         rest = period // 8
         cycle = period - rest
-        phase = f"{self.engine.UID_HASH.format('s.uid')} % {cycle}"
+        phase = self.engine.MOD.format(self.engine.UID_HASH.format("s.uid"), cycle)
         next_point = f"ceil(({synced} + {rest} + {phase}) / {cycle})"
         last_point = f"floor(({epoch_seconds(now)} + {phase}) / {cycle})"
         return f"{legacy} or {next_point} <= {last_point}"
@@ -299,7 +302,7 @@ class StateStore:
     ) -> None:
         """One bulk insert per accepted request (when replacing, a delete first, in one
         transaction with it: a crash between them would lose what MoEngage accepted)."""
-        members = uids_json(uids)
+        members = self.engine.uid_batch(uids)
         where = (*key.params, cohort.cohort_id)
         insert = (*where, utcnow(), run_id, members)
         if not replace:
@@ -313,12 +316,14 @@ class StateStore:
         self, cohort: CohortSpec, key: StateKey, uids: Sequence[str], run_id: str
     ) -> None:
         """One bulk update of synced_at per accepted request."""
-        params = (utcnow(), run_id, *key.params, cohort.cohort_id, uids_json(uids))
+        batch = self.engine.uid_batch(uids)
+        params = (utcnow(), run_id, *key.params, cohort.cohort_id, batch)
         self.engine.run("resent_members", params)
 
     def record_removed(self, cohort: CohortSpec, key: StateKey, uids: Sequence[str]) -> None:
         """One bulk delete per accepted request."""
-        self.engine.run("delete_members", (*key.params, cohort.cohort_id, uids_json(uids)))
+        batch = self.engine.uid_batch(uids)
+        self.engine.run("delete_members", (*key.params, cohort.cohort_id, batch))
 
     def refresh_statistics(self, changed: int, members_before: int) -> None:
         """After a run that changed much of the state, refresh the planner's statistics of

@@ -9,7 +9,7 @@ from ..errors import ProfileError
 from .engine import AudienceStats, Engine, UidColumn
 from .profiles import ProfileTarget, load_profile_target
 
-SUPPORTED = ("duckdb", "snowflake", "postgres")
+SUPPORTED = ("duckdb", "snowflake", "postgres", "bigquery")
 
 
 def connect(
@@ -41,6 +41,12 @@ def connect(
         from .postgres import PostgresWarehouse
 
         return PostgresWarehouse.from_profile(
+            target, project_dir, state_schema=state_schema, read_only=read_only
+        )
+    if target.type == "bigquery":
+        from .bigquery import BigQueryWarehouse
+
+        return BigQueryWarehouse.from_profile(
             target, project_dir, state_schema=state_schema, read_only=read_only
         )
     raise ProfileError(

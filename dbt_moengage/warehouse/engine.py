@@ -1,4 +1,5 @@
-"""Stage 3: the interface every warehouse engine implements (DuckDB, Snowflake, Postgres).
+"""Stage 3: the interface every warehouse engine implements (DuckDB, Snowflake, Postgres,
+BigQuery).
 
 An engine is one DB-API connection to the user's warehouse plus the SQL that differs
 between warehouses, kept beside the engine: how to read a model's uids, the anti-joins,
@@ -111,6 +112,8 @@ class Engine(ABC):
     # `{}` is a timestamp column: its epoch seconds; a uid column: a non-negative integer.
     EPOCH: ClassVar[str] = "epoch({})"
     UID_HASH: ClassVar[str] = "hash({})"
+    # `{}` modulo `{}` (BigQuery has no `%`).
+    MOD: ClassVar[str] = "{} % {}"
     # The warehouse's clock as a naive UTC timestamp, and `{}` seconds before it (locks).
     NOW: ClassVar[str] = "current_timestamp"
     AGO: ClassVar[str] = "current_timestamp - {}"
@@ -209,6 +212,16 @@ class Engine(ABC):
         """The statement as the driver takes it (`?` parameters by default)."""
         return sql
 
+    def quote_column(self, name: str) -> str:
+        """A column name in SQL: always quoted, so an engine that folds unquoted names
+        (Snowflake) keeps its case."""
+        return quote_identifier(name)
+
+    def uid_batch(self, batch: Sequence[str]) -> Any:
+        """A request's uids as the one parameter `{json_uids}` unpacks (a JSON array here;
+        an engine with array parameters may bind a list)."""
+        return uids_json(batch)
+
     # -- SQL text --------------------------------------------------------------------------
 
     def format(
@@ -225,9 +238,8 @@ class Engine(ABC):
         fields["json_uids"] = self.SQL["json_uids"]
         fields["now"], fields["ago"] = self.NOW, self.AGO.format("s.stale_seconds")
         if cohort is not None:
-            # The uid column's name as the catalog spells it (check_uid_column): always
-            # quoted, so an engine that folds unquoted names (Snowflake) keeps its case.
-            column = quote_identifier(cohort.uid_column)
+            # The uid column's name as the catalog spells it (check_uid_column).
+            column = self.quote_column(cohort.uid_column)
             fields["relation"] = cohort.relation_name
             fields["col"] = column
             snapshot = self._snapshots.get(cohort.unique_id)
@@ -284,6 +296,49 @@ class Engine(ABC):
             self._snapshots.pop(cohort.unique_id, None)
             with contextlib.suppress(WarehouseError):
                 self.execute_sql(drop, (), "drop_snapshot", cohort).close()
+
+    # -- what the warehouse bills ---------------------------------------------------------
+
+    # Whether this engine's jobs report the bytes they bill (BigQuery): then each cohort's
+    # cost is counted (`billing`, `billed`) and shown in the summary, results and history.
+    BILLS_BYTES: ClassVar[bool] = False
+
+    @cached_property
+    def _billed(self) -> dict[str, int]:
+        """account -> bytes billed so far (accounts: a cohort's unique_id, or '' for the run)."""
+        return {}
+
+    @cached_property
+    def _accounts(self) -> threading.local:
+        return threading.local()
+
+    @cached_property
+    def _charges(self) -> threading.Lock:
+        return threading.Lock()
+
+    @contextlib.contextmanager
+    def billing(self, account: str) -> Iterator[None]:
+        """Jobs this thread runs in the block are billed to `account` (a cohort's unique_id);
+        checkpoints made from send threads enter it too, so every job of a cohort counts."""
+        before = getattr(self._accounts, "name", "")
+        self._accounts.name = account
+        try:
+            yield
+        finally:
+            self._accounts.name = before
+
+    def charge(self, nbytes: int) -> None:
+        """Add one job's bytes billed to the calling thread's account."""
+        account = getattr(self._accounts, "name", "")
+        with self._charges:
+            self._billed[account] = self._billed.get(account, 0) + int(nbytes)
+
+    def billed(self, account: str) -> int | None:
+        """The bytes billed to `account` so far; None where the engine reports no cost."""
+        if not self.BILLS_BYTES:
+            return None
+        with self._charges:
+            return self._billed.get(account, 0)
 
     # -- running statements ----------------------------------------------------------------
 
@@ -452,12 +507,13 @@ def missing_column(cohort: CohortSpec, columns: Iterable[str]) -> WarehouseError
     )
 
 
-def unusable_type(cohort: CohortSpec, kind: str) -> WarehouseError:
-    """The uid column's type would not cast to a uid cleanly."""
+def unusable_type(cohort: CohortSpec, kind: str, text: str = "varchar") -> WarehouseError:
+    """The uid column's type would not cast to a uid cleanly (`text`: the warehouse's name
+    of its text type, for the fix)."""
     return WarehouseError(
         f"model '{cohort.model}': meta.moengage.uid_column = {cohort.uid_column!r} has "
         f"type {kind}; uids must be text or whole numbers: cast it in the model "
-        "(e.g. cast(... as varchar))"
+        f"(e.g. cast(... as {text}))"
     )
 
 

@@ -59,6 +59,8 @@ DDL_LOCK_KEY = 7885632997404272485
 TEXT_OIDS = {25: "text", 1043: "varchar", 1042: "char", 2950: "uuid", 19: "name"}
 INTEGER_OIDS = {20: "bigint", 21: "smallint", 23: "integer"}
 NUMERIC_OID = 1700
+# pg_type.typcategory of string types (text, varchar, citext, domains over them).
+STRING_CATEGORY = "S"
 
 # The one uid rule (dbt_moengage/uids.py). `collate "C"` compares the bytes, whatever
 # collation (a nondeterministic ICU one, say) the column carries.
@@ -229,10 +231,25 @@ class PostgresWarehouse(Engine):
         oid = column.type_code
         if oid in TEXT_OIDS or oid in INTEGER_OIDS:
             return UidColumn(name=str(column.name), type=TEXT_OIDS.get(oid) or INTEGER_OIDS[oid])
-        if oid == NUMERIC_OID and not column.scale:
-            return UidColumn(name=str(column.name), type="numeric")
-        shown = f"numeric({column.precision},{column.scale})" if oid == NUMERIC_OID else oid
-        raise unusable_type(cohort, f"{shown} (type oid {oid})" if oid != NUMERIC_OID else shown)
+        if oid == NUMERIC_OID:
+            if not column.scale:
+                return UidColumn(name=str(column.name), type="numeric")
+            raise unusable_type(cohort, f"numeric({column.precision},{column.scale})")
+        # Types of extensions and domains have no fixed oid: the catalog names them, and a
+        # string type (citext, a domain over text) is text.
+        name, category = self._type_of(oid)
+        if category == STRING_CATEGORY:
+            return UidColumn(name=str(column.name), type=name)
+        raise unusable_type(cohort, name)
+
+    def _type_of(self, oid: int) -> tuple[str, str]:
+        """A type's name and category (pg_type.typcategory), by oid."""
+        with self.statements, self.conn.cursor() as cursor:
+            cursor.execute(
+                "select format_type(oid, null), typcategory from pg_type where oid = %s", [oid]
+            )
+            row = cursor.fetchone()
+        return (str(row[0]), str(row[1])) if row else (f"type oid {oid}", "")
 
     def stream(
         self,

@@ -24,13 +24,18 @@ from ..errors import ProfileError
 # and names that say what they hold).
 _SECRET_NAME = re.compile(r"DBT_ENV_SECRET_|PASSWORD|PASSPHRASE|SECRET|TOKEN|KEY", re.IGNORECASE)
 # What each adapter's extra installs.
-EXTRAS = {"duckdb": "duckdb", "snowflake": "snowflake", "postgres": "postgres"}
+EXTRAS = {
+    "duckdb": "duckdb",
+    "snowflake": "snowflake",
+    "postgres": "postgres",
+    "bigquery": "bigquery",
+}
 
 
 @dataclass(frozen=True)
 class ProfileTarget:
     """One rendered target of a dbt profile: where it came from and the adapter's
-    credentials (an object of dbt-duckdb, dbt-snowflake or dbt-postgres)."""
+    credentials (an object of dbt-duckdb, dbt-snowflake, dbt-postgres or dbt-bigquery)."""
 
     profile_name: str
     target_name: str
@@ -46,7 +51,7 @@ class ProfileTarget:
 
     @property
     def type(self) -> str:
-        """The adapter type, e.g. 'duckdb', 'snowflake' or 'postgres'."""
+        """The adapter type, e.g. 'duckdb', 'snowflake', 'postgres' or 'bigquery'."""
         return str(self.credentials.type)
 
     @property

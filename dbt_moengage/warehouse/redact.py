@@ -5,11 +5,17 @@ Paths and URLs are shown with the values of secret query parameters and the pass
 `md:analytics?motherduck_token=...` names its database, never its token. Text written to
 the state (a run row's `error`) also loses any Authorization value, control characters
 and all but its first ERROR_CHARS characters.
+
+A known secret (the MoEngage API key) is masked by `redact_secret` in every form a server
+may echo it in; the MoEngage client applies it to whatever it quotes of an answer, before
+the text reaches an exception, and so the results file or the state.
 """
 
 from __future__ import annotations
 
+import base64
 import re
+from urllib.parse import quote, quote_plus
 
 MASK = "***"
 # A run row's error is for people reading the state: the cause fits well within this.
@@ -55,6 +61,29 @@ def redact_authorization(text: str) -> str:
 
     text = _AUTH_HEADER.sub(header, text)
     return _AUTH_SCHEME.sub(lambda m: f"{m['scheme']} {MASK}", text)
+
+
+def redact_secret(text: str, secret: str, user: str = "") -> str:
+    """`text` with every form of `secret` a server may echo shown as ***.
+
+    The forms: the secret itself; in hex; in base64, standard and URL-safe, padded or not,
+    of the secret alone and of the Basic token `user:secret`; each also URL-quoted; all in
+    any case (an upper-cased echo). A page echoing the request's headers shows the token.
+    """
+    if not secret:
+        return text
+    forms: set[str] = set()
+    for plain in {secret, f"{user}:{secret}"}:
+        # requests sends Basic credentials in Latin-1; a server may echo UTF-8.
+        for data in {plain.encode("latin-1", "replace"), plain.encode("utf-8")}:
+            encoded = {plain, data.hex()}
+            for b64 in (base64.b64encode(data), base64.urlsafe_b64encode(data)):
+                encoded |= {b64.decode(), b64.decode().rstrip("=")}
+            forms |= encoded | {quote(form, safe="") for form in encoded}
+            forms |= {quote_plus(form) for form in encoded}
+    # Longest first, so a token is masked whole rather than around the key inside it.
+    pattern = "|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True))
+    return re.sub(pattern, MASK, text, flags=re.IGNORECASE)
 
 
 def stored_error(text: str | None, limit: int = ERROR_CHARS) -> str | None:

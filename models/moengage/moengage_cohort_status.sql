@@ -33,11 +33,16 @@ last_runs as (
 
 ),
 
+-- distinct over union all, which every engine reads: BigQuery refuses a bare `union`, and
+-- not all take `union distinct`
 cohorts as (
 
-    select endpoint, workspace_id, cohort_id from members
-    union
-    select endpoint, workspace_id, cohort_id from last_runs
+    select distinct endpoint, workspace_id, cohort_id
+    from (
+        select endpoint, workspace_id, cohort_id from members
+        union all
+        select endpoint, workspace_id, cohort_id from last_runs
+    ) as seen
 
 )
 

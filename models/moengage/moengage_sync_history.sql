@@ -27,5 +27,6 @@ select
     retries,
     renamed,
     error,
-    members_after
+    members_after,
+    bytes_billed
 from runs

@@ -41,7 +41,9 @@ def test_the_duckdb_extra_alone_syncs_and_names_the_missing_extra(
     ).stdout.lower()
     installed = {line.split("==")[0] for line in listed.splitlines()}
     assert "dbt-duckdb" in installed and "duckdb" in installed
-    assert not [name for name in installed if "snowflake" in name or "psycopg" in name]
+    assert not [
+        name for name in installed if "snowflake" in name or "psycopg" in name or "bigquery" in name
+    ]
     assert not {"cryptography", "starlette", "uvicorn", "fakesnow"} & installed
 
     cli = str(venv / "bin" / "dbt-moengage")
@@ -68,3 +70,14 @@ def test_the_duckdb_extra_alone_syncs_and_names_the_missing_extra(
     )
     assert refused.returncode == 2, refused.stdout[-4000:] + refused.stderr[-4000:]
     assert 'pip install "dbt-moengage[snowflake]"' in " ".join(refused.stderr.split())
+
+    # And a BigQuery one.
+    (profiles / "profiles.yml").write_text(
+        "moengage_integration_tests:\n  target: bq\n  outputs:\n    bq:\n      type: bigquery\n"
+        "      method: oauth\n      project: p\n      dataset: d\n"
+    )
+    refused = subprocess.run(
+        [cli, *args], env=sync_env(project, emulator), capture_output=True, text=True, timeout=600
+    )
+    assert refused.returncode == 2, refused.stdout[-4000:] + refused.stderr[-4000:]
+    assert 'pip install "dbt-moengage[bigquery]"' in " ".join(refused.stderr.split())

@@ -348,3 +348,25 @@ def test_a_model_whose_size_jumps_posts_size_changed_up_and_down(
     assert "(-90%)" in receiver.posts[1]["text"]
     # A size change is news each time it happens, never a status to remember.
     assert query(project, "select count(*) from main.moengage_notifications") == [(0,)]
+
+
+# -- one URL rule (issue "Hardening, round three", item 11) ----------------------------------
+
+
+def test_a_url_whose_host_depends_on_the_parser_is_refused_before_any_post(
+    project: BuiltProject, emulator: Emulator, receiver: Receiver
+) -> None:
+    emulator.config.max_body_bytes = 1_000  # a failure: news to announce
+    # urlsplit sees host 127.0.0.1; requests would connect to 127.1 (this machine) at the
+    # receiver's port, carrying the secret path there.
+    crafted = f"http://127.1:{receiver.port}\\@127.0.0.1{SECRET_PATH}"
+    done = sync(project, emulator, crafted, "--log-format", "json")
+    assert done.returncode == 1, ok(done)
+    assert receiver.posts == []  # nothing reached the receiver
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    (warning,) = [e for e in events if e["event"] == "warning"]
+    assert "MOENGAGE_NOTIFY_URL holds a backslash" in warning["text"]
+    assert "no notification sent" in warning["text"]
+    assert "notified" not in done.stdout
+    assert query(project, "select count(*) from main.moengage_notifications") == [(0,)]
+    assert_secret_kept(project, done)

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import quote
 
 import duckdb
 import pytest
@@ -14,7 +20,9 @@ from dbt_moengage.client import MoEngageClient
 from dbt_moengage.settings import MoEngageSettings, Secret
 from dbt_moengage.testing.emulator import Emulator, Faults
 
-from ..conftest import API_KEY, BuiltProject, run_cli, sync_args, sync_env
+from ..conftest import API_KEY, ROOT, WORKSPACE, BuiltProject, ok, run_cli, sync_args, sync_env
+from ..slow_server import RawServer, answer
+from ..unit.test_client_bodies import HUGE, Flood
 
 WRONG_KEY = "sk-wrong-0f9e8d7c6b5a4-never-printed"
 
@@ -117,3 +125,99 @@ def test_sync_options_repr_holds_no_environment() -> None:
     for text in (repr(options), str(options), f"{options}"):
         assert "sk-in-env-123" not in text and "pw-in-env-456" not in text
         assert "environ" not in text
+
+
+# -- what a server echoes, or floods (issue "Hardening, round three", items 11 to 13) --------
+
+
+def echoed_forms() -> dict[str, str]:
+    """The key as a server echoing the request's Authorization header may give it back."""
+    token, key = f"{WORKSPACE}:{API_KEY}".encode(), API_KEY.encode()
+    return {
+        "key upper-cased": API_KEY.upper(),
+        "key lower-cased": API_KEY.lower(),
+        "key url-quoted": quote(API_KEY, safe=""),
+        "key hex": key.hex(),
+        "key base64": base64.b64encode(key).decode(),
+        "token base64": base64.b64encode(token).decode(),
+        "token base64 unpadded": base64.b64encode(token).decode().rstrip("="),
+        "token base64 url-safe": base64.urlsafe_b64encode(token).decode(),
+        "token base64 url-safe unpadded": base64.urlsafe_b64encode(token).decode().rstrip("="),
+    }
+
+
+def test_an_echoed_key_in_any_form_is_never_stored(
+    project: BuiltProject, emulator: Emulator
+) -> None:
+    forms = echoed_forms()
+    echoed = list(dict.fromkeys(forms.values()))  # one sync, each distinct form once
+    body = json.dumps({"error": "bad request", "authorization_seen": echoed}).encode()
+    with RawServer(answer("400 Bad Request", body)) as server:
+        env = sync_env(project, emulator, MOENGAGE_BASE_URL=server.url)
+        done = run_cli(sync_args(project), env)
+    assert done.returncode == 1, ok(done)
+    # Not in the output, the results file nor the state's run rows, in any case.
+    for text in (done.stdout, done.stderr, everything_written(project)):
+        leaked = [name for name, form in forms.items() if form.lower() in text.lower()]
+        assert leaked == []
+    # The echo was quoted, masked: the test reached the code that quotes answers.
+    masked = '"authorization_seen": [' + ", ".join(['"***"'] * len(echoed)) + "]"
+    report = json.loads((project.target_dir / "moengage_sync_results.json").read_text())
+    errors = [cohort["error"] for cohort in report["cohorts"]]
+    assert all(masked in error for error in errors), errors
+    runs = "select error from main.moengage_sync_runs where status = 'failed'"
+    with duckdb.connect(str(project.database), read_only=True) as conn:
+        stored = [error for (error,) in conn.execute(runs).fetchall()]
+    assert stored and all(masked in error for error in stored), stored
+
+
+def run_measured(args: list[str], env: dict[str, str], log_path: Path) -> tuple[str, int, int]:
+    """`dbt-moengage <args>` as run_cli runs it: its output, exit code and peak memory in
+    bytes (this one child's, from wait4: RUSAGE_CHILDREN would give the largest child's)."""
+    with log_path.open("w+") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dbt_moengage", *args],
+            cwd=ROOT,
+            env={**env, "COLUMNS": "200"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        log.seek(0)
+        text = log.read()
+    return text, proc.returncode, usage.ru_maxrss * 1024  # Linux gives KB
+
+
+def test_a_huge_error_body_costs_no_memory_and_the_run_reports(
+    project: BuiltProject, emulator: Emulator, tmp_path: Path
+) -> None:
+    log = tmp_path / "run.log"
+    output, code, baseline = run_measured(sync_args(project), sync_env(project, emulator), log)
+    assert code == 0, output[-4000:]
+    with Flood("400 Bad Request", start=b'{"error": "cohort_id is invalid"') as server:
+        env = sync_env(project, emulator, MOENGAGE_BASE_URL=server.url)
+        output, code, peak = run_measured(sync_args(project), env, log)
+    assert code == 1, output[-4000:]
+    assert peak - baseline < 50 * 1024 * 1024, f"{peak:,} bytes at peak, {baseline:,} usually"
+    assert server.sent < HUGE // 2
+    report = json.loads((project.target_dir / "moengage_sync_results.json").read_text())
+    for cohort in report["cohorts"]:
+        assert cohort["status"] == "failed"
+        assert "HTTP 400" in cohort["error"] and "cohort_id is invalid" in cohort["error"]
+        assert "a body over 64 KB: only its start was read" in cohort["error"]
+        assert len(cohort["error"]) < 1_000
+    assert "MemoryError" not in output and "Traceback" not in output
+
+
+def test_a_base_url_whose_host_depends_on_the_parser_is_refused_before_any_request(
+    project: BuiltProject, emulator: Emulator
+) -> None:
+    port = emulator.url.rsplit(":", 1)[1]
+    # urlsplit sees 127.0.0.1; requests would connect to 127.1 (this machine) at `port`.
+    crafted = f"http://127.1:{port}\\@127.0.0.1/hidden-path"
+    done = run_cli(sync_args(project), sync_env(project, emulator, MOENGAGE_BASE_URL=crafted))
+    assert done.returncode == 2, ok(done)
+    assert "MOENGAGE_BASE_URL holds a backslash" in done.stdout + done.stderr
+    assert "hidden-path" not in done.stdout + done.stderr
+    assert emulator.requests() == []

@@ -104,6 +104,29 @@ def test_uid_columns_and_types(engine: PostgresWarehouse) -> None:
         engine.check_uid_column(replace(spec(), relation_name='"analytics"."nope"'))
 
 
+def test_citext_and_text_domains_are_text_and_other_types_are_named(
+    engine: PostgresWarehouse, state: StateStore
+) -> None:
+    """An extension's type has no fixed oid: citext was refused as "type 16387"."""
+    with engine.conn.cursor() as cur:
+        cur.execute("create extension if not exists citext")
+        cur.execute("create domain analytics.handle as varchar(40)")
+        cur.execute(
+            "create table analytics.typed (ci citext, h analytics.handle, at date, j jsonb)"
+        )
+        cur.execute("insert into analytics.typed (ci, h) values ('abc', 'x'), ('ABC', 'y')")
+    typed = replace(spec(), relation_name='"analytics"."typed"')
+    assert engine.check_uid_column(replace(typed, uid_column="ci")) == UidColumn("ci", "citext")
+    # A domain's column is described by its base type.
+    assert engine.check_uid_column(replace(typed, uid_column="h")) == UidColumn("h", "varchar")
+    for column, shown in (("at", "date"), ("j", "jsonb")):
+        with pytest.raises(WarehouseError, match=rf"has type {shown}; uids must be text"):
+            engine.check_uid_column(replace(typed, uid_column=column))
+    # citext compares case-insensitively; uids are exact bytes: 'abc' and 'ABC' are two.
+    cohort = replace(typed, uid_column="ci")
+    assert uids(state, cohort, Change.NEW) == ["ABC", "abc"]
+
+
 def test_the_uid_rule_and_exact_bytes(engine: PostgresWarehouse, state: StateStore) -> None:
     awkward = ["é", "e\u0301", "quo'te", 'back\\slash"', "tab\tbed", "x" * 200, "用户🎉"]
     load(engine, ["abc", "ABC", "Abc", None, "", " ", "\u00a0", " padded", "dup", "dup"])

@@ -323,6 +323,24 @@ def test_a_login_page_shows_its_start_with_secrets_masked() -> None:
     assert "..." in detail
 
 
+def test_an_echo_of_the_credentials_in_any_encoding_is_masked() -> None:
+    token, key = f"{WORKSPACE}:{KEY}".encode(), KEY.encode()
+    echoed = [
+        KEY.upper(),
+        key.hex(),
+        base64.b64encode(key).decode(),
+        BASIC_TOKEN.rstrip("="),
+        base64.urlsafe_b64encode(token).decode().rstrip("="),
+    ]
+    page = answer("400 Bad Request", json.dumps({"headers_seen": echoed}).encode())
+    with Scripted(page) as server, pytest.raises(RequestRejected) as caught:
+        send_one(settings_for(server.url))
+    shown = safe(str(caught.value))
+    assert '"headers_seen": ["***", "***", "***", "***", "***"]' in shown
+    for form in echoed:
+        assert form.lower() not in shown.lower()
+
+
 # -- cut and undecodable bodies are retried -------------------------------------------------
 
 CUT_CHUNKED = reset_after(

@@ -116,7 +116,9 @@ def test_every_field_given() -> None:
     assert spec.mode == "add"
 
 
-@pytest.mark.parametrize("name", [".A", ".Ünïcödé 用户 🎉", ".with-dash_and.dots (1) & more!"])
+@pytest.mark.parametrize(
+    "name", [".A", ".Ünïcödé 用户 🎉", ".with-dash_and.dots (1) & more!", ".🎉", "7"]
+)
 def test_acceptable_cohort_names(name: str) -> None:
     assert ok(model(meta={"cohort_name": name})).cohort_name == name
 
@@ -145,7 +147,10 @@ def test_missing_cohort_name() -> None:
     assert "is required" in str(problem)
 
 
-@pytest.mark.parametrize("name", ["", " ", ".", ". ", " . "])
+@pytest.mark.parametrize(
+    "name",
+    ["", " ", ".", ". ", " . ", "...", ".-_", "\u200b", ".\u200b\u2060", "\u3164", ". \u2800"],
+)
 def test_cohort_name_must_name_something(name: str) -> None:
     problem = only_problem(model("hv", {"cohort_name": name}))
     assert_names(problem, "hv", "cohort_name", name)
@@ -525,3 +530,13 @@ def test_bad_owner_names_the_field(owner: object, field: str, value: object, say
     problem = only_problem(model("hv", {"cohort_name": "HV", "owner": owner}))
     assert_names(problem, "hv", field, value)
     assert says in str(problem)
+
+
+def test_parentheses_in_a_name_are_a_warning_not_a_problem() -> None:
+    from dbt_moengage.cohorts import doubtful_names
+
+    kept = ok(model("hv", {"cohort_name": ".High Value (30d)"}))
+    plain = ok(model("other", {"cohort_name": ".Plain"}))
+    (warning,) = doubtful_names([kept, plain])
+    assert "model 'hv'" in warning and "'.High Value (30d)'" in warning
+    assert "parentheses" in warning

@@ -1,13 +1,15 @@
-"""exposures: one dbt exposure per cohort, merged into a YAML file without touching the rest."""
+"""exposures: one dbt exposure per cohort, in a file dbt-moengage owns and writes whole."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from dbt.clients.jinja import get_rendered
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,7 +17,6 @@ from dbt_moengage.cohorts import CohortOwner, CohortSpec
 from dbt_moengage.errors import ConfigError, ExposureFileError
 from dbt_moengage.exposures import (
     DEFAULT_OWNER,
-    HEADER,
     Exposure,
     Scope,
     base_name,
@@ -26,6 +27,7 @@ from dbt_moengage.exposures import (
     model_ref,
     update_exposures,
 )
+from dbt_moengage.exposures_yaml import HEADER, LEGACY_HEADER, jinja_literal, render_file
 from dbt_moengage.manifest import Manifest
 from dbt_moengage.sync import SyncOptions
 
@@ -180,15 +182,55 @@ def test_owner_comes_from_the_cohort_else_the_default() -> None:
     assert found["moengage_b"]["owner"] == {"email": "data@example.com"}
 
 
-def test_jinja_in_a_cohort_name_is_kept_literal() -> None:
-    result = merge(None, exposures(spec("a", cohort_name="{{ boom }}")), Scope(), PATH)
-    meta = entries(result.text)["moengage_a"]["config"]["meta"]["moengage"]
-    assert meta["cohort_name"] == "{% raw %}{{ boom }}{% endraw %}"
+# What dbt does to the strings of an exposure (SchemaYamlRenderer: native rendering; the
+# description later, by process_docs, as text). Enough context for env_var to resolve.
+SECRET = "s3cr3t-value-of-SECRET_X"
+
+
+def dbt_renders(text: str) -> list[Any]:
+    context = {"env_var": lambda name, default=None: SECRET}
+    return [get_rendered(text, context, native=native) for native in (True, False)]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "{{ boom }}",
+        "{% endraw %}",
+        ".Leak {% endraw %}{{ env_var('SECRET_X') }}{% raw %}",
+        "{{ env_var('SECRET_X') }}",
+        "{#- note -#} {%- if x %}{{{ x }}}",
+        "%} }} #} {{{",
+    ],
+)
+def test_jinja_in_a_cohort_name_renders_back_as_written(name: str) -> None:
+    """Whatever Jinja a name holds, dbt renders every string written back to the name."""
+    owner = CohortOwner(name=name)
+    result = merge(None, exposures(spec("a", cohort_name=name, owner=owner)), Scope(), PATH)
+    exposure = entries(result.text)["moengage_a"]
+    assert dbt_renders(exposure["owner"]["name"]) == [name] * 2
+    written = {
+        "label": exposure["label"],
+        "description": exposure["description"],
+        "cohort_name": exposure["config"]["meta"]["moengage"]["cohort_name"],
+    }
+    assert dbt_renders(written["label"]) == [f"MoEngage: {name}"] * 2
+    assert dbt_renders(written["cohort_name"]) == [name] * 2
+    for rendered in dbt_renders(written["description"]):
+        assert f"MoEngage cohort '{name}' (cohort_id a" in rendered
+        assert SECRET not in rendered
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from("{}%#-+ ab'\"\\\r\n")) | st.text())
+def test_any_text_is_a_jinja_literal_of_itself(text: str) -> None:
+    assert dbt_renders(jinja_literal(text)) == [text] * 2
 
 
 def test_no_cohort_writes_an_empty_list_dbt_accepts() -> None:
     result = merge(None, [], Scope(), PATH)
     assert yaml.safe_load(result.text) == {"exposures": []}
+    assert result.text == HEADER + "exposures: []\n"
 
 
 # --- re-runs --------------------------------------------------------------------------
@@ -196,7 +238,7 @@ def test_no_cohort_writes_an_empty_list_dbt_accepts() -> None:
 
 def test_rerunning_changes_nothing() -> None:
     wanted = exposures(spec("a"), spec("b", destination="eu"))
-    first = merge(USER_FILE, wanted, Scope(), PATH)
+    first = merge(None, wanted, Scope(), PATH)
     second = merge(first.text, wanted, Scope(), PATH)
     assert second.text == first.text
     assert set(actions(second).values()) == {"unchanged"}
@@ -210,73 +252,53 @@ def test_a_changed_cohort_is_rewritten_in_place() -> None:
     assert actions(result) == {"moengage_a": "updated", "moengage_b": "unchanged"}
 
 
-# --- what is the user's ---------------------------------------------------------------
+def test_a_file_of_an_earlier_version_is_taken_over() -> None:
+    """A file written before dbt-moengage owned it outright (its older header, Jinja
+    wrapped in raw blocks) and holding nothing else is rewritten under the new header."""
+    old = dict(exposures(spec("a"))[0].document(), label="{% raw %}{{ a }}{% endraw %}")
+    kept = dict(exposures(spec("b"))[0].document(), label="{% raw %}{{ b }}{% endraw %}")
+    text = LEGACY_HEADER + render_file([old, kept]).removeprefix(HEADER)
+    result = merge(text, exposures(spec("a")), Scope(models=frozenset("a")), PATH)
+    assert actions(result) == {"moengage_a": "updated", "moengage_b": "kept"}
+    assert result.text == render_file([exposures(spec("a"))[0].document(), kept])
+    assert merge(LEGACY_HEADER + "exposures: []\n", [], Scope(), PATH).text == render_file([])
 
 
-def test_user_exposures_comments_and_other_keys_are_kept_byte_for_byte() -> None:
-    result = merge(USER_FILE, exposures(spec("a")), Scope(), PATH)
-    user_part = USER_FILE.split("\nmodels:")[0]
-    assert result.text.startswith(user_part)
-    assert result.text.endswith("\nmodels:" + USER_FILE.split("\nmodels:")[1])
-    found = entries(result.text)
-    assert list(found) == ["crm_weekly", "moengage_a"]
-    assert yaml.safe_load(result.text)["models"] == yaml.safe_load(USER_FILE)["models"]
-    # Removing every managed exposure gives the user's file back.
-    assert merge(result.text, [], Scope(), PATH).text == USER_FILE
+# --- what is the user's: never in this file -------------------------------------------
 
 
-def test_a_file_without_exposures_gets_the_key_appended() -> None:
-    text = "models:\n  - name: a\n"
-    result = merge(text, exposures(spec("a")), Scope(), PATH)
-    assert result.text.startswith(text + "\nexposures:\n  - name: moengage_a\n")
-    assert merge(result.text, exposures(spec("a")), Scope(), PATH).text == result.text
+def refused(text: str, says: str, wanted: list[Exposure] | None = None) -> None:
+    with pytest.raises(ExposureFileError, match=r"moengage_exposures\.yml") as caught:
+        merge(text, exposures(spec("a")) if wanted is None else wanted, Scope(), PATH)
+    message = str(caught.value)
+    assert says in message, message
+    assert "move your own exposures" in message and "own" in message
+    assert isinstance(caught.value, ConfigError)
 
 
-@pytest.mark.parametrize("value", ["", " []", " ~", " []  # none yet"])
-def test_an_empty_exposures_key_is_filled(value: str) -> None:
-    text = f"exposures:{value}\nmodels:\n  - name: a\n"
-    result = merge(text, exposures(spec("a")), Scope(), PATH)
-    assert list(entries(result.text)) == ["moengage_a"]
-    assert result.text.endswith("\nmodels:\n  - name: a\n")
+def test_a_file_holding_user_exposures_comments_or_other_keys_is_refused() -> None:
+    """Never a write into a file the user writes in: their exposures live elsewhere."""
+    refused(USER_FILE, "holds `version:`, which dbt-moengage does not write")
+    user_exposures = USER_FILE.split("\n\nmodels:")[0].removeprefix("version: 2\n")
+    refused(user_exposures, "holds exposure `crm_weekly`, which dbt-moengage did not write")
+    refused("models:\n  - name: a\n", "holds `models:`, which dbt-moengage does not write")
+    generated = merge(None, exposures(spec("a")), Scope(), PATH).text
+    refused(generated + "models:\n  - name: a\n", "holds `models:`")
+    mine = "  - name: mine\n    type: ml\n    owner: {email: me@example.com}\n"
+    refused(generated + mine, "holds exposure `mine`")
 
 
-def test_removing_the_last_exposure_leaves_a_list_dbt_accepts() -> None:
-    two = merge(None, exposures(spec("a"), spec("b")), Scope(), PATH).text
-    # A comment before the second exposure outlives it.
-    commented = two.replace("\n  - name: moengage_b", "  # a note\n  - name: moengage_b")
-    for text in (two, commented):
-        result = merge(text, [], Scope(), PATH)
-        assert yaml.safe_load(result.text) == {"exposures": []}
-        assert merge(result.text, [], Scope(), PATH).text == result.text
-    assert "  # a note\n" in merge(commented, [], Scope(), PATH).text
-
-
-def test_items_follow_the_files_indentation() -> None:
-    text = "exposures:\n- name: mine\n  type: ml\n  owner: {name: me}\n"
-    result = merge(text, exposures(spec("a")), Scope(), PATH)
-    assert "\n- name: moengage_a\n  label:" in result.text
-    assert list(entries(result.text)) == ["mine", "moengage_a"]
-
-
-def test_crlf_line_breaks_are_kept() -> None:
-    text = USER_FILE.replace("\n", "\r\n")
-    result = merge(text, exposures(spec("a")), Scope(), PATH)
-    assert "\n" not in result.text.replace("\r\n", "")
-    assert merge(result.text, exposures(spec("a")), Scope(), PATH).text == result.text
-    assert merge(result.text, [], Scope(), PATH).text == text
-
-
-def test_a_user_exposure_of_the_generated_name_is_theirs() -> None:
-    text = (
+def test_a_user_exposure_of_the_generated_name_is_refused_here() -> None:
+    """An exposure the user took over (no mark) belongs in a file of theirs, where it
+    is `yours` (test_a_name_defined_in_another_file_is_not_generated_again)."""
+    text = HEADER + (
         "exposures:\n"
         "  - name: moengage_a  # taken over: no longer marked\n"
         "    type: application\n"
         "    owner: {name: CRM}\n"
         "    depends_on: [ref('a')]\n"
     )
-    result = merge(text, exposures(spec("a")), Scope(), PATH)
-    assert result.text == text
-    assert actions(result) == {"moengage_a": "yours"}
+    refused(text, "holds exposure `moengage_a`, which dbt-moengage did not write")
 
 
 def test_a_name_defined_in_another_file_is_not_generated_again() -> None:
@@ -287,15 +309,62 @@ def test_a_name_defined_in_another_file_is_not_generated_again() -> None:
     assert actions(result)["moengage_a"] == "yours"
 
 
+@pytest.mark.parametrize("value", ["", " []", " ~", " []  # none yet"])
+def test_a_file_it_did_not_write_is_refused_even_empty(value: str) -> None:
+    refused(f"exposures:{value}\n", "does not start with the header dbt-moengage writes")
+    refused(f"exposures:{value}\nmodels:\n  - name: a\n", "holds `models:`")
+
+
+@pytest.mark.parametrize("text", [None, "", "\n\n", HEADER])
+def test_no_file_an_empty_one_or_the_header_alone_is_filled(text: str | None) -> None:
+    result = merge(text, exposures(spec("a")), Scope(), PATH)
+    assert result.text == merge(None, exposures(spec("a")), Scope(), PATH).text
+
+
+def test_removing_the_last_exposure_leaves_a_list_dbt_accepts() -> None:
+    two = merge(None, exposures(spec("a"), spec("b")), Scope(), PATH).text
+    result = merge(two, [], Scope(), PATH)
+    assert yaml.safe_load(result.text) == {"exposures": []}
+    assert merge(result.text, [], Scope(), PATH).text == result.text
+    # A comment is the user's: it is never deleted with the exposure it stands by.
+    commented = two.replace("\n  - name: moengage_b", "  # a note\n  - name: moengage_b")
+    refused(commented, "line 23 ('mode: add  # a note') is not what dbt-moengage writes", [])
+
+
+def test_a_hand_edited_layout_is_refused_naming_the_line() -> None:
+    generated = merge(None, exposures(spec("a")), Scope(), PATH).text
+    flush = generated.replace("\n  - name: moengage_a", "\n- name: moengage_a")
+    flush = flush.replace("\n    ", "\n  ")
+    assert entries(flush) == entries(generated)
+    refused(flush, "line 5 ('- name: moengage_a') is not what dbt-moengage writes")
+    refused(generated.replace(HEADER, ""), "does not start with the header")
+
+
+def test_a_missing_last_line_break_is_put_back() -> None:
+    text = merge(None, exposures(spec("a")), Scope(), PATH).text
+    result = merge(text.removesuffix("\n"), exposures(spec("a")), Scope(), PATH)
+    assert result.text == text
+    assert actions(result) == {"moengage_a": "unchanged"}
+
+
+def test_crlf_line_breaks_are_kept() -> None:
+    text = merge(None, exposures(spec("a"), spec("b")), Scope(), PATH).text.replace("\n", "\r\n")
+    result = merge(text, exposures(spec("a"), spec("b")), Scope(), PATH)
+    assert result.text == text
+    removed = merge(result.text, exposures(spec("a")), Scope(), PATH).text
+    assert "\n" not in removed.replace("\r\n", "")
+    assert removed == merge(None, exposures(spec("a")), Scope(), PATH).text.replace("\n", "\r\n")
+
+
 # --- stale and unselected -------------------------------------------------------------
 
 
 def test_managed_exposures_of_gone_cohorts_are_removed() -> None:
-    before = merge(USER_FILE, exposures(spec("a"), spec("b"), spec("c")), Scope(), PATH).text
+    before = merge(None, exposures(spec("a"), spec("b"), spec("c")), Scope(), PATH).text
     result = merge(before, exposures(spec("a"), spec("c")), Scope(), PATH)
-    assert list(entries(result.text)) == ["crm_weekly", "moengage_a", "moengage_c"]
+    assert list(entries(result.text)) == ["moengage_a", "moengage_c"]
     assert actions(result)["moengage_b"] == "removed"
-    assert result.text == merge(USER_FILE, exposures(spec("a"), spec("c")), Scope(), PATH).text
+    assert result.text == merge(None, exposures(spec("a"), spec("c")), Scope(), PATH).text
 
 
 def test_a_renamed_cohort_id_replaces_its_exposure() -> None:
@@ -313,7 +382,7 @@ def test_an_invalid_cohort_keeps_its_exposure() -> None:
 
 
 def test_a_partial_selection_never_removes_the_others() -> None:
-    before = merge(USER_FILE, exposures(spec("a"), spec("b")), Scope(), PATH).text
+    before = merge(None, exposures(spec("a"), spec("b")), Scope(), PATH).text
     # Only b selected, and b is now in mirror mode; a's cohort is gone, but not selected.
     result = merge(before, exposures(spec("b", mode="mirror")), Scope(models=frozenset("b")), PATH)
     assert actions(result) == {"moengage_a": "kept", "moengage_b": "updated"}
@@ -325,25 +394,20 @@ def test_a_partial_selection_never_removes_the_others() -> None:
 def test_a_duplicated_managed_exposure_is_written_once() -> None:
     one = merge(None, exposures(spec("a")), Scope(), PATH).text
     body = one.split("exposures:\n", 1)[1]
-    result = merge(one + "\n" + body, exposures(spec("a")), Scope(), PATH)
+    result = merge(one + body, exposures(spec("a")), Scope(), PATH)
     assert result.text == one
 
 
 def test_the_mark_is_also_read_from_top_level_meta() -> None:
-    text = (
-        "exposures:\n"
-        "  - name: moengage_old\n"
-        "    type: application\n"
-        "    owner: {name: x}\n"
-        "    meta: {moengage_managed: true, moengage: {model: old}}\n"
-        "  - name: odd\n"
-        "    type: ml\n"
-        "    owner: {name: x}\n"
-        "    config: not a mapping\n"
-    )
-    result = merge(text, [], Scope(), PATH)
+    old = {
+        "name": "moengage_old",
+        "type": "application",
+        "owner": {"name": "x"},
+        "meta": {"moengage_managed": True, "moengage": {"model": "old"}},
+    }
+    result = merge(render_file([old]), [], Scope(), PATH)
     assert actions(result) == {"moengage_old": "removed"}
-    assert list(entries(result.text)) == ["odd"]
+    assert entries(result.text) == {}
 
 
 # --- files it refuses -----------------------------------------------------------------
@@ -352,19 +416,103 @@ def test_the_mark_is_also_read_from_top_level_meta() -> None:
 @pytest.mark.parametrize(
     ("text", "says"),
     [
-        ("exposures: [{name: a, type: ml}]\n", "block list"),
+        ("exposures: [{name: a, type: ml}]\n", "holds exposure `a`"),
         ("exposures: {name: a}\n", "not a list"),
         ("- a\n- b\n", "not a YAML mapping"),
         ("exposures:\n  - name: [\n", "not valid YAML"),
         ("exposures: []\nexposures: []\n", "2 times"),
         ("a: 1\n---\nb: 2\n", "not valid YAML"),
+        ("exposures:\n  - just a string\n", "holds the exposure 'just a string'"),
     ],
 )
 def test_files_that_cannot_be_edited_safely_are_refused(text: str, says: str) -> None:
-    with pytest.raises(ExposureFileError, match=r"moengage_exposures\.yml") as caught:
-        merge(text, exposures(spec("a")), Scope(), PATH)
-    assert says in str(caught.value)
-    assert isinstance(caught.value, ConfigError)
+    refused(text, says)
+
+
+# --- hostile files (issue "Hardening, round three", item 10) --------------------------
+
+STALE = merge(None, exposures(spec("gone")), Scope(), PATH).text
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        # An anchored list, aliased by another key: it was written twice (a ParserError).
+        (
+            "base: &list\n  - name: crm\n    type: dashboard\n    owner: {name: Ana}\n"
+            "exposures: *list\n",
+            "line 1: &list",
+        ),
+        # The exposures list anchored, aliased elsewhere: the alias got the new exposures.
+        (
+            "exposures: &shared\n  - name: crm\n    type: dashboard\n    owner: {name: Ana}\n"
+            "extra: *shared\n",
+            "line 1: &shared",
+        ),
+        # `exposures:` only through a merge key: a second `exposures:` was appended.
+        ("defaults: &d\n  exposures: []\n<<: *d\n", "line 1: &d"),
+        # An anchor in a stale managed exposure, aliased by the user's: an undefined alias.
+        (
+            STALE.replace("    owner:\n", "    owner: &owner\n", 1)
+            + "  - name: crm\n    type: dashboard\n    owner: *owner\n",
+            "line 9: &owner",
+        ),
+        # An anchor and its alias within one managed exposure.
+        (STALE.replace("model: gone\n", "model: &m gone\n").replace("id: gone", "id: *m"), "&m"),
+    ],
+)
+def test_anchors_and_aliases_are_refused_and_the_file_left_alone(
+    tmp_path: Path, text: str, says: str
+) -> None:
+    options = project(tmp_path, {name: cohort_node(name, {"cohort_name": name}) for name in "abc"})
+    target = default_path(tmp_path)
+    target.parent.mkdir(parents=True)
+    target.write_text(text)
+    for check in (False, True):
+        with pytest.raises(ExposureFileError, match="uses YAML anchors or aliases") as caught:
+            update_exposures(options, check=check)
+        assert says in str(caught.value)
+    assert target.read_text() == text
+
+
+def test_comments_under_a_stale_exposure_are_refused_not_deleted(tmp_path: Path) -> None:
+    text = STALE.replace(
+        "    type: application\n", "    type: application\n    # Ana: keep this audience\n", 1
+    )
+    options = project(tmp_path, {"a": cohort_node("a", {"cohort_name": "A"})})
+    target = default_path(tmp_path)
+    target.parent.mkdir(parents=True)
+    target.write_text(text)
+    with pytest.raises(ExposureFileError, match=r"line 8 \('# Ana: keep this audience'\)"):
+        update_exposures(options)
+    assert target.read_text() == text
+
+
+def test_a_symlinked_file_is_written_through_the_link(tmp_path: Path) -> None:
+    options = project(tmp_path, {"a": cohort_node("a", {"cohort_name": "A"})})
+    shared = tmp_path / "shared" / "exposures.yml"
+    shared.parent.mkdir()
+    shared.write_text(STALE)
+    link = default_path(tmp_path)
+    link.parent.mkdir(parents=True)
+    link.symlink_to(os.path.relpath(shared, link.parent))
+    result = update_exposures(options)
+    assert result.written and result.path == link
+    assert actions(result) == {"moengage_a": "added", "moengage_gone": "removed"}
+    assert link.is_symlink() and os.readlink(link) == os.path.relpath(shared, link.parent)
+    assert list(entries(shared.read_text())) == ["moengage_a"]
+    assert not update_exposures(options).changed
+    assert sorted(p.name for p in link.parent.iterdir()) == [link.name]
+
+
+def test_a_dangling_symlink_is_refused(tmp_path: Path) -> None:
+    options = project(tmp_path, {"a": cohort_node("a", {"cohort_name": "A"})})
+    link = default_path(tmp_path)
+    link.parent.mkdir(parents=True)
+    link.symlink_to("nowhere.yml")
+    with pytest.raises(ExposureFileError, match=r"is a symlink to nowhere\.yml, which is no file"):
+        update_exposures(options)
+    assert link.is_symlink() and not link.exists()
 
 
 # --- refs and owners ------------------------------------------------------------------
@@ -494,28 +642,31 @@ POOL = [spec(model, destination="eu" if model in "ce" else None) for model in "a
 @settings(max_examples=60, deadline=None)
 @given(
     history=st.lists(st.sets(st.integers(0, len(POOL) - 1)), min_size=1, max_size=4),
-    user_last=st.booleans(),
+    partial=st.sets(st.integers(0, len(POOL) - 1)),
 )
-def test_any_history_settles_and_keeps_the_users_exposures(
-    history: list[set[int]], user_last: bool
-) -> None:
+def test_any_history_settles_in_a_file_it_owns(history: list[set[int]], partial: set[int]) -> None:
     """Whatever cohorts came and went before, the file ends with exactly the last run's
-    cohorts, a re-run changes nothing, and the user's exposure is intact."""
-    mine = "  - name: mine  # by hand\n    type: ml\n    owner: {email: me@example.com}\n"
-    text = USER_FILE
-    for step, chosen in enumerate(history):
-        if user_last and step == 1:
-            # The user adds an exposure after the generated ones, at the end of the list.
-            text = text.replace("\n\nmodels:", "\n\n" + mine + "\nmodels:")
+    cohorts, reads back as dbt-moengage's own, and a re-run changes nothing; a partial run
+    then touches only its selection."""
+    text: str | None = None
+    for chosen in history:
         wanted = exposures(*(POOL[i] for i in sorted(chosen)))
         text = merge(text, wanted, Scope(), PATH).text
+    assert text is not None and text.startswith(HEADER)
     wanted = exposures(*(POOL[i] for i in sorted(history[-1])))
-    found = entries(text)
-    user = {"crm_weekly", "mine"} if user_last and len(history) > 1 else {"crm_weekly"}
-    assert set(found) == user | {exposure.name for exposure in wanted}
+    assert set(entries(text)) == {exposure.name for exposure in wanted}
     again = merge(text, wanted, Scope(), PATH)
     assert again.text == text
-    if "mine" in user:
-        assert mine in text
-    else:
-        assert merge(text, [], Scope(), PATH).text == USER_FILE
+    assert set(actions(again).values()) <= {"unchanged"}
+    selected = [POOL[i] for i in sorted(partial)]
+    models = frozenset(s.model for s in selected)
+    after = merge(text, exposures(*selected), Scope(models=models), PATH)
+    before = entries(text)
+    found = entries(after.text)
+    for name, entry in before.items():
+        if entry["config"]["meta"]["moengage"]["model"] not in models:
+            assert found[name] == entry
+    assert {s.model for s in selected} <= {
+        e["config"]["meta"]["moengage"]["model"] for e in found.values()
+    }
+    assert merge(after.text, exposures(*selected), Scope(models=models), PATH).text == after.text

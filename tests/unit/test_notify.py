@@ -240,6 +240,55 @@ def test_an_unusable_url_is_refused_without_echoing_it(url: str) -> None:
     assert "SECRET" not in str(caught.value) and "hooks.example.com" not in str(caught.value)
 
 
+# Host 127.0.0.1 to urlsplit, 127.1 (loopback too) at PORT to requests, which is where it goes.
+CRAFTED = "http://127.1:{port}\\@127.0.0.1" + SECRET_PATH
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        CRAFTED,
+        "http://hooks.example.com\\@127.0.0.1" + SECRET_PATH,
+        "http://user:pw@127.0.0.1:9" + SECRET_PATH,
+        "http://hooks.example.com:80@127.0.0.1" + SECRET_PATH,
+    ],
+    ids=["backslash-loopback", "backslash-elsewhere", "userinfo", "at-in-authority"],
+)
+def test_a_url_parsers_disagree_on_is_refused_before_any_connection(
+    url: str, warehouse: DuckDBWarehouse
+) -> None:
+    got: list[str] = []
+
+    def answer(path: str, body: Any) -> tuple[int, bytes]:
+        got.append(path)
+        return 200, b"ok"
+
+    with serving(answer) as port:
+        url = url.format(port=port)
+        state, progress = store(warehouse), Recorder()
+        failing = report(result("orders", FAILED, "HTTP 413"))
+        env = {"MOENGAGE_NOTIFY_URL": url}
+        assert notify_after_sync(state, failing, {"orders": KEY}, env, progress) == []
+        assert got == []  # the receiver saw nothing
+        assert progress.messages == []  # never "notified http://127.0.0.1"
+        # Built by hand, too: no post can go to it.
+        with pytest.raises(SettingsError):
+            post(NotifySettings(url=Secret(url)), {"text": "hi"})
+        assert got == []
+    (warning,) = progress.warnings
+    assert "MOENGAGE_NOTIFY_URL" in warning and "no notification sent" in warning
+    assert "backslash" in warning or "must not carry credentials" in warning
+    assert "unit-notify-secret" not in warning and "B000" not in warning
+    assert "pw" not in warning and "hooks.example.com" not in warning
+
+
+def test_an_at_sign_in_the_path_is_allowed() -> None:
+    # Microsoft Teams webhook URLs have one; it is not a user part.
+    url = "https://example.webhook.office.com/webhookb2/a1b2@c3d4/IncomingWebhook/e5/f6"
+    settings = NotifySettings.from_env({"MOENGAGE_NOTIFY_URL": url})
+    assert settings is not None and settings.receiver == "https://example.webhook.office.com"
+
+
 def test_settings_hide_the_url() -> None:
     url = f"https://hooks.slack.com{SECRET_PATH}?token=abc"
     settings = NotifySettings.from_env({"MOENGAGE_NOTIFY_URL": f"  {url} "})

@@ -218,14 +218,15 @@ def test_a_missing_env_var_names_it_and_leaks_nothing(folders: Folders) -> None:
     assert "SHOP_PATH" in str(caught.value) and SECRET not in str(caught.value)
 
 
-def test_an_adapter_that_is_not_installed_names_the_extra(folders: Folders) -> None:
+def test_an_adapter_that_is_not_installed_names_the_engines(folders: Folders) -> None:
     folders.profiles(
-        folders.flag, "shop:\n  target: dev\n  outputs:\n    dev:\n      type: bigquery\n"
+        folders.flag, "shop:\n  target: dev\n  outputs:\n    dev:\n      type: redshift\n"
     )
     with pytest.raises(ProfileError) as caught:
         folders.load(folders.flag)
     message = str(caught.value)
-    assert "'bigquery'" in message and "not installed" in message
+    assert "'redshift'" in message and "not installed" in message
+    assert "supports duckdb, snowflake, postgres, bigquery" in message
 
 
 def test_repr_shows_where_not_what(folders: Folders) -> None:

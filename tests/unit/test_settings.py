@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import pytest
+import requests
 
 from dbt_moengage.errors import ConfigError, SettingsError
+from dbt_moengage.integrations.dbt_cloud import check_cloud_host
+from dbt_moengage.notify import NotifySettings
 from dbt_moengage.settings import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_IN_FLIGHT,
@@ -14,6 +19,7 @@ from dbt_moengage.settings import (
     Secret,
     data_center_warning,
 )
+from dbt_moengage.urls import check_url, is_loopback
 
 KEY = "sk-live-7f3a9c1e-never-print-me"
 WORKSPACE = "WS_TEST_123"
@@ -256,6 +262,86 @@ def test_url_with_credentials_is_refused_without_echoing_them(url: str) -> None:
 def test_base_url_that_is_not_an_http_url(url: str) -> None:
     message = refused(env(MOENGAGE_BASE_URL=url))
     assert "MOENGAGE_BASE_URL" in message
+
+
+# One URL rule for every URL setting (urls.py)
+
+
+def _base_url(url: str) -> None:
+    MoEngageSettings.from_env(env(MOENGAGE_BASE_URL=url))
+
+
+def _destination_base_url(url: str) -> None:
+    MoEngageSettings.from_env(
+        {"MOENGAGE_EU_WORKSPACE_ID": "W", "MOENGAGE_EU_API_KEY": KEY, "MOENGAGE_EU_BASE_URL": url},
+        destination="eu",
+    )
+
+
+def _cloud_host(url: str) -> None:
+    check_cloud_host(url)
+
+
+def _notify_url(url: str) -> None:
+    NotifySettings.from_env({"MOENGAGE_NOTIFY_URL": url})
+
+
+URL_SETTINGS = {
+    "MOENGAGE_BASE_URL": _base_url,
+    "MOENGAGE_EU_BASE_URL": _destination_base_url,
+    "DBT_CLOUD_HOST": _cloud_host,
+    "MOENGAGE_NOTIFY_URL": _notify_url,
+}
+# URLs whose host depends on who parses them, or that carry a user part.
+AMBIGUOUS = [
+    "http://127.1:8080\\@127.0.0.1/secret-path",
+    "http://evil.example\\@127.0.0.1/secret-path",
+    "https://evil.example\\@api-01.moengage.com/secret-path",
+    "http://127.0.0.1:80\\secret-path",
+    "http://evil.example:80@127.0.0.1/secret-path",
+    "https://secret-path@api-01.moengage.com",
+]
+
+
+@pytest.mark.parametrize("url", AMBIGUOUS)
+@pytest.mark.parametrize("name", list(URL_SETTINGS))
+def test_every_url_setting_refuses_what_parsers_disagree_on(name: str, url: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        URL_SETTINGS[name](url)
+    message = str(caught.value)
+    assert name in message
+    assert "secret-path" not in message and "evil.example" not in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        *AMBIGUOUS,
+        "http://127.0.0.1:8765/base",
+        "http://[::1]:8765",
+        "http://LOCALHOST:8080",
+        "http://127.0.0.1#@evil.example/",
+        "http://127.0.0.1?@evil.example/",
+        "http://127.0.0.1/%5C@evil.example/",
+        "http://127.0.0.1:8080/a@b/c",
+        "https://api-01.moengage.com/x@y",
+        "http://127.0.0.1\t.evil.example/",
+        "http://127.0.0.1%2F@evil.example/",
+        "http://evil.example%40127.0.0.1/",
+        "http://0x7f.1/",
+        "http://127.0.0.1./",
+    ],
+)
+def test_an_accepted_url_goes_to_the_host_the_check_saw(url: str) -> None:
+    try:
+        checked = check_url(url, "URL", carries="it", example="https://x", fix="no")
+    except SettingsError:
+        return
+    sent = requests.Request("POST", url).prepare().url
+    assert sent is not None
+    parts = urlsplit(sent)
+    assert (parts.hostname, parts.port) == ((checked.host or "").strip("[]"), checked.port)
+    assert checked.scheme == "https" or is_loopback(parts.hostname or "")
 
 
 # Positive whole numbers

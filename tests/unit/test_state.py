@@ -1,5 +1,5 @@
-"""The sync state on DuckDB: re-sends coming due, the endpoint key, upgrades from version 1,
-names remembered, ownership, and the state read as a set."""
+"""The sync state on DuckDB: re-sends coming due, the endpoint key, upgrades from versions 1,
+2 and 4, names remembered, ownership, and the state read as a set."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import pytest
 
 from dbt_moengage.cohorts import CohortSpec, Owner
 from dbt_moengage.errors import StateVersionError, WarehouseError
-from dbt_moengage.state import Change, CohortRecord, RunRow, utcnow
+from dbt_moengage.state import Change, CohortRecord, RunRow, upgrade_note, utcnow
+from dbt_moengage.state.history import StateHistory
 from dbt_moengage.state.schema import (
     COHORTS,
     MEMBERS,
@@ -374,10 +375,58 @@ def test_version_2_is_read_as_it_is_and_upgraded_in_place(db: Path) -> None:
         assert store(warehouse).prepare(create=True).upgraded_from is None
 
 
+def aud_run(run_id: str, **fields: Any) -> RunRow:
+    """A run row of cohort `aud` under EMULATOR."""
+    return RunRow(run_id, *EMULATOR.params, "aud", "aud", "add", False, utcnow(), **fields)
+
+
+def make_v4_state(db: Path) -> None:
+    """State as dbt-moengage wrote it before run rows kept their bytes billed (version 4)."""
+    with DuckDBWarehouse(str(db)) as warehouse:
+        assert store(warehouse).prepare(create=True).ready
+        insert(warehouse, ["a", "b"])
+        store(warehouse).record_added(spec(db), EMULATOR, ["a", "b"], "old-run")
+        store(warehouse).save_run(aud_run("old-run", status="synced", added=2, members_after=2))
+    with duckdb.connect(str(db)) as conn:
+        conn.execute(f"alter table main.{RUNS} drop column bytes_billed")
+        conn.execute(f"update main.{VERSION} set version = 4")
+
+
+def test_version_4_is_read_as_it_is_and_upgraded_in_place(db: Path) -> None:
+    make_v4_state(db)
+    cohort = spec(db)
+    # A read-only run (a dry run, status) reads version 4 as it is: no bytes_billed column.
+    with DuckDBWarehouse(str(db), read_only=True) as warehouse:
+        status = store(warehouse).prepare(create=False)
+        assert status.ready and status.version == 4
+        assert f"version 4; the next sync upgrades it to {SCHEMA_VERSION}" in status.note
+        assert store(warehouse).plan(cohort, EMULATOR, False).unchanged == 2
+        (old,) = StateHistory(warehouse).runs(EMULATOR, 10)["aud"]
+        assert (old.run_id, old.members_after, old.bytes_billed) == ("old-run", 2, None)
+    with DuckDBWarehouse(str(db)) as warehouse:
+        status = store(warehouse).prepare(create=True)
+        assert status.ready and status.upgraded_from == 4
+        assert "bytes_billed" in upgrade_note(4) and "members_after" not in upgrade_note(4)
+        assert columns(warehouse)[RUNS] == {name for name, _, _ in STATE_COLUMNS[RUNS]}
+        # The old run row reads its cost as unknown; a new row records one.
+        store(warehouse).save_run(aud_run("new-run", bytes_billed=7))
+        assert sql(warehouse, f"select run_id, bytes_billed from main.{RUNS} order by 1") == [
+            ("new-run", 7),
+            ("old-run", None),
+        ]
+        last = StateHistory(warehouse).runs(EMULATOR, 10)["aud"]
+        assert [(r.run_id, r.bytes_billed) for r in last] == [("old-run", None), ("new-run", 7)]
+        assert sql(warehouse, f"select max(version) from main.{VERSION}") == [(SCHEMA_VERSION,)]
+    with DuckDBWarehouse(str(db)) as warehouse:
+        assert store(warehouse).prepare(create=True).upgraded_from is None
+
+
 def test_the_version_is_inferred_from_the_columns_when_not_recorded() -> None:
     current = {table: {name for name, _, _ in cols} for table, cols in STATE_COLUMNS.items()}
     assert schema_version_from(current, None) == SCHEMA_VERSION
     assert schema_version_from(current, 2) == 2
+    # Tables an older dbt package created carry no version row.
+    assert schema_version_from({**current, RUNS: current[RUNS] - {"bytes_billed"}}, None) == 4
     v2 = {**current, RUNS: current[RUNS] - {"members_after"}}
     assert schema_version_from(v2, None) == 2
     v1 = {**v2, MEMBERS: current[MEMBERS] - {"endpoint"}}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
+from pathlib import Path
 
 import jinja2
 import pytest
@@ -12,21 +14,30 @@ from dbt_moengage import uids
 from ..conftest import ROOT
 
 MACRO = ROOT / "macros" / "_moengage_uid_whitespace.sql"
+TRIM_MACRO = ROOT / "macros" / "moengage_uid_trim.sql"
 
 
-def macro_whitespace() -> str:
-    """The characters the dbt package's _moengage_uid_whitespace macro returns."""
+def returned_by(path: Path, call: str) -> str:
+    """What the dbt package's macro call (`name(args)`, defined in `path`) returns."""
     returned: list[str] = []
     env = jinja2.Environment()
     env.globals["return"] = returned.append
-    source = MACRO.read_text(encoding="utf-8")
-    env.from_string(source + "{{ _moengage_uid_whitespace() }}").render()
+    source = path.read_text(encoding="utf-8")
+    env.from_string(source + "{{ " + call + " }}").render()
     assert len(returned) == 1
     return returned[0]
 
 
 def test_the_dbt_package_and_the_runner_share_the_characters() -> None:
-    assert macro_whitespace() == uids.WHITESPACE
+    assert returned_by(MACRO, "_moengage_uid_whitespace()") == uids.WHITESPACE
+
+
+def test_bigquery_trims_the_same_characters_by_code_point() -> None:
+    # The bigquery__ variant spells each character with chr(), in the same order.
+    sql = returned_by(TRIM_MACRO, "bigquery__moengage_uid_trim('uid_value')")
+    match = re.fullmatch(r"trim\(uid_value, concat\((.*)\)\)", sql)
+    assert match, sql
+    assert match[1] == ", ".join(f"chr({ord(char)})" for char in uids.WHITESPACE)
 
 
 def test_every_unicode_space_is_whitespace() -> None:

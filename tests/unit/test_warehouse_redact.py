@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import time
+from urllib.parse import quote
 
 import pytest
 
@@ -10,6 +12,7 @@ from dbt_moengage.warehouse.redact import (
     ERROR_CHARS,
     redact_authorization,
     redact_path,
+    redact_secret,
     stored_error,
 )
 
@@ -105,3 +108,52 @@ def test_redaction_stays_fast_on_a_megabyte_of_odd_text(text: str) -> None:
     stored = stored_error(text)
     assert stored is not None and len(stored) <= ERROR_CHARS
     assert time.perf_counter() - started < 5
+
+
+# -- redact_secret -------------------------------------------------------------------------
+
+USER = "WS_REDACT"
+# `+` and `/` in its base64, `/` and `+` in it: every form differs from the others.
+SECRET = "sk/Redact+key-\u00e9?~~~"
+TOKEN = f"{USER}:{SECRET}"
+
+
+def forms() -> dict[str, str]:
+    latin1, utf8, key = TOKEN.encode("latin-1"), TOKEN.encode(), SECRET.encode("latin-1")
+    b64, safe = base64.b64encode(latin1).decode(), base64.urlsafe_b64encode(latin1).decode()
+    return {
+        "itself": SECRET,
+        "upper-cased": SECRET.upper(),
+        "lower-cased": SECRET.lower(),
+        "url-quoted": quote(SECRET, safe=""),
+        "url-quoted upper-cased": quote(SECRET, safe="").upper(),
+        "hex": key.hex(),
+        "hex upper-cased": key.hex().upper(),
+        "token base64": b64,
+        "token base64 unpadded": b64.rstrip("="),
+        "token base64 url-safe": safe,
+        "token base64 url-safe unpadded": safe.rstrip("="),
+        "token base64 url-quoted": quote(b64, safe=""),
+        "token base64 of utf-8": base64.b64encode(utf8).decode(),
+        "key base64": base64.b64encode(key).decode(),
+        "key base64 url-safe unpadded": base64.urlsafe_b64encode(key).decode().rstrip("="),
+    }
+
+
+@pytest.mark.parametrize("form", list(forms()))
+def test_every_form_of_a_known_secret_is_masked(form: str) -> None:
+    echoed = forms()[form]
+    text = f'{{"echo": "Basic {echoed}", "seen": [{echoed!r}]}} and more'
+    shown = redact_secret(text, SECRET, USER)
+    assert echoed not in shown and echoed.lower() not in shown.lower()
+    assert shown == '{"echo": "Basic ***", "seen": [\'***\']} and more'
+
+
+def test_no_secret_masks_nothing() -> None:
+    assert redact_secret("Basic abc", "", USER) == "Basic abc"
+
+
+def test_masking_a_secret_stays_fast_on_the_start_of_a_large_page() -> None:
+    started = time.perf_counter()
+    assert redact_secret("<p>" * 30_000, SECRET, USER) == "<p>" * 30_000
+    assert time.perf_counter() - started < 1

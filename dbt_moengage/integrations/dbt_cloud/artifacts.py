@@ -4,6 +4,9 @@ Administrative API v2, `GET /api/v2/accounts/{account}/runs/{run}/artifacts/{nam
 service token. Retries follow the runner's one policy (`dbt_moengage/retry.py`): throttling
 (429, its Retry-After first), server errors, dropped connections, and a 404 for an artifact
 dbt Cloud has not published yet are `TransientError`s; a refused token is not retried.
+
+Of an answer, only an artifact is read, streamed to its file and at most MAX_ARTIFACT_BYTES;
+the body of a refusal or of a redirect is never read (closing drops the connection).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from .events import CloudRun
 ARTIFACTS = ("manifest.json", "run_results.json")
 MAX_BACKOFF = 30.0
 _CHUNK = 1 << 20
+# A large project's manifest.json is some hundreds of MB at most; past this it is not one.
+MAX_ARTIFACT_BYTES = 512 * 1024 * 1024
 
 
 def artifact_url(config: WebhookConfig, run: CloudRun, name: str) -> str:
@@ -46,6 +51,7 @@ def fetch_artifacts(
     """
     params = {"step": str(config.step)} if config.step is not None else None
     with requests.Session() as session:
+        session.hooks["response"].append(_unread_redirect)
         session.headers.update(
             {
                 "Authorization": f"Token {config.api_token.reveal()}",
@@ -92,11 +98,7 @@ def _download(
         ) as response:
             status = response.status_code
             if status == 200:
-                partial = path.with_suffix(".part")
-                with partial.open("wb") as out:
-                    for chunk in response.iter_content(_CHUNK):
-                        out.write(chunk)
-                partial.replace(path)
+                _save(response, url, path)
                 return
     except requests.RequestException as exc:
         # Messages of requests' errors may quote the URL or headers: only the type is shown.
@@ -113,3 +115,29 @@ def _download(
             "read access to the job's project) and DBT_CLOUD_HOST; nothing synced for this run"
         )
     raise ArtifactError(f"GET {url} answered {problem}; nothing synced for this run")
+
+
+def _save(response: requests.Response, url: str, path: Path) -> None:
+    """Stream an artifact to `path`, refusing one over MAX_ARTIFACT_BYTES as it comes."""
+    partial = path.with_suffix(".part")
+    written = 0
+    with partial.open("wb") as out:
+        for chunk in response.iter_content(_CHUNK):
+            written += len(chunk)
+            if written > MAX_ARTIFACT_BYTES:
+                out.close()
+                partial.unlink()
+                raise ArtifactError(
+                    f"GET {url}: the artifact is over {MAX_ARTIFACT_BYTES >> 20} MB, more than "
+                    "a dbt artifact can be; not read further, nothing synced for this run"
+                )
+            out.write(chunk)
+    partial.replace(path)
+
+
+def _unread_redirect(response: requests.Response, *args: object, **kwargs: object) -> None:
+    """A response hook: requests reads a redirect's whole body before following it, and a
+    redirect's body says nothing; closed first, none of it is read (nor the connection
+    kept)."""
+    if response.is_redirect:
+        response.raw.close()

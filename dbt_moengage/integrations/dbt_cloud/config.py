@@ -6,10 +6,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from ...errors import SettingsError
-from ...settings import Secret, is_loopback
+from ...settings import Secret
+from ...urls import check_url
 
 DEFAULT_CLOUD_HOST = "https://cloud.getdbt.com"
 
@@ -50,17 +50,12 @@ class WebhookConfig:
 
 
 def check_cloud_host(url: str) -> None:
-    """Refuse a dbt Cloud host that would carry the API token in clear or is not a URL."""
-    parts = urlsplit(url)
-    if parts.username or parts.password:
-        raise SettingsError("DBT_CLOUD_HOST must not carry credentials; use DBT_CLOUD_API_TOKEN")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise SettingsError(
-            f"DBT_CLOUD_HOST = {url!r}: must be an https URL with a host, "
-            "e.g. https://cloud.getdbt.com or your account's access URL"
-        )
-    if parts.scheme == "http" and not is_loopback(parts.hostname):
-        raise SettingsError(
-            f"DBT_CLOUD_HOST = {url!r}: plain http:// is only allowed to a loopback address, "
-            "because the API token would travel in clear; use https://"
-        )
+    """Refuse a dbt Cloud host that would carry the API token in clear or is not a URL (the
+    one rule of every URL setting, urls.py)."""
+    check_url(
+        url,
+        "DBT_CLOUD_HOST",
+        carries="the API token",
+        example="https://cloud.getdbt.com or your account's access URL",
+        fix="use DBT_CLOUD_API_TOKEN",
+    )

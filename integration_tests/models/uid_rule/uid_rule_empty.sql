@@ -4,13 +4,11 @@
     comments into block comments, which DuckDB then misreads before these characters. -#}
 {%- set whitespace = moengage._moengage_uid_whitespace() %}
 
-select case_id, uid from (values
-    ('empty_1', ''),
-    ('empty_2', ''),
-    ('blank_ascii_run', ' ' || chr(9) || chr(10) || chr(11) || chr(12) || chr(13)),
-    ('blank_invisible_run', chr(160) || chr(8203) || chr(65279) || chr(12288)),
+select 'empty_1' as case_id, '' as uid
+union all select 'empty_2', ''
+union all select 'blank_ascii_run', ' ' || chr(9) || chr(10) || chr(11) || chr(12) || chr(13)
+union all select 'blank_invisible_run', chr(160) || chr(8203) || chr(65279) || chr(12288)
 {%- for char in whitespace %}
-    ('blank_{{ '%02d' | format(loop.index) }}', '{{ char }}'),
+union all select 'blank_{{ '%02d' | format(loop.index) }}', {{ uid_rule_text(char) }}
 {%- endfor %}
-    ('fine', 'a b')
-) as cases (case_id, uid)
+union all select 'fine', 'a b'

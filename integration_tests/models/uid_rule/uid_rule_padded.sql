@@ -4,12 +4,10 @@
     _moengage_uid_whitespace. -#}
 {%- set whitespace = moengage._moengage_uid_whitespace() %}
 
-select case_id, uid from (values
 {%- for char in whitespace %}
     {%- set nn = '%02d' | format(loop.index) %}
-    ('lead_{{ nn }}', '{{ char }}lead-{{ nn }}'),
-    ('trail_{{ nn }}', 'trail-{{ nn }}{{ char }}'),
-    ('both_{{ nn }}', '{{ char }}both-{{ nn }}{{ char }}'),
-    ('inner_{{ nn }}', 'in{{ char }}ner-{{ nn }}'){{ ',' if not loop.last }}
+{{ 'union all ' if not loop.first }}select 'lead_{{ nn }}' as case_id, {{ uid_rule_text(char ~ 'lead-' ~ nn) }} as uid
+union all select 'trail_{{ nn }}', {{ uid_rule_text('trail-' ~ nn ~ char) }}
+union all select 'both_{{ nn }}', {{ uid_rule_text(char ~ 'both-' ~ nn ~ char) }}
+union all select 'inner_{{ nn }}', {{ uid_rule_text('in' ~ char ~ 'ner-' ~ nn) }}
 {%- endfor %}
-) as cases (case_id, uid)

@@ -9,8 +9,8 @@ with cases as (
 
     select
         {{ loop.index }} as position,
-        '{{ char }}x{{ char }}' as padded,
-        '{{ char }}{{ char }}' as blank
+        {{ uid_rule_text(char ~ 'x' ~ char) }} as padded,
+        {{ uid_rule_text(char ~ char) }} as blank
     {%- if not loop.last %}
 
     union all
