@@ -6,6 +6,8 @@
     │   ├── ProfileError              dbt profile not found or not renderable
     │   ├── SettingsError             MoEngage credentials / settings missing or invalid
     │   ├── ArtifactError             a dbt Cloud run's artifacts cannot be fetched (webhook)
+    │   │   └── ArtifactsUnavailable  dbt Cloud kept failing transiently (also a
+    │   │                             TransientError: the receiver tries the run again later)
     │   ├── ExposureFileError         the exposures YAML file cannot be read or safely updated
     │   └── StateVersionError         the sync state was written by a newer dbt-moengage
     ├── CohortError                   one cohort cannot sync; the others go on: exit 1
@@ -133,6 +135,11 @@ class RateLimited(TransientError):
     def __init__(self, detail: str, retry_after: float | None) -> None:
         self.retry_after = retry_after
         super().__init__(detail)
+
+
+class ArtifactsUnavailable(ArtifactError, TransientError):
+    """dbt Cloud kept answering a run's artifact requests with transient failures (429, 5xx,
+    404 before they are published, dropped connections): the run may be tried again later."""
 
 
 class StreamStopped(MoEngageSyncError):

@@ -2,9 +2,13 @@
 
 The first signal sets `Stop.event`: the sync starts no new request or cohort, lets the
 requests in flight finish within their deadline, records what MoEngage accepted, marks
-the rest `interrupted`, writes its report and exits 128 + the signal (130, 143). A second
-signal exits at once; the state stays consistent, as after a crash (each checkpoint is one
-statement, so the next run resends at most the requests that were in flight).
+the rest `interrupted`, writes its report and exits 128 + the signal (130, 143). What would
+not end by itself is ended (`when_stopped`): a warehouse query reading a model is cancelled,
+a notification post cut off. A second signal exits at once; the state stays consistent, as
+after a crash (each checkpoint is one statement, so the next run resends at most the
+requests that were in flight). Signals within SAME_STOP_SECONDS of the first are that first
+one: GNU `timeout` sends SIGTERM to the process and then to its process group, so the
+process gets two at once, and a clean stop must not turn into an exit at once.
 
 During the dbt phase of `build` (`stop_dbt_on_signals`) the first signal stops dbt the way
 dbt stops on Ctrl-C (it cancels its queries and writes run_results.json), nothing is synced,
@@ -18,12 +22,18 @@ import multiprocessing.util
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import NoReturn
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# A signal this soon after the first is the same stop sent twice (`timeout`: to the process,
+# then to its group), not a second one asking to exit at once.
+SAME_STOP_SECONDS = 1.0
+# How often a `when_stopped` watcher looks at the stop event.
+WATCH_SECONDS = 0.1
 
 
 @dataclass
@@ -32,6 +42,8 @@ class Stop:
 
     event: threading.Event = field(default_factory=threading.Event)
     signum: int | None = None
+    # When the first signal came (time.monotonic()).
+    at: float | None = None
 
 
 def stop_on_signals() -> contextlib.AbstractContextManager[Stop]:
@@ -48,6 +60,13 @@ def stop_dbt_on_signals() -> contextlib.AbstractContextManager[Stop]:
     )
 
 
+def interrupt_on_signals(says: str) -> contextlib.AbstractContextManager[Stop]:
+    """While the block runs (main thread only), the first SIGINT or SIGTERM says `says` and
+    raises KeyboardInterrupt in the main thread, for the block to stop as it sees fit (the
+    dbt Cloud receiver); a second exits at once."""
+    return _on_signals(says, interrupt=True)
+
+
 @contextlib.contextmanager
 def _on_signals(says: str, interrupt: bool) -> Iterator[Stop]:
     """The first signal sets the stop (and says what happens now); a second exits at once."""
@@ -57,9 +76,12 @@ def _on_signals(says: str, interrupt: bool) -> Iterator[Stop]:
         return
 
     def handle(signum: int, frame: FrameType | None) -> None:
-        if stop.event.is_set():
+        now = time.monotonic()
+        if stop.at is not None:
+            if now - stop.at < SAME_STOP_SECONDS:
+                return  # the first signal again (`timeout` sends two): one stop
             exit_now(signum)
-        stop.signum = signum
+        stop.at, stop.signum = now, signum
         stop.event.set()
         # os.write, not print: a handler may run while the main thread is printing.
         name = signal.Signals(signum).name
@@ -69,6 +91,38 @@ def _on_signals(says: str, interrupt: bool) -> Iterator[Stop]:
 
     with _handling(handle):
         yield stop
+
+
+@contextlib.contextmanager
+def when_stopped(
+    stop: threading.Event, act: Callable[[], None], again: float | None = None
+) -> Iterator[None]:
+    """Call `act` once `stop` is set while the block runs (and every `again` seconds after,
+    until the block ends), from a thread of its own.
+
+    A blocked socket read or a warehouse query does not look at the stop event, and the
+    signal handler cannot end it: it runs in the main thread, which may be the one blocked.
+    `act` ends it from outside (shuts the socket, cancels the query). A failing `act` is
+    ignored: what it would end then ends by itself, as before.
+    """
+    done = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(WATCH_SECONDS):
+            if done.is_set():
+                return
+        while not done.is_set():
+            with contextlib.suppress(Exception):
+                act()
+            if again is None:
+                return
+            done.wait(again)
+
+    threading.Thread(target=watch, name="moengage-stop-watch", daemon=True).start()
+    try:
+        yield
+    finally:
+        done.set()
 
 
 @contextlib.contextmanager

@@ -16,7 +16,10 @@ A run's changes go out in one post: Slack incoming-webhook JSON (`text`), with t
 facts as fields for other receivers (`cohorts`). The announced statuses are recorded only
 once the receiver accepted the post, so a post that failed is made again by the next run.
 A post that fails is a warning, never a failed sync; its retries follow the runner's one
-policy (retry.py) on a small budget. Dry runs never notify (sync.py does not call this).
+policy (retry.py) on a small budget, which is also the post's wall-clock deadline
+(deadline.py): a receiver that trickles its answer cannot hold the run past it, and a stop
+(SIGINT, SIGTERM) cuts the post off at once. Dry runs never notify (sync.py does not call
+this).
 
 The URL carries the receiver's secret (a Slack webhook's path is its credential): it is
 held as a `Secret`, and shown as scheme://host only.
@@ -25,6 +28,8 @@ held as a `Secret`, and shown as scheme://host only.
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
@@ -32,18 +37,22 @@ from dataclasses import replace as with_fields
 from typing import Any
 
 import requests
+import urllib3.exceptions
 from urllib3.util import parse_url
 
 from . import __version__, retry
 from .client import read_start
 from .cohorts import DEFAULT_ALERT_CHANGE_FRACTION
+from .deadline import DeadlineAdapter, within
 from .errors import (
+    Interrupted,
     NotificationFailed,
     RateLimited,
     SettingsError,
     TransientError,
     WarehouseError,
 )
+from .interrupt import when_stopped
 from .manifest import ModelNode
 from .report import FAILED, GUARDED, INVALID, SKIPPED, SYNCED, CohortResult, RunReport
 from .report.progress import Progress
@@ -58,6 +67,7 @@ NOTIFY_URL = "MOENGAGE_NOTIFY_URL"
 ATTEMPTS = 3
 BACKOFF_INITIAL = 0.5
 BACKOFF_MAX = 2.0
+# The whole post's wall-clock deadline, attempts and waits included.
 BUDGET_SECONDS = 10.0
 CONNECT_TIMEOUT = 3.05
 READ_TIMEOUT = 5.0
@@ -373,15 +383,24 @@ def _slack(text: str) -> str:
 # -- the post ------------------------------------------------------------------------------
 
 
-def post(settings: NotifySettings, body: dict[str, Any]) -> int:
+def post(
+    settings: NotifySettings, body: dict[str, Any], stop: threading.Event | None = None
+) -> int:
     """POST the message under the shared retry policy; the attempts it took.
 
-    NotificationFailed when the receiver refused it or stayed out of reach; its message
-    names the receiver as scheme://host only.
+    The post ends within `budget_seconds` however the receiver answers: each attempt gets
+    what is left of it as its wall-clock deadline. Setting `stop` ends it at once.
+    NotificationFailed when the receiver refused it, stayed out of reach or too slow, or
+    the run was stopped; its message names the receiver as scheme://host only.
     """
     data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+    stop = stop or threading.Event()
     attempts = 0
+    started = time.monotonic()
     with requests.Session() as session:
+        # Its connections can be shut when the deadline passes, or the run is stopped.
+        session.mount("http://", DeadlineAdapter())
+        session.mount("https://", DeadlineAdapter())
         session.headers.update(
             {
                 "Content-Type": "application/json; charset=utf-8",
@@ -393,12 +412,21 @@ def post(settings: NotifySettings, body: dict[str, Any]) -> int:
             backoff_initial=settings.backoff_initial,
             backoff_max=settings.backoff_max,
             budget_seconds=settings.budget_seconds,
+            sleep=lambda seconds: _wait(stop, seconds),
         )
         try:
             for attempt in policy:
                 with attempt:
+                    if stop.is_set():
+                        raise Interrupted("the run was interrupted")
                     attempts += 1
-                    _post_once(session, settings, data)
+                    left = settings.budget_seconds - (time.monotonic() - started)
+                    _post_once(session, settings, data, left, stop)
+        except Interrupted:
+            raise NotificationFailed(
+                f"notification to {settings.receiver} not sent: the run was interrupted; "
+                "the next run posts it again"
+            ) from None
         except TransientError as exc:
             tries = f"{attempts} attempt{'' if attempts == 1 else 's'}"
             raise NotificationFailed(
@@ -408,26 +436,45 @@ def post(settings: NotifySettings, body: dict[str, Any]) -> int:
     return attempts
 
 
-def _post_once(session: requests.Session, settings: NotifySettings, data: bytes) -> None:
-    """One POST; the typed error for anything but a 2xx."""
+def _wait(stop: threading.Event, seconds: float) -> None:
+    """Wait between attempts, ending at once when the run is stopped."""
+    stop.wait(seconds)
+
+
+def _post_once(
+    session: requests.Session,
+    settings: NotifySettings,
+    data: bytes,
+    seconds: float,
+    stop: threading.Event,
+) -> None:
+    """One POST, ended by `seconds` on the wall clock or by `stop`; the typed error for
+    anything but a 2xx."""
     url = settings.url.reveal()
-    try:
-        # Not followed: a redirected POST turns into a GET, and may carry the secret away.
-        with session.post(
-            url,
-            data=data,
-            timeout=(settings.connect_timeout, settings.read_timeout),
-            allow_redirects=False,
-            stream=True,
-        ) as response:
-            status = response.status_code
-            retry_after = response.headers.get("Retry-After")
-            # Only the start of a refusal is read, to be shown; of an acceptance, nothing.
-            refused = not 200 <= status < 300
-            start = read_start(response, ANSWER_CHARS * 4)[0] if refused else b""
-    except requests.RequestException as exc:
-        # requests' messages quote the URL: only the type is shown.
-        raise TransientError(type(exc).__name__) from None
+    with within(seconds) as deadline, when_stopped(stop, deadline.expire):
+        try:
+            # Not followed: a redirected POST turns into a GET, and may carry the secret away.
+            with session.post(
+                url,
+                data=data,
+                timeout=(settings.connect_timeout, settings.read_timeout),
+                allow_redirects=False,
+                stream=True,
+            ) as response:
+                status = response.status_code
+                retry_after = response.headers.get("Retry-After")
+                # Only the start of a refusal is read, to be shown; of an acceptance, nothing.
+                refused = not 200 <= status < 300
+                start = read_start(response, ANSWER_CHARS * 4)[0] if refused else b""
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+            if stop.is_set():
+                raise Interrupted("the run was interrupted") from None
+            if deadline.expired:
+                raise TransientError(
+                    f"no complete answer within {settings.budget_seconds:g} s"
+                ) from None
+            # requests' messages quote the URL: only the type is shown.
+            raise TransientError(type(exc).__name__) from None
     if 200 <= status < 300:
         return
     problem = f"HTTP {status}"
@@ -464,13 +511,14 @@ def notify_changes(
     progress: Progress,
     invalid: Mapping[str, tuple[StateKey, str]] | None = None,
     fractions: Mapping[str, float] | None = None,
+    stop: threading.Event | None = None,
 ) -> list[CohortChange]:
     """Post the run's changes, then record them as announced; the changes announced.
 
     `keys` gives the state key of each model that was to sync, `invalid` the key and
     cohort_id of each invalid config (see `invalid_cohorts`); other results (a model
     refused before its destination was known) have no key and are not announced.
-    `fractions` gives each model's alert_change_fraction.
+    `fractions` gives each model's alert_change_fraction; setting `stop` ends the post.
     """
     if report.dry_run:
         return []
@@ -496,7 +544,7 @@ def notify_changes(
     if not found:
         return []
     try:
-        post(settings, message(found, report.run_id))
+        post(settings, message(found, report.run_id), stop)
     except NotificationFailed as exc:
         _warn(report, progress, str(exc))
         return []
@@ -545,6 +593,7 @@ def notify_after_sync(
     progress: Progress,
     invalid: Mapping[str, tuple[StateKey, str]] | None = None,
     fractions: Mapping[str, float] | None = None,
+    stop: threading.Event | None = None,
 ) -> list[CohortChange]:
     """Notify when MOENGAGE_NOTIFY_URL is set; a URL that cannot be used is a warning."""
     try:
@@ -554,7 +603,7 @@ def notify_after_sync(
         return []
     if settings is None:
         return []
-    return notify_changes(state, report, keys, settings, progress, invalid, fractions)
+    return notify_changes(state, report, keys, settings, progress, invalid, fractions, stop)
 
 
 __all__ = [

@@ -126,7 +126,8 @@ def run_sync(
     """Sync every selected cohort; config problems raise ConfigError before any request.
 
     Once `stop` is set (SIGINT, SIGTERM), no new request or cohort starts; requests in
-    flight finish within their deadline and are recorded; the rest is `interrupted`.
+    flight finish within their deadline and are recorded; a warehouse query reading a model
+    is cancelled, a notification post cut off; the rest is `interrupted`.
     """
     progress = progress or Progress()
     stop = stop or threading.Event()
@@ -195,7 +196,12 @@ def run_sync(
         for spec in specs:
             groups.setdefault(spec.destination, []).append(spec)
         # Each destination is its own workspace with its own quota: they sync side by side.
-        with ThreadPoolExecutor(max_workers=max(len(groups), 1)) as pool:
+        # A stop cancels the warehouse's reads of models (a query over a large model would
+        # hold the stop for minutes): their cohorts end `interrupted`.
+        with (
+            warehouse.cancelled_on(stop),
+            ThreadPoolExecutor(max_workers=max(len(groups), 1)) as pool,
+        ):
             jobs = [
                 pool.submit(
                     _sync_destination,
@@ -218,7 +224,9 @@ def run_sync(
         if notifies and not stop.is_set():
             invalid = _invalid_cohorts(warehouse, manifest, report, senders, keys, options.environ)
             fractions = {spec.model: spec.alert_change_fraction for spec in specs}
-            notify_after_sync(state, report, keys, options.environ, progress, invalid, fractions)
+            notify_after_sync(
+                state, report, keys, options.environ, progress, invalid, fractions, stop
+            )
     report.finished_at = _now()
     return report
 
@@ -513,6 +521,8 @@ class CohortSync:
                 self.result.status = DRY_RUN
         except CohortError as exc:
             self.result.error = str(exc)
+        except Interrupted as exc:
+            self.result.status, self.result.error = INTERRUPTED, str(exc)
         self.result.bytes_billed = self._billed()
         self.result.seconds = round(time.monotonic() - started, 3)
         return self.result

@@ -6,7 +6,7 @@
     where kind is one of string, timestamp, bigint, boolean: each engine variant of
     moengage_state_tables_sql maps a kind to its own type. The Python runner creates and
     writes the same tables, so names, order, kinds and nullability here must match its DDL
-    (dbt_moengage/state/schema.py, version 5). Timestamps hold UTC.
+    (dbt_moengage/state/schema.py, version 6). Timestamps hold UTC.
 -#}
 {% macro _moengage_state_columns() %}
     {{ return([
@@ -71,6 +71,17 @@
             ['last_notified_status', 'string', true],
             ['last_notified_at', 'timestamp', true],
             ['run_id', 'string', true],
+        ]},
+        {'name': 'moengage_webhook_runs', 'columns': [
+            ['account_id', 'string', true],
+            ['job_id', 'string', true],
+            ['run_id', 'string', true],
+            ['run_status', 'string', true],
+            ['status', 'string', true],
+            ['received_at', 'timestamp', true],
+            ['finished_at', 'timestamp', false],
+            ['attempts', 'bigint', false],
+            ['error', 'string', false],
         ]},
     ]) }}
 {% endmacro %}

@@ -4,6 +4,7 @@ connection, at once or a byte every `gap` seconds (a server, or a proxy, that tr
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 
@@ -45,6 +46,9 @@ class RawServer:
 
     def __exit__(self, *exc: object) -> None:
         self._closed.set()
+        # Wakes the thread blocked in accept(), which closing alone does not on Linux.
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
         self._thread.join(5)
 

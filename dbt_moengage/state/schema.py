@@ -11,7 +11,10 @@ Version 4 adds no column: it changes how Postgres locks a cohort (a lock row und
 key instead of a session advisory lock) and adds the key Postgres looks members up by; an
 older runner, locking the old way, must not sync beside a newer one. Version 5 adds each run
 row's bytes billed (`bytes_billed`: what the cohort's warehouse jobs cost, on engines whose
-jobs report it, BigQuery; null elsewhere and on older rows).
+jobs report it, BigQuery; null elsewhere and on older rows). Version 6 adds the table of
+the dbt Cloud runs the webhook receiver accepted (`moengage_webhook_runs`): a run answered
+`queued` is there before the answer, so a receiver that stopped resumes it, and a run synced
+once is never synced again by a replayed event.
 """
 
 from __future__ import annotations
@@ -31,7 +34,10 @@ VERSION = "moengage_state_version"
 # the notifier writes after the post, outside the cohort's lock, never racing a sync's
 # delete-then-insert of the cohort's name.
 NOTIFICATIONS = "moengage_notifications"
-STATE_TABLES = (MEMBERS, RUNS, LOCKS, COHORTS, VERSION, NOTIFICATIONS)
+# The dbt Cloud runs the webhook receiver (serve-webhook) accepted, one row per run: queued
+# until synced or given up. Written before the receiver answers `queued`.
+WEBHOOK_RUNS = "moengage_webhook_runs"
+STATE_TABLES = (MEMBERS, RUNS, LOCKS, COHORTS, VERSION, NOTIFICATIONS, WEBHOOK_RUNS)
 # How the SQL templates name each table: `{members}`, `{runs}`, ...
 ALIASES = {
     MEMBERS: "members",
@@ -40,15 +46,17 @@ ALIASES = {
     COHORTS: "cohorts",
     VERSION: "version",
     NOTIFICATIONS: "notifications",
+    WEBHOOK_RUNS: "webhook_runs",
 }
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # The oldest version a read-only run (a dry run, validate --warehouse) reads as it is:
-# versions 3 and 5 only added what syncing writes (members_after, notifications,
-# bytes_billed), never what a plan reads; history reads a missing run column as null.
+# versions 3, 5 and 6 only added what syncing writes (members_after, notifications,
+# bytes_billed, webhook runs), never what a plan reads; history reads a missing run column
+# as null.
 READABLE_SINCE = 2
 # The version that added each table created after version 1 (a missing one is created).
-TABLE_SINCE = {COHORTS: 2, VERSION: 2, NOTIFICATIONS: 3}
+TABLE_SINCE = {COHORTS: 2, VERSION: 2, NOTIFICATIONS: 3, WEBHOOK_RUNS: 6}
 # The endpoint of rows written before state was kept per endpoint.
 LEGACY_ENDPOINT = ""
 # synced_at of adopted legacy rows: before any real sync, so always due for a re-send.
@@ -122,6 +130,21 @@ STATE_COLUMNS: dict[str, tuple[tuple[str, str, bool], ...]] = {
         ("last_notified_at", "timestamp", True),
         ("run_id", "string", True),
     ),
+    WEBHOOK_RUNS: (
+        # The dbt Cloud run: its account (for the artifacts' URL), job, id, and how it ended
+        # in dbt Cloud (runStatus: Success, Errored, ...).
+        ("account_id", "string", True),
+        ("job_id", "string", True),
+        ("run_id", "string", True),
+        ("run_status", "string", True),
+        # queued (accepted, not synced yet), synced, or given_up.
+        ("status", "string", True),
+        ("received_at", "timestamp", True),
+        ("finished_at", "timestamp", False),
+        # Fetches of the run's artifacts so far.
+        ("attempts", "bigint", False),
+        ("error", "string", False),
+    ),
 }
 
 # Columns each version added to tables that existed before it, and the value their old
@@ -157,6 +180,10 @@ UPGRADE_NOTES = {
     5: (
         "run rows now record the bytes the warehouse billed for each cohort's jobs "
         "(bytes_billed; empty for earlier runs and on warehouses that report no cost)"
+    ),
+    6: (
+        f"the dbt Cloud webhook receiver now keeps the runs it accepted in {WEBHOOK_RUNS} "
+        "(queued ones are resumed after a restart; a run synced once is never synced again)"
     ),
 }
 
@@ -242,13 +269,17 @@ def upgrade_statements(types: dict[str, str], present: dict[str, set[str]]) -> l
 
 
 def schema_version_from(present: dict[str, set[str]], recorded: int | None) -> int:
-    """The state's version: as recorded, else the oldest whose added columns are missing."""
+    """The state's version: as recorded, else the oldest whose added columns or tables are
+    missing (tables the dbt package created carry no version row)."""
     if recorded is not None:
         return recorded
-    for added_in in sorted(ADDED_IN):
-        for table, added in ADDED_IN[added_in].items():
+    for added_in in sorted({*ADDED_IN, *TABLE_SINCE.values()}):
+        for table, added in ADDED_IN.get(added_in, {}).items():
             if table in present and any(name not in present[table] for name, _ in added):
                 return added_in - 1
+        tables = [table for table, since in TABLE_SINCE.items() if since == added_in]
+        if present and any(table not in present for table in tables):
+            return added_in - 1
     return SCHEMA_VERSION
 
 

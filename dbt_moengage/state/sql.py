@@ -8,7 +8,7 @@ parameter. The warehouse engine fills them in (Engine.format).
 
 from __future__ import annotations
 
-from .schema import COHORTS, NOTIFICATIONS, RUNS, STATE_COLUMNS
+from .schema import COHORTS, NOTIFICATIONS, RUNS, STATE_COLUMNS, WEBHOOK_RUNS
 
 # A rename travels with an add of this many current members (re-sent, so harmless).
 RENAME_BATCH = 100
@@ -17,6 +17,8 @@ _STATE_KEY = "endpoint = ? and workspace_id = ? and cohort_id = ?"
 _RUN_COLUMNS = ", ".join(name for name, _, _ in STATE_COLUMNS[RUNS])
 _COHORT_COLUMNS = ", ".join(name for name, _, _ in STATE_COLUMNS[COHORTS])
 _NOTIFIED_COLUMNS = ", ".join(name for name, _, _ in STATE_COLUMNS[NOTIFICATIONS])
+_WEBHOOK_RUN_COLUMNS = ", ".join(name for name, _, _ in STATE_COLUMNS[WEBHOOK_RUNS])
+_WEBHOOK_RUN = "account_id = ? and run_id = ?"
 
 
 def _values(table: str) -> str:
@@ -110,6 +112,23 @@ STATE_SQL: dict[str, str] = {
     "release_lock": f"delete from {{locks}} where {_STATE_KEY} and run_id = ?",
     "heartbeat_lock": (
         f"update {{locks}} set heartbeat_at = {{now}} where {_STATE_KEY} and run_id = ?"
+    ),
+    # The dbt Cloud runs the webhook receiver accepted (integrations/dbt_cloud/ledger.py).
+    "webhook_run_status": f"select status from {{webhook_runs}} where {_WEBHOOK_RUN}",
+    "delete_webhook_run": f"delete from {{webhook_runs}} where {_WEBHOOK_RUN}",
+    "insert_webhook_run": (
+        f"insert into {{webhook_runs}} ({_WEBHOOK_RUN_COLUMNS}) values ({_values(WEBHOOK_RUNS)})"
+    ),
+    "webhook_run_attempts": (
+        f"update {{webhook_runs}} set attempts = ? where {_WEBHOOK_RUN} and status = 'queued'"
+    ),
+    "finish_webhook_run": (
+        "update {webhook_runs} set status = ?, finished_at = ?, attempts = ?, error = ? "
+        f"where {_WEBHOOK_RUN}"
+    ),
+    "queued_webhook_runs": (
+        "select account_id, job_id, run_id, run_status, attempts from {webhook_runs} "
+        "where status = 'queued' order by received_at, run_id"
     ),
     "state_version": "select max(version) from {version}",
     "insert_version": "insert into {version} (version, upgraded_at, runner) values (?, ?, ?)",

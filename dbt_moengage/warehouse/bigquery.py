@@ -42,6 +42,7 @@ from ..state.schema import (
     RUNS,
     STATE_COLUMNS,
     STATE_TABLES,
+    WEBHOOK_RUNS,
     StateKey,
     state_ddl,
 )
@@ -50,6 +51,7 @@ from .engine import (
     BLANK_UID,
     MODEL_SQL,
     NULL_UID,
+    OUTER_ANTI_JOINS,
     PADDED_UID,
     VALID,
     Engine,
@@ -59,7 +61,7 @@ from .engine import (
     snapshot_sql,
     unusable_type,
 )
-from .profiles import ProfileTarget
+from .profiles import ProfileTarget, open_handle
 from .redact import redact_path
 
 # uid column types that cast to text without losing what MoEngage matches on (the REST
@@ -79,11 +81,13 @@ JOB_LABELS = {"dbt_moengage": "sync"}
 STATE_TYPES = {"string": "STRING", "timestamp": "TIMESTAMP", "bigint": "INT64", "boolean": "BOOL"}
 
 # The one uid rule (dbt_moengage/uids.py). A collation is dropped with the empty
-# specification; the whitespace set is built with chr(): a BigQuery string literal holds
-# no raw line break, and escapes in it are not read alike everywhere.
+# specification; the whitespace set is built from its code points: a BigQuery string
+# literal holds no raw line break, and escapes in it are not read alike everywhere.
 _EXACT = "collate({}, '')"
 _TEXT = _EXACT.format("cast({col} as string)")
-WHITESPACE_SET = "concat(" + ", ".join(f"chr({ord(ch)})" for ch in uids.WHITESPACE) + ")"
+WHITESPACE_SET = (
+    "code_points_to_string([" + ", ".join(str(ord(ch)) for ch in uids.WHITESPACE) + "])"
+)
 _TRIMMED = f"trim({_TEXT}, {WHITESPACE_SET})"
 _VALID = f"{{col}} is not null and {_TEXT} <> '' and {_TRIMMED} = {_TEXT}"
 _KIND = f"""case when {{col}} is null then '{NULL_UID}' when {_TRIMMED} = '' then '{BLANK_UID}'
@@ -113,17 +117,13 @@ SQL: dict[str, str] = {
             countif({_TRIMMED} <> '' and {_TRIMMED} <> {_TEXT})
         from {{relation}}""",
     "model_uids": f"select distinct {_TEXT} as uid from {{relation}} where {_VALID}",
-    "add_delta": """
-        select m.uid from ({model_uids}) m
-        left join ({state_uids}) s on m.uid = s.uid where s.uid is null""",
-    "remove_delta": """
-        select s.uid from ({state_uids}) s
-        left join ({model_uids}) m on s.uid = m.uid where m.uid is null""",
+    **OUTER_ANTI_JOINS,
     # A request's uids: one ARRAY<STRING> parameter (Engine.uid_batch).
     "json_uids": "select uid from unnest(?) as uid",
     "insert_run": _insert(RUNS, "runs"),
     "insert_cohort": _insert(COHORTS, "cohorts"),
     "insert_notified": _insert(NOTIFICATIONS, "notifications"),
+    "insert_webhook_run": _insert(WEBHOOK_RUNS, "webhook_runs"),
     "insert_version": (
         "insert into {version} (version, upgraded_at, runner) "
         "values (cast(? as INT64), cast(? as TIMESTAMP), cast(? as STRING))"
@@ -184,6 +184,8 @@ class Jobs:
     timeout_seconds: float | None = None
     retry: DmlRetry = dataclasses.field(default_factory=DmlRetry)
     charge: Callable[[int], None] = lambda nbytes: None
+    # The job `query` is waiting for, if any (what a stop cancels).
+    running: Any = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
     def config(self, params: Sequence[Any], session: str | None = None) -> Any:
         """The job's configuration: its parameters and the profile's job settings."""
@@ -212,9 +214,11 @@ class Jobs:
                 location=self.location,
                 job_id_prefix="dbt_moengage_",
             )
+            self.running = job
             try:
                 job.result(timeout=self.timeout_seconds)
             finally:
+                self.running = None
                 self.charge(int(getattr(job, "total_bytes_billed", None) or 0))
             return job
 
@@ -413,6 +417,14 @@ class BigQueryWarehouse(Engine):
             except self.ERRORS as exc:
                 raise WarehouseError(f"commit failed: {self.explain(exc)}") from None
 
+    def cancel(self, running: Any) -> None:
+        """Cancel the query job the engine is waiting for (`Jobs.running`; statements run
+        one at a time): BigQuery stops it, and waiting for its result raises. A job not yet
+        created is cancelled by the next call (`CANCEL_AGAIN_SECONDS`)."""
+        job = self.jobs.running
+        if job is not None:
+            job.cancel()
+
     def explain(self, exc: BaseException) -> str:
         """BigQuery's message on one line, without its job trailer, URLs redacted, and what
         to change when the profile's byte limit stopped the job."""
@@ -520,24 +532,8 @@ class BigQueryWarehouse(Engine):
 def open_client(target: ProfileTarget) -> Any:
     """A google-cloud-bigquery client for the profile target, opened by dbt-bigquery."""
     from dbt.adapters.bigquery.connections import BigQueryConnectionManager
-    from dbt.adapters.contracts.connection import Connection, ConnectionState, Identifier
 
-    connection = Connection(
-        type=Identifier("bigquery"),
-        name="dbt-moengage",
-        state=ConnectionState.INIT,
-        transaction_open=False,
-        handle=None,
-        credentials=target.credentials,
-    )
-    failure = None
-    try:
-        BigQueryConnectionManager.open(connection)
-    except Exception as exc:  # dbt's, google-auth's or a key file's error: shown alike
-        failure = _failure(target, exc)
-    if failure is not None:
-        raise ProfileError(failure)
-    return connection.handle
+    return open_handle(target, BigQueryConnectionManager, lambda exc: _failure(target, exc))
 
 
 def _secrets(credentials: Any) -> list[str]:

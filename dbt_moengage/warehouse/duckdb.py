@@ -339,9 +339,11 @@ class DuckDBWarehouse(Engine):
         table = f"moengage_delta_{uuid.uuid4().hex[:12]}"
         with self.statements:
             try:
-                self.conn.execute(
-                    f"create temp table {table} as {self.format(name, cohort, extra)}", params
-                )
+                with self.cancellable(name):
+                    self.conn.execute(
+                        f"create temp table {table} as {self.format(name, cohort, extra)}",
+                        params,
+                    )
                 (total,) = self.conn.execute(f"select count(*) from {table}").fetchone() or (0,)
             except duckdb.Error as exc:
                 raise read_failed(cohort, self.explain(exc)) from None
@@ -349,10 +351,11 @@ class DuckDBWarehouse(Engine):
             for start in range(0, total, batch_rows):
                 with self.statements:
                     try:
-                        rows = self.conn.execute(
-                            f"select uid from {table} where rowid >= ? and rowid < ?",
-                            [start, start + batch_rows],
-                        ).fetchall()
+                        with self.cancellable(name):
+                            rows = self.conn.execute(
+                                f"select uid from {table} where rowid >= ? and rowid < ?",
+                                [start, start + batch_rows],
+                            ).fetchall()
                     except duckdb.Error as exc:
                         raise read_failed(cohort, self.explain(exc)) from None
                 if rows:
@@ -371,6 +374,11 @@ class DuckDBWarehouse(Engine):
             "with MOENGAGE_DUCKDB_MEMORY_LIMIT (e.g. 1GB) or the profile's "
             "`settings: {memory_limit: ...}`"
         )
+
+    def cancel(self, running: Any) -> None:
+        """Interrupt the query running on the connection (the one connection every statement
+        uses); it raises InterruptException."""
+        running.interrupt()
 
     def close(self) -> None:
         """Close the database."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -25,7 +26,8 @@ import orjson
 
 from .. import uids
 from ..cohorts import CohortSpec
-from ..errors import WarehouseError
+from ..errors import Interrupted, WarehouseError
+from ..interrupt import when_stopped
 
 if TYPE_CHECKING:
     from ..state.locks import HeldLock
@@ -50,6 +52,43 @@ MODEL_SQL: dict[str, str] = {
             coalesce(sum(case when kind = '{PADDED_UID}' then n else 0 end), 0)
         from {{snapshot}}""",
     "drop_snapshot": "drop table if exists {snapshot}",
+}
+
+
+# The statements that read a cohort's model, or join it with the state: minutes on a large
+# model, and nothing a stopped run needs, so a stop cancels them (`Engine.cancelled_on`).
+# Writes are never cancelled (checkpoints, run rows, locks, dropping the snapshot): what
+# MoEngage accepted is still recorded, and each run row says how its run ended.
+READS = frozenset(
+    {
+        "reading_the_model",
+        "stats",
+        "snapshot_stats",
+        "count_model",
+        "long_uids",
+        "plan",
+        "model_uids",
+        "add_delta",
+        "resend_delta",
+        "rename_members",
+        "remove_delta",
+    }
+)
+# Once stopped, a read still running is cancelled again this often: a query the driver had
+# not yet sent when the first cancel came (a BigQuery job being created) is caught by the next.
+CANCEL_AGAIN_SECONDS = 0.5
+CANCELLED = "the run was interrupted: the warehouse query reading the model was cancelled"
+
+
+# The anti-joins as outer joins, for engines that plan them better than NOT EXISTS
+# (Snowflake, BigQuery).
+OUTER_ANTI_JOINS: dict[str, str] = {
+    "add_delta": """
+        select m.uid from ({model_uids}) m
+        left join ({state_uids}) s on m.uid = s.uid where s.uid is null""",
+    "remove_delta": """
+        select s.uid from ({state_uids}) s
+        left join ({model_uids}) m on s.uid = m.uid where m.uid is null""",
 }
 
 
@@ -165,6 +204,66 @@ class Engine(ABC):
     @abstractmethod
     def close(self) -> None:
         """Close the connection (and any the engine opened beside it)."""
+
+    def cancel(self, running: Any) -> None:  # noqa: B027 - a no-op on purpose
+        """Cancel the statement running on `running` (the connection a read runs on: the
+        main one, or a stream's own), the driver's way; called from another thread when the
+        run is stopped. The statement then raises the driver's error. Base: nothing, the
+        statement runs to its end."""
+
+    # -- stopping --------------------------------------------------------------------------
+
+    @cached_property
+    def _reads(self) -> _Reads:
+        return _Reads()
+
+    @contextlib.contextmanager
+    def cancelled_on(self, stop: threading.Event) -> Iterator[None]:
+        """While the block runs, setting `stop` cancels the reads of models running then
+        (READS), and those that would start later raise Interrupted instead.
+
+        A query over a large model takes minutes, and its driver call ignores the stop
+        event: a stop would wait for it, holding the warehouse (a DuckDB file stays locked)
+        and the orchestrator that asked the run to stop.
+        """
+        reads = self._reads
+        reads.stop = stop
+        try:
+            with when_stopped(stop, self._cancel_reads, again=CANCEL_AGAIN_SECONDS):
+                yield
+        finally:
+            reads.stop = threading.Event()
+
+    def _cancel_reads(self) -> None:
+        reads = self._reads
+        with reads.lock:
+            for running in reads.running.values():
+                with contextlib.suppress(Exception):
+                    self.cancel(running)
+
+    @contextlib.contextmanager
+    def cancellable(self, name: str, running: Any = None) -> Iterator[None]:
+        """Run the block's driver call of statement `name` so that a stop cancels it when it
+        is a read of a model (READS); `running` is the connection it runs on (default the
+        main one). Its failure once stopped is Interrupted, not the driver's error."""
+        if name not in READS:
+            yield
+            return
+        reads = self._reads
+        with reads.lock:
+            if reads.stop.is_set():
+                raise Interrupted(CANCELLED)
+            token = next(reads.tokens)
+            reads.running[token] = self.conn if running is None else running
+        try:
+            yield
+        except self.ERRORS:
+            if reads.stop.is_set():
+                raise Interrupted(CANCELLED) from None
+            raise
+        finally:
+            with reads.lock:
+                del reads.running[token]
 
     # -- the run's heartbeat session ---------------------------------------------------------
 
@@ -372,13 +471,17 @@ class Engine(ABC):
         with self.statements:
             cursor = self.cursor()
             try:
-                cursor.execute(self.render(sql), params)
+                with self.cancellable(name):
+                    cursor.execute(self.render(sql), params)
             except self.ERRORS as exc:
                 cursor.close()
                 where = f"model '{cohort.model}': " if cohort else ""
                 raise WarehouseError(
                     f"{where}{name.replace('_', ' ')} failed: {self.explain(exc)}"
                 ) from None
+            except Interrupted:
+                cursor.close()
+                raise
             return cursor
 
     @contextlib.contextmanager
@@ -477,6 +580,18 @@ class Engine(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _Reads:
+    """The reads of models running on an engine (token -> the connection each runs on), and
+    the stop that cancels them; `lock` makes starting, ending and cancelling one at a time,
+    so a cancel never reaches a statement that is not a read."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.running: dict[int, Any] = {}
+        self.tokens = itertools.count()
 
 
 def snapshot_name(key: StateKey, cohort: CohortSpec) -> str:

@@ -47,7 +47,7 @@ from .engine import (
     snapshot_sql,
     unusable_type,
 )
-from .profiles import ProfileTarget
+from .profiles import ProfileTarget, open_handle
 from .redact import redact_path
 
 # The dbt package's _moengage_state_lock_key: 'moengage' in ASCII as a bigint. The state
@@ -265,9 +265,12 @@ class PostgresWarehouse(Engine):
         reader.autocommit = False
         cursor = reader.cursor(name=f"moengage_{uuid.uuid4().hex[:12]}")
         try:
-            cursor.execute(self.render(self.format(name, cohort, extra)), params)
+            with self.cancellable(name, reader):
+                cursor.execute(self.render(self.format(name, cohort, extra)), params)
             while True:
-                rows = cursor.fetchmany(batch_rows)
+                # The query runs as rows are fetched: the first fetch may take minutes.
+                with self.cancellable(name, reader):
+                    rows = cursor.fetchmany(batch_rows)
                 if not rows:
                     return
                 yield [row[0] for row in rows]
@@ -340,6 +343,11 @@ class PostgresWarehouse(Engine):
         with contextlib.suppress(ValueError):
             self._others.remove(conn)
 
+    def cancel(self, running: Any) -> None:
+        """Ask the server to cancel the query of the session `running` (libpq's PQcancel,
+        over a connection of its own); the query raises QueryCanceled."""
+        running.cancel()
+
     def explain(self, exc: BaseException) -> str:
         """Postgres's message on one line, with any path or URL in it redacted."""
         return redact_path(" ".join(str(exc).split()))
@@ -355,25 +363,9 @@ class PostgresWarehouse(Engine):
 
 def open_connection(target: ProfileTarget) -> Any:
     """A psycopg2 session for the profile target, opened by dbt-postgres itself."""
-    from dbt.adapters.contracts.connection import Connection, ConnectionState, Identifier
     from dbt.adapters.postgres.connections import PostgresConnectionManager
 
-    connection = Connection(
-        type=Identifier("postgres"),
-        name="dbt-moengage",
-        state=ConnectionState.INIT,
-        transaction_open=False,
-        handle=None,
-        credentials=target.credentials,
-    )
-    failure = None
-    try:
-        PostgresConnectionManager.open(connection)
-    except Exception as exc:  # dbt's or psycopg2's error: shown alike
-        failure = _failure(target, exc)
-    if failure is not None:
-        raise ProfileError(failure)
-    return connection.handle
+    return open_handle(target, PostgresConnectionManager, lambda exc: _failure(target, exc))
 
 
 def _failure(target: ProfileTarget, exc: BaseException) -> str:

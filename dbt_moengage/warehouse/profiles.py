@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 from argparse import Namespace
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,3 +149,34 @@ def _dbt_message(exc: Exception, env: Mapping[str, str], folder: Path) -> str:
         )
         return f"the profile's target has type '{kind}', whose dbt adapter is not installed: {hint}"
     return f"dbt profile in {folder}: {text}"
+
+
+def open_handle(
+    target: ProfileTarget,
+    manager: Any,
+    failure: Callable[[BaseException], str],
+    credentials: Any = None,
+) -> Any:
+    """The driver's handle that the adapter's own connection manager (`manager`) opens for
+    the target, as dbt opens it; a failure is a ProfileError whose text `failure` writes
+    (it must hold no secret). `credentials`: the target's, changed (Snowflake's query tag)."""
+    from dbt.adapters.contracts.connection import Connection, ConnectionState, Identifier
+
+    connection = Connection(
+        type=Identifier(target.type),
+        name="dbt-moengage",
+        state=ConnectionState.INIT,
+        transaction_open=False,
+        handle=None,
+        credentials=target.credentials if credentials is None else credentials,
+    )
+    message = None
+    try:
+        manager.open(connection)
+    except Exception as exc:  # dbt's, the driver's or a key's error: shown alike
+        message = failure(exc)
+    if message is not None:
+        # Raised outside the handler: the driver's error (its args may hold a secret) is
+        # kept neither as cause nor as context.
+        raise ProfileError(message)
+    return connection.handle

@@ -28,6 +28,7 @@ from .engine import (
     BLANK_UID,
     MODEL_SQL,
     NULL_UID,
+    OUTER_ANTI_JOINS,
     PADDED_UID,
     VALID,
     Engine,
@@ -85,12 +86,7 @@ SQL: dict[str, str] = {
             count_if({_TRIMMED} <> '' and {_TRIMMED} <> {_TEXT})
         from {{relation}}""",
     "model_uids": f"select distinct {_TEXT} as uid from {{relation}} where {_VALID}",
-    "add_delta": """
-        select m.uid from ({model_uids}) m
-        left join ({state_uids}) s on m.uid = s.uid where s.uid is null""",
-    "remove_delta": """
-        select s.uid from ({state_uids}) s
-        left join ({model_uids}) m on s.uid = m.uid where m.uid is null""",
+    **OUTER_ANTI_JOINS,
     "json_uids": "select value::varchar as uid from table(flatten(input => parse_json(?)))",
 }
 
@@ -251,6 +247,20 @@ class SnowflakeWarehouse(Engine):
             shown = f"NUMBER({column.precision},{column.scale})" if kind == "FIXED" else kind
             raise unusable_type(cohort, shown)
         return UidColumn(name=str(column.name), type="NUMBER" if whole_number else "VARCHAR")
+
+    def cancel(self, running: Any) -> None:
+        """Cancel the queries of the session `running` with SYSTEM$CANCEL_ALL_QUERIES: the
+        connector learns a query's id only once `execute` returns, so the running one cannot
+        be named (`abort_query`, SYSTEM$CANCEL_QUERY). A read runs alone on the session (one
+        statement at a time), so it is the one cancelled. Sent from the heartbeat's session
+        when it is open, as a statement of its own; the query raises ProgrammingError."""
+        beater = self.__dict__.get("_beater")
+        conn = beater.conn if isinstance(beater, SnowflakeWarehouse) else running
+        cursor = conn.cursor()
+        try:
+            cursor.execute("select system$cancel_all_queries(?)", [running.session_id])
+        finally:
+            cursor.close()
 
     def explain(self, exc: BaseException) -> str:
         """Snowflake's error, with any URL or path in it redacted (a stage's, say)."""

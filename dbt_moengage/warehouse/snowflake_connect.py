@@ -22,8 +22,7 @@ from typing import Any
 
 import snowflake.connector
 
-from ..errors import ProfileError
-from .profiles import ProfileTarget
+from .profiles import ProfileTarget, open_handle
 
 QUERY_TAG = "dbt-moengage"
 # Held while the module's paramstyle is the runner's (connections opened side by side).
@@ -61,35 +60,22 @@ def session_credentials(target: ProfileTarget) -> Any:
 
 def open_connection(target: ProfileTarget) -> Any:
     """A connector session for the profile target, opened by dbt-snowflake itself."""
-    from dbt.adapters.contracts.connection import Connection, ConnectionState, Identifier
     from dbt.adapters.snowflake.connections import SnowflakeConnectionManager
 
-    credentials = session_credentials(target)
-    connection = Connection(
-        type=Identifier("snowflake"),
-        name="dbt-moengage",
-        state=ConnectionState.INIT,
-        transaction_open=False,
-        handle=None,
-        credentials=credentials,
-    )
-    failure = None
     with _PARAMSTYLE:
         # The runner's statements bind with `?`; dbt's own default is pyformat. The
         # connection keeps the style it was made with.
         before = snowflake.connector.paramstyle
         snowflake.connector.paramstyle = "qmark"
         try:
-            SnowflakeConnectionManager.open(connection)
-        except Exception as exc:  # dbt's, the connector's or a key's error: shown alike
-            failure = _failure(target, exc)
+            return open_handle(
+                target,
+                SnowflakeConnectionManager,
+                lambda exc: _failure(target, exc),
+                session_credentials(target),
+            )
         finally:
             snowflake.connector.paramstyle = before
-    if failure is not None:
-        # Raised outside the handler: the connector's error (its args may hold a secret)
-        # is kept neither as cause nor as context.
-        raise ProfileError(failure)
-    return connection.handle
 
 
 def _failure(target: ProfileTarget, exc: BaseException) -> str:

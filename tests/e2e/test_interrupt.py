@@ -1,6 +1,8 @@
 """Ctrl-C and SIGTERM mid-sync: the requests in flight finish and are recorded, run rows say
 `interrupted`, the report is written, the exit code is 128 + the signal, all within
-seconds; a second signal exits at once; the next run resumes exactly."""
+seconds, also when a warehouse query over a slow model was running (it is cancelled, on
+DuckDB and on a real Postgres); a second signal exits at once, unless it comes within a
+moment of the first (`timeout` sends two); the next run resumes exactly."""
 
 from __future__ import annotations
 
@@ -18,10 +20,14 @@ from typing import Any
 import duckdb
 import pytest
 
+from dbt_moengage.interrupt import SAME_STOP_SECONDS
 from dbt_moengage.testing.emulator import Emulator, Faults
+from dbt_moengage.warehouse.engine import CANCELLED
 
 from ..conftest import COHORTS, ROOT, BuiltProject, run_cli, sync_args
 from .test_crash import IN_FLIGHT, crash_env, resent_uids, start_sync, wait_for_requests
+from .test_postgres import PgProject, env_for, pg, pg_built  # noqa: F401
+from .test_postgres import args as pg_args
 from .test_workflow import build_args, build_env, project_copy  # noqa: F401
 
 
@@ -130,13 +136,14 @@ def test_a_second_signal_exits_at_once_and_the_state_stays_sound(
     project: BuiltProject, emulator: Emulator
 ) -> None:
     # Answers so slow that the first signal's clean stop would take a while.
-    emulator.set_faults(Faults(slow_rate=1.0, slow_seconds=3.0))
+    emulator.set_faults(Faults(slow_rate=1.0, slow_seconds=10.0))
     env = {**crash_env(project, emulator), "MOENGAGE_REQUEST_DEADLINE_SECONDS": "30"}
     proc = start_sync(project, env)
     wait_for_requests(emulator, 2, proc)
     proc.send_signal(signal.SIGINT)
-    # Sent before the first is handled, two signals would count as one.
     first = read_until(proc, "finishing the requests in flight")
+    # Within a moment of the first, a signal is the first one again.
+    time.sleep(SAME_STOP_SECONDS)
     proc.send_signal(signal.SIGINT)
     signalled = time.monotonic()
     output = first + proc.communicate(timeout=60)[0]
@@ -184,7 +191,7 @@ def test_a_second_signal_leaves_no_semaphore_behind(
 ) -> None:
     # --select runs `dbt ls` in the runner's process: dbt's adapter and manifest hold named
     # semaphores, which an exit at once must still unlink.
-    emulator.set_faults(Faults(slow_rate=1.0, slow_seconds=3.0))
+    emulator.set_faults(Faults(slow_rate=1.0, slow_seconds=10.0))
     env = {**crash_env(project, emulator), "MOENGAGE_REQUEST_DEADLINE_SECONDS": "30"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "dbt_moengage", *sync_args(project, "--select", "high_value_users")],
@@ -197,6 +204,7 @@ def test_a_second_signal_leaves_no_semaphore_behind(
     wait_for_requests(emulator, 2, proc)
     proc.send_signal(signal.SIGINT)
     first = read_until(proc, "finishing the requests in flight")
+    time.sleep(SAME_STOP_SECONDS)
     proc.send_signal(signal.SIGINT)
     # communicate() reads until multiprocessing's resource tracker, which inherited the
     # pipe, has exited too: its warnings would be here.
@@ -208,8 +216,10 @@ def test_a_second_signal_leaves_no_semaphore_behind(
 
 @pytest.mark.parametrize(
     ("signum", "times"),
-    [(signal.SIGINT, 1), (signal.SIGTERM, 1), (signal.SIGINT, 2)],
-    ids=["SIGINT", "SIGTERM", "SIGINT-twice"],
+    [(signal.SIGINT, 1), (signal.SIGTERM, 1), (signal.SIGTERM, 2)],
+    # Twice a moment apart (`timeout` on `build`): one stop. dbt stops within that moment,
+    # so a second signal that exits at once is tested in the sync phase (above).
+    ids=["SIGINT", "SIGTERM", "SIGTERM-twice-at-once"],
 )
 def test_a_signal_during_the_dbt_phase_of_build_exits_with_one_line(
     project_copy: Path,  # noqa: F811
@@ -228,15 +238,165 @@ def test_a_signal_during_the_dbt_phase_of_build_exits_with_one_line(
     seen = read_until(proc, "START sql", seconds=180)
     proc.send_signal(signum)
     if times == 2:
-        seen += read_until(proc, "dbt build stopped")
+        time.sleep(0.05)
         proc.send_signal(signum)
     output = seen + proc.communicate(timeout=120)[0]
     assert proc.returncode == 128 + signum, output
     name = signal.Signals(signum).name
     said = f"{name}: dbt build stopped (dbt cancels its queries); nothing is synced"
     assert output.count(said) == 1, output
-    assert ("exiting now" in output) == (times == 2)
+    assert "exiting now" not in output
     # dbt's stack trace and an error without a reason are not shown; nothing is synced.
     for text in ("Traceback", "KeyboardInterrupt", "did not run", "error:", "leaked semaphore"):
         assert text not in output, (text, output)
     assert "MoEngage cohort sync" not in output and emulator.requests() == []
+
+
+# -- two signals at once are one (GNU `timeout` sends SIGTERM to the process and its group) ----
+
+
+def test_two_sigterms_a_moment_apart_stop_cleanly_as_one(
+    project: BuiltProject, emulator: Emulator
+) -> None:
+    emulator.set_faults(Faults(slow_rate=1.0, slow_seconds=0.2))
+    env = {**crash_env(project, emulator), "MOENGAGE_REQUEST_DEADLINE_SECONDS": "5"}
+    proc = start_sync(project, env)
+    wait_for_requests(emulator, 30, proc)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 143, output
+    assert "exiting now" not in output
+    assert output.count("SIGTERM: finishing the requests in flight") == 1, output
+    written = report(project)
+    assert written["exit_code"] == 143 and written["interrupted_by"] == signal.SIGTERM
+    assert "interrupted" in {c["status"] for c in written["cohorts"]}
+    assert "running" not in run_statuses(project)
+
+
+def test_a_signal_two_seconds_after_a_double_one_still_exits_at_once(
+    project: BuiltProject, emulator: Emulator
+) -> None:
+    # Answers so slow that the clean stop is still waiting for them 2 s on.
+    emulator.set_faults(Faults(slow_rate=1.0, slow_seconds=10.0))
+    env = {**crash_env(project, emulator), "MOENGAGE_REQUEST_DEADLINE_SECONDS": "30"}
+    proc = start_sync(project, env)
+    wait_for_requests(emulator, 2, proc)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    seen = read_until(proc, "finishing the requests in flight")
+    time.sleep(2)
+    assert proc.poll() is None, "the double signal did not stop cleanly"
+    proc.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    output = seen + proc.communicate(timeout=60)[0]
+    assert proc.returncode == 143, output
+    assert time.monotonic() - signalled < 2.5
+    assert output.count("exiting now") == 1, output
+
+
+# -- a signal during a long warehouse query cancels it ----------------------------------------
+
+# The cohort synced last (cohorts sync in unique_id order), and the line of the one before.
+SLOW_MODEL, SLOW_COHORT = "recently_active", "recently_active_30d"
+BEFORE_SLOW = "synced messy_signups -> messy_signups"
+# Seconds from the signal to the exit, the cancelled query's cohort and run row written.
+CANCEL_EXIT_SECONDS = 5.0
+
+
+def slow_duckdb_model(project: BuiltProject) -> None:
+    """Make the model a view with the same rows whose every read counts 10^11 pairs first:
+    minutes of DuckDB's time (its describe stays instant)."""
+    with duckdb.connect(str(project.database)) as conn:
+        conn.execute(f"alter table main.{SLOW_MODEL} rename to {SLOW_MODEL}_rows")
+        conn.execute(
+            f"create view main.{SLOW_MODEL} as select r.* from main.{SLOW_MODEL}_rows r "
+            "where (select count(*) from range(1000000) a, range(100000) b "
+            "where (a.range * 7 + b.range) % 13 = 5) > 0"
+        )
+
+
+def stop_mid_query(proc: subprocess.Popen[str], signum: int) -> tuple[str, float]:
+    """Signal the runner once it reads the slow model; its output and how long it took to
+    exit after the signal."""
+    seen = read_until(proc, BEFORE_SLOW, seconds=180)
+    time.sleep(2)  # its snapshot of the slow model is reading now
+    assert proc.poll() is None, seen
+    proc.send_signal(signum)
+    signalled = time.monotonic()
+    output = seen + proc.communicate(timeout=120)[0]
+    return output, time.monotonic() - signalled
+
+
+def assert_cancelled(written: dict[str, Any], signum: int, output: str) -> None:
+    assert written["exit_code"] == 128 + signum and written["interrupted_by"] == signum
+    cohorts = {c["cohort_id"]: c for c in written["cohorts"]}
+    assert cohorts[SLOW_COHORT]["status"] == "interrupted", output
+    assert cohorts[SLOW_COHORT]["error"] == CANCELLED
+    assert {c["status"] for i, c in cohorts.items() if i != SLOW_COHORT} == {"synced"}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_cancels_a_long_query_on_duckdb(
+    project: BuiltProject, emulator: Emulator, signum: int
+) -> None:
+    slow_duckdb_model(project)
+    proc = start_sync(project, crash_env(project, emulator))
+    output, took = stop_mid_query(proc, signum)
+    print(f"DuckDB, {signal.Signals(signum).name}: exited {took:.2f} s after the signal")
+    assert proc.returncode == 128 + signum, output
+    assert took < CANCEL_EXIT_SECONDS, output
+    assert_cancelled(report(project), signum, output)
+    # The run row says how its run ended; the database file is free again.
+    assert "running" not in run_statuses(project) and "interrupted" in run_statuses(project)
+
+
+def slow_postgres_model(project: PgProject) -> None:
+    """Make the model a view with the same rows whose every read sleeps 120 s first (its
+    `select ... limit 0` does not)."""
+    project.query(f"alter table main.{SLOW_MODEL} rename to {SLOW_MODEL}_rows")
+    project.query(
+        f"create view main.{SLOW_MODEL} as select r.* from main.{SLOW_MODEL}_rows r "
+        "where (select count(*) from pg_sleep(120)) > 0"
+    )
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_cancels_a_long_query_on_postgres(
+    pg: PgProject,  # noqa: F811
+    emulator: Emulator,
+    signum: int,
+) -> None:
+    slow_postgres_model(pg)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dbt_moengage", *pg_args()],
+        cwd=ROOT,
+        env=env_for(pg, emulator),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output, took = stop_mid_query(proc, signum)
+    print(f"Postgres, {signal.Signals(signum).name}: exited {took:.2f} s after the signal")
+    assert proc.returncode == 128 + signum, output
+    assert took < CANCEL_EXIT_SECONDS, output
+    assert_cancelled(
+        json.loads((pg.target_dir / "moengage_sync_results.json").read_text()), signum, output
+    )
+    rows = pg.query(
+        "select status from main.moengage_sync_runs where cohort_id = %s", (SLOW_COHORT,)
+    )
+    assert rows == [("interrupted",)]
+    # Nothing of the run is left on the server: no query, no snapshot table.
+    active = pg.query(
+        "select count(*) from pg_stat_activity where state = 'active' and query like %s "
+        "and pid <> pg_backend_pid()",
+        (f"%{SLOW_MODEL}%",),
+    )
+    assert active == [(0,)]
+    snapshots = pg.query(
+        "select count(*) from pg_tables where tablename like %s", ("moengage_snapshot_%",)
+    )
+    assert snapshots == [(0,)]

@@ -5,8 +5,11 @@ over the emulator's limit (413) and recovers once the limit is back."""
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,11 +17,13 @@ from typing import Any
 import duckdb
 import pytest
 
+from dbt_moengage.notify import BUDGET_SECONDS
 from dbt_moengage.testing.emulator import Emulator
 from dbt_moengage.testing.emulator.contract import MAX_BODY_BYTES
 
-from ..conftest import BuiltProject, ok, run_cli, sync_args, sync_env
+from ..conftest import ROOT, BuiltProject, ok, run_cli, sync_args, sync_env
 from ..http_receiver import serving
+from ..slow_server import RawServer, answer
 from .test_moengage_behaviour import edit_meta
 from .test_secrets import everything_written
 
@@ -370,3 +375,67 @@ def test_a_url_whose_host_depends_on_the_parser_is_refused_before_any_post(
     assert "notified" not in done.stdout
     assert query(project, "select count(*) from main.moengage_notifications") == [(0,)]
     assert_secret_kept(project, done)
+
+
+# -- a receiver that trickles its answer (issue "Hardening, round three", item 1) -------------
+
+
+def start_posting_sync(
+    project: BuiltProject, emulator: Emulator, server: RawServer
+) -> tuple[subprocess.Popen[str], float]:
+    """A sync with a failure to announce, as a subprocess; once its post reached `server`
+    (which trickles its answer a byte a second), the process and when the post came."""
+    emulator.config.max_body_bytes = 1_000  # a failure: news to announce
+    env = sync_env(project, emulator, MOENGAGE_NOTIFY_URL=server.url + SECRET_PATH)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dbt_moengage", *sync_args(project)],
+        cwd=ROOT,
+        env={**env, "COLUMNS": "200"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not server.received():
+        assert proc.poll() is None, proc.communicate()[0]
+        assert time.monotonic() < deadline, "no notification posted"
+        time.sleep(0.05)
+    return proc, time.monotonic()
+
+
+def test_a_receiver_that_trickles_holds_the_run_no_longer_than_the_posts_deadline(
+    project: BuiltProject, emulator: Emulator
+) -> None:
+    with RawServer(answer("200 OK"), gap=1.0) as server:
+        proc, posted = start_posting_sync(project, emulator, server)
+        output = proc.communicate(timeout=120)[0]
+        held = time.monotonic() - posted
+    print(f"a trickling receiver held the run {held:.2f} s")
+    assert held < BUDGET_SECONDS + 3, output
+    assert proc.returncode == 1, output  # the cohorts failed; the post is only a warning
+    written = json.loads((project.target_dir / "moengage_sync_results.json").read_text())
+    (warning,) = written["warnings"]
+    assert f"not sent (no complete answer within {BUDGET_SECONDS:g} s, 1 attempt)" in warning
+    assert query(project, "select count(*) from main.moengage_notifications") == [(0,)]
+    assert SECRET not in output + warning
+
+
+def test_a_sigterm_during_the_post_ends_it_at_once(
+    project: BuiltProject, emulator: Emulator
+) -> None:
+    with RawServer(answer("200 OK"), gap=1.0) as server:
+        proc, _ = start_posting_sync(project, emulator, server)
+        time.sleep(1)  # the post is under way, its answer trickling
+        proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        output = proc.communicate(timeout=60)[0]
+        took = time.monotonic() - signalled
+        assert len(server.received()) == 1  # not tried again
+    print(f"SIGTERM during the post: exited {took:.2f} s after the signal")
+    assert proc.returncode == 143, output
+    assert took < 5, output
+    written = json.loads((project.target_dir / "moengage_sync_results.json").read_text())
+    assert written["exit_code"] == 143 and written["interrupted_by"] == signal.SIGTERM
+    (warning,) = written["warnings"]
+    assert "not sent: the run was interrupted; the next run posts it again" in warning
+    assert query(project, "select count(*) from main.moengage_notifications") == [(0,)]

@@ -44,6 +44,7 @@ STATE_TABLES = (
     "moengage_cohorts",
     "moengage_state_version",
     "moengage_notifications",
+    "moengage_webhook_runs",
 )
 VIEWS = ("moengage_current_members", "moengage_sync_history", "moengage_cohort_status")
 CONTRACT = INTEGRATION / "seeds" / "state" / "expected_state_columns_postgres.csv"

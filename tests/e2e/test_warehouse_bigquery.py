@@ -23,7 +23,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from dbt_moengage.errors import ProfileError, WarehouseError
-from dbt_moengage.state import StateStore
+from dbt_moengage.integrations.dbt_cloud import CloudRun, RunLedger, WebhookConfig
+from dbt_moengage.settings import Secret
+from dbt_moengage.state import SCHEMA_VERSION, StateStore
 from dbt_moengage.warehouse import connect, load_profile_target
 from dbt_moengage.warehouse.bigquery import BigQueryWarehouse
 
@@ -82,7 +84,7 @@ api_endpoint: {bigquery_emulator.endpoint}
         assert int(config.job_timeout_ms) == 120_000
         assert int(config.maximum_bytes_billed) == 1_000_000_000
         StateStore(engine).prepare(create=True)
-        assert engine.one("state_version")[0] == 5
+        assert engine.one("state_version")[0] == SCHEMA_VERSION
     found = bigquery_emulator.query(
         f"select count(*) from `{bigquery_emulator.project}.{bigquery_dataset}.moengage_sync_runs`"
     )
@@ -92,6 +94,42 @@ api_endpoint: {bigquery_emulator.endpoint}
     assert bigquery_emulator.query(
         f"select count(*) from `{bigquery_emulator.project}.elsewhere.moengage_sync_locks`"
     ) == [(0,)]
+
+
+def test_the_webhook_receivers_runs_are_kept_on_bigquery(
+    bigquery_emulator: BigQueryEmulator, bigquery_dataset: str, tmp_path: Path
+) -> None:
+    folder = project_dir(
+        tmp_path,
+        f"""
+method: oauth-secrets
+token: {TOKEN}
+project: {bigquery_emulator.project}
+dataset: {bigquery_dataset}
+location: US
+api_endpoint: {bigquery_emulator.endpoint}
+""",
+    )
+    config = WebhookConfig(
+        secret=Secret("s"),
+        api_token=Secret("t"),
+        project_dir=folder,
+        profiles_dir=folder,
+        environ={},
+    )
+    ledger = RunLedger(config)
+    ledger.open()
+    run = CloudRun(account_id="1", job_id="10", run_id="100", status="Success")
+    # Typed inserts: a null finished_at and error are a TIMESTAMP and a STRING.
+    assert ledger.claim(run).duplicate == ""
+    assert ledger.claim(run).duplicate == "is in progress (queued or syncing)"
+    ledger.attempted(run, 2)
+    assert ledger.queued() == [(run, 2)]
+    ledger.finish(run, "given_up", 2, None)
+    assert ledger.claim(run).duplicate == ""
+    ledger.finish(run, "synced", 1, None)
+    assert ledger.claim(run).duplicate == "was already synced"
+    assert ledger.queued() == []
 
 
 class TokenServer:

@@ -15,6 +15,8 @@ import yaml
 
 from dbt_moengage.cohorts import CohortSpec
 from dbt_moengage.errors import LockLost, LockTimeout, ProfileError, WarehouseError
+from dbt_moengage.integrations.dbt_cloud import CloudRun, RunLedger, WebhookConfig
+from dbt_moengage.settings import Secret
 from dbt_moengage.state import Change, StateKey, StateStore
 from dbt_moengage.state.schema import STATE_COLUMNS, STATE_TABLES
 from dbt_moengage.warehouse import connect
@@ -199,6 +201,31 @@ def test_the_state_tables_match_the_contract(engine: PostgresWarehouse, state: S
         assert columns[table] == {name for name, _, _ in expected}
     # Again: nothing to create, nothing to upgrade.
     assert state.prepare(create=True).upgraded_from is None
+
+
+def test_the_webhook_receivers_runs_are_kept_on_postgres(
+    postgres_server: PostgresServer, postgres_database: str, tmp_path: Path
+) -> None:
+    target(postgres_server, postgres_database, tmp_path)  # the project and profile files
+    config = WebhookConfig(
+        secret=Secret("s"),
+        api_token=Secret("t"),
+        project_dir=tmp_path,
+        profiles_dir=tmp_path,
+        environ={"HOME": str(tmp_path)},
+    )
+    ledger = RunLedger(config)
+    ledger.open()
+    run = CloudRun(account_id="1", job_id="10", run_id="100", status="Success")
+    assert ledger.claim(run).duplicate == ""
+    assert ledger.claim(run).duplicate == "is in progress (queued or syncing)"
+    ledger.attempted(run, 3)
+    assert ledger.queued() == [(run, 3)]
+    ledger.finish(run, "given_up", 3, "HTTP 503")
+    assert ledger.queued() == []
+    assert ledger.claim(run).duplicate == ""
+    ledger.finish(run, "synced", 1, None)
+    assert ledger.claim(run).duplicate == "was already synced"
 
 
 def test_members_and_locks_are_keyed(engine: PostgresWarehouse, state: StateStore) -> None:

@@ -3,8 +3,10 @@ API (http.server, a test double), and end to end with the emulator and DuckDB.""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import http.client
 import json
 import logging
 import os
@@ -19,16 +21,18 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, cast
 
+import duckdb
 import pytest
 import requests
 from click.testing import CliRunner
 
 from dbt_moengage import retry
-from dbt_moengage.errors import ArtifactError, SettingsError
+from dbt_moengage.errors import ArtifactError, SettingsError, WarehouseError
 from dbt_moengage.integrations.dbt_cloud import (
     CloudRun,
     RunOutcome,
@@ -46,6 +50,7 @@ from dbt_moengage.sync import SyncOptions, run_sync
 from dbt_moengage.testing.emulator import Emulator
 
 from ..conftest import API_KEY, COHORTS, BuiltProject, sync_env
+from ..http_receiver import serving
 
 ACCOUNT = "70403"
 JOB = "123"
@@ -181,12 +186,25 @@ def fail_model(folder: Path, unique_id: str) -> None:
 
 
 def make_receiver(
-    project: BuiltProject, emulator: Emulator, cloud: CloudApi, tmp_path: Path, **extra: Any
+    project: BuiltProject,
+    emulator: Emulator,
+    cloud: CloudApi,
+    tmp_path: Path,
+    env: dict[str, str] | None = None,
+    **extra: Any,
 ) -> WebhookReceiver:
-    """A receiver for integration_tests, syncing to the emulator, reading from the stand-in."""
-    environ = sync_env(project, emulator)
+    """A receiver for integration_tests, syncing to the emulator, reading from the stand-in;
+    its runs are kept in the project's DuckDB database, beside the sync state."""
+    environ = sync_env(project, emulator, **(env or {}))
     # The artifacts come from the stand-in, never from the project's own target folder.
     environ.pop("DBT_TARGET_PATH", None)
+    settings: dict[str, Any] = {
+        "fetch_attempts": 2,
+        "fetch_backoff": 0.05,
+        "run_attempts": 2,
+        "run_backoff": 0.05,
+        **extra,
+    }
     config = WebhookConfig(
         secret=Secret(WEBHOOK_SECRET),
         api_token=Secret(CLOUD_TOKEN),
@@ -194,25 +212,38 @@ def make_receiver(
         profiles_dir=project.project_dir,
         cloud_host=cloud.url,
         work_dir=tmp_path / "webhook-work",
-        fetch_attempts=2,
-        fetch_backoff=0.05,
         environ={
             **environ,
             "DBT_CLOUD_WEBHOOK_SECRET": WEBHOOK_SECRET,
             "DBT_CLOUD_API_TOKEN": CLOUD_TOKEN,
         },
-        **extra,
+        **settings,
     )
     return WebhookReceiver(config)
 
 
+def stamp(age: float = 0.0) -> str:
+    """A timestamp as dbt Cloud writes it (UTC, nanoseconds), `age` seconds ago."""
+    when = datetime.now(UTC) - timedelta(seconds=age)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%f") + "936Z"
+
+
+def webhook_runs(database: Path) -> dict[str, tuple[str, int, str | None]]:
+    """run_id -> (status, attempts, error) of moengage_webhook_runs in a DuckDB file."""
+    with duckdb.connect(str(database), read_only=True) as conn:
+        rows = conn.execute(
+            "select run_id, status, attempts, error from main.moengage_webhook_runs"
+        ).fetchall()
+    return {run_id: (status, attempts, error) for run_id, status, attempts, error in rows}
+
+
 def event(run_id: str, job_id: str = JOB, status: str = "Success", **changes: Any) -> bytes:
-    """A job.run.completed payload as dbt Cloud documents it."""
+    """A job.run.completed payload as dbt Cloud documents it, made now."""
     payload: dict[str, Any] = {
         "accountId": int(ACCOUNT),
         "webhookId": "wsu_e2e",
         "eventId": f"wev_{run_id}",
-        "timestamp": "2026-01-31T19:29:35.789265936Z",
+        "timestamp": stamp(),
         "eventType": "job.run.completed",
         "webhookName": "moengage",
         "data": {
@@ -426,8 +457,11 @@ def test_missing_artifact_is_retried_then_reported(
         outcome = receiver.last_reports[-1]
     assert outcome.exit_code == 2
     assert "HTTP 404" in str(outcome.error)
-    assert [r.status for r in cloud.requests] == [404, 404]  # fetch_attempts=2
+    # fetch_attempts=2 requests per fetch, run_attempts=2 fetches: then given up.
+    assert [r.status for r in cloud.requests] == [404] * 4
+    assert outcome.attempts == 2
     assert emulator.requests() == []
+    assert webhook_runs(project.database)["9006"][:2] == ("given_up", 2)
 
 
 def test_runs_are_synced_one_at_a_time_in_order(
@@ -568,6 +602,143 @@ def test_redelivery_after_a_finished_sync_is_a_duplicate(
     assert len(emulator.requests()) == sent
 
 
+def test_run_accepted_then_stopped_is_synced_after_restart(
+    project: BuiltProject,
+    emulator: Emulator,
+    cloud: CloudApi,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    publish_run(cloud, project, "9602", tmp_path)
+    # The first receiver's worker is busy with 9601 (its sync held) when 9602 comes in.
+    busy = CountingSync()
+    busy.release.clear()
+    first = make_receiver(project, emulator, cloud, tmp_path)
+    monkeypatch.setattr(first.worker, "sync_run", busy)
+    first.start()
+    stopper = threading.Thread(target=first.stop)
+    try:
+        syncing, queued = event("9601"), event("9602")
+        assert post(first, syncing, sign(syncing)).json()["status"] == "queued"
+        assert wait_for(lambda: busy.runs == ["9601"], 30)
+        answer = post(first, queued, sign(queued))
+        assert answer.json() == {"status": "queued", "detail": "run 9602 queued"}
+        # The receiver is stopped (a deploy, SIGTERM) while 9601 syncs and 9602 waits.
+        stopper.start()
+        assert wait_for(first.worker.stopping.is_set, 10)
+    finally:
+        busy.release.set()
+        if stopper.is_alive():
+            stopper.join(120)
+        else:
+            first.stop()
+    # The sync in progress finished; 9602 was answered `queued` and stays queued.
+    assert busy.runs == ["9601"]
+    assert webhook_runs(project.database) == {
+        "9601": ("synced", 0, None),
+        "9602": ("queued", 0, None),
+    }
+    assert "dbt Cloud run 9602 not synced yet: the receiver is stopping" in caplog.text
+    assert cloud.requests == [] and emulator.requests() == []
+
+    with make_receiver(project, emulator, cloud, tmp_path) as second:
+        assert second.wait_idle(300)
+        outcomes = list(second.last_reports)
+        # A delivery of either run now is a duplicate: the warehouse says both synced.
+        for body in (syncing, queued):
+            assert post(second, body, sign(body)).json()["status"] == "duplicate"
+        assert second.wait_idle(10)
+
+    assert "resuming 1 dbt Cloud run(s) accepted before: 9602" in caplog.text
+    assert [(o.run.run_id, o.exit_code) for o in outcomes] == [("9602", 0)]
+    assert len(second.last_reports) == 1
+    assert sorted(r.path.split("/")[6] for r in cloud.requests) == ["9602"] * 2
+    assert webhook_runs(project.database)["9602"] == ("synced", 1, None)
+    for cohort_id in COHORTS:
+        assert emulator.members(cohort_id) == project.expected_members(cohort_id), cohort_id
+
+
+def test_artifact_fetch_failing_twice_is_tried_again_and_synced(
+    project: BuiltProject,
+    emulator: Emulator,
+    cloud: CloudApi,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    publish_run(cloud, project, "9701", tmp_path)
+    # dbt Cloud fails the first two fetches (each one request: fetch_attempts=1).
+    cloud.script.extend([(503, {}), (502, {})])
+    with make_receiver(
+        project, emulator, cloud, tmp_path, fetch_attempts=1, run_attempts=3
+    ) as receiver:
+        body = event("9701")
+        assert post(receiver, body, sign(body)).json()["status"] == "queued"
+        assert receiver.wait_idle(300)
+        outcome = receiver.last_reports[-1]
+
+    assert outcome.exit_code == 0 and outcome.status == "synced", outcome
+    assert outcome.attempts == 3
+    assert [r.status for r in cloud.requests] == [503, 502, 200, 200]
+    assert webhook_runs(project.database)["9701"] == ("synced", 3, None)
+    assert "dbt Cloud run 9701: artifacts not fetched" in caplog.text
+    assert "trying again in" in caplog.text
+    for cohort_id in COHORTS:
+        assert emulator.members(cohort_id) == project.expected_members(cohort_id), cohort_id
+
+
+def test_run_given_up_is_recorded_and_notified(
+    project: BuiltProject,
+    emulator: Emulator,
+    cloud: CloudApi,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    posts: list[tuple[str, Any]] = []
+
+    def answer(path: str, body: Any) -> tuple[int, bytes]:
+        posts.append((path, body))
+        return 200, b"ok"
+
+    cloud.failure = 503  # dbt Cloud stays down past every attempt
+    with serving(answer) as port:
+        hook = f"http://127.0.0.1:{port}/hooks/given-up-secret"
+        with make_receiver(
+            project, emulator, cloud, tmp_path, env={"MOENGAGE_NOTIFY_URL": hook}
+        ) as receiver:
+            body = event("9801")
+            assert post(receiver, body, sign(body)).json()["status"] == "queued"
+            assert receiver.wait_idle(120)
+            outcome = receiver.last_reports[-1]
+
+    assert outcome.status == "given_up" and outcome.exit_code == 2
+    assert outcome.attempts == 2
+    assert [r.status for r in cloud.requests] == [503] * 4
+    assert emulator.requests() == []
+    status, attempts, error = webhook_runs(project.database)["9801"]
+    assert (status, attempts) == ("given_up", 2)
+    assert "HTTP 503" in str(error)
+
+    assert len(posts) == 1
+    path, message = posts[0]
+    assert path == "/hooks/given-up-secret"
+    assert message["event"] == "webhook_run_given_up"
+    assert message["source"] == "dbt-moengage"
+    fields = message["dbt_cloud_run"]
+    assert (fields["account_id"], fields["job_id"], fields["run_id"]) == (ACCOUNT, JOB, "9801")
+    assert fields["attempts"] == 2 and "HTTP 503" in fields["error"]
+    assert "dbt Cloud run 9801 (job 123, Success) not synced, given up" in message["text"]
+    assert "what to do" in message["text"]
+    for secret in SECRETS:
+        assert secret not in json.dumps(message)
+        assert secret not in caplog.text
+    assert "given-up-secret" not in caplog.text
+    assert "dbt Cloud run 9801 (job 123, Success): not synced, given up" in caplog.text
+
+
 def free_port() -> int:
     """A port nothing listens on right now."""
     with socket.socket() as sock:
@@ -611,9 +782,10 @@ def test_serve_webhook_command_end_to_end(
         url = f"http://127.0.0.1:{port}"
 
         def healthy() -> bool:
+            # Until the state in the warehouse is open, the bound port accepts and waits.
             try:
                 return requests.get(url + "/healthz", timeout=1).status_code == 200
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
                 return False
 
         assert wait_for(healthy, 60), log_file.read_text()
@@ -683,15 +855,39 @@ def test_command_refuses_to_start_without_secrets(tmp_path: Path) -> None:
         assert secret not in done.output
 
 
-def bare_receiver(tmp_path: Path, environ: dict[str, str] | None = None) -> WebhookReceiver:
-    """A receiver whose sync is replaced by the test; it never reaches a dbt Cloud API."""
+def bare_project(tmp_path: Path) -> Path:
+    """A dbt project with no model, whose profile is a DuckDB file (made here): where a bare
+    receiver keeps the runs it accepted. The same folder is the same warehouse."""
+    folder = tmp_path / "bare-project"
+    if not folder.exists():
+        folder.mkdir()
+        (folder / "dbt_project.yml").write_text(
+            'name: bare\nversion: "1.0"\nconfig-version: 2\nprofile: bare\n'
+        )
+        database = folder / "bare.duckdb"
+        (folder / "profiles.yml").write_text(
+            "bare:\n  target: dev\n  outputs:\n    dev:\n      type: duckdb\n"
+            f"      path: {json.dumps(str(database))}\n      schema: main\n"
+        )
+        duckdb.connect(str(database)).close()
+    return folder
+
+
+def bare_receiver(
+    tmp_path: Path, environ: dict[str, str] | None = None, **extra: Any
+) -> WebhookReceiver:
+    """A receiver whose sync is replaced by the test; it never reaches a dbt Cloud API. Its
+    runs are kept in bare_project's DuckDB file."""
+    folder = bare_project(tmp_path)
     config = WebhookConfig(
         secret=Secret(WEBHOOK_SECRET),
         api_token=Secret(CLOUD_TOKEN),
-        project_dir=tmp_path,
+        project_dir=folder,
+        profiles_dir=folder,
         cloud_host="http://127.0.0.1:9",
         work_dir=tmp_path / "work",
         environ=environ or {},
+        **extra,
     )
     return WebhookReceiver(config)
 
@@ -702,23 +898,6 @@ def deliver(receiver: WebhookReceiver, run_id: str) -> str:
     decision = receiver.decide(body, sign(body))
     assert receiver.wait_idle(30)
     return decision.outcome
-
-
-def test_seen_runs_stay_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(f"{WORKER}._SEEN_RUNS", 3)
-    receiver = bare_receiver(tmp_path)
-
-    def synced(run: CloudRun) -> RunOutcome:
-        report = RunReport(run_id=run.run_id, started_at="", dry_run=False)
-        return RunOutcome(run, None, report=report)
-
-    monkeypatch.setattr(receiver.worker, "sync_run", synced)
-    with receiver:
-        assert [deliver(receiver, run_id) for run_id in ("1", "2", "3", "4")] == ["queued"] * 4
-        assert [deliver(receiver, run_id) for run_id in ("2", "3", "4")] == ["duplicate"] * 3
-        # The oldest run fell out of the bounded set.
-        assert deliver(receiver, "1") == "queued"
-        assert [o.run.run_id for o in receiver.last_reports] == ["1", "2", "3", "4", "1"]
 
 
 def test_report_not_written_still_counts_as_synced(
@@ -880,6 +1059,148 @@ def test_server_answers_health_and_refuses_what_is_not_an_event(served: Served) 
     chunked = requests.post(url, data=iter([event("61")]), timeout=10)
     assert chunked.status_code == 411
     assert counter.runs == []
+
+
+def test_idle_connections_neither_lock_out_deliveries_nor_stay_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counter = CountingSync()
+    receiver = bare_receiver(tmp_path, header_timeout=5.0)
+    monkeypatch.setattr(receiver.worker, "sync_run", counter)
+    idle: list[socket.socket] = []
+    with receiver:
+        url = receiver.url
+        address = url.removeprefix("http://").split(":")
+        host, port = address[0], int(address[1])
+        try:
+            # 200 sockets that send one byte of a request, then nothing.
+            for _ in range(200):
+                sock = socket.create_connection((host, port), timeout=10)
+                sock.sendall(b"P")
+                idle.append(sock)
+            # A kept-alive connection that sends half of its second request's head.
+            kept = http.client.HTTPConnection(host, port, timeout=10)
+            kept.request("GET", "/healthz")
+            first = kept.getresponse()
+            assert first.status == 200 and first.read() == b'{"status":"ok"}'
+            assert kept.sock is not None
+            idle.append(kept.sock)
+            kept.sock.sendall(b"GET /heal")
+
+            health = requests.get(url + "/healthz", timeout=10)
+            assert health.status_code == 200
+            body = event("95")
+            answer = deliver_http(url, body, sign(body))
+            assert answer.status_code == 200, answer.text
+            assert answer.json() == {"status": "queued", "detail": "run 95 queued"}
+            assert receiver.wait_idle(30)
+            assert counter.runs == ["95"]
+            # They were all still open then: nothing has closed them yet.
+            for sock in idle:
+                sock.setblocking(False)
+                with pytest.raises(BlockingIOError):
+                    sock.recv(1)
+            # Past the header timeout, the server closes every one of them.
+            for sock in idle:
+                sock.settimeout(30)
+                with contextlib.suppress(ConnectionResetError):
+                    assert sock.recv(1) == b""
+        finally:
+            for sock in idle:
+                sock.close()
+        assert requests.get(url + "/healthz", timeout=10).status_code == 200
+
+
+def test_a_number_too_long_to_read_is_a_bad_request(served: Served) -> None:
+    receiver, counter = served
+    url = receiver.url
+    digits = b"9" * 5000
+    unreadable = [
+        event("84").replace(b'"runId": "84"', b'"runId": ' + digits),
+        event("84").replace(b'"webhookId": "wsu_e2e"', b'"webhookId": -' + digits),
+        b'{"eventType": "job.run.completed", "n": ' + digits + b"}",
+        b"[" * 100_000 + b"]" * 100_000,
+    ]
+    for body in unreadable:
+        answer = deliver_http(url, body, sign(body))
+        assert answer.status_code == 400, body[:80]
+        assert answer.json()["status"] == "bad_request"
+    # A long number Python can read is still no dbt Cloud id.
+    long_id = event("84").replace(b'"runId": "84"', b'"runId": ' + b"9" * 4000)
+    answer = deliver_http(url, long_id, sign(long_id))
+    assert answer.status_code == 400
+    assert "is not a dbt Cloud id" in answer.json()["detail"]
+    assert receiver.wait_idle(10)
+    assert counter.runs == []
+    # The receiver is fine after them.
+    body = event("84")
+    assert deliver_http(url, body, sign(body)).json()["status"] == "queued"
+
+
+def test_stale_and_future_events_are_refused(served: Served) -> None:
+    receiver, counter = served
+    url = receiver.url
+    for age in (301, 86400, -301):
+        body = event("83", timestamp=stamp(age))
+        answer = deliver_http(url, body, sign(body))
+        assert answer.status_code == 400, age
+        assert answer.json()["status"] == "stale"
+    for timestamp in (None, "", "yesterday", 1769887775, "2026-13-01T00:00:00Z"):
+        payload = json.loads(event("83"))
+        payload["timestamp"] = timestamp
+        body = json.dumps(payload).encode()
+        answer = deliver_http(url, body, sign(body))
+        assert answer.status_code == 400, timestamp
+        assert answer.json()["detail"] == "the event has no RFC 3339 'timestamp'"
+    assert receiver.wait_idle(10)
+    assert counter.runs == []
+    # Within the window (300 s by default), and in another offset: accepted.
+    body = event("83", timestamp=stamp(200))
+    assert deliver_http(url, body, sign(body)).json()["status"] == "queued"
+    later = datetime.now(UTC).astimezone(timezone(timedelta(hours=5, minutes=30)))
+    body = event("85", timestamp=later.isoformat())
+    assert deliver_http(url, body, sign(body)).json()["status"] == "queued"
+    assert receiver.wait_idle(30)
+    assert counter.runs == ["83", "85"]
+
+
+def test_replay_after_a_restart_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    counter = CountingSync()
+    body = event("81")
+    first = bare_receiver(tmp_path)
+    monkeypatch.setattr(first.worker, "sync_run", counter)
+    with first:
+        assert deliver_http(first.url, body, sign(body)).json()["status"] == "queued"
+        assert first.wait_idle(30)
+    # A new process, the same warehouse: the captured event is delivered again.
+    second = bare_receiver(tmp_path)
+    monkeypatch.setattr(second.worker, "sync_run", counter)
+    with second:
+        again = deliver_http(second.url, body, sign(body))
+        assert again.status_code == 200
+        assert again.json() == {"status": "duplicate", "detail": "run 81 was already synced"}
+        assert second.wait_idle(30)
+    assert counter.runs == ["81"]
+    assert webhook_runs(bare_project(tmp_path) / "bare.duckdb") == {"81": ("synced", 0, None)}
+
+
+def test_a_run_the_warehouse_cannot_record_is_not_accepted(
+    served: Served, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    receiver, counter = served
+
+    def down(run: CloudRun) -> Any:
+        raise WarehouseError("insert webhook run failed: the warehouse is down")
+
+    monkeypatch.setattr(receiver.worker.ledger, "claim", down)
+    body = event("86")
+    answer = deliver_http(receiver.url, body, sign(body))
+    # Not a 200: dbt Cloud delivers it again.
+    assert answer.status_code == 503
+    assert answer.json()["status"] == "unavailable"
+    assert receiver.wait_idle(10)
+    assert counter.runs == []
+    assert "the warehouse is down" in caplog.text
 
 
 def test_command_without_the_webhook_extra_names_the_install() -> None:

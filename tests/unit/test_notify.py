@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from dataclasses import replace as with_fields
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -47,6 +50,7 @@ from dbt_moengage.state.history import StateHistory
 from dbt_moengage.warehouse.duckdb import DuckDBWarehouse
 
 from ..http_receiver import serving
+from ..slow_server import RawServer, answer
 from ..state_helpers import store
 
 SECRET_PATH = "/services/T000/B000/unit-notify-secret-7f3a"
@@ -378,6 +382,34 @@ def test_a_closed_port_is_a_failed_post() -> None:
     with pytest.raises(NotificationFailed, match="ConnectionError, 3 attempts") as caught:
         post(fast(url), {"text": "hi"})
     assert SECRET_PATH not in str(caught.value)
+
+
+def test_a_receiver_that_trickles_its_answer_is_cut_off_at_the_deadline() -> None:
+    # A byte a second: its answer would take two minutes; the post's budget is 2 s.
+    with RawServer(answer("200 OK"), gap=1.0) as server:
+        settings = with_fields(fast(server.url + SECRET_PATH), budget_seconds=2.0)
+        started = time.monotonic()
+        with pytest.raises(NotificationFailed) as caught:
+            post(settings, {"text": "hi"})
+        took = time.monotonic() - started
+    assert 1.9 < took < 4, took
+    text = str(caught.value)
+    assert "not sent (no complete answer within 2 s, 1 attempt)" in text
+    assert SECRET_PATH not in text
+
+
+def test_a_stop_cuts_the_post_off_at_once() -> None:
+    stop = threading.Event()
+    with RawServer(answer("200 OK"), gap=1.0) as server:
+        settings = with_fields(fast(server.url + SECRET_PATH), budget_seconds=60.0)
+        threading.Timer(0.5, stop.set).start()
+        started = time.monotonic()
+        with pytest.raises(NotificationFailed) as caught:
+            post(settings, {"text": "hi"}, stop)
+        took = time.monotonic() - started
+        assert len(server.received()) == 1  # not tried again
+    assert took < 2, took
+    assert "not sent: the run was interrupted; the next run posts it again" in str(caught.value)
 
 
 # -- after a sync: recorded only once posted -----------------------------------------------

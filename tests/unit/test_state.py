@@ -26,6 +26,7 @@ from dbt_moengage.state.schema import (
     STATE_COLUMNS,
     STATE_TABLES,
     VERSION,
+    WEBHOOK_RUNS,
     StateKey,
     normalize_endpoint,
     schema_version_from,
@@ -421,12 +422,43 @@ def test_version_4_is_read_as_it_is_and_upgraded_in_place(db: Path) -> None:
         assert store(warehouse).prepare(create=True).upgraded_from is None
 
 
+def test_version_5_gets_the_webhook_runs_table(db: Path) -> None:
+    """Version 6 adds a table, no column: the receiver's runs (moengage_webhook_runs)."""
+    make_v4_state(db)
+    with DuckDBWarehouse(str(db)) as warehouse:
+        assert store(warehouse).prepare(create=True).ready
+    with duckdb.connect(str(db)) as conn:
+        conn.execute(f"drop table main.{WEBHOOK_RUNS}")
+        conn.execute(f"update main.{VERSION} set version = 5")
+    # A read-only run reads version 5 as it is: nothing it reads is missing.
+    with DuckDBWarehouse(str(db), read_only=True) as warehouse:
+        status = store(warehouse).prepare(create=False)
+        assert status.ready and status.version == 5
+        assert f"version 5; the next sync upgrades it to {SCHEMA_VERSION}" in status.note
+    with DuckDBWarehouse(str(db)) as warehouse:
+        status = store(warehouse).prepare(create=True)
+        assert status.ready and status.upgraded_from == 5
+        assert WEBHOOK_RUNS in upgrade_note(5) and "bytes_billed" not in upgrade_note(5)
+        assert columns(warehouse)[WEBHOOK_RUNS] == {
+            name for name, _, _ in STATE_COLUMNS[WEBHOOK_RUNS]
+        }
+        assert sql(warehouse, f"select max(version) from main.{VERSION}") == [(6,)]
+        # The run rows of earlier versions are untouched.
+        assert sql(warehouse, f"select run_id from main.{RUNS}") == [("old-run",)]
+    with DuckDBWarehouse(str(db)) as warehouse:
+        assert store(warehouse).prepare(create=True).upgraded_from is None
+
+
 def test_the_version_is_inferred_from_the_columns_when_not_recorded() -> None:
     current = {table: {name for name, _, _ in cols} for table, cols in STATE_COLUMNS.items()}
     assert schema_version_from(current, None) == SCHEMA_VERSION
     assert schema_version_from(current, 2) == 2
     # Tables an older dbt package created carry no version row.
     assert schema_version_from({**current, RUNS: current[RUNS] - {"bytes_billed"}}, None) == 4
+    # An older dbt package made every table but the webhook runs' (version 6).
+    older = {table: cols for table, cols in current.items() if table != WEBHOOK_RUNS}
+    assert schema_version_from(older, None) == 5
+    assert schema_version_from({}, None) == SCHEMA_VERSION
     v2 = {**current, RUNS: current[RUNS] - {"members_after"}}
     assert schema_version_from(v2, None) == 2
     v1 = {**v2, MEMBERS: current[MEMBERS] - {"endpoint"}}

@@ -9,6 +9,7 @@ driven here through the engine's seams (Jobs, DmlRetry) with a client that does 
 from __future__ import annotations
 
 import re
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +19,7 @@ from google.cloud import bigquery
 
 from dbt_moengage import uids
 from dbt_moengage.cohorts import CohortSpec
+from dbt_moengage.errors import Interrupted
 from dbt_moengage.state.schema import ALIASES, STATE_COLUMNS, StateKey
 from dbt_moengage.state.store import StateStore
 from dbt_moengage.warehouse.bigquery import (
@@ -29,6 +31,7 @@ from dbt_moengage.warehouse.bigquery import (
     Jobs,
     parameter,
 )
+from dbt_moengage.warehouse.engine import CANCELLED
 
 KEY = StateKey("https://api-01.moengage.com", "WS_BQ")
 COLUMN = "User Id"
@@ -136,7 +139,7 @@ def test_the_state_uid_is_read_only_through_the_exact_text() -> None:
 
 
 def test_the_whitespace_set_is_the_uid_rule() -> None:
-    codes = [int(n) for n in re.findall(r"chr\((\d+)\)", WHITESPACE_SET)]
+    codes = [int(n) for n in re.findall(r"\d+", WHITESPACE_SET)]
     assert "".join(map(chr, codes)) == uids.WHITESPACE
 
 
@@ -146,6 +149,7 @@ def test_inserts_cast_every_parameter_to_its_column_type() -> None:
         ("insert_run", "moengage_sync_runs"),
         ("insert_cohort", "moengage_cohorts"),
         ("insert_notified", "moengage_notifications"),
+        ("insert_webhook_run", "moengage_webhook_runs"),
     ):
         sql = rendered(name)
         casts = re.findall(r"cast\(\? as (\w+)\)", sql)
@@ -307,3 +311,53 @@ def test_unsupported_uid_types_are_refused_naming_the_column() -> None:
         wh.check_uid_column(cohort(uid_column="tags"))
     assert wh.check_uid_column(cohort(uid_column="N")).type == "BIGNUMERIC"
     assert wh.check_uid_column(cohort(uid_column="i")).type == "INT64"
+
+
+# -- a stop cancels the job reading a model (issue "Hardening, round three", item 2) -----------
+
+
+class RunningJob(FakeJob):
+    """A job that runs until cancelled; then waiting for its result raises, as BigQuery's
+    job does once stopped."""
+
+    def __init__(self) -> None:
+        super().__init__([], 0, None)
+        self.cancels = threading.Event()
+
+    def cancel(self) -> bool:
+        self.cancels.set()
+        return True
+
+    def result(self, timeout: float | None = None, page_size: int | None = None) -> Any:
+        if not self.cancels.wait(30):
+            raise AssertionError("never cancelled")
+        raise api_errors.BadRequest("Job execution was cancelled: User requested cancellation")
+
+
+def test_a_stop_cancels_the_job_reading_the_model() -> None:
+    class Slow(FakeClient):
+        def __init__(self) -> None:
+            super().__init__()
+            self.running: list[RunningJob] = []
+
+        def query(self, sql: str, job_config: Any = None, **kwargs: Any) -> FakeJob:
+            if "create or replace table" not in sql:
+                return super().query(sql, job_config, **kwargs)
+            self.jobs.append((sql, job_config))
+            self.running.append(RunningJob())
+            return self.running[-1]
+
+    client = Slow()
+    wh = engine(client)
+    stop = threading.Event()
+    with wh.cancelled_on(stop):
+        threading.Timer(0.3, stop.set).start()
+        with pytest.raises(Interrupted) as caught:
+            wh.execute_sql("create or replace table t as select 1", (), "reading_the_model")
+        assert str(caught.value) == CANCELLED
+        (job,) = client.running
+        assert job.cancels.is_set()
+        # Not a read: it runs, and nothing cancels it.
+        wh.execute_sql("insert into t values (1)", (), "insert_members").close()
+    assert wh.jobs.running is None
+    assert [sql for sql, _ in client.jobs][-1] == "insert into t values (1)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -16,13 +17,13 @@ import duckdb
 import pytest
 
 from dbt_moengage.cohorts import CohortSpec
-from dbt_moengage.errors import LockTimeout, ProfileError, WarehouseError
+from dbt_moengage.errors import Interrupted, LockTimeout, ProfileError, WarehouseError
 from dbt_moengage.state import Change, RunRow, utcnow
 from dbt_moengage.state import locks as state_locks
 from dbt_moengage.state.locks import row_lock
 from dbt_moengage.state.schema import LOCKS, MEMBERS, RUNS, STATE_TABLES, StateKey
 from dbt_moengage.warehouse.duckdb import DuckDBWarehouse
-from dbt_moengage.warehouse.engine import AudienceStats, UidColumn
+from dbt_moengage.warehouse.engine import CANCELLED, AudienceStats, UidColumn
 from dbt_moengage.warehouse.profiles import ProfileTarget
 from dbt_moengage.warehouse.redact import ERROR_CHARS
 
@@ -862,3 +863,55 @@ def test_second_process_waits_for_the_file(db: Path) -> None:
         holder.wait(timeout=30)
     with open_db(db, wait_seconds=0.5) as warehouse:
         assert store(warehouse).prepare(create=True).ready
+
+
+# -- a stop cancels the reads of models (issue "Hardening, round three", item 2) ---------------
+
+# Minutes of DuckDB's time: a count over 10^11 pairs. SHORT: about a second here.
+SLOW = "select count(*) from range({}) a, range(100000) b where (a.range * 7 + b.range) % 13 = 5"
+
+
+def stop_soon(stop: threading.Event, seconds: float = 0.3) -> None:
+    threading.Timer(seconds, stop.set).start()
+
+
+def test_a_stop_cancels_a_read_of_a_model_and_never_a_write(warehouse: DuckDBWarehouse) -> None:
+    stop = threading.Event()
+    with warehouse.cancelled_on(stop):
+        stop_soon(stop)
+        started = time.monotonic()
+        with pytest.raises(Interrupted) as caught:
+            warehouse.execute_sql(SLOW.format(1_000_000), (), "reading_the_model")
+        assert time.monotonic() - started < 3
+        assert str(caught.value) == CANCELLED
+        # Once stopped, a read does not start; any other statement runs (a checkpoint, a
+        # run row), and one that runs as the stop comes is not cut short.
+        with pytest.raises(Interrupted):
+            warehouse.execute_sql("select 1", (), "plan")
+        assert warehouse.execute_sql("select 1", (), "insert_run").fetchone() == (1,)
+    stop = threading.Event()
+    with warehouse.cancelled_on(stop):
+        stop_soon(stop, 0.1)
+        cursor = warehouse.execute_sql(SLOW.format(2_000), (), "insert_members")
+        assert cursor.fetchone()[0] > 0
+    # Outside the block, reads run again.
+    assert warehouse.execute_sql("select 42", (), "plan").fetchone() == (42,)
+
+
+def test_a_stop_cancels_a_delta_being_read(db: Path, ready: DuckDBWarehouse) -> None:
+    ready.conn.execute("create table main.aud_rows (uid varchar)")
+    insert(ready, ["a", "b"], "aud_rows")
+    ready.conn.execute(
+        f"create view main.slow_aud as select r.* from main.aud_rows r "
+        f"where ({SLOW.format(1_000_000)}) > 0"
+    )
+    stop = threading.Event()
+    with ready.cancelled_on(stop):
+        stop_soon(stop)
+        started = time.monotonic()
+        with pytest.raises(Interrupted):
+            delta_uids(ready, spec(db, "slow_aud"), Change.NEW)
+        assert time.monotonic() - started < 3
+    # The delta's temp table is gone with it, and the connection works on.
+    assert not sql(ready, "select * from duckdb_tables() where table_name like 'moengage_delta%'")
+    assert delta_uids(ready, spec(db, "aud_rows"), Change.NEW) == ["a", "b"]

@@ -13,11 +13,11 @@ import pytest
 import snowflake.connector
 
 from dbt_moengage.cohorts import CohortSpec
-from dbt_moengage.errors import LockLost, LockTimeout, WarehouseError
+from dbt_moengage.errors import Interrupted, LockLost, LockTimeout, WarehouseError
 from dbt_moengage.state import Change, utcnow
 from dbt_moengage.state import locks as state_locks
 from dbt_moengage.state.schema import LOCKS, STATE_TABLES, StateKey
-from dbt_moengage.warehouse.engine import UidColumn
+from dbt_moengage.warehouse.engine import CANCELLED, UidColumn
 from dbt_moengage.warehouse.snowflake import SnowflakeWarehouse
 
 from ..state_helpers import ADD, REMOVE, RENAME, RESEND, store
@@ -337,3 +337,66 @@ def test_a_waiting_runner_backs_off_and_leaves_no_row(warehouse: SnowflakeWareho
     assert clock[0] == pytest.approx(300)
     rows = warehouse.conn.cursor().execute(f"select run_id from {table}").fetchall()
     assert rows == [("holder",)]
+
+
+# -- a stop cancels the reads of models (issue "Hardening, round three", item 2) ---------------
+
+CANCEL_ALL = "select system$cancel_all_queries(?)"
+
+
+class Sessions:
+    """Snowflake sessions standing in for the account (fakesnow cannot cancel): a query
+    reading a model runs until its session's queries are cancelled, with the error Snowflake
+    gives; SYSTEM$CANCEL_ALL_QUERIES(id) cancels them, from whichever session runs it."""
+
+    def __init__(self) -> None:
+        self.cancelled: dict[int, threading.Event] = {}
+        self.ran: list[tuple[int, str, list[Any]]] = []
+
+    def open(self, session_id: int) -> Any:
+        sessions = self
+        self.cancelled[session_id] = threading.Event()
+
+        class Cursor:
+            def execute(self, sql: str, params: Any = None) -> None:
+                sessions.ran.append((session_id, sql, list(params or [])))
+                if sql == CANCEL_ALL:
+                    sessions.cancelled[int(params[0])].set()
+                elif "select" in sql and not sessions.cancelled[session_id].wait(30):
+                    raise AssertionError("never cancelled")
+                elif "select" in sql:
+                    raise snowflake.connector.errors.ProgrammingError(
+                        "SQL execution canceled", errno=604
+                    )
+
+            def close(self) -> None:
+                pass
+
+        class Connection:
+            def cursor(self) -> Cursor:
+                return Cursor()
+
+            def close(self) -> None:
+                pass
+
+        connection = Connection()
+        connection.session_id = session_id  # type: ignore[attr-defined]
+        return connection
+
+
+@pytest.mark.parametrize("heartbeat", [True, False], ids=["from-the-heartbeat", "same-session"])
+def test_a_stop_cancels_the_sessions_running_read(heartbeat: bool) -> None:
+    sessions = Sessions()
+    main = sessions.open(101)
+    opener = (lambda: sessions.open(202)) if heartbeat else None
+    wh = SnowflakeWarehouse(main, "DB", "moengage_state", opener=opener)
+    wh.heartbeat()  # opened by the run's first cohort lock
+    stop = threading.Event()
+    with wh.cancelled_on(stop):
+        threading.Timer(0.3, stop.set).start()
+        with pytest.raises(Interrupted) as caught:
+            wh.execute_sql("create transient table t as select 1", (), "reading_the_model")
+        assert str(caught.value) == CANCELLED
+    # Cancelled by the session id; sent from the heartbeat's session when there is one.
+    cancels = [(sid, params) for sid, sql, params in sessions.ran if sql == CANCEL_ALL]
+    assert cancels[0] == ((202 if heartbeat else 101), [101])

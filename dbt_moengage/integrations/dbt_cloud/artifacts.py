@@ -6,20 +6,32 @@ service token. Retries follow the runner's one policy (`dbt_moengage/retry.py`):
 dbt Cloud has not published yet are `TransientError`s; a refused token is not retried.
 
 Of an answer, only an artifact is read, streamed to its file and at most MAX_ARTIFACT_BYTES;
-the body of a refusal or of a redirect is never read (closing drops the connection).
+the body of a refusal or of a redirect is never read (closing drops the connection). Each GET
+ends by its wall-clock deadline (`fetch_deadline`, deadline.py), however slowly the API
+answers, and at once when the receiver stops.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
 import requests
+import urllib3.exceptions
 
 from ... import __version__, retry
-from ...errors import ArtifactError, RateLimited, TransientError
+from ...deadline import DeadlineAdapter, within
+from ...errors import (
+    ArtifactError,
+    ArtifactsUnavailable,
+    Interrupted,
+    RateLimited,
+    TransientError,
+)
+from ...interrupt import when_stopped
 from .config import WebhookConfig
 from .events import CloudRun
 
@@ -43,14 +55,20 @@ def fetch_artifacts(
     folder: Path,
     *,
     sleep: Callable[[float], None] = time.sleep,
+    stop: threading.Event | None = None,
 ) -> None:
     """Download manifest.json and run_results.json of `run` into `folder`.
 
     `sleep` waits between attempts (the worker passes its stop event's `wait`); raises
-    ArtifactError, whose message names the URL and the fix but never the token.
+    ArtifactError, whose message names the URL and the fix but never the token. Setting
+    `stop` ends a GET at once and starts no other: Interrupted.
     """
     params = {"step": str(config.step)} if config.step is not None else None
+    stop = stop or threading.Event()
     with requests.Session() as session:
+        # Its connections can be shut at a GET's deadline, or when the receiver stops.
+        session.mount("http://", DeadlineAdapter())
+        session.mount("https://", DeadlineAdapter())
         session.hooks["response"].append(_unread_redirect)
         session.headers.update(
             {
@@ -71,10 +89,12 @@ def fetch_artifacts(
             try:
                 for attempt in policy:
                     with attempt:
+                        if stop.is_set():
+                            raise Interrupted(f"GET {url} not made: the receiver is stopping")
                         attempts += 1
-                        _download(session, config, url, params, folder / name)
+                        _download(session, config, url, params, folder / name, stop)
             except TransientError as exc:
-                raise ArtifactError(
+                raise ArtifactsUnavailable(
                     f"GET {url} failed after {attempts} attempts ({exc}); "
                     "nothing synced for this run"
                 ) from None
@@ -86,23 +106,31 @@ def _download(
     url: str,
     params: dict[str, str] | None,
     path: Path,
+    stop: threading.Event,
 ) -> None:
-    """One GET of one artifact to a file; raise the typed error for anything but a 200."""
-    try:
-        with session.get(
-            url,
-            params=params,
-            timeout=(config.connect_timeout, config.read_timeout),
-            # requests drops the Authorization header on a redirect to another host.
-            stream=True,
-        ) as response:
-            status = response.status_code
-            if status == 200:
-                _save(response, url, path)
-                return
-    except requests.RequestException as exc:
-        # Messages of requests' errors may quote the URL or headers: only the type is shown.
-        raise TransientError(type(exc).__name__) from None
+    """One GET of one artifact to a file, ended by its deadline or `stop`; raise the typed
+    error for anything but a 200."""
+    seconds = config.fetch_deadline
+    with within(seconds) as deadline, when_stopped(stop, deadline.expire):
+        try:
+            with session.get(
+                url,
+                params=params,
+                timeout=(config.connect_timeout, config.read_timeout),
+                # requests drops the Authorization header on a redirect to another host.
+                stream=True,
+            ) as response:
+                status = response.status_code
+                if status == 200:
+                    _save(response, url, path)
+                    return
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+            if stop.is_set():
+                raise Interrupted(f"GET {url} cut off: the receiver is stopping") from None
+            if deadline.expired:
+                raise TransientError(f"no complete answer within {seconds:g} s") from None
+            # Messages of requests' errors may quote the URL or headers: only the type is shown.
+            raise TransientError(type(exc).__name__) from None
     problem = f"HTTP {status}"
     if status == 429:
         raise RateLimited(problem, retry.retry_after(response.headers.get("Retry-After")))

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
-from types import FrameType
 
 import click
 
-from ...errors import SettingsError
+from ...errors import MoEngageSyncError, SettingsError
+from ...interrupt import interrupt_on_signals
 from ...settings import Secret
 from .config import DEFAULT_CLOUD_HOST, WebhookConfig
 
@@ -65,6 +63,13 @@ def _required_env(name: str, what: str) -> Secret:
     default=None,
     help="Where each run's artifacts and report go (default: a new temporary folder).",
 )
+@click.option(
+    "--max-event-age",
+    type=click.FloatRange(min=1),
+    default=300.0,
+    show_default=True,
+    help="Refuse an event whose signed timestamp is further than this from now (seconds).",
+)
 def serve_webhook(
     host: str,
     port: int,
@@ -74,6 +79,7 @@ def serve_webhook(
     job_ids: tuple[str, ...],
     step: int | None,
     work_dir: Path | None,
+    max_event_age: float,
 ) -> None:
     """Receive dbt Cloud job.run.completed webhooks and sync the cohorts that built.
 
@@ -112,6 +118,7 @@ def serve_webhook(
             job_ids=frozenset(job_ids),
             step=step,
             work_dir=work_dir,
+            max_event_age=max_event_age,
             environ=os.environ,
         )
     except SettingsError as exc:
@@ -125,11 +132,15 @@ def serve_webhook(
             "choose another --host or --port"
         ) from None
 
-    def _on_term(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    with contextlib.suppress(ValueError):  # not the main thread
-        signal.signal(signal.SIGTERM, _on_term)
     jobs = ", ".join(sorted(job_ids)) or "every job"
     log.info("listening on %s for dbt Cloud runs of %s (%s)", receiver.url, jobs, config.cloud_host)
-    receiver.serve_forever()
+    # SIGTERM stops it as Ctrl-C does; two a moment apart (`timeout`) are one stop, a later
+    # one exits at once (interrupt.py).
+    says = "stopping the receiver (the sync in progress finishes; queued runs stay queued)"
+    try:
+        with interrupt_on_signals(says):
+            receiver.serve_forever()
+    except MoEngageSyncError as exc:  # the profile, or the state in the warehouse
+        raise click.ClickException(
+            f"cannot keep the runs in the warehouse (moengage_webhook_runs): {exc}"
+        ) from None

@@ -1,8 +1,12 @@
 """The receiving end: the HMAC signature check, what each POST gets, and the ASGI app.
 
 dbt Cloud signs each delivery: the `Authorization` header is the hex HMAC-SHA256 of the raw
-body, keyed with the webhook's secret. Nothing is parsed or done before that check. The app
-answers at once (dbt Cloud gives up after 10 seconds); syncing is the worker's job.
+body, keyed with the webhook's secret. Nothing is parsed or done before that check. An event
+whose signed `timestamp` is more than `max_event_age` from now is refused (a replay). A run
+is answered `queued` only once the warehouse records it (ledger.py), so a run accepted is
+never lost and a run synced is never synced again; when the warehouse cannot record it, the
+answer is 503 and dbt Cloud delivers again. The app answers within dbt Cloud's 10 seconds;
+syncing is the worker's job.
 """
 
 from __future__ import annotations
@@ -12,17 +16,20 @@ import hashlib
 import hmac
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from ...errors import MoEngageSyncError
 from ...settings import Secret
 from .config import WebhookConfig
-from .events import COMPLETED, cloud_run
+from .events import COMPLETED, cloud_run, event_time
 from .worker import SyncWorker
 
 if TYPE_CHECKING:
@@ -67,20 +74,42 @@ def decide(config: WebhookConfig, worker: SyncWorker, body: bytes, signature: st
         return Decision(401, "unauthorized", "signature does not match")
     try:
         event = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        log.warning("webhook refused: the body is not JSON")
-        return Decision(400, "bad_request", "body is not JSON")
-    if not isinstance(event, dict):
-        return Decision(400, "bad_request", "body is not a JSON object")
-    event_type = str(event.get("eventType", ""))
-    if event_type != COMPLETED:
-        log.info("webhook ignored: event %r is not %s", event_type, COMPLETED)
-        return Decision(200, "ignored", f"event {event_type!r} is not {COMPLETED}")
-    run, problem = cloud_run(event, config.account_id)
+        # Whatever cannot be read (a number past Python's 4,300 digits, nesting past the
+        # parser's depth, a field of an unexpected type) is a 400, never a 500.
+        if not isinstance(event, dict):
+            return Decision(400, "bad_request", "body is not a JSON object")
+        event_type = event.get("eventType", "")
+        if event_type != COMPLETED:
+            shown = event_type if isinstance(event_type, str) else type(event_type).__name__
+            log.info("webhook ignored: event %r is not %s", shown[:100], COMPLETED)
+            return Decision(200, "ignored", f"event {shown[:100]!r} is not {COMPLETED}")
+        run, problem = cloud_run(event, config.account_id)
+        made = event_time(event)
+    except (ValueError, TypeError, RecursionError):
+        # ValueError: not JSON, not UTF-8, or an integer too long to read.
+        log.warning("webhook refused: the body is not a JSON event that can be read")
+        return Decision(400, "bad_request", "body is not a JSON event that can be read")
     if run is None:
         log.warning("webhook refused: %s", problem)
         return Decision(400, "bad_request", problem)
     where = f"dbt Cloud run {run.run_id} (job {run.job_id}, {run.status})"
+    if made is None:
+        log.warning("webhook refused: %s: the event has no RFC 3339 'timestamp'", where)
+        return Decision(400, "bad_request", "the event has no RFC 3339 'timestamp'")
+    age = time.time() - made.timestamp()
+    if abs(age) > config.max_event_age:
+        when = "old" if age > 0 else "in the future"
+        log.warning(
+            "webhook refused: %s: its timestamp is %.0f s %s, past %g s: a replayed event, or "
+            "a clock that is off",
+            where,
+            abs(age),
+            when,
+            config.max_event_age,
+        )
+        return Decision(
+            400, "stale", f"the event's timestamp is {abs(age):.0f} s {when}: not accepted"
+        )
     if config.job_ids and run.job_id not in config.job_ids:
         log.info("webhook ignored: %s: job %s is not in --job-id", where, run.job_id)
         return Decision(200, "ignored", f"job {run.job_id} is not synced by this receiver")
@@ -91,7 +120,13 @@ def decide(config: WebhookConfig, worker: SyncWorker, body: bytes, signature: st
         return Decision(200, "ignored", f"account {run.account_id} is not this receiver's")
     if worker.stopping.is_set():
         return Decision(503, "stopping", "the receiver is shutting down")
-    duplicate = worker.submit(run)
+    try:
+        duplicate = worker.submit(run)
+    except Exception as exc:  # the warehouse cannot record it: not accepted, delivered again
+        # A MoEngageSyncError's message never holds a secret; others show their type only.
+        reason = str(exc) if isinstance(exc, MoEngageSyncError) else type(exc).__name__
+        log.error("webhook not accepted: %s: the run could not be recorded: %s", where, reason)
+        return Decision(503, "unavailable", "the run could not be recorded; deliver it again")
     if duplicate:
         log.info("webhook ignored: %s %s", where, duplicate)
         return Decision(200, "duplicate", f"run {run.run_id} {duplicate}")
@@ -124,8 +159,9 @@ def create_app(
             return JSONResponse({"status": "timeout"}, 408)
         except ClientDisconnect:
             return JSONResponse({"status": "client_disconnected"}, 400)
-        # Fast and non-blocking (HMAC, JSON of ~1 KB, a queue put): fine on the event loop.
-        decision = decide(config, worker, body, request.headers.get("authorization", ""))
+        # In a thread: recording the run is a warehouse write.
+        signature = request.headers.get("authorization", "")
+        decision = await run_in_threadpool(decide, config, worker, body, signature)
         return JSONResponse(decision.body(), decision.status)
 
     return Starlette(

@@ -1,24 +1,37 @@
 """Serving the receiver: uvicorn runs the ASGI app in one thread, the sync worker in another.
 
 The listening socket is opened first (so `url` is known, and a port in use fails at once),
-then handed to uvicorn. Stopping refuses new events (503), lets uvicorn finish the requests in
-flight, and lets the worker finish the sync in progress; queued runs are dropped, and dbt
-Cloud's redelivery brings them back.
+then the state in the warehouse (ledger.py: the runs accepted), then the worker, which
+resumes the runs an earlier start accepted and did not finish, then uvicorn. Stopping
+refuses new events (503), lets uvicorn finish the requests in flight, and lets the worker
+finish the sync in progress; the runs still queued stay queued in the warehouse, and the
+next start syncs them.
+
+Connections: a client must send each request's head within `header_timeout` seconds (of
+connecting, or of its previous answer), and its body within BODY_SECONDS (receiver.py),
+else it is closed; so sockets left open without a request cannot pile up. uvicorn counts
+every open connection against its limit (503 past it), so the limit is set well above what
+a few idle sockets can fill within a header timeout.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import logging
 import socket
 import threading
 from collections.abc import AsyncIterator
+from typing import Any
 
+import h11
 import uvicorn
 from starlette.applications import Starlette
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .config import WebhookConfig
+from .ledger import RunLedger
 from .receiver import Decision, create_app, decide, signature_ok
 from .worker import RunOutcome, SyncWorker
 
@@ -27,22 +40,82 @@ log = logging.getLogger(__name__)
 # How long uvicorn may take to start, and to finish the requests in flight when stopping.
 STARTUP_SECONDS = 30.0
 SHUTDOWN_SECONDS = 5
-# Connections served at once; beyond it uvicorn answers 503 (dbt Cloud sends a few a minute).
-MAX_CONNECTIONS = 64
+# Connections open at once (idle ones included); beyond it uvicorn answers 503. dbt Cloud
+# sends a few a minute: the limit only bounds what a flood can hold, each connection for a
+# header timeout at most.
+MAX_CONNECTIONS = 1000
+
+
+class HeaderDeadlineProtocol(H11Protocol):
+    """uvicorn's h11 protocol, closing a connection that has not sent a whole request head
+    within `header_timeout` seconds of opening, or of its previous answer. uvicorn's own
+    keep-alive timeout ends as soon as a byte arrives, so a half-sent head would hold the
+    connection (and a place under the connection limit) forever."""
+
+    header_timeout = 10.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_deadline()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:
+            # A whole head came in: the body has its own timeout (receiver.py).
+            self._disarm_header_deadline()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+            self._arm_header_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_deadline()
+        super().connection_lost(exc)
+
+    def _arm_header_deadline(self) -> None:
+        self._disarm_header_deadline()
+        self._header_deadline = self.loop.call_later(self.header_timeout, self._header_late)
+
+    def _disarm_header_deadline(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def _header_late(self) -> None:
+        self._header_deadline = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            log.debug("closed a connection that sent no request head in %g s", self.header_timeout)
+            self.transport.close()
 
 
 class WebhookReceiver:
     """The webhook server and its sync worker; `start()`, `stop()`, `url`, `wait_idle()`."""
 
-    def __init__(self, config: WebhookConfig, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        config: WebhookConfig,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ledger: RunLedger | None = None,
+    ) -> None:
         self.config = config
-        self.worker = SyncWorker(config)
+        self.worker = SyncWorker(config, ledger)
         self._host = host
         self._port = port
         self._socket: socket.socket | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
+        # Set when uvicorn's thread ends. Waited on instead of Thread.join(): Python 3.11's
+        # join, interrupted by the KeyboardInterrupt a signal raises in it, takes the thread
+        # for stopped while it runs, so every later join returns at once (and stop() would
+        # close the socket under uvicorn: a ValueError and CancelledError traceback).
+        self._served = threading.Event()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -54,11 +127,24 @@ class WebhookReceiver:
         return self._socket
 
     def start(self) -> WebhookReceiver:
-        """Serve and sync in daemon threads; return self once the app has started."""
+        """Open the state, resume the runs accepted before, then serve and sync in daemon
+        threads; return self once the app has started. ConfigError or WarehouseError when
+        the warehouse cannot keep the runs (nothing is served then)."""
         sock = self.bind()
+        if self._thread is None:
+            try:
+                self.worker.ledger.open()
+                resumed = self.worker.resume()
+            except BaseException:
+                self.stop(timeout=0)
+                raise
+            if resumed:
+                ids = ", ".join(run.run_id for run in resumed)
+                log.info("resuming %d dbt Cloud run(s) accepted before: %s", len(resumed), ids)
         self.worker.start()
         if self._thread is None:
             self._ready.clear()
+            self._served.clear()
             server = self._server = uvicorn.Server(self._uvicorn_config())
             self._thread = threading.Thread(
                 target=self._serve, args=(server, sock), name="dbt-cloud-webhook", daemon=True
@@ -74,25 +160,25 @@ class WebhookReceiver:
     def serve_forever(self) -> None:
         """Serve until `stop()`, Ctrl-C or a KeyboardInterrupt from a signal handler."""
         self.start()
-        thread = self._thread
         try:
-            if thread is not None:
+            if self._thread is not None:
                 # Interruptible: SIGINT (or SIGTERM made KeyboardInterrupt) lands here.
-                thread.join()
+                self._served.wait()
         except KeyboardInterrupt:
             pass
         finally:
             self.stop()
 
     def stop(self, timeout: float | None = 600.0) -> None:
-        """Stop accepting events, finish the sync in progress, drop the queued ones."""
+        """Stop accepting events and finish the sync in progress; queued runs stay queued in
+        the warehouse for the next start."""
         self.worker.stopping.set()
         server, thread, sock = self._server, self._thread, self._socket
         self._server, self._thread, self._socket = None, None, None
         if server is not None:
             server.should_exit = True
         if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=SHUTDOWN_SECONDS + 5)
+            self._served.wait(SHUTDOWN_SECONDS + 5)
         if sock is not None:
             sock.close()
         self.worker.stop(timeout)
@@ -118,9 +204,14 @@ class WebhookReceiver:
             self._ready.set()
             yield
 
+        protocol = type(
+            "ReceiverProtocol",
+            (HeaderDeadlineProtocol,),
+            {"header_timeout": self.config.header_timeout},
+        )
         return uvicorn.Config(
             create_app(self.config, self.worker, lifespan),
-            http="h11",
+            http=protocol,
             loop="asyncio",
             lifespan="on",
             # The process's logging applies: uvicorn adds no handler of its own.
@@ -139,6 +230,7 @@ class WebhookReceiver:
             log.error("the webhook server stopped: %s", type(exc).__name__)
         finally:
             self._ready.set()
+            self._served.set()
 
     # -- events ----------------------------------------------------------------------------
 

@@ -1,9 +1,16 @@
 """The sync worker: one thread syncing queued dbt Cloud runs, one at a time, once per run.
 
-A run counts as synced once `run_sync` returned a report, whatever the cohorts' statuses;
-a delivery of it meanwhile (queued or syncing) or after is a duplicate. A run whose artifacts
-could not be fetched, or whose sync raised, is forgotten, so dbt Cloud's redelivery of its
-event syncs it.
+Which runs are queued, synced or given up is kept in the warehouse (ledger.py), not here:
+a delivery is accepted only once its run is recorded as queued there, a run that was synced
+(whatever the cohorts' statuses: `run_sync` returned a report) is never synced again, and
+the runs still queued when the receiver stops are resumed by its next start.
+
+A run's artifacts are fetched under the runner's one retry policy (retry.py) twice over:
+each request by the artifacts client (`fetch_attempts`), and the whole fetch again, later,
+while dbt Cloud keeps failing transiently (`run_attempts`, from `run_backoff` seconds
+doubling up to RUN_BACKOFF_MAX). A run that cannot be synced (its token refused, its
+manifest broken, dbt Cloud down past every attempt) is given up: recorded, logged, and
+posted to MOENGAGE_NOTIFY_URL when it is set.
 """
 
 from __future__ import annotations
@@ -15,23 +22,31 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...errors import ArtifactError, MoEngageSyncError
+from tenacity import RetryCallState
+
+from ... import retry
+from ...errors import Interrupted, MoEngageSyncError, NotificationFailed, SettingsError
+from ...notify import NotifySettings, post
 from ...report import CohortResult, RunReport
 from ...report.progress import Progress, result_text
 from ...sync import SyncOptions, run_sync
+from ...warehouse.redact import stored_error
 from .artifacts import fetch_artifacts
 from .config import WebhookConfig
 from .events import CloudRun
+from .ledger import GIVEN_UP, QUEUED, SYNCED, RunLedger
 
 log = logging.getLogger(__name__)
 
 # Variables the receiver itself reads; the sync does not get them.
 _OWN_SECRETS = ("DBT_CLOUD_WEBHOOK_SECRET", "DBT_CLOUD_API_TOKEN")
-# How many synced run ids are remembered to answer redeliveries as duplicates.
-_SEEN_RUNS = 1000
+# The longest wait between two fetches of one run's artifacts.
+RUN_BACKOFF_MAX = 600.0
+STOPPING = "the receiver is stopping; it stays queued and the next start resumes it"
 
 
 @dataclass
@@ -42,30 +57,39 @@ class RunOutcome:
     folder: Path | None
     report: RunReport | None = None
     error: str | None = None
+    # Fetches of the run's artifacts, over every start of the receiver.
+    attempts: int = 0
+    # The receiver stopped before the run could be synced: it stays queued.
+    stopped: bool = False
 
     @property
     def exit_code(self) -> int:
         """The exit code `dbt-moengage sync` would have had: 0, 1, or 2 when it could not run."""
         return self.report.exit_code if self.report is not None else 2
 
+    @property
+    def status(self) -> str:
+        """What the ledger records: synced, given_up, or still queued (the receiver stopped)."""
+        if self.report is not None:
+            return SYNCED
+        return QUEUED if self.stopped else GIVEN_UP
+
 
 class SyncWorker:
     """Syncs the runs it is given in one thread, in order; `submit()`, `wait_idle()`."""
 
-    def __init__(self, config: WebhookConfig) -> None:
+    def __init__(self, config: WebhookConfig, ledger: RunLedger | None = None) -> None:
         self.config = config
-        # Set when stopping: nothing new is accepted, queued runs are dropped, waits end.
+        self.ledger = ledger if ledger is not None else RunLedger(config)
+        # Set when stopping: nothing new is accepted, queued runs stay queued, waits end.
         self.stopping = threading.Event()
         self.last_reports: collections.deque[RunOutcome] = collections.deque(maxlen=50)
         self._queue: queue.Queue[CloudRun | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._idle = threading.Condition()
         self._pending = 0
-        # Runs whose sync finished (a report, whatever the cohorts' statuses), oldest first.
-        self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
-        # Runs queued or being synced; they join _seen, or are forgotten, when the sync ends.
-        self._in_flight: set[str] = set()
-        self._seen_lock = threading.Lock()
+        # Fetches already made of a resumed run's artifacts, by run id.
+        self._attempts: dict[str, int] = {}
         self._work_dir: Path | None = config.work_dir
         self._run_dirs: collections.deque[Path] = collections.deque()
 
@@ -77,7 +101,7 @@ class SyncWorker:
             self._thread.start()
 
     def stop(self, timeout: float | None = 600.0) -> None:
-        """Finish the sync in progress and drop the queued ones."""
+        """Finish the sync in progress; the queued runs stay queued in the warehouse."""
         self.stopping.set()
         thread, self._thread = self._thread, None
         if thread is not None:
@@ -85,14 +109,27 @@ class SyncWorker:
             thread.join(timeout=timeout)
 
     def submit(self, run: CloudRun) -> str:
-        """Queue `run` and return ""; for a duplicate, queue nothing and return why it is one."""
-        duplicate = self._claim(run.run_id)
-        if duplicate:
-            return duplicate
-        with self._idle:
-            self._pending += 1
-        self._queue.put(run)
+        """Record `run` as queued in the warehouse and queue it, then return ""; for a
+        duplicate, queue nothing and return why it is one. Raises when the warehouse cannot
+        record it (nothing is accepted then)."""
+        claim = self.ledger.claim(run)
+        if claim.duplicate:
+            return claim.duplicate
+        self._enqueue(run, 0)
         return ""
+
+    def resume(self) -> list[CloudRun]:
+        """Queue the runs an earlier start accepted and did not finish, oldest first; the
+        runs resumed. Runs of jobs or accounts this receiver does not sync stay queued."""
+        resumed = []
+        for run, attempts in self.ledger.queued():
+            if self.config.job_ids and run.job_id not in self.config.job_ids:
+                continue
+            if self.config.account_id and run.account_id != self.config.account_id:
+                continue
+            self._enqueue(run, attempts)
+            resumed.append(run)
+        return resumed
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until every accepted run has been synced; False on timeout."""
@@ -105,58 +142,69 @@ class SyncWorker:
                 self._idle.wait(left)
         return True
 
-    def _claim(self, run_id: str) -> str:
-        """Claim `run_id` for a sync and return ""; for a duplicate, return why it is one."""
-        # dbt Cloud re-delivers an event it thinks failed; one sync per run is enough, but only
-        # a sync that finished counts: until then a redelivery must not queue it a second time.
-        with self._seen_lock:
-            if run_id in self._seen:
-                return "was already synced"
-            if run_id in self._in_flight:
-                return "is in progress (queued or syncing)"
-            self._in_flight.add(run_id)
-            return ""
-
-    def _settle(self, run_id: str, synced: bool) -> None:
-        """End `run_id`'s sync: remember it if it finished, else forget it so it can come again."""
-        with self._seen_lock:
-            self._in_flight.discard(run_id)
-            if synced:
-                self._seen[run_id] = None
-                while len(self._seen) > _SEEN_RUNS:
-                    self._seen.popitem(last=False)
+    def _enqueue(self, run: CloudRun, attempts: int) -> None:
+        with self._idle:
+            self._pending += 1
+            self._attempts[run.run_id] = attempts
+        self._queue.put(run)
 
     def _work(self) -> None:
         while True:
             run = self._queue.get()
             if run is None:
                 break
-            synced = False
             try:
                 if self.stopping.is_set():
-                    log.warning("dbt Cloud run %s not synced: the receiver is stopping", run.run_id)
+                    log.warning("dbt Cloud run %s not synced yet: %s", run.run_id, STOPPING)
                     continue
-                outcome = self.sync_run(run)
-                synced = outcome.report is not None
+                try:
+                    outcome = self.sync_run(run)
+                except Exception as exc:  # the worker must outlive any one run
+                    log.error("dbt Cloud run %s: sync crashed: %s", run.run_id, type(exc).__name__)
+                    outcome = RunOutcome(run, None, error=f"the sync crashed: {type(exc).__name__}")
                 self.last_reports.append(outcome)
                 log.info("%s", summary_line(outcome))
-            except Exception as exc:  # the worker must outlive any one run
-                log.error("dbt Cloud run %s: sync crashed: %s", run.run_id, type(exc).__name__)
-                self.last_reports.append(RunOutcome(run, None, error=type(exc).__name__))
+                self._record(outcome)
+            except Exception as exc:  # recording or logging failed: the worker goes on
+                log.error("dbt Cloud run %s: %s", run.run_id, type(exc).__name__)
             finally:
-                # Settled before idle, so a delivery after wait_idle() sees how the sync ended.
-                self._settle(run.run_id, synced)
+                # Recorded before idle, so a delivery after wait_idle() sees how the run ended.
                 with self._idle:
+                    self._attempts.pop(run.run_id, None)
                     self._pending -= 1
                     self._idle.notify_all()
 
+    def _record(self, outcome: RunOutcome) -> None:
+        """Write how the run ended to the warehouse, and announce a run given up."""
+        run, status = outcome.run, outcome.status
+        if status == QUEUED:
+            return
+        try:
+            self.ledger.finish(run, status, outcome.attempts, outcome.error)
+        except MoEngageSyncError as exc:
+            log.error(
+                "dbt Cloud run %s: recording it as %s failed (%s); it stays queued, and the "
+                "next start of the receiver syncs it again",
+                run.run_id,
+                status,
+                exc,
+            )
+        if status == GIVEN_UP:
+            announce_given_up(self.config.environ, outcome)
+
     def sync_run(self, run: CloudRun) -> RunOutcome:
-        """Fetch the run's artifacts into a fresh folder and sync the cohorts that built."""
+        """Fetch the run's artifacts into a fresh folder (tried again while dbt Cloud fails
+        transiently) and sync the cohorts that built."""
         folder = self._new_run_dir(run)
         outcome = RunOutcome(run, folder)
+        with self._idle:
+            outcome.attempts = self._attempts.get(run.run_id, 0)
         try:
-            fetch_artifacts(self.config, run, folder, sleep=self._pause)
-        except ArtifactError as exc:
+            self._fetch(run, folder, outcome)
+        except Interrupted:  # stopped between fetches, or a GET cut off by the stop
+            outcome.stopped, outcome.error = True, STOPPING
+            return outcome
+        except MoEngageSyncError as exc:  # ArtifactError: never holds the token
             outcome.error = str(exc)
             return outcome
         environ = {k: v for k, v in self.config.environ.items() if k not in _OWN_SECRETS}
@@ -182,6 +230,35 @@ class SyncWorker:
             log.warning("dbt Cloud run %s: %s", run.run_id, outcome.error)
         return outcome
 
+    def _fetch(self, run: CloudRun, folder: Path, outcome: RunOutcome) -> None:
+        """Fetch the run's artifacts, again while dbt Cloud fails transiently
+        (ArtifactsUnavailable), under the shared retry policy; counts into `outcome`."""
+        config = self.config
+
+        def waiting(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning(
+                "dbt Cloud run %s: artifacts not fetched (%s); trying again in %.0f s",
+                run.run_id,
+                exc,
+                state.upcoming_sleep,
+            )
+
+        policy = retry.policy(
+            max_attempts=max(config.run_attempts - outcome.attempts, 1),
+            backoff_initial=config.run_backoff,
+            backoff_max=RUN_BACKOFF_MAX,
+            sleep=self._pause,
+            before_sleep=waiting,
+        )
+        for attempt in policy:
+            with attempt:
+                if self.stopping.is_set():
+                    raise Interrupted(f"dbt Cloud run {run.run_id}: the receiver is stopping")
+                outcome.attempts += 1
+                self.ledger.attempted(run, outcome.attempts)
+                fetch_artifacts(config, run, folder, sleep=self._pause, stop=self.stopping)
+
     def _pause(self, seconds: float) -> None:
         """Wait between attempts, ending at once when the receiver stops."""
         self.stopping.wait(seconds)
@@ -195,6 +272,61 @@ class SyncWorker:
         while len(self._run_dirs) > max(self.config.keep_runs, 1):
             shutil.rmtree(self._run_dirs.popleft(), ignore_errors=True)
         return folder
+
+
+def given_up_message(outcome: RunOutcome) -> dict[str, object]:
+    """The post announcing a run given up: Slack's `text`, and the facts as fields."""
+    run = outcome.run
+    error = stored_error(outcome.error, 500) or "unknown error"
+    what_to_do = (
+        "fix what the error names, then sync the run's cohorts: the job's next run is "
+        "synced when it completes, or run `dbt-moengage sync` on this run's artifacts"
+    )
+    head = f"dbt Cloud run {run.run_id} (job {run.job_id}, {run.status})"
+    tries = f"{outcome.attempts} fetch{'' if outcome.attempts == 1 else 'es'} of its artifacts"
+    lines = [
+        f"*dbt-moengage*: {_slack(head)} not synced, given up after {tries}: {_slack(error)}",
+        _slack(f"    what to do: {what_to_do}"),
+    ]
+    return {
+        "text": "\n".join(lines),
+        "source": "dbt-moengage",
+        "event": "webhook_run_given_up",
+        "dbt_cloud_run": {
+            "account_id": run.account_id,
+            "job_id": run.job_id,
+            "run_id": run.run_id,
+            "run_status": run.status,
+            "attempts": outcome.attempts,
+            "error": error,
+        },
+        "what_to_do": what_to_do,
+    }
+
+
+def announce_given_up(environ: Mapping[str, str], outcome: RunOutcome) -> bool:
+    """Post a run given up to MOENGAGE_NOTIFY_URL, when set (notify.py's post: the shared
+    retry policy on a small budget); whether it was posted. A post that fails is a warning."""
+    run_id = outcome.run.run_id
+    try:
+        settings = NotifySettings.from_env(environ)
+    except SettingsError as exc:
+        log.warning("dbt Cloud run %s: %s; no notification sent", run_id, exc)
+        return False
+    if settings is None:
+        return False
+    try:
+        post(settings, given_up_message(outcome))
+    except NotificationFailed as exc:
+        log.warning("dbt Cloud run %s: %s", run_id, exc)
+        return False
+    log.info("dbt Cloud run %s: given up, notified %s", run_id, settings.receiver)
+    return True
+
+
+def _slack(text: str) -> str:
+    """Outside text as Slack shows it literally: `<`, `>` and `&` are its markup."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 class LogProgress(Progress):
@@ -221,7 +353,9 @@ def summary_line(outcome: RunOutcome) -> str:
     run = outcome.run
     head = f"dbt Cloud run {run.run_id} (job {run.job_id}, {run.status})"
     if outcome.report is None:
-        return f"{head}: not synced: {outcome.error}"
+        if outcome.stopped:
+            return f"{head}: not synced yet: {outcome.error}"
+        return f"{head}: not synced, given up: {outcome.error}"
     counts = collections.Counter(r.status for r in outcome.report.results)
     statuses = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no cohort"
     where = outcome.folder / "moengage_sync_results.json" if outcome.folder else "-"
