@@ -48,17 +48,13 @@ from ..state.schema import (
 )
 from ..state.sql import STATE_SQL, exact_state_sql
 from .engine import (
-    BLANK_UID,
     MODEL_SQL,
-    NULL_UID,
     OUTER_ANTI_JOINS,
-    PADDED_UID,
-    VALID,
     Engine,
     UidColumn,
     missing_column,
     snapshot_name,
-    snapshot_sql,
+    trimmed_uid_sql,
     unusable_type,
 )
 from .profiles import ProfileTarget, open_handle
@@ -89,9 +85,6 @@ WHITESPACE_SET = (
     "code_points_to_string([" + ", ".join(str(ord(ch)) for ch in uids.WHITESPACE) + "])"
 )
 _TRIMMED = f"trim({_TEXT}, {WHITESPACE_SET})"
-_VALID = f"{{col}} is not null and {_TEXT} <> '' and {_TRIMMED} = {_TEXT}"
-_KIND = f"""case when {{col}} is null then '{NULL_UID}' when {_TRIMMED} = '' then '{BLANK_UID}'
-    when {_TRIMMED} <> {_TEXT} then '{PADDED_UID}' else '{VALID}' end"""
 
 
 def _typed_values(table: str) -> str:
@@ -110,13 +103,12 @@ SQL: dict[str, str] = {
     **STATE_SQL,
     **exact_state_sql(_EXACT),
     **state_ddl(STATE_TYPES),
-    **snapshot_sql(_TEXT, _KIND),
+    **trimmed_uid_sql(_TEXT, _TRIMMED),
     "stats": f"""
         select count(*), count(*) - count({{col}}),
             countif({{col}} is not null and {_TRIMMED} = ''),
             countif({_TRIMMED} <> '' and {_TRIMMED} <> {_TEXT})
         from {{relation}}""",
-    "model_uids": f"select distinct {_TEXT} as uid from {{relation}} where {_VALID}",
     **OUTER_ANTI_JOINS,
     # A request's uids: one ARRAY<STRING> parameter (Engine.uid_batch).
     "json_uids": "select uid from unnest(?) as uid",

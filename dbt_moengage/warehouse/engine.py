@@ -92,6 +92,19 @@ OUTER_ANTI_JOINS: dict[str, str] = {
 }
 
 
+def trimmed_uid_sql(text: str, trimmed: str) -> dict[str, str]:
+    """The model's uids and its snapshot for an engine whose exact text of a uid is `text`
+    and whose trim of the uid rule's whitespace is `trimmed` (`{col}` the column): a uid is
+    sent when not null, not empty, and equal to its trim (dbt_moengage/uids.py)."""
+    valid = f"{{col}} is not null and {text} <> '' and {trimmed} = {text}"
+    kind = f"""case when {{col}} is null then '{NULL_UID}' when {trimmed} = '' then '{BLANK_UID}'
+    when {trimmed} <> {text} then '{PADDED_UID}' else '{VALID}' end"""
+    return {
+        **snapshot_sql(text, kind),
+        "model_uids": f"select distinct {text} as uid from {{relation}} where {valid}",
+    }
+
+
 def snapshot_sql(text: str, kind: str) -> dict[str, str]:
     """An engine's snapshot statements, from its exact text of a uid (`{col}` is the column)
     and its `kind` expression (a CASE giving VALID, NULL_UID, BLANK_UID or PADDED_UID).

@@ -32,19 +32,15 @@ from ..state.locks import HeldLock, row_lock
 from ..state.schema import STATE_TABLES, StateKey, state_ddl
 from ..state.sql import STATE_SQL
 from .engine import (
-    BLANK_UID,
     DEFAULT_FETCH_ROWS,
     MODEL_SQL,
-    NULL_UID,
-    PADDED_UID,
-    VALID,
     Engine,
     UidColumn,
     missing_column,
     quote_identifier,
     read_failed,
     snapshot_name,
-    snapshot_sql,
+    trimmed_uid_sql,
     unusable_type,
 )
 from .profiles import ProfileTarget, open_handle
@@ -66,9 +62,6 @@ STRING_CATEGORY = "S"
 # collation (a nondeterministic ICU one, say) the column carries.
 _TEXT = '(cast({col} as text) collate "C")'
 _TRIMMED = f"btrim({_TEXT}, {uids.sql_literal()})"
-_VALID = f"{{col}} is not null and {_TEXT} <> '' and {_TRIMMED} = {_TEXT}"
-_KIND = f"""case when {{col}} is null then '{NULL_UID}' when {_TRIMMED} = '' then '{BLANK_UID}'
-    when {_TRIMMED} <> {_TEXT} then '{PADDED_UID}' else '{VALID}' end"""
 
 # The state tables' indexes; the dbt package's postgres__ DDL creates the same.
 LOCKS_KEY = "moengage_sync_locks_key"
@@ -86,13 +79,12 @@ SQL: dict[str, str] = {
     **MODEL_SQL,
     **STATE_SQL,
     **state_ddl(STATE_TYPES),
-    **snapshot_sql(_TEXT, _KIND),
+    **trimmed_uid_sql(_TEXT, _TRIMMED),
     "stats": f"""
         select count(*), count(*) - count({{col}}),
             count(*) filter (where {{col}} is not null and {_TRIMMED} = ''),
             count(*) filter (where {_TRIMMED} <> '' and {_TRIMMED} <> {_TEXT})
         from {{relation}}""",
-    "model_uids": f"select distinct {_TEXT} as uid from {{relation}} where {_VALID}",
     "add_delta": """
         select m.uid from ({model_uids}) m
         where not exists (select 1 from ({state_uids}) s where s.uid = m.uid)""",

@@ -25,18 +25,14 @@ from ..state.locks import HeldLock, row_lock
 from ..state.schema import STATE_TABLES, StateKey, state_ddl
 from ..state.sql import STATE_SQL, exact_state_sql
 from .engine import (
-    BLANK_UID,
     MODEL_SQL,
-    NULL_UID,
     OUTER_ANTI_JOINS,
-    PADDED_UID,
-    VALID,
     Engine,
     UidColumn,
     missing_column,
     quote_identifier,
     snapshot_name,
-    snapshot_sql,
+    trimmed_uid_sql,
     unusable_type,
 )
 from .profiles import ProfileTarget
@@ -62,9 +58,6 @@ _TEXT = _EXACT.format("cast({col} as varchar)")
 # The cast inside TRIM changes nothing on Snowflake; fakesnow rewrites a TRIM whose operand
 # is not a cast to varchar and loses its characters argument on the way.
 _TRIMMED = f"trim(cast({_TEXT} as varchar), {uids.sql_literal()})"
-_VALID = f"{{col}} is not null and {_TEXT} <> '' and {_TRIMMED} = {_TEXT}"
-_KIND = f"""case when {{col}} is null then '{NULL_UID}' when {_TRIMMED} = '' then '{BLANK_UID}'
-    when {_TRIMMED} <> {_TEXT} then '{PADDED_UID}' else '{VALID}' end"""
 
 # The state tables' types; the dbt package's variant for this engine uses the same.
 STATE_TYPES = {
@@ -79,13 +72,12 @@ SQL: dict[str, str] = {
     **STATE_SQL,
     **exact_state_sql(_EXACT),
     **state_ddl(STATE_TYPES),
-    **snapshot_sql(_TEXT, _KIND),
+    **trimmed_uid_sql(_TEXT, _TRIMMED),
     "stats": f"""
         select count(*), count(*) - count({{col}}),
             count_if({{col}} is not null and {_TRIMMED} = ''),
             count_if({_TRIMMED} <> '' and {_TRIMMED} <> {_TEXT})
         from {{relation}}""",
-    "model_uids": f"select distinct {_TEXT} as uid from {{relation}} where {_VALID}",
     **OUTER_ANTI_JOINS,
     "json_uids": "select value::varchar as uid from table(flatten(input => parse_json(?)))",
 }
