@@ -67,6 +67,10 @@ class BodyPacker:
         )
         self.suffix = b"]}}"
         self.max_bytes = max_bytes
+        # uids too long for a body of their own, left out of every body: how many, and the
+        # first (its encoded size and its start), for the report.
+        self.too_long = 0
+        self.too_long_example: tuple[int, str] | None = None
         self.room = max_bytes - len(self.prefix) - len(self.suffix)
         if self.room < 32:
             raise CohortError(
@@ -77,7 +81,8 @@ class BodyPacker:
     def pack(
         self, batches: Iterable[Sequence[str]], resend: Iterable[Sequence[str]] = ()
     ) -> Iterator[Body]:
-        """Yield full bodies as the uids stream in, then the last partial one.
+        """Yield full bodies as the uids stream in, then the last partial one. A uid too
+        long for a body of its own is left out and counted (`too_long`).
 
         `resend` batches follow `batches` in the same bodies, so re-sends fill the room
         the new uids leave; each body counts the re-sent uids it carries.
@@ -100,7 +105,8 @@ class BodyPacker:
                 for uid in batch:
                     piece = _member(uid)
                     if len(piece) > self.room:
-                        raise self._too_big(len(piece), uid)
+                        self._leave_out(len(piece), uid)
+                        continue
                     if used + len(piece) + 1 > capacity:
                         yield self._body(parts, uids, resent)
                         parts, uids, used, resent = [], [], 0, 0
@@ -125,9 +131,11 @@ class BodyPacker:
                 limit = reach(start) + capacity - used
                 stop = bisect_right(positions, limit, start + 1, key=reach) - 1
                 if stop == start:
-                    if not parts:
-                        uid = batch[start]
-                        raise self._too_big(len(uid) + _PLAIN_COST - 1, uid)
+                    if reach(start + 1) - reach(start) > capacity:
+                        # Too long for a body of its own: the body being filled goes on.
+                        self._leave_out(len(batch[start]) + _PLAIN_COST - 1, batch[start])
+                        start += 1
+                        continue
                     yield self._body(parts, uids, resent)
                     parts, uids, used, resent = [], [], 0, 0
                     continue
@@ -144,11 +152,11 @@ class BodyPacker:
     def _body(self, parts: list[bytes], uids: list[str], resent: int) -> Body:
         return Body(self.prefix + b",".join(parts) + self.suffix, uids, resent)
 
-    def _too_big(self, size: int, uid: str) -> CohortError:
-        return CohortError(
-            f"a uid of {size} encoded bytes cannot fit in one request "
-            f"of at most {self.max_bytes} bytes (uid starts {uid[:40]!r})"
-        )
+    def _leave_out(self, size: int, uid: str) -> None:
+        """A uid that cannot fit in any request: counted, never sent, the rest packed on."""
+        self.too_long += 1
+        if self.too_long_example is None:
+            self.too_long_example = (size, uid[:40])
 
 
 # `{"uid":"` + `"}` around a plain uid, and the comma after it.

@@ -76,6 +76,7 @@ from .state import (
 )
 from .state.history import StateHistory
 from .state.left_behind import default_id_warnings, find_left_behind
+from .uids import TOO_LONG
 from .warehouse import (
     Engine,
     ProfileTarget,
@@ -482,6 +483,8 @@ class CohortSync:
         self.guard: str | None = None
         self._resent = 0
         self._counts = threading.Lock()
+        # The packer of each action's bodies, once made: what it left out is counted.
+        self._packers: dict[str, BodyPacker] = {}
         # The state's members as planned, and the change the checkpoints have written since.
         self._planned_members: int | None = None
         self._written = 0
@@ -510,6 +513,7 @@ class CohortSync:
                     resent += body.resent
                 if self.mirror:
                     requests += sum(1 for _ in self._bodies(REMOVE))
+                self._count_too_long()
             self.result.planned_requests = requests
             # A rename re-sends a few current members to carry the name: counted as the
             # run will count them.
@@ -631,7 +635,6 @@ class CohortSync:
             return None
 
     def _plan(self, full_refresh: bool) -> None:
-        self.warehouse.check_uid_lengths(self.spec)
         counts = self.warehouse.audience_stats(self.spec)
         delta = self.state.plan(self.spec, self.key, full_refresh, self.now)
         if self.state.ready:
@@ -697,6 +700,7 @@ class CohortSync:
                 refused = exc
         bodies = self._add_bodies(full_refresh)
         self.client.send_all(bodies, adds, self._checkpoint(ADD, full_refresh))
+        self._count_too_long()
         if refused is not None:
             left = self.result.planned_remove - removes.uids_accepted
             raise CohortError(
@@ -706,6 +710,27 @@ class CohortSync:
                 "additions and re-sends were sent. Set meta.moengage.mode: add to stop "
                 "removing, or have removals enabled for the workspace; the next run "
                 "retries them"
+            )
+
+    def _count_too_long(self) -> None:
+        """uids too long for any request (where no max_uid_length left them out in the
+        warehouse) were left out of the bodies: each is counted as dropped, not to add, and
+        named. A member who left but is too long to remove fails the cohort."""
+        packer = self._packers.get(ADD)
+        if packer is not None and packer.too_long:
+            r, count = self.result, packer.too_long
+            r.dropped[TOO_LONG] += count
+            r.uids_total = max(r.uids_total - count, 0)
+            r.planned_add = max(r.planned_add - count, 0)
+            self.progress.message(
+                f"{self.spec.model}: {count:,} uids not sent: {_too_long(packer)}; set "
+                "meta.moengage.max_uid_length to leave them out in the warehouse"
+            )
+        packer = self._packers.get(REMOVE)
+        if packer is not None and packer.too_long:
+            raise CohortError(
+                f"model '{self.spec.model}': {packer.too_long:,} members who left the model "
+                f"cannot be removed: {_too_long(packer)}; raise MOENGAGE_MAX_BODY_BYTES"
             )
 
     def _remember(self, adds: Tally) -> None:
@@ -789,6 +814,7 @@ class CohortSync:
             description=self.spec.description,
             max_bytes=self.settings.max_body_bytes,
         )
+        self._packers[action] = packer
         kind = Change.LEFT if action == REMOVE else Change.EVERYONE if everyone else Change.NEW
         stream = self.state.stream(self.spec, self.key, kind, now=self.now)
         if resend is None:
@@ -830,6 +856,15 @@ class CohortSync:
         r.retries = adds.retries + removes.retries
         if r.status != SYNCED:
             r.uids_unsynced = max(r.planned_add - r.added, 0) + max(r.planned_remove - r.removed, 0)
+
+
+def _too_long(packer: BodyPacker) -> str:
+    """What a packer left out, for a message."""
+    size, start = packer.too_long_example or (0, "")
+    return (
+        f"each is too long for one request of at most {packer.max_bytes:,} bytes "
+        f"(the first takes {size:,} encoded bytes and starts {start!r})"
+    )
 
 
 def profile_target(options: SyncOptions) -> ProfileTarget:
@@ -976,8 +1011,10 @@ def validate(options: SyncOptions, check_warehouse: bool = False) -> Validation:
         for spec in discovery.specs:
             try:
                 spec = checked_column(warehouse, spec, manifest, target)
-                warehouse.check_uid_lengths(spec)
                 specs.append(spec)
+                long = warehouse.long_uids(spec)
+                if long is not None:
+                    warnings.append(long.message(spec))
             except CohortError as exc:
                 problems.append(str(exc))
         keys = {destination: state_key(settings) for destination, settings in senders.items()}

@@ -30,11 +30,14 @@ NULL = "null"
 BLANK = "empty"
 PADDED = "whitespace"
 DUPLICATE = "duplicate"
-DROP_REASONS = (NULL, BLANK, PADDED, DUPLICATE)
+# Longer than the cohort's max_uid_length, or too long for one request body on its own.
+TOO_LONG = "too_long"
+DROP_REASONS = (NULL, BLANK, PADDED, DUPLICATE, TOO_LONG)
 
 
 def problem(uid: str | None) -> str | None:
-    """Why this uid would not be sent (a DROP_REASONS entry but duplicate), or None."""
+    """Why this uid would not be sent (a DROP_REASONS entry but duplicate and too_long, which
+    depend on the other rows and the cohort), or None."""
     if uid is None:
         return NULL
     stripped = uid.strip(WHITESPACE)

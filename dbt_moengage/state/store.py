@@ -283,9 +283,9 @@ class StateStore:
             # No state yet (a dry run on a fresh warehouse): everything is new.
             if change not in (Change.NEW, Change.EVERYONE):
                 return iter(())
-            return self.engine.stream("model_uids", (), cohort, batch_rows=batch_rows)
+            return self.engine.stream("cohort_uids", (), cohort, batch_rows=batch_rows)
         if change == Change.EVERYONE:
-            return self.engine.stream("model_uids", (), cohort, batch_rows=batch_rows)
+            return self.engine.stream("cohort_uids", (), cohort, batch_rows=batch_rows)
         extra = {"due": self.due(cohort, now or utcnow())}
         params = (*key.params, cohort.cohort_id)
         return self.engine.stream(_QUERIES[change], params, cohort, extra, batch_rows)

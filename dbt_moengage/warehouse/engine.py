@@ -42,7 +42,13 @@ VALID, NULL_UID, BLANK_UID, PADDED_UID = "valid", "null", "blank", "padded"
 MODEL_SQL: dict[str, str] = {
     # Postgres requires the subquery's alias (`m`).
     "count_model": "select count(*) from ({model_uids}) m",
-    "long_uids": "select count(*), min(uid) from ({model_uids}) m where length(uid) > ?",
+    # The uids to send, from the snapshot while there is one, within max_uid_length.
+    "cohort_uids": "{model_uids}",
+    # The valid uids longer than a limit (distinct, their rows, one of them), from the
+    # snapshot or, without one, from the same grouping of the model.
+    "long_uids": f"""
+        select count(*), coalesce(sum(n), 0), min(uid) from {{audience}} a
+        where kind = '{VALID}' and length(uid) > ?""",
     "create_schema": "create schema if not exists {schema}",
     # The snapshot's rows are the column's distinct values, each with its row count `n`.
     "snapshot_stats": f"""
@@ -65,6 +71,7 @@ READS = frozenset(
         "stats",
         "snapshot_stats",
         "count_model",
+        "cohort_uids",
         "long_uids",
         "plan",
         "model_uids",
@@ -131,16 +138,35 @@ class AudienceStats:
     nulls: int
     empties: int
     padded: int = 0
+    # Rows whose uid is longer than the cohort's max_uid_length.
+    too_long: int = 0
 
     def dropped(self, distinct: int) -> dict[str, int]:
-        """Dropped rows by reason, given the number of distinct valid uids."""
-        duplicates = self.rows - self.nulls - self.empties - self.padded - distinct
+        """Dropped rows by reason, given the number of distinct uids to send."""
+        duplicates = self.rows - self.nulls - self.empties - self.padded - self.too_long - distinct
         return {
             uids.NULL: self.nulls,
             uids.BLANK: self.empties,
             uids.PADDED: self.padded,
             uids.DUPLICATE: max(duplicates, 0),
+            uids.TOO_LONG: self.too_long,
         }
+
+
+@dataclass(frozen=True)
+class LongUids:
+    """The valid uids longer than a cohort's max_uid_length: distinct, their rows, and one."""
+
+    distinct: int
+    rows: int
+    example: str
+
+    def message(self, cohort: CohortSpec) -> str:
+        return (
+            f"model '{cohort.model}': {self.distinct:,} uids ({self.rows:,} rows) are longer than "
+            f"meta.moengage.max_uid_length = {cohort.max_uid_length}, e.g. {self.example[:80]!r} "
+            f"({len(self.example):,} characters): they are not sent, the rest of the cohort is"
+        )
 
 
 @dataclass(frozen=True)
@@ -356,11 +382,20 @@ class Engine(ABC):
             fields["col"] = column
             snapshot = self._snapshots.get(cohort.unique_id)
             if snapshot is not None:
-                fields["snapshot"] = snapshot
+                fields["snapshot"] = fields["audience"] = snapshot
                 fields["model_uids"] = self.SQL["snapshot_uids"].format(snapshot=snapshot)
             else:
+                fields["audience"] = "({})".format(
+                    self.SQL["create_snapshot"].format(relation=cohort.relation_name, col=column)
+                )
                 fields["model_uids"] = self.SQL["model_uids"].format(
                     relation=cohort.relation_name, col=column
+                )
+            if cohort.max_uid_length is not None:
+                # A uid over the limit is left out of everything sent (counted: long_uids).
+                fields["model_uids"] = (
+                    f"select uid from ({fields['model_uids']}) l "
+                    f"where length(uid) <= {int(cohort.max_uid_length)}"
                 )
         fields.update(extra)
         fields["state_uids"] = self.SQL["state_uids"].format(**fields)
@@ -566,27 +601,31 @@ class Engine(ABC):
     # -- the audience ----------------------------------------------------------------------
 
     def audience_stats(self, cohort: CohortSpec) -> AudienceStats:
-        """Count rows, nulls, blank and padded uids (from the snapshot, when there is one)."""
+        """Count rows, nulls, blank, padded and too long uids (from the snapshot, when
+        there is one)."""
         name = "snapshot_stats" if cohort.unique_id in self._snapshots else "stats"
         rows, nulls, empties, padded = (int(v or 0) for v in self.one(name, (), cohort))
-        return AudienceStats(rows=rows, nulls=nulls, empties=empties, padded=padded)
+        long = self.long_uids(cohort)
+        return AudienceStats(
+            rows=rows,
+            nulls=nulls,
+            empties=empties,
+            padded=padded,
+            too_long=long.rows if long is not None else 0,
+        )
 
     def count_model(self, cohort: CohortSpec) -> int:
-        """The model's distinct sendable uids."""
+        """The model's distinct uids to send."""
         return int(self.one("count_model", (), cohort)[0])
 
-    def check_uid_lengths(self, cohort: CohortSpec) -> None:
-        """Refuse the cohort when uids exceed the max_uid_length its config sets."""
-        limit = cohort.max_uid_length
-        if limit is None:
-            return
-        count, example = self.one("long_uids", (limit,), cohort)
-        if int(count or 0):
-            raise WarehouseError(
-                f"model '{cohort.model}': meta.moengage.max_uid_length = {limit}: "
-                f"{int(count):,} uids are longer, e.g. {example[:80]!r} ({len(example)} "
-                "characters); fix the model or raise the limit. Nothing was sent for it"
-            )
+    def long_uids(self, cohort: CohortSpec) -> LongUids | None:
+        """The valid uids longer than the cohort's max_uid_length (None: no limit, or none)."""
+        if cohort.max_uid_length is None:
+            return None
+        distinct, rows, example = self.one("long_uids", (cohort.max_uid_length,), cohort)
+        if not int(distinct or 0):
+            return None
+        return LongUids(int(distinct), int(rows), str(example))
 
     def __enter__(self) -> Self:
         return self

@@ -68,11 +68,6 @@ CASES: dict[str, tuple[str, dict[str, Any], list[str]]] = {
         {"relation_name": '"integration_tests"."main"."high_value_users_v2"'},
         ["high_value_users", "does not exist", "dbt build --select high_value_users"],
     ),
-    "uids over max_uid_length": (
-        "high_value_users",
-        {"max_uid_length": 20},
-        ["high_value_users", "max_uid_length = 20", "uids are longer", "36 characters"],
-    ),
     "bad max_uid_length": (
         "high_value_users",
         {"max_uid_length": "64"},

@@ -397,6 +397,7 @@ def test_awkward_string_and_int64_uids_sync_exactly_then_a_rerun_sends_nothing(
         uids.BLANK: len(STRING_BLANKS),
         uids.PADDED: len(STRING_PADDED),
         uids.DUPLICATE: len(STRING_DUPLICATES),
+        uids.TOO_LONG: 0,
     }
     assert (ints.added, ints.uids_total) == (len(INT_SENDABLE), len(INT_SENDABLE))
     assert ints.dropped == {
@@ -404,6 +405,7 @@ def test_awkward_string_and_int64_uids_sync_exactly_then_a_rerun_sends_nothing(
         uids.BLANK: 0,
         uids.PADDED: 0,
         uids.DUPLICATE: len(INT_DUPLICATES),
+        uids.TOO_LONG: 0,
     }
     # Each uid delivered once, and the state holds exactly what MoEngage got.
     for cohort_id in (STRINGS, INTS):
@@ -423,6 +425,15 @@ def test_awkward_string_and_int64_uids_sync_exactly_then_a_rerun_sends_nothing(
         assert (row.requests, row.added, row.resent, row.removed) == (0, 0, 0, 0), cohort_id
         assert row.unchanged == len(expected), cohort_id
         assert emulator.members(cohort_id) == expected
+
+    # 3. A max_uid_length below the 5,000-character uid: it is dropped and counted, no
+    # longer in the model's uids (an add-mode cohort keeps the member), nothing is sent.
+    edit_meta(bq, MODEL[STRINGS], max_uid_length=4999)
+    limited = by_cohort(sync(bq, emulator))[STRINGS]
+    assert limited.status == "synced", limited.error
+    assert (limited.dropped[uids.TOO_LONG], limited.left_but_kept) == (1, 1)
+    assert (limited.uids_total, limited.requests) == (len(STRING_SENDABLE) - 1, 0)
+    assert len(emulator.requests()) == before
 
 
 # -- 3: mirror, the guard, re-sends, a rename ----------------------------------------------

@@ -20,7 +20,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from dbt_moengage.report.progress import result_text
+from dbt_moengage.report.progress import Progress, result_text
 from dbt_moengage.report.results import stacked_summary
 from dbt_moengage.state import SCHEMA_VERSION
 from dbt_moengage.sync import SyncOptions, discover_cohorts, run_sync, validate
@@ -681,3 +681,63 @@ def test_refused_removals_never_hold_back_newcomers(
     assert taken.returncode == 0, ok(taken)
     assert results(project)[ENTERPRISE]["removed"] == 20
     assert emulator.members(ENTERPRISE) == set(everyone[20:])
+
+
+class Said(Progress):
+    """What a run says, kept."""
+
+    def __init__(self) -> None:
+        self.said: list[str] = []
+
+    def message(self, text: str) -> None:
+        self.said.append(text)
+
+
+def test_an_oversized_uid_is_dropped_counted_and_the_rest_sent(
+    project: BuiltProject, emulator: Emulator
+) -> None:
+    """Hardening round three, 15: a uid too long fails nothing; it is left out and counted."""
+    expected = project.expected_members(MESSY)
+    # 140 KB: more than one request may hold; twice, as a duplicate. And one of 300.
+    huge, long = "u" + "x" * 140_000, "L" * 300
+    query(
+        project,
+        "insert into main.messy_signups (user_ref) values (?), (?), (?)",
+        [huge] * 2 + [long],
+    )
+    # Over the cohort's max_uid_length: left out in the warehouse, every row counted.
+    edit_meta(project, MESSY, max_uid_length=200)
+    checked = validate(in_process(project, emulator), check_warehouse=True)
+    assert checked.problems == [] and MESSY in [s.model for s in checked.specs]
+    assert any(
+        f"model '{MESSY}': 2 uids (3 rows) are longer than meta.moengage.max_uid_length = 200" in w
+        for w in checked.warnings
+    ), checked.warnings
+    dry = {r.model: r for r in run_sync(in_process(project, emulator, dry_run=True)).results}
+    assert dry[MESSY].dropped["too_long"] == 3 and dry[MESSY].planned_add == len(expected)
+    report = run_sync(in_process(project, emulator))
+    assert report.ok, report.failure_summary()
+    messy = {r.model: r for r in report.results}[MESSY]
+    assert messy.dropped["too_long"] == 3 and messy.added == len(expected)
+    assert emulator.members(MESSY) == expected
+    # With no limit, the 300-character uid goes; the 140 KB one fits no request: it is left
+    # out of the bodies, counted once (its second row is a duplicate) and named.
+    edit_meta(project, MESSY, max_uid_length=None)
+    before, said = len(emulator.requests()), Said()
+    report = run_sync(in_process(project, emulator), said)
+    assert report.ok, report.failure_summary()
+    messy = {r.model: r for r in report.results}[MESSY]
+    assert (messy.added, messy.planned_add, messy.dropped["too_long"]) == (1, 1, 1)
+    assert messy.uids_total == len(expected) + 1
+    assert emulator.members(MESSY) == expected | {long}
+    sent = emulator.requests()[before:]
+    assert len(sent) == 1 and sent[0].members == 1
+    assert [m for m in said.said if "too long" in m] == [
+        f"{MESSY}: 1 uids not sent: each is too long for one request of at most 128,000 "
+        "bytes (the first takes 140,011 encoded bytes and starts 'uxxxxxxxxxxxxxxxxxxxxxxxxx"
+        "xxxxxxxxxxxxxx'); set meta.moengage.max_uid_length to leave them out in the warehouse"
+    ]
+    # The next run is a no-op that counts it again.
+    again = {r.model: r for r in run_sync(in_process(project, emulator)).results}[MESSY]
+    assert len(emulator.requests()) == before + 1
+    assert (again.planned_add, again.requests, again.dropped["too_long"]) == (0, 0, 1)

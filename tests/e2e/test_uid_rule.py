@@ -4,6 +4,7 @@ integration_tests fixtures that dbt built."""
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from pathlib import Path
 
 import duckdb
@@ -42,14 +43,20 @@ def test_runner_sql_agrees_with_the_dbt_fixture(built_project: BuiltProject) -> 
         description="cases",
         uid_column="uid",
     )
+    key = StateKey("http://127.0.0.1", "WS")
+    limited = replace(cohort, max_uid_length=10)
     with DuckDBWarehouse(str(database), read_only=True) as warehouse:
         state = StateStore(warehouse)
         state.prepare(create=False)
         stats = warehouse.audience_stats(cohort)
-        key = StateKey("http://127.0.0.1", "WS")
         distinct = state.plan(cohort, key, False).distinct
         sent = {u for batch in state.stream(cohort, key, Change.NEW) for u in batch}
-    expected = {"null": 0, "empty": 0, "whitespace": 0, "duplicate": 0}
+        # With the fixture's max_length as the cohort's max_uid_length: the longer uid is
+        # dropped, counted, and not sent; the rest is.
+        limited_stats = warehouse.audience_stats(limited)
+        limited_distinct = state.plan(limited, key, False).distinct
+        limited_sent = {u for batch in state.stream(limited, key, Change.NEW) for u in batch}
+    expected = {"null": 0, "empty": 0, "whitespace": 0, "duplicate": 0, "too_long": 0}
     for uid, reason in cases:
         if reason in expected:
             expected[reason] += 1
@@ -62,3 +69,12 @@ def test_runner_sql_agrees_with_the_dbt_fixture(built_project: BuiltProject) -> 
     assert stats.dropped(distinct) == expected
     valid = {uid for uid, reason in cases if reason in ("", "duplicate", "longer than 10")}
     assert sent == valid
+    long = [uid for uid, _ in cases if uid in valid and len(uid) > 10]
+    assert "longer-than-10" in long
+    assert limited_sent == valid - set(long)
+    assert limited_distinct == len(limited_sent)
+    assert limited_stats.dropped(limited_distinct) == {
+        **expected,
+        "duplicate": expected["duplicate"] - sum(long.count(u) - 1 for u in set(long)),
+        "too_long": len(long),
+    }

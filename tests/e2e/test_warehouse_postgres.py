@@ -20,7 +20,7 @@ from dbt_moengage.settings import Secret
 from dbt_moengage.state import Change, StateKey, StateStore
 from dbt_moengage.state.schema import STATE_COLUMNS, STATE_TABLES
 from dbt_moengage.warehouse import connect
-from dbt_moengage.warehouse.engine import UidColumn
+from dbt_moengage.warehouse.engine import LongUids, UidColumn
 from dbt_moengage.warehouse.postgres import PostgresWarehouse
 from dbt_moengage.warehouse.profiles import ProfileTarget, load_profile_target
 
@@ -141,6 +141,7 @@ def test_the_uid_rule_and_exact_bytes(engine: PostgresWarehouse, state: StateSto
         "empty": 3,
         "whitespace": 1,
         "duplicate": 1,
+        "too_long": 0,
     }
     expected = sorted(["abc", "ABC", "Abc", "dup", *awkward])
     assert uids(state, cohort, Change.NEW) == expected
@@ -148,12 +149,23 @@ def test_the_uid_rule_and_exact_bytes(engine: PostgresWarehouse, state: StateSto
 
 
 def test_count_and_uid_lengths_without_state(engine: PostgresWarehouse) -> None:
-    """What `sync --dry-run` asks before any state exists: Postgres wants subquery aliases."""
+    """What `sync --dry-run` asks before any state exists: Postgres wants subquery aliases.
+    uids over max_uid_length are counted (distinct and rows) and left out of the rest."""
     load(engine, ["a", "bb", "bb", "cccc", None, " x"])
     assert engine.count_model(spec()) == 3
-    engine.check_uid_lengths(spec(max_uid_length=4))
-    with pytest.raises(WarehouseError, match=r"max_uid_length = 2: 1 uids are longer, e.g. 'cccc'"):
-        engine.check_uid_lengths(spec(max_uid_length=2))
+    assert engine.long_uids(spec(max_uid_length=4)) is None
+    assert engine.long_uids(spec(max_uid_length=1)) == LongUids(2, 3, "bb")
+    limited = spec(max_uid_length=1)
+    assert engine.count_model(limited) == 1
+    stats = engine.audience_stats(limited)
+    assert stats.too_long == 3
+    assert stats.dropped(1) == {
+        "null": 1,
+        "empty": 0,
+        "whitespace": 1,
+        "duplicate": 0,
+        "too_long": 3,
+    }
 
 
 def test_a_nondeterministic_collation_is_compared_as_bytes(

@@ -156,7 +156,13 @@ def test_audience_stats_counts_what_is_dropped(db: Path, warehouse: DuckDBWareho
     # ' c ' can never match user 'c': MoEngage compares uids exactly.
     assert stats == Counted(rows=12, nulls=2, empties=4, distinct=3, padded=1)
     assert stats.duplicates == 2
-    assert stats.dropped() == {"null": 2, "empty": 4, "whitespace": 1, "duplicate": 2}
+    assert stats.dropped() == {
+        "null": 2,
+        "empty": 4,
+        "whitespace": 1,
+        "duplicate": 2,
+        "too_long": 0,
+    }
 
 
 @pytest.mark.parametrize(
