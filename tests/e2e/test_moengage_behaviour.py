@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -741,3 +742,25 @@ def test_an_oversized_uid_is_dropped_counted_and_the_rest_sent(
     again = {r.model: r for r in run_sync(in_process(project, emulator)).results}[MESSY]
     assert len(emulator.requests()) == before + 1
     assert (again.planned_add, again.requests, again.dropped["too_long"]) == (0, 0, 1)
+
+
+def test_a_member_too_long_to_remove_fails_its_cohort_after_the_rest(
+    project: BuiltProject, emulator: Emulator
+) -> None:
+    long = "L" * 900
+    query(project, "insert into main.messy_signups (user_ref) values (?)", [long])
+    assert run_sync(in_process(project, emulator)).ok
+    assert long in emulator.members(MESSY)
+    # The member leaves, one other joins, and requests shrink below what it takes alone.
+    query(project, "update main.messy_signups set user_ref = 'joined-1' where user_ref = ?", [long])
+    edit_meta(project, MESSY, mode="mirror")
+    options = in_process(project, emulator)
+    options = replace(options, environ={**options.environ, "MOENGAGE_MAX_BODY_BYTES": "800"})
+    messy = {r.model: r for r in run_sync(options).results}[MESSY]
+    assert messy.status == "failed" and messy.added == 1
+    assert messy.error == (
+        f"model '{MESSY}': 1 members who left the model cannot be removed: each is too long "
+        "for one request of at most 800 bytes (the first takes 910 encoded bytes and starts "
+        f"'{'L' * 40}'); raise MOENGAGE_MAX_BODY_BYTES"
+    )
+    assert emulator.members(MESSY) == project.expected_members(MESSY) | {long}
