@@ -42,13 +42,16 @@ check: $(STAMP)
 	$(BIN)/mypy
 
 # Everything, as CI runs it: the unit tier (tests/unit) and the end-to-end tier (tests/e2e:
-# real dbt builds, the emulator over loopback, a real PostgreSQL server, fakesnow).
+# real dbt builds, the emulator over loopback, a real PostgreSQL server, fakesnow), in
+# TEST_WORKERS processes (pytest-xdist), each test module whole in one of them, so a module's
+# dbt build is made once.
+TEST_WORKERS ?= 2
 test: check $(BQ_STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
-# The inner loop: the unit tier alone, a few minutes.
+# The inner loop: the unit tier alone, under a minute.
 test-unit: $(STAMP)
-	$(BIN)/pytest -q tests/unit
+	$(BIN)/pytest -q -n $(TEST_WORKERS) tests/unit
 
 # The unit tier on the lowest versions pyproject.toml allows (scripts/lowest_bounds.py), in a
 # venv of its own: the floors must really have the APIs the code uses.

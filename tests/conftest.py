@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import importlib.util
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +23,14 @@ import duckdb
 import pytest
 
 from dbt_moengage import uids
+from dbt_moengage.cli import exit_code
 from dbt_moengage.testing.emulator import Emulator, EmulatorConfig
+
+# pytest-xdist's workers start with execnet's COLUMNS=80 and LINES=24: the tests, and the
+# processes they start, get the environment a plain pytest run has.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    for _name in ("COLUMNS", "LINES"):
+        os.environ.pop(_name, None)
 
 ROOT = Path(__file__).resolve().parents[1]
 INTEGRATION = ROOT / "integration_tests"
@@ -54,16 +66,37 @@ class BuiltProject:
 
 
 def dbt(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """Run dbt from the virtualenv in integration_tests."""
+    """Run dbt from the virtualenv in integration_tests.
+
+    `dbt deps` replaces integration_tests/dbt_packages, which every build there reads: the
+    test processes (pytest-xdist's workers) run it one at a time, and not while another
+    process starts a build.
+    """
     exe = Path(sys.executable).with_name("dbt")
-    return subprocess.run(
-        [str(exe), *args, "--profiles-dir", str(INTEGRATION)],
-        cwd=INTEGRATION,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    with _packages_lock(exclusive=args[:1] == ["deps"]):
+        return subprocess.run(
+            [str(exe), *args, "--profiles-dir", str(INTEGRATION)],
+            cwd=INTEGRATION,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+
+@contextlib.contextmanager
+def _packages_lock(exclusive: bool) -> Iterator[None]:
+    """A lock on integration_tests/dbt_packages across the test processes (flock)."""
+    path = (
+        Path(tempfile.gettempdir())
+        / f"dbt-moengage-tests-{hashlib.sha1(bytes(ROOT)).hexdigest()[:12]}.lock"
     )
+    with path.open("a") as file:
+        fcntl.flock(file, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(file, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")
@@ -121,16 +154,41 @@ def sync_env(project: BuiltProject, emulator: Emulator, **extra: str) -> dict[st
     }
 
 
-def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """Run `dbt-moengage` in a subprocess, as a user would."""
-    return subprocess.run(
-        [sys.executable, "-m", "dbt_moengage", *args],
-        cwd=ROOT,
-        env={**env, "COLUMNS": "200"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+def run_cli(
+    args: list[str], env: dict[str, str], *, process: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run `dbt-moengage` with `env` as its whole environment, from the repository root,
+    and return its exit code, stdout and stderr.
+
+    In this process (the command's own entry, `cli.exit_code`, with argv, the environment,
+    the working folder and the standard streams swapped for the call), unless `process`:
+    then in a subprocess, as a user's shell runs it. Tests of what only a process shows
+    (signals, what reaches the real stdout and stderr, the process's exit) ask for one.
+    """
+    if process:
+        return subprocess.run(
+            [sys.executable, "-m", "dbt_moengage", *args],
+            cwd=ROOT,
+            env={**env, "COLUMNS": "200"},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    stdout, stderr = io.StringIO(), io.StringIO()
+    saved = dict(os.environ), os.getcwd(), sys.argv
+    os.environ.clear()
+    os.environ.update({**env, "COLUMNS": "200"})
+    os.chdir(ROOT)
+    sys.argv = ["dbt-moengage", *args]
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            code = exit_code()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved[0])
+        os.chdir(saved[1])
+        sys.argv = saved[2]
+    return subprocess.CompletedProcess(args, code, stdout.getvalue(), stderr.getvalue())
 
 
 def sync_args(project: BuiltProject, *extra: str) -> list[str]:

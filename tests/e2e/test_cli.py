@@ -46,7 +46,7 @@ def test_sync_against_the_emulator_command(project: BuiltProject, emulator_proce
         "MOENGAGE_API_KEY": API_KEY,
         "MOENGAGE_BASE_URL": emulator_process,
     }
-    done = run_cli(sync_args(project), env)
+    done = run_cli(sync_args(project), env, process=True)
     assert done.returncode == 0, done.stdout + done.stderr
     with urllib.request.urlopen(emulator_process + "/cohorts", timeout=5) as response:
         cohorts = json.load(response)["cohorts"]

@@ -82,8 +82,10 @@ def env(emulator: Emulator) -> dict[str, str]:
 def cli(
     command: str, project: Path, emulator: Emulator, *extra: str
 ) -> subprocess.CompletedProcess[str]:
+    """The command; `build` in a process of its own: dbt-duckdb keeps the file open in the
+    process that built, and DuckDB refuses the read-only connection of a later command."""
     base = ["--project-dir", str(project), "--profiles-dir", str(project)]
-    return run_cli([command, *base, *extra], env(emulator))
+    return run_cli([command, *base, *extra], env(emulator), process=command == "build")
 
 
 def events(done: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:

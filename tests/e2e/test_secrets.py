@@ -88,7 +88,7 @@ def test_api_key_is_never_written(
 ) -> None:
     prepare, exit_code = SCENARIOS[scenario]
     env = sync_env(project, emulator, **prepare(project, emulator))
-    done = run_cli(sync_args(project, *(["--dry-run"] if dry_run else [])), env)
+    done = run_cli(sync_args(project, *(["--dry-run"] if dry_run else [])), env, process=True)
     if not dry_run:
         assert done.returncode == exit_code, done.stdout + done.stderr
     written = everything_written(project)
@@ -154,7 +154,7 @@ def test_an_echoed_key_in_any_form_is_never_stored(
     body = json.dumps({"error": "bad request", "authorization_seen": echoed}).encode()
     with RawServer(answer("400 Bad Request", body)) as server:
         env = sync_env(project, emulator, MOENGAGE_BASE_URL=server.url)
-        done = run_cli(sync_args(project), env)
+        done = run_cli(sync_args(project), env, process=True)
     assert done.returncode == 1, ok(done)
     # Not in the output, the results file nor the state's run rows, in any case.
     for text in (done.stdout, done.stderr, everything_written(project)):
@@ -216,7 +216,9 @@ def test_a_base_url_whose_host_depends_on_the_parser_is_refused_before_any_reque
     port = emulator.url.rsplit(":", 1)[1]
     # urlsplit sees 127.0.0.1; requests would connect to 127.1 (this machine) at `port`.
     crafted = f"http://127.1:{port}\\@127.0.0.1/hidden-path"
-    done = run_cli(sync_args(project), sync_env(project, emulator, MOENGAGE_BASE_URL=crafted))
+    done = run_cli(
+        sync_args(project), sync_env(project, emulator, MOENGAGE_BASE_URL=crafted), process=True
+    )
     assert done.returncode == 2, ok(done)
     assert "MOENGAGE_BASE_URL holds a backslash" in done.stdout + done.stderr
     assert "hidden-path" not in done.stdout + done.stderr

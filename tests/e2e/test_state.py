@@ -514,7 +514,9 @@ def test_waits_for_a_held_database(project: BuiltProject, emulator: Emulator) ->
     holder = duckdb.connect(str(project.database))
     try:
         started = time.monotonic()
-        done = sync(project, emulator, "--select", HIGH, MOENGAGE_LOCK_WAIT_SECONDS="1")
+        # Another process: DuckDB's file lock is between processes.
+        env = sync_env(project, emulator, MOENGAGE_LOCK_WAIT_SECONDS="1")
+        done = run_cli(sync_args(project, "--select", HIGH), env, process=True)
         elapsed = time.monotonic() - started
     finally:
         holder.close()

@@ -422,12 +422,15 @@ def test_moengage_uid_refuses_a_bad_max_length(project_copy: Path, value: str, s
 
 
 def copy_status(copy: Path, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
-    return run_cli(["status", "--project-dir", str(copy), "--profiles-dir", str(copy), *extra], env)
+    args = ["status", "--project-dir", str(copy), "--profiles-dir", str(copy), *extra]
+    return run_cli(args, env)
 
 
 def test_a_model_failing_in_build_shows_in_status_until_a_sync_succeeds(
     project_copy: Path, emulator: Emulator
 ) -> None:
+    # `build` runs in a process of its own: dbt-duckdb keeps the file open in the process
+    # that built, which status would read as a sync still running.
     posts: list[Any] = []
 
     def answer(path: str, body: Any) -> tuple[int, bytes]:
@@ -442,13 +445,14 @@ def test_a_model_failing_in_build_shows_in_status_until_a_sync_succeeds(
 
         def health() -> tuple[int, dict[str, Any]]:
             done = copy_status(project_copy, env, "--output", "json")
+            assert done.stdout, done.stderr[-3000:]
             data = json.loads(done.stdout)
             return done.returncode, {c["model"]: c for c in data["cohorts"]}
 
-        first = run_cli(build_args(project_copy), env)
+        first = run_cli(build_args(project_copy), env, process=True)
         assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
         # Left out of the invocation is the user's choice: its last run still stands.
-        some = run_cli(build_args(project_copy, "--select", "high_value_users"), env)
+        some = run_cli(build_args(project_copy, "--select", "high_value_users"), env, process=True)
         assert some.returncode == 0, some.stdout[-3000:] + some.stderr[-3000:]
         code, cohorts = health()
         assert code == 0 and cohorts["enterprise_accounts"]["health"] == "ok"
@@ -456,7 +460,7 @@ def test_a_model_failing_in_build_shows_in_status_until_a_sync_succeeds(
         model = project_copy / "models" / "cohorts" / "enterprise" / "enterprise_accounts.sql"
         sql = model.read_text()
         model.write_text(sql + "\nthis is not sql\n")
-        broken = run_cli(build_args(project_copy), env)
+        broken = run_cli(build_args(project_copy), env, process=True)
         assert broken.returncode == 1
         code, cohorts = health()
         assert code == 1
@@ -477,7 +481,9 @@ def test_a_model_failing_in_build_shows_in_status_until_a_sync_succeeds(
         )
 
         model.write_text(sql)
-        fixed = run_cli(build_args(project_copy, "--select", "enterprise_accounts"), env)
+        fixed = run_cli(
+            build_args(project_copy, "--select", "enterprise_accounts"), env, process=True
+        )
         assert fixed.returncode == 0, fixed.stdout[-3000:] + fixed.stderr[-3000:]
         code, cohorts = health()
         assert code == 0 and cohorts["enterprise_accounts"]["health"] == "ok"

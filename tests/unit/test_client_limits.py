@@ -5,6 +5,7 @@ sends nothing new."""
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -298,10 +299,18 @@ def test_a_destination_failing_past_its_budget_is_down_for_every_later_send() ->
     assert later.requests == 0
     down = str(client.down)
     assert str(again.value) == down
-    assert down.startswith(f"{host} has failed for 1 s")
+    # The seconds are the budget's, or a second more on a loaded machine.
+    assert re.match(rf"{re.escape(host)} has failed for [12] s", down), down
     assert "retry budget" in down and "MOENGAGE_RETRY_BUDGET_SECONDS" in down
-    assert down.endswith('last error: HTTP 503: {"status": "fail"}')
-    assert str(caught.value).startswith(f"gave up after {sent} attempts in 1 s: {down}")
+    # The last attempt's 503, or, on a loaded machine, the deadline of an attempt begun with
+    # little of the budget left.
+    assert re.search(
+        r'last error: (HTTP 503: \{"status": "fail"\}|no complete answer from \S+ within \d+ s)',
+        down,
+    ), down
+    assert re.match(
+        rf"gave up after {sent} attempts in [12] s: {re.escape(down)}", str(caught.value)
+    )
 
 
 @pytest.mark.usefixtures("no_proxies")
