@@ -45,7 +45,7 @@ check: $(STAMP)
 # real dbt builds, the emulator over loopback, a real PostgreSQL server, fakesnow), in
 # TEST_WORKERS processes (pytest-xdist), each test module whole in one of them, so a module's
 # dbt build is made once.
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 test: check $(BQ_STAMP)
 	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
