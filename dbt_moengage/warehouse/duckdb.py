@@ -47,8 +47,13 @@ from .redact import redact_path
 # DuckDB's own memory (hash tables, the delta, checkpoints not yet in the file) is capped
 # here and spills to disk past it, so a sync's memory stays flat whatever the audience's
 # size. The runner's own statements all spill; a model view doing something that cannot
-# (a huge list() say) gets an error saying how to raise the cap.
-DEFAULT_MEMORY_LIMIT = "64MB"
+# (a huge list() say) gets an error saying how to raise the cap. Each DuckDB thread keeps
+# buffers of its own that cannot spill (writing the snapshot of a 10M-uid model needs
+# about 40MB a thread): the runner uses at most THREADS of them and caps memory at
+# MEMORY_PER_THREAD_MB for each (64MB in all ran out on 2 threads at 10M uids).
+THREADS = max(2, min(os.cpu_count() or 2, 4))
+MEMORY_PER_THREAD_MB = 48
+DEFAULT_MEMORY_LIMIT = f"{MEMORY_PER_THREAD_MB * THREADS}MB"
 
 # dbt-duckdb paths of MotherDuck databases. Opening one needs the network and DuckDB's
 # motherduck extension, which the runner never downloads at run time.
@@ -162,6 +167,7 @@ class DuckDBWarehouse(Engine):
                 conn.execute("set enable_progress_bar = false")
                 # Row order is never needed, and dropping it lets DuckDB stream and spill.
                 conn.execute("set preserve_insertion_order = false")
+                conn.execute(f"set threads = {THREADS}")
                 # The state rows of each accepted request are durable once in the WAL.
                 # DuckDB folding the WAL into the file every 16MB (its default) stalled the
                 # stream 0.1-0.3 s each time; every 64MB costs less in all (bench/).
