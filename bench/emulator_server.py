@@ -57,7 +57,7 @@ def main() -> int:
         records = emulator.requests()
     log = {
         "nagle_fixed_here": NAGLE_FIXED_HERE,
-        "requests": [[r.at, r.status, r.body_bytes, r.members] for r in records],
+        "requests": [[r.at, r.status, r.body_bytes, r.members, r.cohort_id] for r in records],
     }
     args.log.write_text(json.dumps(log))
     return 0

@@ -29,7 +29,8 @@ import time
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, NamedTuple, cast
 
@@ -102,6 +103,7 @@ class Record(NamedTuple):
     status: int
     body_bytes: int
     members: int
+    cohort_id: str | None = None
 
 
 @dataclass
@@ -1083,6 +1085,93 @@ def resend_state(action: str, args: list[str], *more: str) -> dict[str, Any]:
     return cast(dict[str, Any], json.loads(run.stdout))
 
 
+def shared_quota(bench: Bench, runners: int) -> Figure:
+    """Runners of one workspace sending at once: their rate while all of them send, over
+    the quota.
+
+    `runners` processes start together, each syncing a cohort of its own (the bench
+    audience under a cohort id per runner) into one workspace and one state, against an
+    emulator that enforces the quota; each is told the whole quota, as a user's would be.
+    They share it through the state (dbt_moengage/state/peers.py). The ratio: their
+    requests a minute while every runner was sending (from the last runner's first request
+    to the first runner's last), over the quota: the mean of the 60 s windows opening at
+    each of those requests (paced to a sliding window, requests come in bursts, so a single
+    window's count depends on where it opens). Met
+    when it is >= 0.9, no request was answered 429, and no 60 s window held more than the
+    quota. The audience is sized for about 3 minutes of the quota in all.
+    """
+    members = bench.members(1_200_000 * 2 // runners)
+    copies = [bench.copy(members) for _ in range(runners)]
+    state_schema = copies[0].state_schema
+    for number, copy in enumerate(copies):
+        manifest_path = copy.folder / "target" / "manifest.json"
+        manifest = json.loads(manifest_path.read_text())
+        node = manifest["nodes"]["model.moengage_bench.audience"]
+        node["config"]["meta"]["moengage"]["cohort_id"] = f"bench_shared_{number}"
+        manifest_path.write_text(json.dumps(manifest))
+    shared = [replace(c, env={**c.env, "MOENGAGE_STATE_SCHEMA": state_schema}) for c in copies]
+    with bench.emulator(MOENGAGE_QUOTA) as emulator, ThreadPoolExecutor(runners) as pool:
+        jobs = [pool.submit(bench.sync, c, emulator.url, str(MOENGAGE_QUOTA)) for c in shared]
+        done = [job.result() for job in jobs]
+    for copy in copies:
+        bench.audiences.discard(copy)
+    assert all(d.cohort["added"] == members for d in done)
+    records = emulator.records
+    throttled = sum(1 for r in records if r.status == 429)
+    arrivals = sorted(r.at for r in records if r.status == 200)
+    busiest = max(bisect_left(arrivals, start + 60) - i for i, start in enumerate(arrivals))
+    by_runner: dict[str | None, list[float]] = {}
+    for r in records:
+        if r.status == 200:
+            by_runner.setdefault(r.cohort_id, []).append(r.at)
+    all_sending = max(min(ats) for ats in by_runner.values())
+    first_done = min(max(ats) for ats in by_runner.values())
+    # The 60 s windows opening at each request while all were sending, closing before the
+    # first runner's last request. Paced to a sliding window, requests come in bursts: one
+    # window's count depends on where it opens, their mean does not.
+    first = bisect_left(arrivals, all_sending)
+    windows = [
+        bisect_left(arrivals, t + 60) - i
+        for i, t in enumerate(arrivals[first:], start=first)
+        if t + 60 <= first_done
+    ]
+    if windows:
+        ratio = statistics.mean(windows) / MOENGAGE_QUOTA
+    else:  # smoke scale: the runners finish within their first minute
+        ratio = sum(1 for t in arrivals if all_sending <= t <= first_done) / MOENGAGE_QUOTA
+    met = ratio >= 0.9 and throttled == 0 and busiest <= MOENGAGE_QUOTA and bool(windows)
+    return bench.figure(
+        f"{runners} runners of one workspace: requests/min while all send / limit",
+        ratio,
+        ">= 0.9, no 429, no window over the limit",
+        met,
+        f"{runners} runner processes started together, {members:,} uids each, one workspace "
+        f"and one state, at {MOENGAGE_QUOTA}/min (emulator enforces it, each runner told "
+        "it); mean requests in the 60 s windows opening at each request while all were "
+        "sending / limit",
+        runners=runners,
+        members_each=members,
+        limit_per_min=MOENGAGE_QUOTA,
+        requests=len(arrivals),
+        responses_429=throttled,
+        busiest_60s_window=busiest,
+        busiest_window_over_limit=round(busiest / MOENGAGE_QUOTA, 3),
+        all_sending_s=round(first_done - all_sending, 1),
+        windows=len(windows),
+        fewest_in_a_window=min(windows, default=0),
+        runs_s=[round(d.run.seconds, 1) for d in done],
+        # Each runner's first and last request and request count, seconds from the first.
+        runners_first_last_requests=[
+            (round(min(ats) - arrivals[0], 1), round(max(ats) - arrivals[0], 1), len(ats))
+            for ats in by_runner.values()
+        ],
+        requests_per_15s=[
+            sum(1 for t in arrivals if start <= t - arrivals[0] < start + 15)
+            for start in range(0, int(arrivals[-1] - arrivals[0]) + 1, 15)
+        ],
+    )
+
+
 # Run in this order whatever --only's: a figure asking Bench.unlimited_sync for a re-run
 # (noop10m) comes before the others sharing its size (flat), so they share its first sync.
 FIGURES: dict[str, Callable[[Bench], Figure]] = {
@@ -1099,11 +1188,18 @@ FIGURES: dict[str, Callable[[Bench], Figure]] = {
     "naive": naive_requests,
     "reads": model_reads,
     "resend": resend_run,
+    "shared2": lambda bench: shared_quota(bench, 2),
+    "shared4": lambda bench: shared_quota(bench, 4),
 }
 # The pacer and the packer never touch the warehouse: measured on the first engine only.
 ENGINE_FREE = ("quota", "packing")
 # Figures that only some engines can give (reads counts Postgres's table statistics).
-ENGINE_ONLY = {"reads": ("postgres",)}
+ENGINE_ONLY = {
+    "reads": ("postgres",),
+    # A DuckDB sync holds its database file: runners of one file never send at once.
+    "shared2": ("postgres",),
+    "shared4": ("postgres",),
+}
 
 
 def machine() -> dict[str, Any]:

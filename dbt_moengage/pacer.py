@@ -1,4 +1,8 @@
-"""A sliding-window pacer: never more than `limit` request starts in any window."""
+"""A sliding-window pacer: never more than `limit` request starts in any window.
+
+The limit may change while senders wait (`set_limit`): runners of one workspace share its
+quota (state/peers.py), so a runner's share falls as others join and rises as they leave.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,10 @@ from collections import deque
 from collections.abc import Callable
 
 from .errors import Interrupted
+
+# While the limit can change, a waiting sender looks again this often: a raised limit is
+# used within this time, not when the window's oldest start ages out.
+SHARED_POLL_SECONDS = 0.25
 
 
 class Pacer:
@@ -36,6 +44,16 @@ class Pacer:
         self._paused_until = 0.0
         self._lock = threading.Lock()
         self.waited = 0.0
+        # Set once the limit is shared (set_limit): waits are cut to SHARED_POLL_SECONDS.
+        self._poll: float | None = None
+        # Run once, before the first request starts (`before_first`); the others wait for it.
+        self._first: Callable[[], None] | None = None
+        self._first_lock = threading.Lock()
+
+    def before_first(self, hook: Callable[[], None]) -> None:
+        """Run `hook` before the first request starts (a run with nothing to send never
+        runs it); requests acquired meanwhile wait for it to return."""
+        self._first = hook
 
     def acquire(self) -> float:
         """Block until a request may start; return the seconds waited.
@@ -43,6 +61,13 @@ class Pacer:
         Raises Interrupted when the run is stopped while waiting.
         """
         waited = 0.0
+        if self._first is not None:
+            started = self._clock()
+            with self._first_lock:
+                hook, self._first = self._first, None
+                if hook is not None:
+                    hook()
+            waited = self._clock() - started
         while True:
             if self._stop is not None and self._stop.is_set():
                 raise Interrupted("the run was interrupted before this request could start")
@@ -58,13 +83,30 @@ class Pacer:
                     self._starts.append(now)
                     self.waited += waited
                     return waited
-                else:
-                    delay = self._starts[0] + self.span - now
+                elif self._starts:
+                    # The start that must age out for one more to fit under the limit.
+                    delay = self._starts[max(len(self._starts) - self.limit, 0)] + self.span - now
+                else:  # a limit of 0: this runner's share is nothing for now
+                    delay = self.span
+                if self._poll is not None:
+                    delay = min(delay, self._poll)
             if self._stop is not None:
                 self._stop.wait(delay)
             else:
                 self._sleep(delay)
             waited += delay
+
+    def set_limit(self, limit: int) -> None:
+        """Let at most `limit` starts into any window from now on (0: none for now).
+
+        Lowered, it holds new starts until enough of the window's starts age out; raised,
+        waiting senders see it within SHARED_POLL_SECONDS.
+        """
+        if limit < 0:
+            raise ValueError(f"limit must not be negative, got {limit}")
+        with self._lock:
+            self.limit = limit
+            self._poll = SHARED_POLL_SECONDS
 
     def pause(self, seconds: float) -> None:
         """Hold every sender for `seconds` (the server asked us to, with Retry-After)."""

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -76,6 +77,7 @@ from .state import (
 )
 from .state.history import StateHistory
 from .state.left_behind import default_id_warnings, find_left_behind
+from .state.peers import sharing_quota
 from .uids import TOO_LONG
 from .warehouse import (
     Engine,
@@ -364,49 +366,98 @@ def _sync_destination(
     stop: threading.Event,
 ) -> list[CohortResult]:
     """The cohorts of one destination, in order, through one client and its pacer."""
-    results: list[CohortResult] = []
-
     client = None
+    sharing: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
     if not options.dry_run:
         client = MoEngageClient(settings, stop=stop, on_wait=progress.waiting)
+        sharing = _sharing_quota(warehouse, settings, run_id, client, progress)
     try:
-        fatal: WorkspaceFatal | None = None
-        for spec in specs:
-            if stop.is_set():
-                results.append(_result(spec, INTERRUPTED, "not started: the run was interrupted"))
-                progress.cohort_finished(results[-1])
-                continue
-            if fatal is not None:
-                error = f"not sent: the destination failed for every cohort ({fatal})"
-                results.append(_result(spec, SKIPPED, error))
-                progress.cohort_finished(results[-1])
-                continue
-            if client is not None and client.down is not None:
-                # Failed past its retry budget: the next run sends what this one could not.
-                results.append(_result(spec, SKIPPED, f"not attempted: {client.down}"))
-                progress.cohort_finished(results[-1])
-                continue
-            job = CohortSync(
-                spec,
-                warehouse,
-                state,
-                client,
-                settings,
-                run_id,
-                progress,
-                allow_large_removal=options.allow_large_removal,
-                stop=stop,
+        with sharing:
+            return _sync_cohorts(
+                specs, settings, warehouse, state, options, run_id, progress, stop, client
             )
-            if client is None:
-                result = job.dry_run(options.full_refresh)
-            else:
-                result = job.run(options.full_refresh)
-            fatal = job.fatal
-            results.append(result)
-            progress.cohort_finished(result)
     finally:
         if client is not None:
             client.close()
+
+
+def _sharing_quota(
+    warehouse: Engine,
+    settings: MoEngageSettings,
+    run_id: str,
+    client: MoEngageClient,
+    progress: Progress,
+) -> contextlib.AbstractContextManager[object]:
+    """The workspace's quota shared with the other runners sending to it (state/peers.py)."""
+    workspace = settings.workspace_id
+    limit = client.pacer.limit
+
+    def changed(others: int, share: int) -> None:
+        if others:
+            runners = "runner is" if others == 1 else "runners are"
+            progress.message(
+                f"workspace '{workspace}': {others} other {runners} sending to it; this run "
+                f"paces to its share of the {limit} requests/min quota ({limit // (others + 1)})"
+            )
+        else:
+            progress.message(f"workspace '{workspace}': no other runner is sending to it now")
+
+    def failed(error: str) -> None:
+        progress.problem(
+            f"workspace '{workspace}': cannot share its quota with other runners ({error}); "
+            f"this run paces to all of it ({limit} requests/min)"
+        )
+
+    return sharing_quota(warehouse, state_key(settings), run_id, client.pacer, changed, failed)
+
+
+def _sync_cohorts(
+    specs: list[CohortSpec],
+    settings: MoEngageSettings,
+    warehouse: Engine,
+    state: StateStore,
+    options: SyncOptions,
+    run_id: str,
+    progress: Progress,
+    stop: threading.Event,
+    client: MoEngageClient | None,
+) -> list[CohortResult]:
+    """The cohorts of one destination, in order; `client` None in a dry run."""
+    results: list[CohortResult] = []
+    fatal: WorkspaceFatal | None = None
+    for spec in specs:
+        if stop.is_set():
+            results.append(_result(spec, INTERRUPTED, "not started: the run was interrupted"))
+            progress.cohort_finished(results[-1])
+            continue
+        if fatal is not None:
+            error = f"not sent: the destination failed for every cohort ({fatal})"
+            results.append(_result(spec, SKIPPED, error))
+            progress.cohort_finished(results[-1])
+            continue
+        if client is not None and client.down is not None:
+            # Failed past its retry budget: the next run sends what this one could not.
+            results.append(_result(spec, SKIPPED, f"not attempted: {client.down}"))
+            progress.cohort_finished(results[-1])
+            continue
+        job = CohortSync(
+            spec,
+            warehouse,
+            state,
+            client,
+            settings,
+            run_id,
+            progress,
+            allow_large_removal=options.allow_large_removal,
+            stop=stop,
+        )
+        if client is None:
+            result = job.dry_run(options.full_refresh)
+        else:
+            result = job.run(options.full_refresh)
+        fatal = job.fatal
+        results.append(result)
+        progress.cohort_finished(result)
     return results
 
 

@@ -83,5 +83,15 @@
             ['attempts', 'bigint', false],
             ['error', 'string', false],
         ]},
+        {'name': 'moengage_quota_peers', 'columns': [
+            ['endpoint', 'string', true],
+            ['workspace_id', 'string', true],
+            ['run_id', 'string', true],
+            ['started_at', 'timestamp', true],
+            ['heartbeat_at', 'timestamp', true],
+            ['share', 'bigint', true],
+            ['in_window', 'bigint', true],
+            ['ended_at', 'timestamp', false],
+        ]},
     ]) }}
 {% endmacro %}

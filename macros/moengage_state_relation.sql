@@ -5,8 +5,8 @@
         select * from {{ moengage.moengage_state_relation('moengage_sync_runs') }}
 
     name is moengage_cohort_members, moengage_sync_runs, moengage_sync_locks,
-    moengage_cohorts, moengage_state_version, moengage_notifications or
-    moengage_webhook_runs. The table is in target.database, schema
+    moengage_cohorts, moengage_state_version, moengage_notifications,
+    moengage_webhook_runs or moengage_quota_peers. The table is in target.database, schema
     `schema` if given, else var('moengage_state_schema'), else target.schema: the same place
     the runner and moengage_create_state_tables use. It may not exist yet (before the
     runner's first sync); moengage_state_select reads it either way.

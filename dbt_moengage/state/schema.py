@@ -14,7 +14,9 @@ row's bytes billed (`bytes_billed`: what the cohort's warehouse jobs cost, on en
 jobs report it, BigQuery; null elsewhere and on older rows). Version 6 adds the table of
 the dbt Cloud runs the webhook receiver accepted (`moengage_webhook_runs`): a run answered
 `queued` is there before the answer, so a receiver that stopped resumes it, and a run synced
-once is never synced again by a replayed event.
+once is never synced again by a replayed event. Version 7 adds the table where runners of
+one workspace share its quota (`moengage_quota_peers`, state/peers.py): a row per run and
+destination while it sends.
 """
 
 from __future__ import annotations
@@ -37,7 +39,10 @@ NOTIFICATIONS = "moengage_notifications"
 # The dbt Cloud runs the webhook receiver (serve-webhook) accepted, one row per run: queued
 # until synced or given up. Written before the receiver answers `queued`.
 WEBHOOK_RUNS = "moengage_webhook_runs"
-STATE_TABLES = (MEMBERS, RUNS, LOCKS, COHORTS, VERSION, NOTIFICATIONS, WEBHOOK_RUNS)
+# The runners sending to each workspace, with their share of its quota (state/peers.py):
+# one row per run and destination, beaten while it sends.
+PEERS = "moengage_quota_peers"
+STATE_TABLES = (MEMBERS, RUNS, LOCKS, COHORTS, VERSION, NOTIFICATIONS, WEBHOOK_RUNS, PEERS)
 # How the SQL templates name each table: `{members}`, `{runs}`, ...
 ALIASES = {
     MEMBERS: "members",
@@ -47,16 +52,17 @@ ALIASES = {
     VERSION: "version",
     NOTIFICATIONS: "notifications",
     WEBHOOK_RUNS: "webhook_runs",
+    PEERS: "peers",
 }
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 # The oldest version a read-only run (a dry run, validate --warehouse) reads as it is:
-# versions 3, 5 and 6 only added what syncing writes (members_after, notifications,
-# bytes_billed, webhook runs), never what a plan reads; history reads a missing run column
-# as null.
+# versions 3, 5, 6 and 7 only added what syncing writes (members_after, notifications,
+# bytes_billed, webhook runs, quota peers), never what a plan reads; history reads a
+# missing run column as null.
 READABLE_SINCE = 2
 # The version that added each table created after version 1 (a missing one is created).
-TABLE_SINCE = {COHORTS: 2, VERSION: 2, NOTIFICATIONS: 3, WEBHOOK_RUNS: 6}
+TABLE_SINCE = {COHORTS: 2, VERSION: 2, NOTIFICATIONS: 3, WEBHOOK_RUNS: 6, PEERS: 7}
 # The endpoint of rows written before state was kept per endpoint.
 LEGACY_ENDPOINT = ""
 # synced_at of adopted legacy rows: before any real sync, so always due for a re-send.
@@ -145,6 +151,20 @@ STATE_COLUMNS: dict[str, tuple[tuple[str, str, bool], ...]] = {
         ("attempts", "bigint", False),
         ("error", "string", False),
     ),
+    PEERS: (
+        ("endpoint", "string", True),
+        ("workspace_id", "string", True),
+        ("run_id", "string", True),
+        ("started_at", "timestamp", True),
+        # Beaten on the warehouse's clock while the run sends; a row not beaten for a while
+        # belongs to a runner that died.
+        ("heartbeat_at", "timestamp", True),
+        # The most request starts the runner may let into any window (its claim), and how
+        # many its window held at the last beat.
+        ("share", "bigint", True),
+        ("in_window", "bigint", True),
+        ("ended_at", "timestamp", False),
+    ),
 }
 
 # Columns each version added to tables that existed before it, and the value their old
@@ -184,6 +204,10 @@ UPGRADE_NOTES = {
     6: (
         f"the dbt Cloud webhook receiver now keeps the runs it accepted in {WEBHOOK_RUNS} "
         "(queued ones are resumed after a restart; a run synced once is never synced again)"
+    ),
+    7: (
+        f"runners sending to one workspace at once now share its quota through {PEERS}, "
+        "instead of each pacing to all of it"
     ),
 }
 

@@ -130,6 +130,24 @@ STATE_SQL: dict[str, str] = {
         "select account_id, job_id, run_id, run_status, attempts from {webhook_runs} "
         "where status = 'queued' order by received_at, run_id"
     ),
+    # Runners of one workspace sharing its quota (state/peers.py). {now}: the warehouse's
+    # clock; {age}, {ended_age}: seconds since a row's last beat and since its run ended;
+    # {since}: a cut-off `?` seconds ago.
+    "join_peers": """
+        insert into {peers}
+            (endpoint, workspace_id, run_id, started_at, heartbeat_at, share, in_window)
+        values (?, ?, ?, {now}, {now}, ?, ?)""",
+    "beat_peer": """
+        update {peers} set heartbeat_at = {now}, share = ?, in_window = ?
+        where endpoint = ? and workspace_id = ? and run_id = ?""",
+    "leave_peers": """
+        update {peers} set heartbeat_at = {now}, ended_at = {now}, share = 0, in_window = ?
+        where endpoint = ? and workspace_id = ? and run_id = ?""",
+    "peers": """
+        select run_id, share, in_window, {age}, {ended_age} from {peers}
+        where endpoint = ? and workspace_id = ? and run_id <> ? and heartbeat_at >= {since}""",
+    "forget_peers": """
+        delete from {peers} where endpoint = ? and workspace_id = ? and heartbeat_at < {since}""",
     "state_version": "select max(version) from {version}",
     "insert_version": "insert into {version} (version, upgraded_at, runner) values (?, ?, ?)",
 }

@@ -293,6 +293,8 @@ class BigQueryWarehouse(Engine):
     UID_HASH: ClassVar[str] = "farm_fingerprint({})"
     MOD: ClassVar[str] = "mod({}, {})"
     NOW: ClassVar[str] = "current_timestamp()"
+    # Each beat is a query and a DML job (billed at BigQuery's 10 MB minimum each).
+    QUOTA_BEAT_SECONDS: ClassVar[float | None] = 10.0
     AGO: ClassVar[str] = (
         "timestamp_sub(current_timestamp(), interval cast({} * 1000 as int64) millisecond)"
     )

@@ -138,6 +138,8 @@ class DuckDBWarehouse(Engine):
     NOW: ClassVar[str] = "(current_timestamp at time zone 'UTC')"
     AGO: ClassVar[str] = "((current_timestamp at time zone 'UTC') - to_seconds(cast({} as double)))"
     ERRORS: ClassVar[tuple[type[BaseException], ...]] = (duckdb.Error,)
+    # A sync holds the database file: runners of one file never send at once.
+    QUOTA_BEAT_SECONDS: ClassVar[float | None] = None
 
     def __init__(
         self,

@@ -196,6 +196,9 @@ class Engine(ABC):
     NOW: ClassVar[str] = "current_timestamp"
     AGO: ClassVar[str] = "current_timestamp - {}"
     ERRORS: ClassVar[tuple[type[BaseException], ...]] = ()
+    # How often a run beats its share of a workspace's quota (state/peers.py): a statement
+    # pair each time. None: runners of this engine's state never send at once (DuckDB).
+    QUOTA_BEAT_SECONDS: ClassVar[float | None] = 2.0
 
     conn: Any
     state_schema: str
@@ -375,6 +378,12 @@ class Engine(ABC):
         fields["schema"] = self.quote(self.state_schema)
         fields["json_uids"] = self.SQL["json_uids"]
         fields["now"], fields["ago"] = self.NOW, self.AGO.format("s.stale_seconds")
+        # Seconds since a quota peer's last beat, and since it ended (state/peers.py).
+        now = self.EPOCH.format(self.NOW)
+        fields["age"] = f"{now} - {self.EPOCH.format('heartbeat_at')}"
+        fields["ended_age"] = (
+            f"case when ended_at is null then null else {now} - {self.EPOCH.format('ended_at')} end"
+        )
         if cohort is not None:
             # The uid column's name as the catalog spells it (check_uid_column).
             column = self.quote_column(cohort.uid_column)

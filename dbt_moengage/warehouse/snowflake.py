@@ -96,6 +96,8 @@ class SnowflakeWarehouse(Engine):
     NOW: ClassVar[str] = "sysdate()"
     AGO: ClassVar[str] = "dateadd(millisecond, -cast({} * 1000 as integer), sysdate())"
     ERRORS: ClassVar[tuple[type[BaseException], ...]] = (snowflake.connector.errors.Error,)
+    # Each beat is a statement pair on the warehouse the run keeps awake anyway.
+    QUOTA_BEAT_SECONDS: ClassVar[float | None] = 5.0
 
     def __init__(
         self,

@@ -1,7 +1,7 @@
 """End to end on Postgres: integration_tests built with `dbt build --target postgres` on a
 real server on 127.0.0.1, synced to the emulator by the runner as a subprocess, the way
 the DuckDB suite does it: exact membership with awkward uids, an unchanged re-run, mirror
-mode, kill -9 and resume, two runners at once."""
+mode, kill -9 and resume, two runners at once, two runners sharing one workspace's quota."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from bisect import bisect_left
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,9 @@ from typing import Any
 import pytest
 
 from dbt_moengage import uids
-from dbt_moengage.testing.emulator import Emulator, Faults
+from dbt_moengage.testing.emulator import Emulator, EmulatorConfig, Faults
 
-from ..conftest import COHORTS, INTEGRATION, ROOT, dbt, run_cli, sync_env
+from ..conftest import API_KEY, COHORTS, INTEGRATION, ROOT, WORKSPACE, dbt, run_cli, sync_env
 from ..postgres_server import PostgresServer
 from .test_crash import IN_FLIGHT, resent_uids
 
@@ -277,3 +278,56 @@ def test_the_lock_is_free_as_soon_as_a_run_ends(via: PgProject, emulator: Emulat
         again = run_cli(args(), env_for(via, emulator, MOENGAGE_LOCK_WAIT_SECONDS="1"))
         assert again.returncode == 0, ok(again)
     assert_exact(via, emulator)
+
+
+# A quota the two runners below need more than one window of.
+QUOTA = 20
+
+
+def test_two_runners_of_one_workspace_share_its_quota(pg: PgProject, tmp_path: Path) -> None:
+    """Two runners sending different cohorts to one workspace at once (an orchestrator's
+    task per model) pace to their shares of its quota: together they never exceed it in any
+    60 s window, and the server answers no 429. Each alone would send all its requests at
+    once, as its own pacer allows, and together they would pass the quota."""
+    config = EmulatorConfig(workspace_id=WORKSPACE, api_key=API_KEY, rate_limit_per_min=QUOTA)
+    logs = [tmp_path / f"runner{i}.log" for i in range(2)]
+    with Emulator(config) as emulator:
+        # Answers slow enough that each runner is still sending when the other joins.
+        emulator.set_faults(Faults(slow_rate=1.0, slow_seconds=0.4))
+        env = {
+            **env_for(pg, emulator, MOENGAGE_MAX_BODY_BYTES="2700", MOENGAGE_MAX_IN_FLIGHT="1"),
+            "MOENGAGE_RATE_LIMIT_PER_MIN": str(QUOTA),
+        }
+        runners = []
+        for log, model in zip(logs, ("high_value_users", "recently_active"), strict=True):
+            with log.open("w") as out:
+                runners.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "dbt_moengage", *args("--select", model)],
+                        cwd=ROOT,
+                        env=env,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+        for runner in runners:
+            runner.wait(timeout=240)
+        records = emulator.requests()
+    outputs = [log.read_text() for log in logs]
+    assert [r.returncode for r in runners] == [0, 0], outputs
+    arrivals = sorted(r.at for r in records)
+    assert [r.status for r in records if r.status != 200] == []
+    busiest = max(bisect_left(arrivals, t + 60) - i for i, t in enumerate(arrivals))
+    assert busiest <= QUOTA < len(records)
+    by_cohort = {r.cohort_id for r in records}
+    assert by_cohort == {"high_value_users", "recently_active_30d"}
+    for output in outputs:
+        assert "1 other runner is sending to it" in output, output
+    assert_exact_cohorts(pg, emulator, ["high_value_users", "recently_active_30d"])
+    rows = pg.query("select count(*), count(ended_at) from main.moengage_quota_peers")
+    assert rows == [(2, 2)]
+
+
+def assert_exact_cohorts(project: PgProject, emulator: Emulator, cohort_ids: list[str]) -> None:
+    for cohort_id in cohort_ids:
+        assert emulator.members(cohort_id) == project.expected_members(cohort_id), cohort_id

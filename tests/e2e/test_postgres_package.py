@@ -45,6 +45,7 @@ STATE_TABLES = (
     "moengage_state_version",
     "moengage_notifications",
     "moengage_webhook_runs",
+    "moengage_quota_peers",
 )
 VIEWS = ("moengage_current_members", "moengage_sync_history", "moengage_cohort_status")
 CONTRACT = INTEGRATION / "seeds" / "state" / "expected_state_columns_postgres.csv"

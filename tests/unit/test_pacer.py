@@ -194,3 +194,38 @@ def test_real_threads_respect_the_limit() -> None:
     # machine may be slower, never faster).
     elapsed = time.monotonic() - began
     assert elapsed >= 2 * (window + margin) * 0.9
+
+
+def test_a_lowered_limit_holds_starts_until_the_window_drains() -> None:
+    pacer, clock = fake_pacer(limit=4, window=10.0)
+    for _ in range(4):
+        pacer.acquire()
+        clock.now += 1.0
+    # Lowered to 2 (another runner joined): the next start waits for 3 of the 4 to age out.
+    pacer.set_limit(2)
+    pacer.acquire()
+    assert clock.now >= 1000.0 + 2.0 + 10.0
+    assert pacer.in_window() <= 2
+
+
+def test_a_limit_of_zero_holds_every_start_until_raised() -> None:
+    pacer, clock = fake_pacer(limit=3, window=10.0)
+    pacer.set_limit(0)
+    raised_at = clock.now + 30.0
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        if clock.now >= raised_at:
+            pacer.set_limit(3)
+
+    pacer._sleep = sleep
+    pacer.acquire()
+    # Waiting senders look again often: the raise is used at once, not a window later.
+    assert raised_at <= clock.now <= raised_at + 0.25 + 1e-9
+    assert max(clock.sleeps) <= 0.25
+
+
+def test_a_negative_limit_is_refused() -> None:
+    pacer, _ = fake_pacer(limit=3, window=10.0)
+    with pytest.raises(ValueError, match="must not be negative"):
+        pacer.set_limit(-1)

@@ -21,6 +21,7 @@ from dbt_moengage.state.schema import (
     COHORTS,
     MEMBERS,
     NOTIFICATIONS,
+    PEERS,
     RUNS,
     SCHEMA_VERSION,
     STATE_COLUMNS,
@@ -442,11 +443,30 @@ def test_version_5_gets_the_webhook_runs_table(db: Path) -> None:
         assert columns(warehouse)[WEBHOOK_RUNS] == {
             name for name, _, _ in STATE_COLUMNS[WEBHOOK_RUNS]
         }
-        assert sql(warehouse, f"select max(version) from main.{VERSION}") == [(6,)]
+        assert sql(warehouse, f"select max(version) from main.{VERSION}") == [(SCHEMA_VERSION,)]
         # The run rows of earlier versions are untouched.
         assert sql(warehouse, f"select run_id from main.{RUNS}") == [("old-run",)]
     with DuckDBWarehouse(str(db)) as warehouse:
         assert store(warehouse).prepare(create=True).upgraded_from is None
+
+
+def test_version_6_gets_the_quota_peers_table(db: Path) -> None:
+    """Version 7 adds a table, no column: runners sharing a workspace's quota."""
+    make_v4_state(db)
+    with DuckDBWarehouse(str(db)) as warehouse:
+        assert store(warehouse).prepare(create=True).ready
+    with duckdb.connect(str(db)) as conn:
+        conn.execute(f"drop table main.{PEERS}")
+        conn.execute(f"update main.{VERSION} set version = 6")
+    with DuckDBWarehouse(str(db), read_only=True) as warehouse:
+        status = store(warehouse).prepare(create=False)
+        assert status.ready and status.version == 6
+    with DuckDBWarehouse(str(db)) as warehouse:
+        status = store(warehouse).prepare(create=True)
+        assert status.ready and status.upgraded_from == 6
+        assert PEERS in upgrade_note(6) and WEBHOOK_RUNS not in upgrade_note(6)
+        assert columns(warehouse)[PEERS] == {name for name, _, _ in STATE_COLUMNS[PEERS]}
+        assert sql(warehouse, f"select max(version) from main.{VERSION}") == [(7,)]
 
 
 def test_the_version_is_inferred_from_the_columns_when_not_recorded() -> None:
@@ -456,8 +476,11 @@ def test_the_version_is_inferred_from_the_columns_when_not_recorded() -> None:
     # Tables an older dbt package created carry no version row.
     assert schema_version_from({**current, RUNS: current[RUNS] - {"bytes_billed"}}, None) == 4
     # An older dbt package made every table but the webhook runs' (version 6).
-    older = {table: cols for table, cols in current.items() if table != WEBHOOK_RUNS}
+    older = {table: cols for table, cols in current.items() if table not in (WEBHOOK_RUNS, PEERS)}
     assert schema_version_from(older, None) == 5
+    # ... and every table but the quota peers' (version 7).
+    older = {table: cols for table, cols in current.items() if table != PEERS}
+    assert schema_version_from(older, None) == 6
     assert schema_version_from({}, None) == SCHEMA_VERSION
     v2 = {**current, RUNS: current[RUNS] - {"members_after"}}
     assert schema_version_from(v2, None) == 2
