@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dbt_moengage.errors import CohortError
@@ -239,17 +239,19 @@ uid_text = st.text(alphabet=st.characters(blacklist_categories=["Cs"]), min_size
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(uids=st.lists(uid_text, max_size=200), max_bytes=st.integers(300, 5000))
+# A uid too long for a body of its own, escaped: left out, not a failed cohort (found by
+# hypothesis after uids too long stopped failing their cohort).
+@example(uids=["0" * 13 + '"' + "\x1f" * 9 + "\x07\u0800" + "\U00010000" * 3], max_bytes=300)
 def test_property_valid_bodies_within_limit_and_lossless(uids: list[str], max_bytes: int) -> None:
     cohort = packer(max_bytes)
-    if any(len(member(u)) > cohort.room for u in uids):
-        with pytest.raises(CohortError):
-            list(cohort.pack([uids]))
-        return
+    # A uid too long for a body of its own is left out and counted; the others go, in order.
+    fits = [u for u in uids if len(member(u)) <= cohort.room]
     bodies = list(cohort.pack([uids]))
-    check_bodies(bodies, uids, max_bytes)
+    assert cohort.too_long == len(uids) - len(fits)
+    check_bodies(bodies, fits, max_bytes)
     check_near_full(bodies, max_bytes)
     assert [m["uid"] for b in bodies for m in json.loads(b.payload)["parameters"]["members"]] == (
-        uids
+        fits
     )
 
 
