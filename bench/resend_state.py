@@ -13,12 +13,17 @@ would have left it. The cohort's record
 (model, name, description) is written as a sync leaves it, so the run sends no rename.
 
 `checkpoints`: after the runner's re-send run, its checkpoints' work again, alone:
-StateStore.record_resent of the uids the run re-sent (the rows it stamped with its run
-id), one write per request it made. An estimate of what the checkpoints cost within the
-run (the runner does not report it), on the state the run left.
+StateStore.record_resent of the uids the run re-sent (the rows it wrote with its run id),
+one write per request it made (each appends the request's rows), then what the run does
+once at its cohort's end: the statistics (StateStore.refresh_statistics, on Postgres) and
+the compaction (StateStore.compact: the older rows of those uids go).
+An estimate of what the checkpoints and the compaction cost within the run (the runner
+does not report them), on the state the run left; that state's member rows are counted
+first (`state_rows`: one per member once the run compacted).
 
 Both print JSON: seconds (writing the state; the checkpoints' writes alone) and the rows
-written or updated.
+written (the members written; the uids re-sent), and for `checkpoints` compact_seconds and
+state_rows.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from dbt_moengage.state.schema import MEMBERS, normalize_endpoint
 from dbt_moengage.state.store import CohortRecord, utcnow
 
 STATE_RUN_ID = "bench-state"
+CHECKPOINTS_RUN_ID = "bench-checkpoints"
 COHORT_ID = "audience"  # the bench model's name: its default cohort_id
 COHORT_NAME = ".Bench Audience"
 
@@ -76,22 +82,37 @@ def write(
 
 def checkpoints(
     state: StateStore, cohort: CohortSpec, key: StateKey, requests: int
-) -> tuple[int, float]:
-    """Time record_resent of the uids the last run re-sent: their number, the seconds."""
+) -> dict[str, float]:
+    """Time record_resent of the uids the last run re-sent, then the compaction; count the
+    state's member rows the run left first."""
     engine = state.engine
     state.prepare(create=False)
     members = engine.state_table(MEMBERS)
-    where = "endpoint = ? and workspace_id = ? and cohort_id = ? and run_id <> ?"
+    where = "endpoint = ? and workspace_id = ? and cohort_id = ?"
+    params = (*key.params, cohort.cohort_id)
+    cursor = engine.execute_sql(f"select count(*) from {members} where {where}", params)
+    (state_rows,) = cursor.fetchone()
+    cursor.close()
     cursor = engine.execute_sql(
-        f"select uid from {members} where {where}", (*key.params, cohort.cohort_id, STATE_RUN_ID)
+        f"select uid from {members} where {where} and run_id <> ?", (*params, STATE_RUN_ID)
     )
     uids = [uid for (uid,) in cursor.fetchall()]
     cursor.close()
     size = max(math.ceil(len(uids) / max(requests, 1)), 1)
     started = time.perf_counter()
     for start in range(0, len(uids), size):
-        state.record_resent(cohort, key, uids[start : start + size], "bench-checkpoints")
-    return len(uids), time.perf_counter() - started
+        state.record_resent(cohort, key, uids[start : start + size], CHECKPOINTS_RUN_ID)
+    seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    # As the run ends a cohort: the planner's statistics first (Postgres), then compaction.
+    state.refresh_statistics(len(uids), int(state_rows))
+    state.compact(cohort, key, CHECKPOINTS_RUN_ID)
+    return {
+        "rows": len(uids),
+        "seconds": seconds,
+        "compact_seconds": time.perf_counter() - started,
+        "state_rows": int(state_rows),
+    }
 
 
 def main() -> int:
@@ -125,11 +146,11 @@ def main() -> int:
         started = time.perf_counter()
         due_at = utcnow() - timedelta(days=args.due_days_ago)
         rows = write(state, cohort, key, args.description, args.due_every, due_at)
-        seconds = time.perf_counter() - started
+        found: dict[str, float] = {"seconds": time.perf_counter() - started, "rows": rows}
     else:
-        rows, seconds = checkpoints(state, cohort, key, args.requests)
+        found = checkpoints(state, cohort, key, args.requests)
     warehouse.close()
-    print(json.dumps({"seconds": seconds, "rows": rows}))
+    print(json.dumps(found))
     return 0
 
 

@@ -539,6 +539,9 @@ class CohortSync:
         # The state's members as planned, and the change the checkpoints have written since.
         self._planned_members: int | None = None
         self._written = 0
+        # Whether the plan found member rows a re-send superseded that no run compacted (a
+        # run that died): this run's end compacts every member's (StateStore.compact).
+        self._uncompacted = False
         # What the engine had billed to the cohort before this run (an engine may outlive a
         # run: the Python API, tests).
         self._billed_before = warehouse.billed(spec.unique_id) or 0
@@ -661,9 +664,23 @@ class CohortSync:
             # A row cannot count the job that writes it: it holds what was billed before.
             row.bytes_billed = self._billed()
             self.state.save_run(row)
+            # Statistics first: the compaction's join is then planned for the rows the run
+            # wrote (a hash join on Postgres, not one index probe per re-sent uid).
             self.state.refresh_statistics(
                 adds.uids_accepted + removes.uids_accepted, self._planned_members or 0
             )
+            self._compact()
+
+    def _compact(self) -> None:
+        """Once per cohort run, delete the member rows this run's re-sends superseded (and
+        any a run that died left). A failure costs only rows the next run compacts (its
+        plan finds them), never what MoEngage accepted: each uid keeps its newest row."""
+        with self._counts:
+            resent = self._resent
+        if not (resent or self._uncompacted):
+            return
+        with contextlib.suppress(WarehouseError):
+            self.state.compact(self.spec, self.key, self.run_id, everyone=self._uncompacted)
 
     def _billed(self) -> int | None:
         """Bytes the warehouse billed for the cohort's jobs in this run so far; None where
@@ -694,6 +711,7 @@ class CohortSync:
         r.uids_total = delta.distinct
         r.dropped = counts.dropped(delta.distinct)
         self._planned_members = None if full_refresh else delta.current
+        self._uncompacted = delta.uncompacted
         r.unchanged = delta.unchanged
         r.planned_add = delta.to_add
         r.planned_resend = delta.to_resend

@@ -25,20 +25,53 @@ def _values(table: str) -> str:
     return ", ".join("?" for _ in STATE_COLUMNS[table])
 
 
+def _compact_members(uid: str) -> str:
+    """Delete every member row of a cohort that a newer row of its uid supersedes (`uid`:
+    how to read a row's uid, `{}` its table's alias). Only the uids with several rows are
+    joined back (few: what a run that died left), by a join that is not correlated: the
+    join stays small, within DuckDB's memory cap, however large the cohort."""
+    return f"""
+        delete from {{members}} d using (
+            select {uid.format("m")} as uid, max(m.synced_at) as newest from {{members}} m
+            where m.endpoint = ? and m.workspace_id = ? and m.cohort_id = ?
+            group by 1 having count(*) > 1
+        ) n
+        where d.endpoint = ? and d.workspace_id = ? and d.cohort_id = ?
+            and {uid.format("d")} = n.uid and d.synced_at < n.newest"""
+
+
+def bigquery_compact_members(uid: str) -> str:
+    """`_compact_members` for BigQuery, whose DELETE takes no USING: the same join as a
+    correlated EXISTS (which BigQuery plans as a join)."""
+    return f"""
+        delete from {{members}} d where d.endpoint = ? and d.workspace_id = ? and d.cohort_id = ?
+        and exists (
+            select 1 from (
+                select {uid.format("m")} as uid, max(m.synced_at) as newest from {{members}} m
+                where m.endpoint = ? and m.workspace_id = ? and m.cohort_id = ?
+                group by 1 having count(*) > 1
+            ) n where n.uid = {uid.format("d")} and n.newest > d.synced_at)"""
+
+
 # Statements every engine runs as they are (`?` parameters, ANSI SQL). Engines give the
 # fragments that differ (see warehouse/engine.py): `json_uids` (a request's uids from one
 # JSON parameter), the model's uids, the anti-joins, how to read a timestamp and hash a uid.
 STATE_SQL: dict[str, str] = {
-    # The state is read as a set: a duplicated row can never inflate a count or a removal.
+    # The state is read as a set: a uid's rows are one member, accepted last at its newest
+    # row (a re-send adds a row; `compact_run` deletes the older ones at the cohort run's
+    # end), so a re-sent uid is never counted twice nor judged by an older acceptance. `n`:
+    # its rows (the plan counts what compaction has left to do).
     "state_uids": (
-        f"select uid, min(synced_at) as synced_at from {{members}} where {_STATE_KEY} group by uid"
+        "select uid, max(synced_at) as synced_at, count(*) as n from {members} "
+        f"where {_STATE_KEY} group by uid"
     ),
     "plan": """
         select count(m.uid),
             sum(case when s.uid is null then 1 else 0 end),
             sum(case when m.uid is null then 1 else 0 end),
             sum(case when m.uid is not null and s.uid is not null and ({due}) then 1 else 0 end),
-            count(s.uid)
+            count(s.uid),
+            sum(s.n)
         from ({model_uids}) m full outer join ({state_uids}) s on m.uid = s.uid""",
     "resend_delta": """
         select s.uid from ({state_uids}) s join ({model_uids}) m on s.uid = m.uid
@@ -51,9 +84,16 @@ STATE_SQL: dict[str, str] = {
         select ?, ?, ?, ?, ?, j.uid from ({json_uids}) j""",
     "delete_members": f"""
         delete from {{members}} where {_STATE_KEY} and uid in ({{json_uids}})""",
-    "resent_members": f"""
-        update {{members}} set synced_at = ?, run_id = ?
-        where {_STATE_KEY} and uid in ({{json_uids}})""",
+    # A re-send is recorded as new rows (as `insert_members`): appending costs what the
+    # request holds, where an update by uid would find its rows by scanning the cohort's
+    # state on an engine without indexes. Once per cohort run, the rows older than the
+    # run's own of the uids it wrote go (`compact_run`); what a run that died left, the
+    # next run's plan finds (rows > uids) and `compact_members` deletes: every row of a uid
+    # but its newest. Both keep each uid's newest row, so a crash between them loses none.
+    "compact_run": f"""
+        delete from {{members}} where {_STATE_KEY} and run_id <> ? and uid in (
+            select uid from {{members}} where {_STATE_KEY} and run_id = ?)""",
+    "compact_members": _compact_members("{}.uid"),
     "member_count": "select count(*) from ({state_uids}) s",
     "legacy_members": (
         "select count(*) from {members} where endpoint = ? and workspace_id = ? and cohort_id = ?"
@@ -164,12 +204,13 @@ def exact_state_sql(exact: str) -> dict[str, str]:
     uid = exact.format("uid")
     return {
         "state_uids": (
-            f"select {uid} as uid, min(synced_at) as synced_at from {{members}} "
+            f"select {uid} as uid, max(synced_at) as synced_at, count(*) as n from {{members}} "
             f"where {_STATE_KEY} group by 1"
         ),
         "delete_members": f"""
         delete from {{members}} where {_STATE_KEY} and {uid} in ({{json_uids}})""",
-        "resent_members": f"""
-        update {{members}} set synced_at = ?, run_id = ?
-        where {_STATE_KEY} and {uid} in ({{json_uids}})""",
+        "compact_run": f"""
+        delete from {{members}} where {_STATE_KEY} and run_id <> ? and {uid} in (
+            select {uid} from {{members}} where {_STATE_KEY} and run_id = ?)""",
+        "compact_members": _compact_members(exact.format("{}.uid")),
     }

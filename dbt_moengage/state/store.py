@@ -84,6 +84,14 @@ class Delta:
     to_resend: int = 0
     # Members the state holds for the cohort now (before this run).
     current: int = 0
+    # Rows the state holds for them: more than `current` while a re-send's older rows are
+    # not yet compacted (a run that died before its cohort's end).
+    rows: int = 0
+
+    @property
+    def uncompacted(self) -> bool:
+        """Whether some member has rows a newer one supersedes (StateStore.compact)."""
+        return self.rows > self.current
 
 
 @dataclass(frozen=True)
@@ -258,9 +266,9 @@ class StateStore:
         extra = {"due": self.due(cohort, now or utcnow())}
         row = self.engine.one("plan", (*key.params, cohort.cohort_id), cohort, extra)
         # Engines return counts as int or Decimal (Snowflake's NUMBER).
-        distinct, to_add, to_remove, to_resend, current = (int(v or 0) for v in row)
+        distinct, to_add, to_remove, to_resend, current, rows = (int(v or 0) for v in row)
         if full_refresh:
-            return Delta(distinct, distinct, to_remove, unchanged=0, current=current)
+            return Delta(distinct, distinct, to_remove, unchanged=0, current=current, rows=rows)
         return Delta(
             distinct=distinct,
             to_add=to_add,
@@ -268,6 +276,7 @@ class StateStore:
             unchanged=distinct - to_add - to_resend,
             to_resend=to_resend,
             current=current,
+            rows=rows,
         )
 
     def stream(
@@ -315,10 +324,30 @@ class StateStore:
     def record_resent(
         self, cohort: CohortSpec, key: StateKey, uids: Sequence[str], run_id: str
     ) -> None:
-        """One bulk update of synced_at per accepted request."""
-        batch = self.engine.uid_batch(uids)
-        params = (utcnow(), run_id, *key.params, cohort.cohort_id, batch)
-        self.engine.run("resent_members", params)
+        """One bulk insert per accepted request: each uid gets a newer row, which the state
+        reads as its last acceptance (its older rows go at the run's end: `compact`).
+
+        An update would find the uids' rows by scanning the cohort's state where the engine
+        keeps no index (DuckDB, Snowflake, BigQuery), at every request; an insert costs
+        what the request holds."""
+        members = self.engine.uid_batch(uids)
+        self.engine.run(
+            "insert_members", (*key.params, cohort.cohort_id, utcnow(), run_id, members)
+        )
+
+    def compact(
+        self, cohort: CohortSpec, key: StateKey, run_id: str, everyone: bool = False
+    ) -> None:
+        """Delete the member rows that newer ones supersede: those of the uids run `run_id`
+        re-sent (one set-based statement at the cohort run's end), or, with `everyone`,
+        every member's (what a run that died left, found by the next run's plan). Each uid
+        keeps its newest row, so the state's set of members never changes here."""
+        where = (*key.params, cohort.cohort_id)
+        # The run's own rows first, by run id: they win over any older row whatever its
+        # synced_at says (another runner's clock may run ahead of this one's).
+        self.engine.run("compact_run", (*where, run_id, *where, run_id))
+        if everyone:
+            self.engine.run("compact_members", (*where, *where))
 
     def record_removed(self, cohort: CohortSpec, key: StateKey, uids: Sequence[str]) -> None:
         """One bulk delete per accepted request."""

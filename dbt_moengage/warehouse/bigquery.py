@@ -46,7 +46,7 @@ from ..state.schema import (
     StateKey,
     state_ddl,
 )
-from ..state.sql import STATE_SQL, exact_state_sql
+from ..state.sql import STATE_SQL, bigquery_compact_members, exact_state_sql
 from .engine import (
     MODEL_SQL,
     OUTER_ANTI_JOINS,
@@ -112,6 +112,8 @@ SQL: dict[str, str] = {
     **OUTER_ANTI_JOINS,
     # A request's uids: one ARRAY<STRING> parameter (Engine.uid_batch).
     "json_uids": "select uid from unnest(?) as uid",
+    # BigQuery's DELETE takes no USING.
+    "compact_members": bigquery_compact_members(_EXACT.format("{}.uid")),
     "insert_run": _insert(RUNS, "runs"),
     "insert_cohort": _insert(COHORTS, "cohorts"),
     "insert_notified": _insert(NOTIFICATIONS, "notifications"),

@@ -28,6 +28,10 @@
     union all
     select 'https://api-01.moengage.com', 'WS_IT', 'high_value_users', 'u-3',
         cast('2026-01-02 09:00:07' as {{ ts }}), 'run-2'
+    {# u-2 sent again by run-2, its run-1 row not yet compacted: shown once, as run-2's #}
+    union all
+    select 'https://api-01.moengage.com', 'WS_IT', 'high_value_users', 'u-2',
+        cast('2026-01-02 09:00:07' as {{ ts }}), 'run-2'
     union all
     select 'https://api-01.moengage.com', 'WS_IT', 'recently_active_30d', 'u-1',
         cast('2026-01-01 10:00:06' as {{ ts }}), 'run-1';

@@ -504,6 +504,24 @@ def test_resends_send_exactly_the_due_members(bq: BqProject, emulator: Emulator)
     # Exactly the due members were re-sent: the run refreshed their rows and no other.
     assert set(state_uids(bq, MIRROR, again.run_id)) == due
     assert emulator.members(MIRROR) == bq.expected_members(MIRROR)
+    # Each re-send was a newer row; the run's end compacted the older ones.
+    assert len(state_uids(bq, MIRROR)) == MIRROR_SIZE
+
+    # A run that died after recording re-sends left newer rows beside the older ones: the
+    # next run's plan finds them, and its end keeps each uid's newest row only.
+    table = bq.state_table("moengage_cohort_members")
+    dead = sorted(due)[:3]
+    bq.query(
+        f"insert into {table} (endpoint, workspace_id, cohort_id, uid, synced_at, run_id) "
+        "select endpoint, workspace_id, cohort_id, uid, current_timestamp(), 'dead-run' "
+        f"from {table} where cohort_id = '{MIRROR}' and uid in ({uids_sql(dead)})"
+    )
+    assert len(state_uids(bq, MIRROR)) == MIRROR_SIZE + len(dead)
+    third = sync(bq, emulator)
+    assert third.ok, failures(third)
+    assert (by_cohort(third)[MIRROR].resent, by_cohort(third)[MIRROR].removed) == (0, 0)
+    assert len(state_uids(bq, MIRROR)) == MIRROR_SIZE
+    assert sorted(state_uids(bq, MIRROR, "dead-run")) == dead
 
 
 def test_a_rename_reaches_moengage(bq: BqProject, emulator: Emulator) -> None:

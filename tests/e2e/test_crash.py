@@ -10,6 +10,7 @@ import sys
 import time
 from typing import Any
 
+import duckdb
 import pytest
 
 from dbt_moengage.testing.emulator import Emulator, Faults
@@ -147,3 +148,49 @@ def test_a_killed_sync_shows_as_stopped_until_the_next_sync(
     code, data = status_json(project, env)
     assert code == 0
     assert {row["health"] for row in data["cohorts"]} == {"ok"}
+
+
+def test_sigkill_mid_resend_then_rerun_resends_the_rest_and_compacts(
+    project: BuiltProject, emulator: Emulator
+) -> None:
+    """A run killed while re-sending leaves each uid it recorded a newer row beside the
+    older one: the next run re-sends only the members it did not record, and compacts
+    what it left, one row per member again."""
+    env = {**crash_env(project, emulator), "MOENGAGE_RESEND_AFTER": "1d"}
+    first = run_cli(sync_args(project), env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    members = sum(len(project.expected_members(c)) for c in COHORTS)
+    with duckdb.connect(str(project.database)) as conn:
+        conn.execute(
+            "update main.moengage_cohort_members set synced_at = synced_at - interval 2 day"
+        )
+    emulator.set_faults(Faults(slow_rate=1.0, slow_seconds=0.01))
+    before = len(emulator.requests())
+    proc = start_sync(project, env)
+    wait_for_requests(emulator, before + 40, proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    with duckdb.connect(str(project.database)) as conn:
+        (killed,) = conn.execute(
+            "select count(*) from main.moengage_cohort_members "
+            "where synced_at > (select min(synced_at) from main.moengage_cohort_members) "
+            "+ interval 1 day"
+        ).fetchone() or (0,)
+        (rows,) = conn.execute("select count(*) from main.moengage_cohort_members").fetchone() or (
+            0,
+        )
+    assert 0 < killed < members and rows > members
+
+    emulator.set_faults(Faults())
+    done = run_cli(sync_args(project), env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads((project.target_dir / "moengage_sync_results.json").read_text())
+    # Due: every member the killed run did not record (those in flight at the kill too).
+    assert sum(int(c["resent"]) for c in report["cohorts"]) == members - killed
+    for cohort_id in COHORTS:
+        assert emulator.members(cohort_id) == project.expected_members(cohort_id), cohort_id
+    with duckdb.connect(str(project.database)) as conn:
+        counts = conn.execute(
+            "select count(*), count(distinct (cohort_id, uid)) from main.moengage_cohort_members"
+        ).fetchall()
+    assert counts == [(members, members)]

@@ -161,6 +161,14 @@ def test_late_joiners_join_once_known_and_due(project: BuiltProject, every_user:
             [HIGH],
         )
         assert [r for (r,) in history] == [0, 0, len(high)]
+        # Each re-send was recorded as a newer row; the run's end compacted the older ones.
+        rows = query(
+            project,
+            "select count(*), count(distinct uid), count(distinct run_id) "
+            "from main.moengage_cohort_members where cohort_id = ?",
+            [HIGH],
+        )
+        assert rows == [(len(high), len(high), 1)]
 
         # And then nothing again until the next round comes due.
         after = len(emulator.requests())

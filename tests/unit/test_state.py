@@ -179,8 +179,84 @@ def test_record_resent_moves_synced_at(db: Path, ready: DuckDBWarehouse) -> None
     assert delta(ready, cohort, RESEND) == ["a", "b"]
     store(ready).record_resent(cohort, EMULATOR, ["a"], "run-2")
     assert delta(ready, cohort, RESEND) == ["b"]
+    # The re-send is a newer row; the run's end compacts the older one.
+    store(ready).compact(cohort, EMULATOR, "run-2")
     rows = sql(ready, f"select uid, run_id from main.{MEMBERS} order by uid")
     assert rows == [("a", "run-2"), ("b", "run-1")]
+
+
+def test_a_resent_member_is_one_member_until_compacted(db: Path, ready: DuckDBWarehouse) -> None:
+    """A re-send appends a row: nothing reads the uid twice, and its newest row says when
+    MoEngage last accepted it; compacting keeps exactly that row."""
+    insert(ready, ["a", "b", "c"])
+    cohort = spec(db, mode="mirror", resend_after=DAY)
+    store(ready).record_added(cohort, EMULATOR, ["a", "b", "gone"], "run-1")
+    age(ready, 2 * DAY)
+    store(ready).record_resent(cohort, EMULATOR, ["a", "gone"], "run-2")
+    assert sql(ready, f"select count(*) from main.{MEMBERS}") == [(5,)]
+    plan = store(ready).plan(cohort, EMULATOR, False)
+    assert (plan.distinct, plan.to_add, plan.to_resend, plan.to_remove) == (3, 1, 1, 1)
+    assert (plan.current, plan.rows, plan.unchanged, plan.uncompacted) == (3, 5, 1, True)
+    assert store(ready).member_count(cohort, EMULATOR) == 3
+    assert delta(ready, cohort, ADD) == ["c"]
+    assert delta(ready, cohort, RESEND) == ["b"]
+    assert delta(ready, cohort, REMOVE) == ["gone"]
+    assert delta(ready, cohort, RENAME) == ["a", "b"]
+    # Another run's rows stay until it compacts them; then one row per uid, the newest.
+    store(ready).compact(cohort, EMULATOR, "run-3")
+    assert sql(ready, f"select count(*) from main.{MEMBERS}") == [(5,)]
+    store(ready).compact(cohort, EMULATOR, "run-2")
+    rows = sql(ready, f"select uid, run_id from main.{MEMBERS} order by uid")
+    assert rows == [("a", "run-2"), ("b", "run-1"), ("gone", "run-2")]
+    plan = store(ready).plan(cohort, EMULATOR, False)
+    assert (plan.current, plan.rows, plan.to_resend, plan.uncompacted) == (3, 3, 1, False)
+    # A removal deletes every row of its uid.
+    store(ready).record_resent(cohort, EMULATOR, ["gone"], "run-3")
+    store(ready).record_removed(cohort, EMULATOR, ["gone"])
+    assert store(ready).plan(cohort, EMULATOR, False).to_remove == 0
+
+
+def test_a_member_is_due_by_its_newest_row(db: Path, ready: DuckDBWarehouse) -> None:
+    """Rows a run that died left: the newest acceptance decides, not the oldest."""
+    insert(ready, ["a", "b"])
+    cohort = spec(db, resend_after=7 * DAY)
+    store(ready).record_added(cohort, EMULATOR, ["a", "b"], "run-1")
+    age(ready, 8 * DAY)
+    assert delta(ready, cohort, RESEND) == ["a", "b"]
+    # A second row of 'a', accepted now, as a re-send writes it.
+    store(ready).record_added(cohort, EMULATOR, ["a"], "run-2")
+    plan = store(ready).plan(cohort, EMULATOR, False)
+    assert (plan.to_resend, plan.unchanged, plan.current) == (1, 1, 2)
+    assert delta(ready, cohort, RESEND) == ["b"]
+
+
+def test_the_next_run_compacts_what_a_dead_run_left(db: Path, ready: DuckDBWarehouse) -> None:
+    """A run that died between its re-sends and its end left older rows: the next run's
+    plan finds them, and its compaction leaves each uid its newest row, its own first."""
+    uids = [f"u{i:03d}" for i in range(300)]
+    insert(ready, uids)
+    cohort = spec(db, resend_after=DAY)
+    store(ready).record_added(cohort, EMULATOR, uids, "run-1")
+    age(ready, 2 * DAY)
+    store(ready).record_resent(cohort, EMULATOR, uids[:100], "dead-run")
+    age(ready, 2 * DAY)
+    plan = store(ready).plan(cohort, EMULATOR, False)
+    assert (plan.current, plan.rows, plan.to_resend, plan.uncompacted) == (300, 400, 300, True)
+    # The next run re-sends a few of them; another runner's clock had stamped one of those
+    # in the future: the run's own row still wins.
+    sql(
+        ready,
+        f"update main.{MEMBERS} set synced_at = synced_at + interval 30 day "
+        "where uid = 'u000' and run_id = 'dead-run'",
+    )
+    store(ready).record_resent(cohort, EMULATOR, uids[:10], "run-3")
+    store(ready).compact(cohort, EMULATOR, "run-3", everyone=plan.uncompacted)
+    rows = dict(sql(ready, f"select uid, run_id from main.{MEMBERS}"))
+    assert sql(ready, f"select count(*) from main.{MEMBERS}") == [(300,)]
+    assert rows == {
+        u: "run-3" if i < 10 else "dead-run" if i < 100 else "run-1" for i, u in enumerate(uids)
+    }
+    assert not store(ready).plan(cohort, EMULATOR, False).uncompacted
 
 
 def test_rename_members_are_a_few_current_members(db: Path, ready: DuckDBWarehouse) -> None:

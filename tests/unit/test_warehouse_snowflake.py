@@ -154,10 +154,19 @@ def test_the_state_uid_is_stripped_of_any_collation(name: str) -> None:
     assert f"select {EXACT_STATE_UID} as uid" in text and "group by 1" in text
 
 
-@pytest.mark.parametrize("name", ["delete_members", "resent_members"])
-def test_checkpoints_match_state_uids_exactly(name: str) -> None:
-    text = SnowflakeWarehouse(None, "DB", "moengage_state").format(name)
+def test_checkpoints_match_state_uids_exactly() -> None:
+    text = SnowflakeWarehouse(None, "DB", "moengage_state").format("delete_members")
     assert f"and {EXACT_STATE_UID} in (select value::varchar" in text
+
+
+def test_compaction_matches_state_uids_exactly() -> None:
+    # A re-send of 'ABC' must never compact away the rows of 'abc'.
+    warehouse = SnowflakeWarehouse(None, "DB", "moengage_state")
+    text = warehouse.format("compact_run")
+    assert f"and {EXACT_STATE_UID} in (\n            select {EXACT_STATE_UID} from" in text
+    text = warehouse.format("compact_members")
+    assert "select collate(m.uid, '') as uid" in text and "group by 1" in text
+    assert "collate(d.uid, '') = n.uid" in text
 
 
 def test_case_variants_stay_apart_on_fakesnow(warehouse: SnowflakeWarehouse) -> None:
@@ -182,6 +191,12 @@ def test_case_variants_stay_apart_on_fakesnow(warehouse: SnowflakeWarehouse) -> 
     store(warehouse).record_added(spec, KEY, ["ABC", "Abc"], "run-2")
     assert store(warehouse).plan(spec, KEY, False).to_add == 0
     assert uids(REMOVE) == []
+    # The re-send of 'abc' is a second row of it until the run's end compacts it.
+    delta = store(warehouse).plan(spec, KEY, False)
+    assert (delta.current, delta.rows) == (3, 4)
+    store(warehouse).compact(spec, KEY, "run-2", everyone=True)
+    delta = store(warehouse).plan(spec, KEY, False)
+    assert (delta.current, delta.rows, delta.to_add) == (3, 3, 0)
 
 
 def test_lock_is_exclusive_and_stale_locks_are_taken_over(
