@@ -395,9 +395,12 @@ def _sharing_quota(
     def changed(others: int, share: int) -> None:
         if others:
             runners = "runner is" if others == 1 else "runners are"
+            # `share` is what this beat allowed (less while the others' windows drain);
+            # the fair share is what the run settles at.
             progress.message(
                 f"workspace '{workspace}': {others} other {runners} sending to it; this run "
-                f"paces to its share of the {limit} requests/min quota ({limit // (others + 1)})"
+                f"paces to its share of the {limit} requests/min quota: at most "
+                f"{limit // (others + 1)}, {share} for now"
             )
         else:
             progress.message(f"workspace '{workspace}': no other runner is sending to it now")

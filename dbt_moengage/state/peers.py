@@ -235,8 +235,8 @@ def sharing_quota(
         full = pacer.limit
         joining = None
         try:
-            joining = QuotaShare(engine.heartbeat() or engine, key, run_id, pacer, beat)
-            joining.on_change = on_change
+            beater = engine.heartbeat() or engine
+            joining = QuotaShare(beater, key, run_id, pacer, beat, on_change=on_change)
             joining.start()
         except (WarehouseError, ProfileError) as exc:
             if joining is not None:
