@@ -767,6 +767,8 @@ def test_serve_webhook_command_end_to_end(
         "DBT_CLOUD_API_TOKEN": CLOUD_TOKEN,
         "DBT_CLOUD_HOST": cloud.url,
         "DBT_CLOUD_ACCOUNT_ID": ACCOUNT,
+        # A receiver that does not stop is made to print where each thread is (SIGABRT).
+        "PYTHONFAULTHANDLER": "1",
     }
     env.pop("DBT_TARGET_PATH")
     command = [sys.executable, "-m", "dbt_moengage", "serve-webhook"]
@@ -797,7 +799,12 @@ def test_serve_webhook_command_end_to_end(
         assert wait_for(lambda: "exit 0; report" in log_file.read_text(), 300), log_file.read_text()
     finally:
         server.send_signal(signal.SIGTERM)
-        returncode = server.wait(timeout=60)
+        try:
+            returncode = server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.send_signal(signal.SIGABRT)
+            server.wait(timeout=30)
+            raise AssertionError("no exit 60 s after SIGTERM\n" + log_file.read_text()) from None
     log = log_file.read_text()
     assert returncode == 0, log
     assert "dbt Cloud run 9201 (job 123, Success): 4 synced; exit 0" in log

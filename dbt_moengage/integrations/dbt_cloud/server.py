@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 # How long uvicorn may take to start, and to finish the requests in flight when stopping.
 STARTUP_SECONDS = 30.0
 SHUTDOWN_SECONDS = 5
+# How often the main thread wakes while it serves, to run a signal's handler.
+WAKE_SECONDS = 0.5
 # Connections open at once (idle ones included); beyond it uvicorn answers 503. dbt Cloud
 # sends a few a minute: the limit only bounds what a flood can hold, each connection for a
 # header timeout at most.
@@ -162,8 +164,12 @@ class WebhookReceiver:
         self.start()
         try:
             if self._thread is not None:
-                # Interruptible: SIGINT (or SIGTERM made KeyboardInterrupt) lands here.
-                self._served.wait()
+                # SIGINT (or SIGTERM made KeyboardInterrupt) lands here. Woken every
+                # WAKE_SECONDS: a signal the kernel hands to another thread runs its Python
+                # handler only once the main thread runs again, and a wait without a
+                # timeout would never run again.
+                while not self._served.wait(WAKE_SECONDS):
+                    pass
         except KeyboardInterrupt:
             pass
         finally:
