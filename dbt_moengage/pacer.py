@@ -49,6 +49,11 @@ class Pacer:
         # Run once, before the first request starts (`before_first`); the others wait for it.
         self._first: Callable[[], None] | None = None
         self._first_lock = threading.Lock()
+        # Called (outside the lock) whenever a sender waits because the limit is reached:
+        # a shared limit may be raised on demand (state/peers.py).
+        self.on_full: Callable[[], None] | None = None
+        # Set when a sender waited at the limit, until `take_full()`.
+        self._full = False
 
     def before_first(self, hook: Callable[[], None]) -> None:
         """Run `hook` before the first request starts (a run with nothing to send never
@@ -77,6 +82,7 @@ class Pacer:
                 # both in the window and with nothing left to wait (a zero-sleep spin).
                 while self._starts and self._starts[0] + self.span <= now:
                     self._starts.popleft()
+                full = False
                 if self._paused_until > now:
                     delay = self._paused_until - now
                 elif len(self._starts) < self.limit:
@@ -86,10 +92,16 @@ class Pacer:
                 elif self._starts:
                     # The start that must age out for one more to fit under the limit.
                     delay = self._starts[max(len(self._starts) - self.limit, 0)] + self.span - now
+                    full = True
                 else:  # a limit of 0: this runner's share is nothing for now
                     delay = self.span
+                    full = True
+                if full:
+                    self._full = True
                 if self._poll is not None:
                     delay = min(delay, self._poll)
+            if full and self.on_full is not None:
+                self.on_full()
             if self._stop is not None:
                 self._stop.wait(delay)
             else:
@@ -107,6 +119,12 @@ class Pacer:
         with self._lock:
             self.limit = limit
             self._poll = SHARED_POLL_SECONDS
+
+    def take_full(self) -> bool:
+        """Whether a sender waited at the limit since the last call."""
+        with self._lock:
+            full, self._full = self._full, False
+            return full
 
     def pause(self, seconds: float) -> None:
         """Hold every sender for `seconds` (the server asked us to, with Retry-After)."""

@@ -15,8 +15,12 @@ Why the runners' starts in any window stay under the quota:
 - a runner that cannot beat for `stale` seconds lets no request start until it can, so
   the others may stop counting on its row.
 Each runner claims at most its fair share, the quota over the runners sending: a newcomer
-gets its share as the others lower theirs and their windows drain. A runner joins before
-its first request, so a run with nothing to send writes no row.
+gets its share as the others lower theirs and their windows drain. Within its fair share a
+runner claims what it uses: a tenth of the quota at first, twice its window after, and
+twice its claim as soon as a sender waits at it (the beat comes at once then, not at the
+next tick). So a run that sends a few requests holds few of the quota, and one that was
+killed holds, until its starts age out, about what it had sent, not the whole quota. A
+runner joins before its first request, so a run with nothing to send writes no row.
 
 DuckDB needs none of this: a sync holds the database file, so runners of one file never
 overlap (Engine.QUOTA_BEAT_SECONDS is None there).
@@ -45,6 +49,8 @@ log = logging.getLogger(__name__)
 STALE_BEATS = 6
 # Rows of runs older than this are deleted when a runner joins.
 FORGET_SECONDS = 3600
+# A runner's first claim, as a share of the quota; it doubles while senders wait at it.
+FIRST_CLAIM = 0.1
 
 
 @dataclass(frozen=True)
@@ -102,10 +108,14 @@ class QuotaShare:
         self.on_change = on_change
         self._clock = clock
         self.claim = 0
+        # The most this runner may claim now (its fair share, less what the others hold).
+        self.ceiling = 0
         self.others = 0
         self._joined = False
         self._last_beat: float | None = None
         self._done = threading.Event()
+        # Set to beat before the next tick: a sender waits at a claim that may be raised.
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     # -- the protocol, one beat at a time --------------------------------------------------
@@ -143,28 +153,44 @@ class QuotaShare:
             self._joined = True
         self.claim = claim
 
+    def want(self) -> int:
+        """What this runner would use: twice its window, twice its claim when a sender
+        waited at it, and at least its first claim."""
+        want = max(round(self.limit * FIRST_CLAIM), 2 * self.pacer.in_window(), 1)
+        if self.pacer.take_full():
+            want = max(want, 2 * self.claim)
+        return want
+
     def beat(self) -> None:
         """Read the others, claim this runner's share and pace to it (WarehouseError if the
         state cannot be reached)."""
         began = self._clock()
-        share, others = allowed(self.limit, self.run_id, self.read(), self.pacer.span, self.stale)
+        want = self.want()
+        ceiling, others = allowed(self.limit, self.run_id, self.read(), self.pacer.span, self.stale)
+        share = min(ceiling, want)
         if share > self.pacer.limit:
             # Claimed before it is used; the others' rows read again after the claim.
             self._write(share)
-            again, others = allowed(
+            ceiling, others = allowed(
                 self.limit, self.run_id, self.read(), self.pacer.span, self.stale
             )
-            share = min(share, again)
+            share = min(share, ceiling)
             self.pacer.set_limit(share)
             if share < self.claim:
                 self._write(share)
         else:
             self.pacer.set_limit(share)
             self._write(share)
+        self.ceiling = ceiling
         self._last_beat = began
         if others != self.others:
             self.others = others
-            self.on_change(others, share)
+            self.on_change(others, ceiling)
+
+    def _full(self) -> None:
+        """A sender waits at the pacer's limit: beat now if the claim can rise."""
+        if self.claim < self.ceiling:
+            self._wake.set()
 
     # -- the run's part --------------------------------------------------------------------
 
@@ -175,14 +201,23 @@ class QuotaShare:
         with self.engine.statements:
             self.engine.execute("forget_peers", forget, None, self._since()).close()
         self.beat()
+        self.pacer.on_full = self._full
         self._thread = threading.Thread(target=self._beat, name="moengage-quota", daemon=True)
         self._thread.start()
 
     def _beat(self) -> None:
-        while not self._done.wait(self.beat_seconds):
+        failed = False
+        while True:
+            # After a failed beat the next waits its tick: senders waiting do not hurry it.
+            (self._done if failed else self._wake).wait(self.beat_seconds)
+            self._wake.clear()
+            if self._done.is_set():
+                return
             try:
                 self.beat()
+                failed = False
             except WarehouseError as exc:
+                failed = True
                 since = self._last_beat
                 if since is not None and self._clock() - since > self.stale:
                     # The others stop counting on this row: no start until a beat lands.
@@ -196,6 +231,8 @@ class QuotaShare:
     def stop(self) -> None:
         """Leave: the row keeps this runner's window, so the others wait for it to age out."""
         self._done.set()
+        self._wake.set()
+        self.pacer.on_full = None
         if self._thread is not None:
             # A beat stuck on a warehouse that stopped answering: its row goes stale.
             self._thread.join(timeout=self.stale)

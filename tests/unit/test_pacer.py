@@ -229,3 +229,21 @@ def test_a_negative_limit_is_refused() -> None:
     pacer, _ = fake_pacer(limit=3, window=10.0)
     with pytest.raises(ValueError, match="must not be negative"):
         pacer.set_limit(-1)
+
+
+def test_a_sender_waiting_at_the_limit_says_so() -> None:
+    """A shared limit is raised on demand (state/peers.py): the pacer calls `on_full` when a
+    sender waits at its limit, and `take_full` tells a beat so once; a pause is no limit."""
+    pacer, clock = fake_pacer(limit=2, window=10.0)
+    calls: list[float] = []
+    pacer.on_full = lambda: calls.append(clock.now)
+    pacer.acquire()
+    pacer.acquire()
+    assert calls == [] and not pacer.take_full()
+    pacer.acquire()
+    assert calls and pacer.take_full() and not pacer.take_full()
+    calls.clear()
+    pacer.pause(5.0)
+    pacer.set_limit(10)
+    pacer.acquire()
+    assert calls == [] and not pacer.take_full()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,14 @@ import pytest
 
 from dbt_moengage.pacer import Pacer
 from dbt_moengage.state import StateKey, StateStore
-from dbt_moengage.state.peers import STALE_BEATS, Peer, QuotaShare, allowed, sharing_quota
+from dbt_moengage.state.peers import (
+    FIRST_CLAIM,
+    STALE_BEATS,
+    Peer,
+    QuotaShare,
+    allowed,
+    sharing_quota,
+)
 from dbt_moengage.warehouse.duckdb import DuckDBWarehouse
 
 LIMIT = 300
@@ -78,15 +86,57 @@ def state(tmp_path: Path) -> Iterator[DuckDBWarehouse]:
         yield engine
 
 
+FIRST = round(LIMIT * FIRST_CLAIM)
+
+
+class Waits(Exception):
+    """A sender would wait at its pacer's limit."""
+
+
+class Clock:
+    """The pacer's clock, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def waits(seconds: float) -> None:
+    raise Waits
+
+
 def runner(engine: DuckDBWarehouse, run_id: str) -> QuotaShare:
-    """A runner's share, beaten by hand (no thread), with a pacer of the real window."""
-    return QuotaShare(engine, KEY, run_id, Pacer(LIMIT), beat=2.0)
+    """A runner's share, beaten by hand (no thread), with a pacer of the real window on a
+    clock of its own."""
+    return QuotaShare(engine, KEY, run_id, Pacer(LIMIT, clock=Clock(), sleep=waits), beat=2.0)
 
 
 def fill(share: QuotaShare) -> None:
-    """Start as many requests as the runner's pacer lets in (none ages out in the test)."""
-    while share.pacer.in_window() < share.pacer.limit:
-        share.pacer.acquire()
+    """Start as many requests as the runner's pacer lets in; one more waits at its limit."""
+    with contextlib.suppress(Waits):
+        while True:
+            share.pacer.acquire()
+
+
+def age_out(share: QuotaShare) -> None:
+    """The runner's starts age out of its window."""
+    clock = share.pacer._clock
+    assert isinstance(clock, Clock)
+    clock.now += SPAN
+
+
+def ramp(share: QuotaShare) -> list[int]:
+    """Send at the claim and beat, until the claim stops rising; the claims it took."""
+    claims = [share.pacer.limit]
+    while True:
+        fill(share)
+        age_out(share)
+        share.beat()
+        if share.pacer.limit == claims[-1]:
+            return claims
+        claims.append(share.pacer.limit)
 
 
 def test_runners_joining_and_leaving_never_exceed_the_quota(state: DuckDBWarehouse) -> None:
@@ -123,26 +173,64 @@ def test_shares_settle_at_the_fair_share(state: DuckDBWarehouse) -> None:
     first = runner(state, "a")
     first.pacer.set_limit(0)
     first.beat()
-    assert first.pacer.limit == LIMIT and first.others == 0
+    # Alone, a runner claims a tenth of the quota, and twice its claim while it waits at it.
+    assert first.pacer.limit == FIRST and first.others == 0
+    assert ramp(first) == [FIRST, 2 * FIRST, 4 * FIRST, 8 * FIRST, LIMIT]
+    fill(first)
     second = runner(state, "b")
     second.pacer.set_limit(0)
     second.beat()
-    # The first runner's claim is the whole quota until it beats.
+    # The first runner's claim and window are the whole quota until it beats.
     assert second.pacer.limit == 0 and second.others == 1
     first.beat()
+    assert first.pacer.limit == LIMIT // 2 and first.others == 1
     second.beat()
-    assert (first.pacer.limit, second.pacer.limit) == (150, 150)
-    assert first.others == second.others == 1
-    # The first leaves with an empty window: the second takes it all at its next beat.
+    assert second.pacer.limit == 0
+    # Once the first's window drains, the second takes its half as it needs it.
+    age_out(first)
+    first.beat()
+    # Idle now, the first claims its first claim again.
+    assert first.pacer.limit == FIRST
+    second.beat()
+    assert second.pacer.limit == FIRST
+    assert ramp(second)[-1] == LIMIT // 2
+    # The first leaves with an empty window: the second may take it all.
     first.stop()
     second.beat()
-    assert second.pacer.limit == LIMIT and second.others == 0
+    assert second.ceiling == LIMIT and second.others == 0
+    assert ramp(second)[-1] == LIMIT
+
+
+def test_a_runner_claims_what_it_uses(state: DuckDBWarehouse) -> None:
+    """A run sending a few requests holds a few of the quota: were it killed, the next run
+    would wait for those, not for the whole quota to age out."""
+    small = runner(state, "a")
+    small.pacer.set_limit(0)
+    small.beat()
+    for _ in range(FIRST // 2):
+        small.pacer.acquire()
+    small.beat()
+    assert small.claim == FIRST and small.pacer.in_window() == FIRST // 2
+    # It dies without leaving: its row keeps its claim until it is stale and ages out.
+    nxt = runner(state, "b")
+    nxt.pacer.set_limit(0)
+    nxt.beat()
+    assert nxt.ceiling == LIMIT // 2
+    assert ramp(nxt)[-1] == LIMIT // 2
+    # Alone once the dead run's row is stale: the whole quota less its claim.
+    state.conn.execute(
+        "update main.moengage_quota_peers set heartbeat_at = heartbeat_at - "
+        f"to_seconds(cast({STALE_BEATS * 2.0 + 1} as double)) where run_id = 'a'"
+    )
+    nxt.beat()
+    assert nxt.others == 0 and nxt.ceiling == LIMIT - FIRST
 
 
 def test_a_row_not_beaten_for_long_is_forgotten(state: DuckDBWarehouse) -> None:
     first = runner(state, "a")
     first.pacer.set_limit(0)
     first.beat()
+    ramp(first)
     second = runner(state, "b")
     second.pacer.set_limit(0)
     second.beat()
@@ -154,7 +242,7 @@ def test_a_row_not_beaten_for_long_is_forgotten(state: DuckDBWarehouse) -> None:
         f"to_seconds(cast({late} as double)) where run_id = 'a'"
     )
     second.beat()
-    assert second.pacer.limit == LIMIT and second.others == 0
+    assert second.ceiling == LIMIT and second.others == 0
 
 
 def test_the_row_records_the_claim_and_the_window(state: DuckDBWarehouse) -> None:
@@ -166,12 +254,12 @@ def test_the_row_records_the_claim_and_the_window(state: DuckDBWarehouse) -> Non
     rows = state.conn.execute(
         "select run_id, share, in_window, ended_at is null from main.moengage_quota_peers"
     ).fetchall()
-    assert rows == [("a", LIMIT, LIMIT, True)]
+    assert rows == [("a", 2 * FIRST, FIRST, True)]
     share.stop()
     rows = state.conn.execute(
         "select share, in_window, ended_at is not null from main.moengage_quota_peers"
     ).fetchall()
-    assert rows == [(0, LIMIT, True)]
+    assert rows == [(0, FIRST, True)]
 
 
 class SharingDuckDB(DuckDBWarehouse):
@@ -196,13 +284,13 @@ def test_a_run_joins_before_its_first_request_and_leaves_at_the_end(tmp_path: Pa
             # Nothing sent yet: no row, so a run with nothing to send writes none.
             assert peer_rows(engine) == []
             pacer.acquire()
-            assert peer_rows(engine) == [("a", LIMIT, False)]
+            assert peer_rows(engine) == [("a", FIRST, False)]
         assert peer_rows(engine) == [("a", 0, True)]
-        # A second run beside an ended one, whose request is still in the window.
+        # A second run beside the ended one claims what it uses, from its first claim.
         pacer = Pacer(LIMIT)
         with sharing_quota(engine, KEY, "b", pacer, lambda *c: changes.append(c), errors.append):
             pacer.acquire()
-            assert pacer.limit == LIMIT - 1
+            assert pacer.limit == FIRST
     assert errors == [] and changes == []
 
 
