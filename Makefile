@@ -41,12 +41,14 @@ check: $(STAMP)
 	$(BIN)/ruff format --check dbt_moengage tests bench
 	$(BIN)/mypy
 
-# Everything, as CI runs it: the unit tier (tests/unit) and the end-to-end tier (tests/e2e:
+# Every test, as CI runs them: the unit tier (tests/unit) and the end-to-end tier (tests/e2e:
 # real dbt builds, the emulator over loopback, a real PostgreSQL server, fakesnow), in
 # TEST_WORKERS processes (pytest-xdist), each test module whole in one of them, so a module's
-# dbt build is made once.
+# dbt build is made once. The two venvs are made side by side on a fresh clone. Lint and
+# types are `make check`, which CI runs too.
 TEST_WORKERS ?= 3
-test: check $(BQ_STAMP)
+test:
+	$(MAKE) --no-print-directory -j2 $(STAMP) $(BQ_STAMP)
 	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # The inner loop: the unit tier alone, under a minute.
