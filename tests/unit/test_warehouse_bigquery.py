@@ -22,6 +22,7 @@ from dbt_moengage.cohorts import CohortSpec
 from dbt_moengage.errors import Interrupted
 from dbt_moengage.state.schema import ALIASES, STATE_COLUMNS, StateKey
 from dbt_moengage.state.store import StateStore
+from dbt_moengage.warehouse import bigquery as bigquery_module
 from dbt_moengage.warehouse.bigquery import (
     SQL,
     STATE_TYPES,
@@ -238,13 +239,14 @@ def test_the_lock_is_taken_through_conflicts() -> None:
     assert sum("merge" in sql.lower() for sql, _ in client.jobs) == 3
 
 
-def test_other_errors_and_exhausted_retries_are_raised() -> None:
+def test_other_errors_and_exhausted_retries_are_raised(monkeypatch: pytest.MonkeyPatch) -> None:
     sleeps: list[float] = []
     retry = DmlRetry(attempts=3, sleep=sleeps.append)
+    # The jitter (x0.5 to x1.5) at its middle: the pauses are the steps, which double.
+    monkeypatch.setattr(bigquery_module.random, "random", lambda: 0.5)
     with pytest.raises(api_errors.BadRequest):
         retry.run(lambda: (_ for _ in ()).throw(api_errors.BadRequest(CONFLICT)))
-    assert len(sleeps) == 2
-    assert sleeps[1] > sleeps[0] * 0.9
+    assert sleeps == [DmlRetry.first_pause, 2 * DmlRetry.first_pause]
     calls = []
 
     def not_a_conflict() -> None:
