@@ -40,7 +40,7 @@ _DESTINATION_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,39}$")
 DEFAULT_UID_COLUMN = "uid"
 MAX_COHORT_ID_LENGTH = 255
 # MoEngage drops uids it does not know yet; members are sent again this long after their
-# last acceptance, so a user whose profile appears later still joins (README: re-sends).
+# last acceptance, so a user whose profile appears later still joins (docs/configuration.md).
 DEFAULT_RESEND_AFTER = 7 * 86_400
 DEFAULT_MAX_REMOVE_FRACTION = 0.5
 # A notification's `size_changed` when the model's distinct uids move by more than this

@@ -31,7 +31,7 @@ from rich.text import Text
 from .results import DRY_RUN, SYNCED, CohortResult, RunReport, byte_size
 
 LOG_FORMATS = ("auto", "text", "json")
-# The exit code of a run that could not start (see README "Exit codes").
+# The exit code of a run that could not start (see docs/operations.md, "Exit codes").
 EXIT_CONFIG = 2
 DEFAULT_INTERVAL = 10.0
 RATE_WINDOW_SECONDS = 60.0

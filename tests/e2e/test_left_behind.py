@@ -3,8 +3,8 @@ built and synced through the emulator; a mirror model is then renamed, so its de
 cohort_id changes, and rebuilt with `dbt-moengage build`. `build`, `sync`, `validate
 --warehouse` and `status` name the old cohort, its members, the model that last synced it,
 and the new cohort_id now sending its name; cohorts of the project left out by --select are
-never named; nothing fails on its account. Then the README's two ways out: pin the old
-cohort_id, or retire the segment and delete its state rows."""
+never named; nothing fails on its account. Then the two ways out docs/configuration.md
+gives: pin the old cohort_id, or retire the segment and delete its state rows."""
 
 from __future__ import annotations
 
@@ -186,7 +186,7 @@ def test_a_renamed_model_leaves_its_cohort_behind_and_every_command_names_it(
     assert "left behind" in row and "30" in row
     assert named(table.stdout, OLD)
 
-    # Way out 1 (README): pin the old cohort_id in the renamed model. The old segment
+    # Way out 1 (docs/configuration.md): pin the old cohort_id in the renamed model. The old segment
     # syncs again from its state (nothing re-added); now the new id is the one left behind.
     pin = "{'cohort_name': 'VIP Users', 'mode': 'mirror', 'cohort_id': 'vip_users'}"
     write_model(project, NEW, pin, 31, users=OLD)
@@ -201,7 +201,7 @@ def test_a_renamed_model_leaves_its_cohort_behind_and_every_command_names_it(
     assert named(warning, NEW) and "holds 30 members" in warning
     assert "Its cohort_name 'VIP Users' is now used by cohort_id 'vip_users'" in warning
 
-    # Way out 2 (README): the new segment is retired; delete its state rows.
+    # Way out 2 (docs/configuration.md): the new segment is retired; delete its state rows.
     with duckdb.connect(str(project / "renames.duckdb")) as conn:
         for table_name in ("moengage_cohort_members", "moengage_cohorts"):
             conn.execute(f"delete from main.{table_name} where cohort_id = ?", [NEW])

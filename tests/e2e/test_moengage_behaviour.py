@@ -602,7 +602,7 @@ def test_missing_credentials_exit_2_in_validate_and_sync(project: BuiltProject) 
 def test_a_model_block_replaces_the_folder_block_and_anchors_share_keys(
     tmp_path: Path,
 ) -> None:
-    # The README's pattern, parsed by dbt itself: dbt merges meta one level deep.
+    # The pattern docs/configuration.md gives, parsed by dbt itself: dbt merges meta one level deep.
     (tmp_path / "models" / "f").mkdir(parents=True)
     (tmp_path / "dbt_project.yml").write_text(
         "name: shallow\nversion: '1.0'\nconfig-version: 2\nprofile: shallow\n"
