@@ -84,15 +84,20 @@ def test_a_failed_write_is_raised_to_every_caller_in_its_group() -> None:
 
 def test_every_uid_is_written_exactly_once_under_contention() -> None:
     written: list[str] = []
+    calls = 0
     lock = threading.Lock()
 
     def write(uids: list[str]) -> None:
+        nonlocal calls
         with lock:
             written.extend(uids)
+            calls += 1
 
     commits = GroupCommit(write)
     with ThreadPoolExecutor(8) as pool:
         for future in [pool.submit(commits.record, [f"u{i}"]) for i in range(2_000)]:
             future.result(timeout=30)
     assert sorted(written) == sorted(f"u{i}" for i in range(2_000))
-    assert commits.writes <= 2_000
+    # How many writes grouping saved depends on timing (the test above pins it down); the
+    # count the run reports is the writes made.
+    assert commits.writes == calls
