@@ -12,13 +12,10 @@ export MOENGAGE_API_KEY ?= demo-api-key-not-secret
 
 setup: $(STAMP)
 
-# --no-compile: Python compiles a module when it is first imported; compiling every module
-# of dbt and the adapters at install took a third of the install's time.
-
 $(STAMP): pyproject.toml constraints-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --no-compile -c constraints-dev.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints-dev.txt -e '.[dev]'
 	touch $(STAMP)
 
 # The BigQuery emulator (bqemulator, REST and gRPC over DuckDB) in a venv of its own: it needs
@@ -33,7 +30,7 @@ bq-emulator: $(BQ_STAMP)
 $(BQ_STAMP): constraints-dev.txt
 	$(PYTHON) -m venv $(BQ_VENV)
 	$(BQ_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(BQ_VENV)/bin/python -m pip install --quiet --no-compile -c constraints-dev.txt bqemulator 'duckdb>=1.5,<2' numpy
+	$(BQ_VENV)/bin/python -m pip install --quiet -c constraints-dev.txt bqemulator 'duckdb>=1.5,<2' numpy
 	touch $(BQ_STAMP)
 
 demo: $(STAMP)
