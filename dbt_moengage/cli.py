@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-from . import __version__
+from . import __version__, selection
 from .errors import ConfigError, MoEngageSyncError
 from .exposures import ExposureUpdate, default_owner, update_exposures
 from .interrupt import stop_dbt_on_signals, stop_on_signals
@@ -234,15 +234,7 @@ def build(
     """
     from dbt.cli.main import dbtRunner
 
-    args = ["build", "--project-dir", str(project_dir)]
-    if profiles_dir is not None:
-        args += ["--profiles-dir", str(profiles_dir)]
-    if target:
-        args += ["--target", target]
-    if profile:
-        args += ["--profile", profile]
-    if vars:
-        args += ["--vars", vars]
+    args = selection.dbt_args("build", project_dir, profiles_dir, target, profile, vars)
     # In JSON mode stdout is the event stream: dbt's own log lines go to stderr.
     dbt_out = sys.stderr if log_format == "json" else sys.stdout
     outcome = None

@@ -34,7 +34,6 @@ from .errors import (
     DestinationError,
     Interrupted,
     MoEngageSyncError,
-    RateLimited,
     RequestRejected,
     StreamStopped,
     TransientError,
@@ -56,6 +55,8 @@ LOCATION_SHOWN = 120
 # At most this much of an answer's body is read: MoEngage answers in a few hundred bytes,
 # and an error page of gigabytes must not fill the memory (the rest is never read).
 BODY_READ = 64 * 1024
+# No whole answer (retry.NO_ANSWER), or a header requests cannot decode.
+_NO_ANSWER: tuple[type[Exception], ...] = (*retry.NO_ANSWER, UnicodeError)
 _FIX_URL = "fix MOENGAGE_BASE_URL or MOENGAGE_DATA_CENTER"
 _STOPPED = "no further requests were sent to it"
 
@@ -319,7 +320,7 @@ class MoEngageClient:
                 ) as response:
                     # Read under the deadline: a body that trickles is cut off with the rest.
                     body, more = read_start(response, BODY_READ)
-            except (requests.RequestException, urllib3.exceptions.HTTPError, UnicodeError) as exc:
+            except _NO_ANSWER as exc:
                 if deadline.expired:
                     raise TransientError(
                         f"no complete answer from {_host(self.settings.base_url)} within "
@@ -346,11 +347,12 @@ class MoEngageClient:
                 f"name the API host itself; {_STOPPED}"
             )
         detail = self._detail(answer)
-        if status == 429:
-            retry_after = retry.retry_after(response.headers.get("Retry-After"))
-            raise RateLimited(f"HTTP 429 rate limited: {detail}", retry_after)
-        if status >= 500 or status == 408:
-            raise TransientError(f"HTTP {status}: {detail}")
+        problem = (
+            f"HTTP 429 rate limited: {detail}" if status == 429 else f"HTTP {status}: {detail}"
+        )
+        error = retry.answer_error(status, problem, response.headers.get("Retry-After"))
+        if error is not None:
+            raise error
         if status in (401, 403):
             raise WorkspaceFatal(
                 f"MoEngage answered HTTP {status} for workspace "

@@ -37,7 +37,6 @@ from dataclasses import replace as with_fields
 from typing import Any
 
 import requests
-import urllib3.exceptions
 from urllib3.util import parse_url
 
 from . import __version__, retry
@@ -47,7 +46,6 @@ from .deadline import DeadlineAdapter, within
 from .errors import (
     Interrupted,
     NotificationFailed,
-    RateLimited,
     SettingsError,
     TransientError,
     WarehouseError,
@@ -466,7 +464,7 @@ def _post_once(
                 # Only the start of a refusal is read, to be shown; of an acceptance, nothing.
                 refused = not 200 <= status < 300
                 start = read_start(response, ANSWER_CHARS * 4)[0] if refused else b""
-        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+        except retry.NO_ANSWER as exc:
             if stop.is_set():
                 raise Interrupted("the run was interrupted") from None
             if deadline.expired:
@@ -478,10 +476,9 @@ def _post_once(
     if 200 <= status < 300:
         return
     problem = f"HTTP {status}"
-    if status == 429:
-        raise RateLimited(problem, retry.retry_after(retry_after))
-    if status >= 500 or status == 408:
-        raise TransientError(problem)
+    error = retry.answer_error(status, problem, retry_after)
+    if error is not None:
+        raise error
     said = _answer(start.decode("utf-8", "replace"), url)
     raise NotificationFailed(
         f"the notification receiver {settings.receiver} answered {problem}"

@@ -1,4 +1,5 @@
-"""The runner's one retry policy, used by every HTTP client it has (MoEngage, dbt Cloud).
+"""The runner's one retry policy, used by every HTTP client it has (MoEngage, the
+notifications, dbt Cloud), and the one table of what is worth another attempt.
 
 Tenacity, retrying only `TransientError` (429, 5xx, dropped connections, timeouts: the
 callers map their failures to it), so retrying is decided by type, never by message text.
@@ -15,6 +16,8 @@ import threading
 import time
 from collections.abc import Callable
 
+import requests
+import urllib3.exceptions
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -26,7 +29,7 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from .errors import RateLimited, is_transient
+from .errors import RateLimited, TransientError, is_transient
 
 # The longest Retry-After honoured: a server asking for a day is waited for 5 minutes.
 MAX_RETRY_AFTER = 300.0
@@ -203,4 +206,34 @@ def retry_after(value: str | None, now: Callable[[], float] = time.time) -> floa
     return max(0.0, when.timestamp() - now())
 
 
-__all__ = ["MAX_RETRY_AFTER", "Budget", "RetryAfterWait", "policy", "retry_after"]
+# What a request through `requests` raises when no whole answer came (refused, reset, timed
+# out, cut off): every client maps these to TransientError, or to Interrupted when stopped.
+NO_ANSWER: tuple[type[Exception], ...] = (
+    requests.RequestException,
+    urllib3.exceptions.HTTPError,
+)
+
+
+def answer_error(
+    status: int, problem: str, retry_after_header: str | None, also: tuple[int, ...] = ()
+) -> TransientError | None:
+    """The error of an HTTP answer worth another attempt, as every client reads it: 429
+    (RateLimited, with its Retry-After), 408 and 5xx, and the caller's `also` (dbt Cloud's
+    404 before a run's artifacts are published). None for any other status: what those mean
+    is the caller's to say."""
+    if status == 429:
+        return RateLimited(problem, retry_after(retry_after_header))
+    if status >= 500 or status == 408 or status in also:
+        return TransientError(problem)
+    return None
+
+
+__all__ = [
+    "MAX_RETRY_AFTER",
+    "NO_ANSWER",
+    "Budget",
+    "RetryAfterWait",
+    "answer_error",
+    "policy",
+    "retry_after",
+]

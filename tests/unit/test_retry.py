@@ -4,8 +4,8 @@ acceptance, and once spent stays spent."""
 
 from __future__ import annotations
 
-from dbt_moengage.errors import TransientError
-from dbt_moengage.retry import Budget, policy
+from dbt_moengage.errors import RateLimited, TransientError
+from dbt_moengage.retry import Budget, answer_error, policy
 
 
 class Clock:
@@ -73,3 +73,16 @@ def test_no_wait_is_begun_that_would_end_past_the_budget_and_spent_stays_spent()
     assert budget.spent
     budget.accepted()
     assert budget.spent  # a request still in flight answering cannot undo it
+
+
+def test_one_table_of_answers_worth_another_attempt() -> None:
+    """Every HTTP client (MoEngage, notifications, dbt Cloud) reads statuses through it."""
+    limited = answer_error(429, "HTTP 429", "7")
+    assert isinstance(limited, RateLimited) and limited.retry_after == 7.0
+    for status in (408, 500, 502, 503, 599):
+        error = answer_error(status, f"HTTP {status}", None)
+        assert type(error) is TransientError and str(error) == f"HTTP {status}"
+    for status in (200, 400, 401, 403, 404, 413, 415):
+        assert answer_error(status, "", None) is None
+    # A caller's own: dbt Cloud answers 404 before a run's artifacts are published.
+    assert type(answer_error(404, "HTTP 404", None, also=(404,))) is TransientError

@@ -20,7 +20,6 @@ from pathlib import Path
 from urllib.parse import quote
 
 import requests
-import urllib3.exceptions
 
 from ... import __version__, retry
 from ...deadline import DeadlineAdapter, within
@@ -28,7 +27,6 @@ from ...errors import (
     ArtifactError,
     ArtifactsUnavailable,
     Interrupted,
-    RateLimited,
     TransientError,
 )
 from ...interrupt import when_stopped
@@ -124,7 +122,7 @@ def _download(
                 if status == 200:
                     _save(response, url, path)
                     return
-        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+        except retry.NO_ANSWER as exc:
             if stop.is_set():
                 raise Interrupted(f"GET {url} cut off: the receiver is stopping") from None
             if deadline.expired:
@@ -132,11 +130,10 @@ def _download(
             # Messages of requests' errors may quote the URL or headers: only the type is shown.
             raise TransientError(type(exc).__name__) from None
     problem = f"HTTP {status}"
-    if status == 429:
-        raise RateLimited(problem, retry.retry_after(response.headers.get("Retry-After")))
     # 404: dbt Cloud may answer the webhook before the run's artifacts are published.
-    if status >= 500 or status in (404, 408):
-        raise TransientError(problem)
+    error = retry.answer_error(status, problem, response.headers.get("Retry-After"), also=(404,))
+    if error is not None:
+        raise error
     if status in (401, 403):
         raise ArtifactError(
             f"GET {url} answered {problem}: check DBT_CLOUD_API_TOKEN (a service token with "
