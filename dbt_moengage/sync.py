@@ -682,8 +682,13 @@ class CohortSync:
             resent = self._resent
         if not (resent or self._uncompacted):
             return
-        with contextlib.suppress(WarehouseError):
+        try:
             self.state.compact(self.spec, self.key, self.run_id, everyone=self._uncompacted)
+        except WarehouseError as exc:
+            self.progress.message(
+                f"model '{self.spec.model}': the state keeps older rows of the uids this run "
+                f"re-sent, which the next run deletes ({exc})"
+            )
 
     def _billed(self) -> int | None:
         """Bytes the warehouse billed for the cohort's jobs in this run so far; None where
@@ -873,10 +878,15 @@ class CohortSync:
             again = None
         if not r.planned_add and again is None:
             return iter(())
-        return self._bodies(ADD, resend=again)
+        # The plan counted the snapshot's new uids: with none, their anti-join is not run.
+        return self._bodies(ADD, resend=again, new=bool(r.planned_add))
 
     def _bodies(
-        self, action: str, everyone: bool = False, resend: Change | None = None
+        self,
+        action: str,
+        everyone: bool = False,
+        resend: Change | None = None,
+        new: bool = True,
     ) -> Iterable[Body]:
         packer = BodyPacker(
             action=ADD if action == ADD else REMOVE,
@@ -888,7 +898,9 @@ class CohortSync:
         )
         self._packers[action] = packer
         kind = Change.LEFT if action == REMOVE else Change.EVERYONE if everyone else Change.NEW
-        stream = self.state.stream(self.spec, self.key, kind, now=self.now)
+        stream: Iterable[list[str]] = (
+            self.state.stream(self.spec, self.key, kind, now=self.now) if new else iter(())
+        )
         if resend is None:
             return packer.pack(stream)
         again = self.state.stream(self.spec, self.key, resend, now=self.now)

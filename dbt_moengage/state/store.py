@@ -345,9 +345,9 @@ class StateStore:
         where = (*key.params, cohort.cohort_id)
         # The run's own rows first, by run id: they win over any older row whatever its
         # synced_at says (another runner's clock may run ahead of this one's).
-        self.engine.run("compact_run", (*where, run_id, *where, run_id))
+        self.engine.compact_state(where, run_id)
         if everyone:
-            self.engine.run("compact_members", (*where, *where))
+            self.engine.compact_state(where, None)
 
     def record_removed(self, cohort: CohortSpec, key: StateKey, uids: Sequence[str]) -> None:
         """One bulk delete per accepted request."""

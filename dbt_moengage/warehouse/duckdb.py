@@ -23,7 +23,7 @@ from .. import uids
 from ..cohorts import CohortSpec
 from ..errors import LockTimeout, ProfileError, RelationMissing, WarehouseError
 from ..state.locks import HeldLock, row_lock
-from ..state.schema import STATE_TABLES, StateKey, state_ddl
+from ..state.schema import MEMBERS, STATE_TABLES, StateKey, state_ddl
 from ..state.sql import STATE_SQL
 from .engine import (
     BLANK_UID,
@@ -123,7 +123,31 @@ SQL: dict[str, str] = {
     ),
     "json_uids": """select unnest(from_json(?, '["varchar"]')) as uid""",
     "clear_locks": "delete from {locks}",
+    # Compaction in windows of rows (DuckDBWarehouse.compact_state): the uids whose older
+    # rows go, kept first in a temporary table of the connection, then each window's delete.
+    "compact_run_uids": """
+        create or replace temp table moengage_compact as
+        select uid from {members}
+        where endpoint = ? and workspace_id = ? and cohort_id = ? and run_id = ?""",
+    "compact_run_window": """
+        delete from {members} where endpoint = ? and workspace_id = ? and cohort_id = ?
+            and run_id <> ? and rowid >= ? and rowid < ?
+            and uid in (select uid from moengage_compact)""",
+    "compact_members_uids": """
+        create or replace temp table moengage_compact as
+        select uid, max(synced_at) as newest from {members}
+        where endpoint = ? and workspace_id = ? and cohort_id = ?
+        group by 1 having count(*) > 1""",
+    "compact_members_window": """
+        delete from {members} d using moengage_compact n
+        where d.endpoint = ? and d.workspace_id = ? and d.cohort_id = ?
+            and d.rowid >= ? and d.rowid < ? and d.uid = n.uid and d.synced_at < n.newest""",
 }
+# Rows of the members table one compaction statement may touch before a checkpoint. DuckDB
+# keeps a deleted row's version (16 KB for each 2,048-row vector it touches) in memory until
+# a checkpoint; a run's re-sends spread over every vector of a 10M-member state passed the
+# 96MB cap in one statement (about 90MB of versions). A window of 1M rows holds about 8MB.
+COMPACT_WINDOW_ROWS = 1_000_000
 
 
 class DuckDBWarehouse(Engine):
@@ -296,6 +320,37 @@ class DuckDBWarehouse(Engine):
     def create_snapshot(self, table: str, select: str) -> list[str]:
         """`create temp table`: DuckDB spills it to disk past the memory limit."""
         return [f"create temp table {table} as {select}"]
+
+    def compact_state(self, where: Sequence[Any], run_id: str | None) -> None:
+        """Engine.compact_state in windows of COMPACT_WINDOW_ROWS rows, each followed by a
+        checkpoint, so the delete versions DuckDB holds stay under its memory cap. The
+        windows go from the last rows to the first: a checkpoint may merge the row groups
+        a window emptied, moving the rows after it to lower rowids, never those before."""
+        which = "compact_members" if run_id is None else "compact_run"
+        prepare = (*where,) if run_id is None else (*where, run_id)
+        window = (*where,) if run_id is None else (*where, run_id)
+        with self.statements:
+            cursor = self.conn.cursor()
+            try:
+                cursor.execute(self.format(f"{which}_uids"), prepare)
+                members = self.state_table(MEMBERS)
+                (last,) = cursor.execute(f"select max(rowid) from {members}").fetchone()
+                start = -1 if last is None else last - last % COMPACT_WINDOW_ROWS
+                while start >= 0:
+                    end = start + COMPACT_WINDOW_ROWS
+                    cursor.execute(self.format(f"{which}_window"), (*window, start, end))
+                    # Not possible while another connection has a transaction open: the
+                    # versions then wait for a later checkpoint, as they always did.
+                    with contextlib.suppress(duckdb.Error):
+                        cursor.execute("checkpoint")
+                    start -= COMPACT_WINDOW_ROWS
+                cursor.execute("drop table if exists moengage_compact")
+            except duckdb.Error as exc:
+                raise WarehouseError(
+                    f"{which.replace('_', ' ')} failed: {self.explain(exc)}"
+                ) from None
+            finally:
+                cursor.close()
 
     def lock_alive(self, key: StateKey, cohort_id: str, run_id: str) -> bool:
         """No: a sync holds the database file for writing while it runs, so a process that

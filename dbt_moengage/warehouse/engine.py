@@ -243,6 +243,14 @@ class Engine(ABC):
         row = self.one("lock_alive", params, None, extra)
         return row is not None and int(row[0] or 0) > 0
 
+    def compact_state(self, where: Sequence[Any], run_id: str | None) -> None:
+        """Delete the member rows newer ones supersede, of the cohort `where` names: those
+        of the uids run `run_id` wrote, or (`run_id` None) every uid's (StateStore.compact)."""
+        if run_id is None:
+            self.run("compact_members", (*where, *where))
+        else:
+            self.run("compact_run", (*where, run_id, *where, run_id))
+
     @abstractmethod
     def close(self) -> None:
         """Close the connection (and any the engine opened beside it)."""

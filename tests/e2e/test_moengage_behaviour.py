@@ -23,7 +23,8 @@ import pytest
 
 from dbt_moengage.report.progress import Progress, result_text
 from dbt_moengage.report.results import stacked_summary
-from dbt_moengage.state import SCHEMA_VERSION
+from dbt_moengage.state import SCHEMA_VERSION, StateStore
+from dbt_moengage.state.store import Change
 from dbt_moengage.sync import SyncOptions, discover_cohorts, run_sync, validate
 from dbt_moengage.testing.emulator import Emulator, EmulatorConfig
 
@@ -311,6 +312,28 @@ def in_process(project: BuiltProject, emulator: Emulator, **options: Any) -> Syn
         environ=sync_env(project, emulator),
         **options,
     )
+
+
+def test_a_run_with_only_resends_due_runs_no_anti_join_for_new_uids(
+    project: BuiltProject, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plan counted no new uid: the run streams the re-sends alone, not the model
+    against the state again for nothing (about a sixth of a 10M re-send run on DuckDB)."""
+    select = {"select": (HIGH,)}
+    assert run_sync(in_process(project, emulator, **select)).ok
+    age_state(project, 30 * 86_400)
+    streamed: list[Change] = []
+    real = StateStore.stream
+
+    def stream(self: StateStore, cohort: Any, key: Any, change: Change, **kw: Any) -> Any:
+        streamed.append(change)
+        return real(self, cohort, key, change, **kw)
+
+    monkeypatch.setattr(StateStore, "stream", stream)
+    done = {r.model: r for r in run_sync(in_process(project, emulator, **select)).results}[HIGH]
+    assert done.added == 0 and done.resent == len(project.expected_members(HIGH))
+    assert streamed == [Change.DUE]
+    assert emulator.members(HIGH) == project.expected_members(HIGH)
 
 
 def test_a_rename_dry_run_counts_the_members_it_resends(
