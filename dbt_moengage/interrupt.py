@@ -46,9 +46,13 @@ class Stop:
     at: float | None = None
 
 
-def stop_on_signals() -> contextlib.AbstractContextManager[Stop]:
-    """Handle SIGINT and SIGTERM as above while the block runs (main thread only)."""
-    return _on_signals("finishing the requests in flight, then reporting", interrupt=False)
+def stop_on_signals(
+    says: str = "finishing the requests in flight, then reporting",
+) -> contextlib.AbstractContextManager[Stop]:
+    """Handle SIGINT and SIGTERM as above while the block runs (main thread only): the
+    first says `says` and sets `Stop.event`, for the block to look at; a second exits at
+    once."""
+    return _on_signals(says, interrupt=False)
 
 
 def stop_dbt_on_signals() -> contextlib.AbstractContextManager[Stop]:
@@ -58,13 +62,6 @@ def stop_dbt_on_signals() -> contextlib.AbstractContextManager[Stop]:
     return _on_signals(
         "dbt build stopped (dbt cancels its queries); nothing is synced", interrupt=True
     )
-
-
-def interrupt_on_signals(says: str) -> contextlib.AbstractContextManager[Stop]:
-    """While the block runs (main thread only), the first SIGINT or SIGTERM says `says` and
-    raises KeyboardInterrupt in the main thread, for the block to stop as it sees fit (the
-    dbt Cloud receiver); a second exits at once."""
-    return _on_signals(says, interrupt=True)
 
 
 @contextlib.contextmanager

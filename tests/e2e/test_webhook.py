@@ -47,7 +47,7 @@ from dbt_moengage.report import RunReport
 from dbt_moengage.report.progress import Progress
 from dbt_moengage.settings import Secret
 from dbt_moengage.sync import SyncOptions, run_sync
-from dbt_moengage.testing.emulator import Emulator
+from dbt_moengage.testing.emulator import Emulator, Faults
 
 from ..conftest import API_KEY, COHORTS, BuiltProject, sync_env
 from ..http_receiver import serving
@@ -756,10 +756,13 @@ def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
     return False
 
 
-def test_serve_webhook_command_end_to_end(
-    project: BuiltProject, emulator: Emulator, cloud: CloudApi, tmp_path: Path
-) -> None:
-    publish_run(cloud, project, "9201", tmp_path)
+@contextlib.contextmanager
+def receiver_process(
+    project: BuiltProject, emulator: Emulator, cloud: CloudApi, tmp_path: Path, **extra: str
+) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
+    """`dbt-moengage serve-webhook` in a process of its own, healthy; its process, URL and
+    log. Ended by SIGTERM if still running at the block's end; one that does not exit is
+    made to print where each thread is (SIGABRT) into the failure."""
     port = free_port()
     env = {
         **sync_env(project, emulator),
@@ -767,8 +770,8 @@ def test_serve_webhook_command_end_to_end(
         "DBT_CLOUD_API_TOKEN": CLOUD_TOKEN,
         "DBT_CLOUD_HOST": cloud.url,
         "DBT_CLOUD_ACCOUNT_ID": ACCOUNT,
-        # A receiver that does not stop is made to print where each thread is (SIGABRT).
         "PYTHONFAULTHANDLER": "1",
+        **extra,
     }
     env.pop("DBT_TARGET_PATH")
     command = [sys.executable, "-m", "dbt_moengage", "serve-webhook"]
@@ -780,33 +783,42 @@ def test_serve_webhook_command_end_to_end(
         server = subprocess.Popen(
             [*command, *args], env=env, stdout=log_out, stderr=subprocess.STDOUT, cwd=tmp_path
         )
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        # Until the state in the warehouse is open, the bound port accepts and waits.
+        try:
+            return requests.get(url + "/healthz", timeout=1).status_code == 200
+        except (requests.ConnectionError, requests.Timeout):
+            return False
+
     try:
-        url = f"http://127.0.0.1:{port}"
-
-        def healthy() -> bool:
-            # Until the state in the warehouse is open, the bound port accepts and waits.
-            try:
-                return requests.get(url + "/healthz", timeout=1).status_code == 200
-            except (requests.ConnectionError, requests.Timeout):
-                return False
-
         assert wait_for(healthy, 60), log_file.read_text()
+        yield server, url, log_file
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.send_signal(signal.SIGABRT)
+            server.wait(timeout=30)
+            raise AssertionError("no exit 60 s after SIGTERM\n" + log_file.read_text()) from None
+
+
+def test_serve_webhook_command_end_to_end(
+    project: BuiltProject, emulator: Emulator, cloud: CloudApi, tmp_path: Path
+) -> None:
+    publish_run(cloud, project, "9201", tmp_path)
+    with receiver_process(project, emulator, cloud, tmp_path) as (server, url, log_file):
         body = event("9201")
         answer = requests.post(url, data=body, headers={"Authorization": sign(body)}, timeout=5)
         assert answer.status_code == 200 and answer.json()["status"] == "queued"
         forged = requests.post(url, data=body, headers={"Authorization": "0" * 64}, timeout=5)
         assert forged.status_code == 401
         assert wait_for(lambda: "exit 0; report" in log_file.read_text(), 300), log_file.read_text()
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            returncode = server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.send_signal(signal.SIGABRT)
-            server.wait(timeout=30)
-            raise AssertionError("no exit 60 s after SIGTERM\n" + log_file.read_text()) from None
     log = log_file.read_text()
-    assert returncode == 0, log
+    assert server.returncode == 0, log
     assert "dbt Cloud run 9201 (job 123, Success): 4 synced; exit 0" in log
     for cohort_id in COHORTS:
         assert emulator.members(cohort_id) == project.expected_members(cohort_id), cohort_id
@@ -814,6 +826,59 @@ def test_serve_webhook_command_end_to_end(
         assert secret not in log
     reports = list((tmp_path / "work").glob("run-9201-*/moengage_sync_results.json"))
     assert len(reports) == 1
+
+
+# Small bodies, one at a time, each answered in 0.3 s: a sync of about 10 s to stop.
+SLOW_SYNC = {"MOENGAGE_MAX_BODY_BYTES": "2000", "MOENGAGE_MAX_IN_FLIGHT": "1"}
+
+
+def test_serve_webhook_stopped_mid_sync_finishes_the_sync_then_exits(
+    project: BuiltProject, emulator: Emulator, cloud: CloudApi, tmp_path: Path
+) -> None:
+    """SIGTERM while a run syncs: the receiver takes no more events, the sync finishes,
+    then it exits 0."""
+    emulator.set_faults(Faults(slow_rate=1.0, slow_seconds=0.3))
+    publish_run(cloud, project, "9301", tmp_path)
+    with receiver_process(project, emulator, cloud, tmp_path, **SLOW_SYNC) as (
+        server,
+        url,
+        log_file,
+    ):
+        body = event("9301")
+        answer = requests.post(url, data=body, headers={"Authorization": sign(body)}, timeout=5)
+        assert answer.status_code == 200
+        assert wait_for(lambda: len(emulator.requests()) >= 1, 120), log_file.read_text()
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=120) == 0, log_file.read_text()
+    log = log_file.read_text()
+    assert "SIGTERM: stopping the receiver" in log
+    assert "dbt Cloud run 9301 (job 123, Success): 4 synced; exit 0" in log
+    for cohort_id in COHORTS:
+        assert emulator.members(cohort_id) == project.expected_members(cohort_id), cohort_id
+
+
+def test_serve_webhook_signalled_twice_exits_at_once_and_the_run_stays_queued(
+    project: BuiltProject, emulator: Emulator, cloud: CloudApi, tmp_path: Path
+) -> None:
+    emulator.set_faults(Faults(slow_rate=1.0, slow_seconds=0.3))
+    publish_run(cloud, project, "9302", tmp_path)
+    with receiver_process(project, emulator, cloud, tmp_path, **SLOW_SYNC) as (
+        server,
+        url,
+        log_file,
+    ):
+        body = event("9302")
+        answer = requests.post(url, data=body, headers={"Authorization": sign(body)}, timeout=5)
+        assert answer.status_code == 200
+        assert wait_for(lambda: len(emulator.requests()) >= 1, 120), log_file.read_text()
+        server.send_signal(signal.SIGTERM)
+        # A second signal within a second is the first sent twice (`timeout`): one stop.
+        time.sleep(1.5)
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=30) == 128 + signal.SIGTERM, log_file.read_text()
+    assert "interrupted again: exiting now" in log_file.read_text()
+    # Not synced to its end: the next start of the receiver resumes it.
+    assert webhook_runs(project.database)["9302"][0] == "queued"
 
 
 # -- no dbt needed ---------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from ...errors import MoEngageSyncError, SettingsError
-from ...interrupt import interrupt_on_signals
+from ...interrupt import stop_on_signals
 from ...settings import Secret
 from .config import DEFAULT_CLOUD_HOST, WebhookConfig
 
@@ -138,8 +138,8 @@ def serve_webhook(
     # one exits at once (interrupt.py).
     says = "stopping the receiver (the sync in progress finishes; queued runs stay queued)"
     try:
-        with interrupt_on_signals(says):
-            receiver.serve_forever()
+        with stop_on_signals(says) as stop:
+            receiver.serve_forever(stop.event)
     except MoEngageSyncError as exc:  # the profile, or the state in the warehouse
         raise click.ClickException(
             f"cannot keep the runs in the warehouse (moengage_webhook_runs): {exc}"

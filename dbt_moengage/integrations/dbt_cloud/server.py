@@ -159,17 +159,18 @@ class WebhookReceiver:
                 raise RuntimeError("the webhook server did not start: see the log above")
         return self
 
-    def serve_forever(self) -> None:
-        """Serve until `stop()`, Ctrl-C or a KeyboardInterrupt from a signal handler."""
+    def serve_forever(self, stopping: threading.Event | None = None) -> None:
+        """Serve until `stop()`, `stopping` is set (`dbt-moengage serve-webhook` sets it on
+        SIGINT or SIGTERM), or Ctrl-C."""
         self.start()
         try:
-            if self._thread is not None:
-                # SIGINT (or SIGTERM made KeyboardInterrupt) lands here. Woken every
-                # WAKE_SECONDS: a signal the kernel hands to another thread runs its Python
-                # handler only once the main thread runs again, and a wait without a
-                # timeout would never run again.
-                while not self._served.wait(WAKE_SECONDS):
-                    pass
+            # Woken every WAKE_SECONDS to look at `stopping`. A signal's handler only sets
+            # it: an exception raised into this thread at any bytecode could leave a lock
+            # taken (a `with` whose __enter__ had returned); and a signal the kernel hands to
+            # another thread runs its handler only once this thread runs again.
+            while self._thread is not None and not self._served.wait(WAKE_SECONDS):
+                if stopping is not None and stopping.is_set():
+                    break
         except KeyboardInterrupt:
             pass
         finally:
