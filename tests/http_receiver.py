@@ -8,6 +8,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -15,16 +16,31 @@ from typing import Any
 Answer = Callable[[str, Any], tuple[int, bytes]]
 
 
+@dataclass
+class Arrived:
+    """A POST as it arrived: its headers (names in lower case) and its body's bytes."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
 @contextmanager
-def serving(answer: Answer) -> Iterator[int]:
-    """Serve POSTs on a free port of 127.0.0.1 until the block ends; yields the port."""
+def serving(answer: Answer, arrived: list[Arrived] | None = None) -> Iterator[int]:
+    """Serve POSTs on a free port of 127.0.0.1 until the block ends; yields the port.
+    Each POST is appended to `arrived` as it came, when given."""
     one_at_a_time = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
-            body = json.loads(self.rfile.read(length))
+            raw = self.rfile.read(length)
+            body = json.loads(raw)
             with one_at_a_time:
+                if arrived is not None:
+                    headers = {name.lower(): value for name, value in self.headers.items()}
+                    arrived.append(Arrived(self.command, self.path, headers, raw))
                 status, text = answer(self.path, body)
             self.send_response(status)
             self.send_header("Content-Length", str(len(text)))

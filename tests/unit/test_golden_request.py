@@ -22,17 +22,15 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 
 from dbt_moengage.client import MoEngageClient, Tally
 from dbt_moengage.packing import ADD, REMOVE, BodyPacker
 from dbt_moengage.settings import DEFAULT_PARTNER, MoEngageSettings, Secret, base_url_from_env
+
+from ..http_receiver import Arrived, serving
 
 WORKSPACE = "WS_GOLDEN"
 KEY = "golden-data-api-key"
@@ -53,41 +51,12 @@ DOCUMENTED_BODY = {
 }
 
 
-@dataclass
-class Arrived:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
 @pytest.fixture
 def capture() -> Iterator[tuple[str, list[Arrived]]]:
     """A bare HTTP server: records each request, answers MoEngage's documented 200."""
     arrived: list[Arrived] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            headers = {name.lower(): value for name, value in self.headers.items()}
-            arrived.append(Arrived(self.command, self.path, headers, body))
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(ACCEPTED)))
-            self.end_headers()
-            self.wfile.write(ACCEPTED)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", arrived
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(lambda path, body: (200, ACCEPTED), arrived) as port:
+        yield f"http://127.0.0.1:{port}", arrived
 
 
 def send(base_url: str, action: str) -> Tally:
