@@ -222,11 +222,13 @@ def test_lock_is_exclusive_and_stale_locks_are_taken_over(
 
 def test_heartbeat_thread_keeps_a_live_lock(warehouse: SnowflakeWarehouse) -> None:
     store(warehouse).prepare(create=True)
-    warehouse.lock_stale_seconds = 0.4
+    # Beaten every 0.5 s (a quarter of it): only four beats missed in a row, as a loaded
+    # machine may miss one, would let the lock go stale.
+    warehouse.lock_stale_seconds = 2.0
     spec = cohort()
     beats = threading.Event()
     with store(warehouse).lock(spec, KEY, "run-1", wait_seconds=1):
-        beats.wait(1.0)  # several heartbeat periods: without beats the lock would be stale
+        beats.wait(3.0)  # several heartbeat periods: without beats the lock would be stale
         with (
             pytest.raises(LockTimeout),
             store(warehouse).lock(spec, KEY, "run-2", wait_seconds=0.3),
