@@ -308,9 +308,13 @@ def test_a_destination_failing_past_its_budget_is_down_for_every_later_send() ->
         r'last error: (HTTP 503: \{"status": "fail"\}|no complete answer from \S+ within \d+ s)',
         down,
     ), down
-    assert re.match(
-        rf"gave up after {sent} attempts in [12] s: {re.escape(down)}", str(caught.value)
-    )
+    # The sender that spent the budget says how it got there; on a loaded machine a sender
+    # waiting behind it (one at a time until a request succeeds) may fail first, with the
+    # destination's `down` itself.
+    first = str(caught.value)
+    assert first == down or re.match(
+        rf"gave up after {sent} attempts in [12] s: {re.escape(down)}", first
+    ), first
 
 
 @pytest.mark.usefixtures("no_proxies")
