@@ -298,7 +298,7 @@ def update_exposures(
     specs, problems = everything.specs, everything.problems
     if options.select or options.exclude:
         nodes = {node.unique_id: node.name for node in manifest.cohort_nodes()}
-        chosen = {nodes[uid] for uid in select_cohorts(options, list(nodes))}
+        chosen = {nodes[uid] for uid in select_cohorts(options, manifest, list(nodes))}
         specs = [spec for spec in specs if spec.model in chosen]
         problems = [problem for problem in problems if problem.model in chosen]
         scope = Scope(models=frozenset(spec.model for spec in specs))

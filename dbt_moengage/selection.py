@@ -1,14 +1,14 @@
-"""--select / --exclude resolved by dbt itself (`dbt ls`), so every dbt selector works:
-names, tags, paths, config, `+` graph operators, state, YAML selectors; and the one place
-the runner's arguments for a dbt command are put together (`dbt_args`: `build` and `ls`)."""
+"""--select / --exclude resolved by dbt's own selector against the manifest being synced, so
+every dbt selector works (names, tags, paths, config, `+` and `@` graph operators, `state:`
+with DBT_STATE) and the answer is about that manifest, be it local or fetched from dbt Cloud;
+and the one place the runner's arguments for a dbt command are put together (`dbt_args`)."""
 
 from __future__ import annotations
 
-import json
-import tempfile
-from collections.abc import Mapping, Sequence
+import contextlib
+from argparse import Namespace
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from .errors import ConfigError
 
@@ -35,36 +35,79 @@ def dbt_args(
     return args
 
 
+def shown(select: Sequence[str], exclude: Sequence[str]) -> str:
+    """The selection as it was asked for: `--select a b --exclude c`."""
+    return " ".join(
+        [
+            *(["--select", *select] if select else []),
+            *(["--exclude", *exclude] if exclude else []),
+        ]
+    )
+
+
 def resolve(
+    manifest_path: Path,
     project_dir: Path,
-    profiles_dir: Path | None,
-    target: str | None,
     select: Sequence[str],
     exclude: Sequence[str],
-    profile: str | None = None,
-    cli_vars: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str],
 ) -> set[str]:
-    """The unique_ids of the models dbt selects; ConfigError if dbt refuses the selection."""
-    from dbt.cli.main import dbtRunner
+    """The unique_ids of the models the selection picks in the manifest at `manifest_path`;
+    ConfigError if dbt refuses the selection or cannot read the manifest.
 
-    with tempfile.TemporaryDirectory(prefix="moengage-ls-") as scratch:
-        # A scratch target path keeps the user's target/ (and its manifest) untouched.
-        vars = json.dumps(dict(cli_vars)) if cli_vars else None
-        args = dbt_args("ls", project_dir, profiles_dir, target, profile, vars)
-        args += ["--resource-type", "model", "--output", "json", "--output-keys", "unique_id"]
-        args += ["--log-level", "none", "--target-path", scratch]
-        if select:
-            args += ["--select", *select]
-        if exclude:
-            args += ["--exclude", *exclude]
-        result = dbtRunner().invoke(args)
-    if not result.success:
-        shown = " ".join(
-            [
-                *(["--select", *select] if select else []),
-                *(["--exclude", *exclude] if exclude else []),
-            ]
-        )
-        raise ConfigError(f"dbt could not resolve {shown}: {result.exception}")
-    lines = result.result if isinstance(result.result, list) else []
-    return {json.loads(line)["unique_id"] for line in lines}
+    `path:` selectors are paths in `project_dir`, and `state:` selectors compare with the
+    manifest in the folder DBT_STATE names (relative to `project_dir`), as dbt's are.
+    """
+    from dbt.compilation import Linker
+    from dbt.contracts.graph.manifest import Manifest, WritableManifest
+    from dbt.contracts.state import PreviousState
+    from dbt.graph.cli import parse_difference
+    from dbt.graph.graph import Graph
+    from dbt.graph.selector import ResourceTypeSelector
+    from dbt.node_types import NodeType
+    from dbt_common.events.contextvars import task_contextvars
+    from dbt_common.exceptions import DbtBaseException
+
+    asked = shown(select, exclude)
+    try:
+        with _selection_flags(), task_contextvars(project_root=str(project_dir)):
+            manifest = Manifest.from_writable_manifest(
+                WritableManifest.read_and_check_versions(str(manifest_path))
+            )
+            linker = Linker()
+            linker.link_graph(manifest)
+            state_dir = environ.get("DBT_STATE", "").strip()
+            previous = (
+                PreviousState(Path(state_dir), manifest_path.parent, project_dir)
+                if state_dir
+                else None
+            )
+            selector = ResourceTypeSelector(
+                Graph(linker.graph), manifest, previous, [NodeType.Model]
+            )
+            spec = parse_difference(list(select) or None, list(exclude) or None)
+            return set(selector.get_selected(spec, warn_on_no_nodes=False))
+    except (DbtBaseException, RuntimeError) as exc:
+        message = " ".join(str(exc).split())
+        if "no comparison manifest" in message:
+            message += ": set DBT_STATE to the folder of the manifest to compare with"
+        raise ConfigError(
+            f"dbt could not resolve {asked} against {manifest_path}: {message}"
+        ) from None
+
+
+@contextlib.contextmanager
+def _selection_flags() -> Iterator[None]:
+    """dbt's selection parser reads INDIRECT_SELECTION from dbt's global flags, which only
+    a dbt command sets: outside one, the default (`eager`) for the time of the call."""
+    from dbt import flags
+
+    before = flags.get_flags()
+    if hasattr(before, "INDIRECT_SELECTION"):
+        yield
+        return
+    flags.set_flags(Namespace(**vars(before), INDIRECT_SELECTION="eager", WARN_ERROR=None))
+    try:
+        yield
+    finally:
+        flags.set_flags(before)

@@ -60,6 +60,7 @@ from .report import (
 )
 from .report.progress import Progress
 from .selection import resolve as resolve_selection
+from .selection import shown as shown_selection
 from .settings import MoEngageSettings, data_center_warning
 from .state import (
     SCHEMA_VERSION,
@@ -1015,7 +1016,7 @@ def discover_cohorts(
     """
     manifest = manifest or load_manifest(options.target_dir)
     nodes = list(manifest.cohort_nodes())
-    selected = select_cohorts(options, [n.unique_id for n in nodes])
+    selected = select_cohorts(options, manifest, [n.unique_id for n in nodes])
     discovery = discover(nodes, selected, cohort_defaults(options.environ))
     return discovery.settle() if settle else discovery
 
@@ -1112,31 +1113,22 @@ def validate(options: SyncOptions, check_warehouse: bool = False) -> Validation:
     return Validation(specs, problems, warnings, warehouse_checked=True)
 
 
-def select_cohorts(options: SyncOptions, cohort_ids: list[str]) -> tuple[str, ...]:
-    """Unique ids of the cohorts `--select`/`--exclude` pick (all when neither is given)."""
+def select_cohorts(
+    options: SyncOptions, manifest: Manifest, cohort_ids: list[str]
+) -> tuple[str, ...]:
+    """Unique ids of the cohorts `--select`/`--exclude` pick (all when neither is given),
+    resolved against the manifest being synced."""
     if not options.select and not options.exclude:
         return ()
     chosen = resolve_selection(
-        options.project_dir,
-        options.profiles_dir,
-        options.target,
-        options.select,
-        options.exclude,
-        profile=options.profile,
-        cli_vars=options.vars,
+        manifest.path, options.project_dir, options.select, options.exclude, options.environ
     )
     picked = tuple(uid for uid in cohort_ids if uid in chosen)
     if not picked:
-        asked = " ".join(
-            [
-                *(["--select", *options.select] if options.select else []),
-                *(["--exclude", *options.exclude] if options.exclude else []),
-            ]
-        )
         names = ", ".join(uid.rsplit(".", 1)[-1] for uid in cohort_ids) or "none"
         raise ConfigError(
-            f"{asked} selects no cohort model ({len(chosen)} models selected); "
-            f"cohort models: {names}"
+            f"{shown_selection(options.select, options.exclude)} selects no cohort model "
+            f"({len(chosen)} models selected); cohort models: {names}"
         )
     return picked
 
