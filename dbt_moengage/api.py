@@ -22,9 +22,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .pipeline import SyncOptions, run_sync
 from .report import RunReport
 from .report.progress import Progress
-from .sync import SyncOptions, run_sync
 
 
 def sync(

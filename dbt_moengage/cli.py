@@ -23,12 +23,12 @@ from .errors import ConfigError, MoEngageSyncError
 from .exposures import ExposureUpdate, default_owner, update_exposures
 from .interrupt import stop_dbt_on_signals, stop_on_signals
 from .manifest import load_manifest
+from .pipeline import SyncOptions, discover_cohorts, run_sync, validate
 from .report import print_summary
 from .report.listing import print_cohorts
 from .report.progress import Progress, make_progress
 from .settings import MoEngageSettings
 from .status import collect_status, print_status
-from .sync import SyncOptions, discover_cohorts, run_sync, validate
 from .testing.emulator.cli import emulator
 from .warehouse.profiles import parse_vars
 

@@ -25,7 +25,7 @@ from .cohorts import CohortOwner, CohortSpec, is_email
 from .errors import CohortSpecError, ConfigError, ExposureFileError
 from .exposures_yaml import MANAGED_KEY, jinja_literal, metas, read_generated, render_file
 from .manifest import Manifest, load_manifest
-from .sync import SyncOptions, discover_cohorts, select_cohorts
+from .pipeline import SyncOptions, discover_cohorts, select_cohorts
 
 NAME_PREFIX = "moengage_"
 DEFAULT_OWNER = CohortOwner(name="dbt-moengage")

@@ -18,7 +18,7 @@ once the receiver accepted the post, so a post that failed is made again by the 
 A post that fails is a warning, never a failed sync; its retries follow the runner's one
 policy (retry.py) on a small budget, which is also the post's wall-clock deadline
 (deadline.py): a receiver that trickles its answer cannot hold the run past it, and a stop
-(SIGINT, SIGTERM) cuts the post off at once. Dry runs never notify (sync.py does not call
+(SIGINT, SIGTERM) cuts the post off at once. Dry runs never notify (the pipeline does not call
 this).
 
 The URL carries the receiver's secret (a Slack webhook's path is its credential): it is

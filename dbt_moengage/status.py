@@ -45,13 +45,13 @@ from rich.text import Text
 from .cohorts import CohortSpec, Discovery, Owner
 from .errors import LockTimeout, SettingsError
 from .manifest import load_manifest
+from .pipeline import SyncOptions, discover_cohorts, profile_target, state_key
 from .report import FAILED, GUARDED, INTERRUPTED, NOT_BUILT, SYNCED, byte_size, field_lines
 from .settings import MoEngageSettings, destination_prefix
 from .state import SCHEMA_VERSION, StateKey, StateStore, utcnow
 from .state.history import RunRecord, StateHistory
 from .state.left_behind import LEFT_BEHIND, LeftBehind, find_left_behind
 from .state.schema import MEMBERS, RUNS
-from .sync import SyncOptions, discover_cohorts, profile_target, state_key
 from .warehouse import connect
 
 OK = "ok"

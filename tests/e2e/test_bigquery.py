@@ -33,8 +33,8 @@ from click.testing import CliRunner, Result
 
 from dbt_moengage import api, uids
 from dbt_moengage.cli import main
+from dbt_moengage.pipeline import SyncOptions, run_sync
 from dbt_moengage.report import CohortResult, RunReport
-from dbt_moengage.sync import SyncOptions, run_sync
 from dbt_moengage.testing.emulator import Emulator, Faults
 
 from ..bigquery_emulator import TOKEN, BigQueryEmulator

@@ -21,11 +21,11 @@ from typing import Any
 import duckdb
 import pytest
 
+from dbt_moengage.pipeline import SyncOptions, discover_cohorts, run_sync, validate
 from dbt_moengage.report.progress import Progress, result_text
 from dbt_moengage.report.results import stacked_summary
 from dbt_moengage.state import SCHEMA_VERSION, StateStore
 from dbt_moengage.state.store import Change
-from dbt_moengage.sync import SyncOptions, discover_cohorts, run_sync, validate
 from dbt_moengage.testing.emulator import Emulator, EmulatorConfig
 
 from ..conftest import (

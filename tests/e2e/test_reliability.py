@@ -11,7 +11,7 @@ import duckdb
 import pytest
 
 from dbt_moengage.errors import WarehouseError
-from dbt_moengage.sync import SyncOptions, run_sync
+from dbt_moengage.pipeline import SyncOptions, run_sync
 from dbt_moengage.testing.emulator import Emulator, EmulatorConfig, Faults
 from dbt_moengage.warehouse.duckdb import DuckDBWarehouse
 

@@ -118,7 +118,7 @@ def test_secret_and_settings_reprs_hide_the_key() -> None:
 
 
 def test_sync_options_repr_holds_no_environment() -> None:
-    from dbt_moengage.sync import SyncOptions
+    from dbt_moengage.pipeline import SyncOptions
 
     environ = {"MOENGAGE_API_KEY": "sk-in-env-123", "SNOWFLAKE_PASSWORD": "pw-in-env-456"}
     options = SyncOptions(environ=environ)

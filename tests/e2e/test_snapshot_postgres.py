@@ -14,8 +14,8 @@ import time
 
 import pytest
 
+from dbt_moengage.pipeline import SyncOptions, run_sync
 from dbt_moengage.report import GUARDED, SYNCED, RunReport
-from dbt_moengage.sync import SyncOptions, run_sync
 from dbt_moengage.testing.emulator import Emulator, Faults
 
 from ..conftest import INTEGRATION

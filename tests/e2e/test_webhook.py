@@ -43,10 +43,10 @@ from dbt_moengage.integrations.dbt_cloud import (
     fetch_artifacts,
     serve_webhook,
 )
+from dbt_moengage.pipeline import SyncOptions, run_sync
 from dbt_moengage.report import RunReport
 from dbt_moengage.report.progress import Progress
 from dbt_moengage.settings import Secret
-from dbt_moengage.sync import SyncOptions, run_sync
 from dbt_moengage.testing.emulator import Emulator, Faults
 
 from ..conftest import API_KEY, COHORTS, BuiltProject, sync_env

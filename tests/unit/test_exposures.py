@@ -29,7 +29,7 @@ from dbt_moengage.exposures import (
 )
 from dbt_moengage.exposures_yaml import HEADER, LEGACY_HEADER, jinja_literal, render_file
 from dbt_moengage.manifest import Manifest
-from dbt_moengage.sync import SyncOptions
+from dbt_moengage.pipeline import SyncOptions
 
 PATH = Path("models/moengage_exposures.yml")
 

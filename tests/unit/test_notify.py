@@ -539,7 +539,7 @@ def test_an_invalid_config_is_announced_under_the_cohort_it_would_sync(
 
 
 def test_validate_warns_of_an_unusable_url(tmp_path: Path) -> None:
-    from dbt_moengage.sync import SyncOptions, validate
+    from dbt_moengage.pipeline import SyncOptions, validate
 
     from .test_settings_commands import _project
 

@@ -16,11 +16,11 @@ import snowflake.connector
 
 from dbt_moengage.client import MoEngageClient
 from dbt_moengage.cohorts import CohortSpec
+from dbt_moengage.pipeline import CohortSync
 from dbt_moengage.report import GUARDED, SYNCED
 from dbt_moengage.settings import MoEngageSettings, Secret
 from dbt_moengage.state import StateStore
 from dbt_moengage.state.schema import StateKey, normalize_endpoint
-from dbt_moengage.sync import CohortSync
 from dbt_moengage.testing.emulator import Emulator, EmulatorConfig
 from dbt_moengage.warehouse.duckdb import DuckDBWarehouse
 from dbt_moengage.warehouse.engine import Engine

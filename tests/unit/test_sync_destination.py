@@ -16,11 +16,11 @@ import duckdb
 import pytest
 
 from dbt_moengage.cohorts import CohortSpec
+from dbt_moengage.pipeline import SyncOptions, _sync_destination
 from dbt_moengage.report import FAILED, SKIPPED, SYNCED, CohortResult, RunReport
 from dbt_moengage.report.progress import Progress
 from dbt_moengage.settings import MoEngageSettings, Secret
 from dbt_moengage.state import StateStore
-from dbt_moengage.sync import SyncOptions, _sync_destination
 from dbt_moengage.testing.emulator import Emulator, EmulatorConfig
 from dbt_moengage.warehouse.duckdb import DuckDBWarehouse
 

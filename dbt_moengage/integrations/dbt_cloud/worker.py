@@ -33,7 +33,7 @@ from ...errors import Interrupted, MoEngageSyncError, NotificationFailed, Settin
 from ...notify import NotifySettings, post
 from ...report import CohortResult, RunReport
 from ...report.progress import Progress, result_text
-from ...sync import SyncOptions, run_sync
+from ...pipeline import SyncOptions, run_sync
 from ...warehouse.redact import stored_error
 from .artifacts import fetch_artifacts
 from .config import WebhookConfig

@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .client import MoEngageClient, Tally
-from .cohorts import (
+from ..client import MoEngageClient, Tally
+from ..cohorts import (
     DURATION_HINT,
     CohortDefaults,
     CohortSpec,
@@ -27,7 +27,7 @@ from .cohorts import (
     doubtful_names,
     parse_duration,
 )
-from .errors import (
+from ..errors import (
     CohortError,
     CohortSpecError,
     ConfigError,
@@ -43,10 +43,10 @@ from .errors import (
     WarehouseError,
     WorkspaceFatal,
 )
-from .manifest import Manifest, build_outcome, load_manifest, load_run_results
-from .notify import NOTIFY_URL, NotifySettings, invalid_cohorts, notify_after_sync
-from .packing import ADD, REMOVE, Body, BodyPacker
-from .report import (
+from ..manifest import Manifest, build_outcome, load_manifest, load_run_results
+from ..notify import NOTIFY_URL, NotifySettings, invalid_cohorts, notify_after_sync
+from ..packing import ADD, REMOVE, Body, BodyPacker
+from ..report import (
     DRY_RUN,
     FAILED,
     GUARDED,
@@ -58,11 +58,11 @@ from .report import (
     CohortResult,
     RunReport,
 )
-from .report.progress import Progress
-from .selection import resolve as resolve_selection
-from .selection import shown as shown_selection
-from .settings import MoEngageSettings, data_center_warning
-from .state import (
+from ..report.progress import Progress
+from ..selection import resolve as resolve_selection
+from ..selection import shown as shown_selection
+from ..settings import MoEngageSettings, data_center_warning
+from ..state import (
     SCHEMA_VERSION,
     Change,
     CohortRecord,
@@ -76,11 +76,11 @@ from .state import (
     upgrade_note,
     utcnow,
 )
-from .state.history import StateHistory
-from .state.left_behind import default_id_warnings, find_left_behind
-from .state.peers import sharing_quota
-from .uids import TOO_LONG
-from .warehouse import (
+from ..state.history import StateHistory
+from ..state.left_behind import default_id_warnings, find_left_behind
+from ..state.peers import sharing_quota
+from ..uids import TOO_LONG
+from ..warehouse import (
     Engine,
     ProfileTarget,
     connect,
