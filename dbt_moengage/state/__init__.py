@@ -4,7 +4,7 @@ the state flow (store.py), the cohort lock (locks.py) and grouped checkpoints
 
 from __future__ import annotations
 
-from .checkpoints import GroupCommit
+from .checkpoints import Checkpoints, GroupCommit
 from .locks import HeldLock
 from .schema import SCHEMA_VERSION, StateKey, StateStatus, normalize_endpoint, upgrade_note
 from .store import Change, CohortRecord, Delta, RunRow, StateStore, utcnow
@@ -12,6 +12,7 @@ from .store import Change, CohortRecord, Delta, RunRow, StateStore, utcnow
 __all__ = [
     "SCHEMA_VERSION",
     "Change",
+    "Checkpoints",
     "CohortRecord",
     "Delta",
     "GroupCommit",

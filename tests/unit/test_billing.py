@@ -141,7 +141,7 @@ def prepared(engine: DuckDBWarehouse) -> StateStore:
 
 
 def sync(state: StateStore, db: Path, server: Emulator, run_id: str) -> CohortSync:
-    """One real cohort run, as _sync_destination makes it."""
+    """One real cohort run, as sync_destination makes it."""
     with MoEngageClient(settings(server)) as client:
         job = CohortSync(cohort(db), state.engine, state, client, settings(server), run_id)
         job.run(full_refresh=False)

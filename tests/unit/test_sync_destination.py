@@ -1,4 +1,4 @@
-"""A destination's cohorts in one run (sync._sync_destination), against servers on 127.0.0.1:
+"""A destination's cohorts in one run (pipeline.sync_destination), against servers on 127.0.0.1:
 a destination that is down (trickling its answers, or answering 503) spends one retry budget
 for the whole run, its other cohorts are not attempted, and another destination still syncs."""
 
@@ -16,7 +16,7 @@ import duckdb
 import pytest
 
 from dbt_moengage.cohorts import CohortSpec
-from dbt_moengage.pipeline import SyncOptions, _sync_destination
+from dbt_moengage.pipeline import SyncOptions, sync_destination
 from dbt_moengage.report import FAILED, SKIPPED, SYNCED, CohortResult, RunReport
 from dbt_moengage.report.progress import Progress
 from dbt_moengage.settings import MoEngageSettings, Secret
@@ -103,14 +103,14 @@ def sync_both(
     def down() -> tuple[list[CohortResult], float]:
         specs = [spec(warehouse, table, None) for table in DOWN_COHORTS]
         started = time.monotonic()
-        results = _sync_destination(
+        results = sync_destination(
             specs, settings(down_url), warehouse, state, options, run_id, Progress(), stop
         )
         return results, time.monotonic() - started
 
     def healthy() -> list[CohortResult]:
         specs = [spec(warehouse, "healthy", "other")]
-        return _sync_destination(
+        return sync_destination(
             specs, settings(healthy_url), warehouse, state, options, run_id, Progress(), stop
         )
 
@@ -179,7 +179,7 @@ def test_attempts_running_out_within_the_budget_fail_that_cohort_only(
         assert state.prepare(create=True).ready
         specs = [spec(warehouse, table, None) for table in DOWN_COHORTS[:2]]
         few = replace(settings(failing.url), max_attempts=2, retry_budget_seconds=60.0)
-        results = _sync_destination(
+        results = sync_destination(
             specs, few, warehouse, state, SyncOptions(), "run", Progress(), threading.Event()
         )
     # Each cohort failed on its own attempts; the destination was not taken as down.

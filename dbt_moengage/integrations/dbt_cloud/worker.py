@@ -31,9 +31,9 @@ from tenacity import RetryCallState
 from ... import retry
 from ...errors import Interrupted, MoEngageSyncError, NotificationFailed, SettingsError
 from ...notify import NotifySettings, post
+from ...pipeline import SyncOptions, run_sync
 from ...report import CohortResult, RunReport
 from ...report.progress import Progress, result_text
-from ...pipeline import SyncOptions, run_sync
 from ...warehouse.redact import stored_error
 from .artifacts import fetch_artifacts
 from .config import WebhookConfig
