@@ -1,5 +1,7 @@
 """The runner's one retry policy, used by every HTTP client it has (MoEngage, the
-notifications, dbt Cloud), and the one table of what is worth another attempt.
+notifications, dbt Cloud), and the one table of what is worth another attempt: an answer's
+status (`answer_error`), no whole answer at all (`NO_ANSWER`, typed by `one_attempt` for
+the notifications and dbt Cloud, by client/failures.py for MoEngage).
 
 Tenacity, retrying only `TransientError` (429, 5xx, dropped connections, timeouts: the
 callers map their failures to it), so retrying is decided by type, never by message text.
@@ -11,10 +13,11 @@ to one destination shares for a run.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import requests
 import urllib3.exceptions
@@ -29,7 +32,9 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from .errors import RateLimited, TransientError, is_transient
+from .deadline import within
+from .errors import Interrupted, RateLimited, TransientError, is_transient
+from .interrupt import when_stopped
 
 # The longest Retry-After honoured: a server asking for a day is waited for 5 minutes.
 MAX_RETRY_AFTER = 300.0
@@ -214,6 +219,32 @@ NO_ANSWER: tuple[type[Exception], ...] = (
 )
 
 
+@contextlib.contextmanager
+def one_attempt(
+    seconds: float, stop: threading.Event, *, stopping: str, shown: float | None = None
+) -> Iterator[None]:
+    """One attempt of the request made in the block, for a client that takes every failure
+    to get an answer as transient (the notifications, dbt Cloud's artifacts client).
+
+    The block ends by the wall-clock deadline of `seconds` (deadline.py), and at once when
+    `stop` is set. An exception of NO_ANSWER raised in it comes out typed, saying no more of
+    it than its type (requests' messages may quote the URL or headers): Interrupted saying
+    `stopping` when stopped, a TransientError naming the deadline (`shown` seconds, else
+    `seconds`) when it passed, else a TransientError naming the type. The MoEngage client
+    reads such an exception further (client/failures.py).
+    """
+    with within(seconds) as deadline, when_stopped(stop, deadline.expire):
+        try:
+            yield
+        except NO_ANSWER as exc:
+            if stop.is_set():
+                raise Interrupted(stopping) from None
+            if deadline.expired:
+                limit = seconds if shown is None else shown
+                raise TransientError(f"no complete answer within {limit:g} s") from None
+            raise TransientError(type(exc).__name__) from None
+
+
 def answer_error(
     status: int, problem: str, retry_after_header: str | None, also: tuple[int, ...] = ()
 ) -> TransientError | None:
@@ -234,6 +265,7 @@ __all__ = [
     "Budget",
     "RetryAfterWait",
     "answer_error",
+    "one_attempt",
     "policy",
     "retry_after",
 ]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from .errors import SettingsError
 from .urls import check_url
@@ -23,6 +24,8 @@ DEFAULT_MAX_IN_FLIGHT = 4
 _DATA_CENTER_RE = re.compile(r"\A[0-9]{2,3}\Z")
 # MoEngage's API introduction lists these; another one still works, with a warning.
 DOCUMENTED_DATA_CENTERS = ("01", "02", "03", "04", "05", "06", "101")
+# A whole number or a float read from a variable (`_positive`).
+_N = TypeVar("_N", int, float)
 
 
 class Secret:
@@ -120,9 +123,9 @@ class MoEngageSettings:
             )
         # Whatever is set is checked, even when it is not required (a dry run).
         if api_key.strip():
-            check_header_value("MOENGAGE_API_KEY", api_key, secret=True)
+            check_header_value("MOENGAGE_API_KEY", api_key, "the API key")
         if workspace_id:
-            check_header_value("MOENGAGE_WORKSPACE_ID", workspace_id, secret=False)
+            check_header_value("MOENGAGE_WORKSPACE_ID", workspace_id, "the workspace id")
         base_url = base_url_from_env(env, required=require_credentials)
         max_body_bytes = _positive_int(env, "MOENGAGE_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)
         if max_body_bytes > MOENGAGE_BODY_LIMIT_BYTES:
@@ -164,7 +167,8 @@ PER_DESTINATION = (
     "PARTNER",
     "RATE_LIMIT_PER_MIN",
 )
-_DESTINATION_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,39}$")
+# A destination's name (meta.moengage.destination): it names its MOENGAGE_<NAME>_* variables.
+DESTINATION_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,39}$")
 
 
 def destination_prefix(destination: str) -> str:
@@ -174,7 +178,7 @@ def destination_prefix(destination: str) -> str:
 
 def destination_env(env: Mapping[str, str], destination: str) -> dict[str, str]:
     """The environment as a named destination sees it, under the default names."""
-    if not _DESTINATION_RE.match(destination):
+    if not DESTINATION_NAME_RE.match(destination):
         raise SettingsError(
             f"destination {destination!r}: use letters, digits and _ (it names the "
             f"{destination_prefix('<name>')}* variables)"
@@ -250,14 +254,17 @@ def check_base_url(url: str) -> None:
     )
 
 
-def check_header_value(name: str, value: str, secret: bool) -> None:
+MOENGAGE_DASHBOARD = "the MoEngage dashboard (Settings -> Account -> APIs -> Data API Settings)"
+
+
+def check_header_value(name: str, value: str, what: str, source: str = MOENGAGE_DASHBOARD) -> None:
     """Refuse a value that cannot go in an HTTP header, naming what is wrong but not the value.
 
-    The key travels in Basic auth (Latin-1) and the workspace id also in MOE-APPKEY: only
-    printable Latin-1 fits. Neither is echoed: the key is secret, and the workspace id is
-    kept out too, so that the rule is the same for both.
+    MoEngage's key travels in Basic auth (Latin-1) and the workspace id also in MOE-APPKEY,
+    dbt Cloud's token in Authorization: only printable Latin-1 fits. No value is echoed:
+    the key and the token are secret, and the workspace id is kept out too, so that the
+    rule is the same for all. `what` names the value, `source` where to copy it from.
     """
-    what = "the API key" if secret else "the workspace id"
     if value != value.strip():
         raise SettingsError(
             f"{name} starts or ends with whitespace (a space, tab or line break): remove it; "
@@ -269,8 +276,7 @@ def check_header_value(name: str, value: str, secret: bool) -> None:
         raise SettingsError(
             f"{name} has {_character_kind(char)} (U+{ord(char):04X}) at character {position} "
             f"of {len(value)}; HTTP headers take printable Latin-1 only: copy {what} again "
-            "from the MoEngage dashboard (Settings -> Account -> APIs -> Data API Settings) "
-            "and paste it as plain text"
+            f"from {source} and paste it as plain text"
         )
 
 
@@ -287,26 +293,25 @@ def _character_kind(char: str) -> str:
 
 
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise SettingsError(f"{name} = {raw!r}: must be a positive whole number")
-    return value
+    return _positive(env, name, default, int, "a positive whole number")
 
 
 def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
+    return _positive(env, name, default, float, "a positive number of seconds")
+
+
+def _positive(
+    env: Mapping[str, str], name: str, default: _N, parse: Callable[[str], _N], what: str
+) -> _N:
+    """The variable `name` read with `parse`, `default` when unset or blank; SettingsError
+    saying it must be `what` when it is not a number above 0."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
-        value = float(raw)
+        value: _N | None = parse(raw)
     except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise SettingsError(f"{name} = {raw!r}: must be a positive number of seconds")
+        value = None
+    if value is None or not value > 0:
+        raise SettingsError(f"{name} = {raw!r}: must be {what}")
     return value

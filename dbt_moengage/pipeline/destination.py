@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from ..client import MoEngageClient
 from ..cohorts import CohortSpec, Discovery
-from ..errors import SettingsError, WorkspaceFatal
+from ..errors import WorkspaceFatal
 from ..report import INTERRUPTED, INVALID, SKIPPED, CohortResult, RunReport
 from ..report.progress import Progress
 from ..settings import MoEngageSettings
@@ -29,16 +29,8 @@ def usable_destinations(
     The default destination's settings missing is a configuration error (exit 2); a named
     destination's only fails its own cohorts.
     """
-    senders: dict[str | None, MoEngageSettings] = {}
-    refused: dict[str, str] = {}
     every = [*discovery.specs, *discovery.contested]
-    for name in dict.fromkeys(spec.destination for spec in every):
-        try:
-            senders[name] = read.settings(name)
-        except SettingsError as exc:
-            if name is None:
-                raise
-            refused[name] = str(exc)
+    senders, refused = read.named_by(every)
     for spec in every:
         if spec.destination in refused:
             result = result_of(spec, INVALID, refused[spec.destination])
@@ -61,20 +53,61 @@ def sync_destination(
     progress: Progress,
     stop: threading.Event,
 ) -> list[CohortResult]:
-    """The cohorts of one destination, in order, through one client and its pacer."""
+    """The cohorts of one destination, in order, through one client and its pacer (none in
+    a dry run), its quota shared with the other runners sending to the workspace."""
     client = None
     sharing: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
     if not options.dry_run:
         client = MoEngageClient(settings, stop=stop, on_wait=progress.waiting)
         sharing = _sharing_quota(warehouse, settings, run_id, client, progress)
+    results: list[CohortResult] = []
+    fatal: WorkspaceFatal | None = None
     try:
         with sharing:
-            return _sync_cohorts(
-                specs, settings, warehouse, state, options, run_id, progress, stop, client
-            )
+            for spec in specs:
+                result = _not_started(spec, stop, fatal, client)
+                if result is None:
+                    job = CohortSync(
+                        spec,
+                        warehouse,
+                        state,
+                        client,
+                        settings,
+                        run_id,
+                        progress,
+                        allow_large_removal=options.allow_large_removal,
+                        stop=stop,
+                    )
+                    if client is None:
+                        result = job.dry_run(options.full_refresh)
+                    else:
+                        result = job.run(options.full_refresh)
+                    fatal = job.fatal
+                results.append(result)
+                progress.cohort_finished(result)
     finally:
         if client is not None:
             client.close()
+    return results
+
+
+def _not_started(
+    spec: CohortSpec,
+    stop: threading.Event,
+    fatal: WorkspaceFatal | None,
+    client: MoEngageClient | None,
+) -> CohortResult | None:
+    """Why the cohort is not started: the run was stopped, or its destination failed for
+    every cohort or past its retry budget (the next run sends what this one could not)."""
+    if stop.is_set():
+        return result_of(spec, INTERRUPTED, "not started: the run was interrupted")
+    if fatal is not None:
+        return result_of(
+            spec, SKIPPED, f"not sent: the destination failed for every cohort ({fatal})"
+        )
+    if client is not None and client.down is not None:
+        return result_of(spec, SKIPPED, f"not attempted: {client.down}")
+    return None
 
 
 def _sharing_quota(
@@ -108,53 +141,3 @@ def _sharing_quota(
         )
 
     return sharing_quota(warehouse, state_key(settings), run_id, client.pacer, changed, failed)
-
-
-def _sync_cohorts(
-    specs: list[CohortSpec],
-    settings: MoEngageSettings,
-    warehouse: Engine,
-    state: StateStore,
-    options: SyncOptions,
-    run_id: str,
-    progress: Progress,
-    stop: threading.Event,
-    client: MoEngageClient | None,
-) -> list[CohortResult]:
-    """The cohorts of one destination, in order; `client` None in a dry run."""
-    results: list[CohortResult] = []
-    fatal: WorkspaceFatal | None = None
-    for spec in specs:
-        if stop.is_set():
-            results.append(result_of(spec, INTERRUPTED, "not started: the run was interrupted"))
-            progress.cohort_finished(results[-1])
-            continue
-        if fatal is not None:
-            error = f"not sent: the destination failed for every cohort ({fatal})"
-            results.append(result_of(spec, SKIPPED, error))
-            progress.cohort_finished(results[-1])
-            continue
-        if client is not None and client.down is not None:
-            # Failed past its retry budget: the next run sends what this one could not.
-            results.append(result_of(spec, SKIPPED, f"not attempted: {client.down}"))
-            progress.cohort_finished(results[-1])
-            continue
-        job = CohortSync(
-            spec,
-            warehouse,
-            state,
-            client,
-            settings,
-            run_id,
-            progress,
-            allow_large_removal=options.allow_large_removal,
-            stop=stop,
-        )
-        if client is None:
-            result = job.dry_run(options.full_refresh)
-        else:
-            result = job.run(options.full_refresh)
-        fatal = job.fatal
-        results.append(result)
-        progress.cohort_finished(result)
-    return results

@@ -1,4 +1,4 @@
-"""Stage 4, the guard: a mirror run that would empty its cohort, or remove more of it than
+"""The mirror guard: a run that would empty its cohort, or remove more of it than
 its max_remove_fraction, sends nothing and says why (--allow-large-removal lets it)."""
 
 from __future__ import annotations

@@ -1,16 +1,16 @@
-"""Stage 0: what the user asked for (SyncOptions), and what follows from it: the dbt
+"""What the user asked for (SyncOptions), and what follows from it: the dbt
 profile target, each destination's settings (read once per run) and state key, run-wide cohort
 defaults."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..cohorts import DURATION_HINT, CohortDefaults, parse_duration
+from ..cohorts import DURATION_HINT, CohortDefaults, CohortSpec, parse_duration
 from ..errors import SettingsError
 from ..settings import MoEngageSettings
 from ..state import StateKey, normalize_endpoint
@@ -106,6 +106,22 @@ class Destinations:
         if isinstance(found, SettingsError):
             raise found
         return found
+
+    def named_by(
+        self, specs: Iterable[CohortSpec]
+    ) -> tuple[dict[str | None, MoEngageSettings], dict[str, str]]:
+        """The settings of each destination the cohorts name, and why each named one that
+        cannot be used is refused. The default destination's refusal raises (exit 2)."""
+        usable: dict[str | None, MoEngageSettings] = {}
+        refused: dict[str, str] = {}
+        for name in dict.fromkeys(spec.destination for spec in specs):
+            try:
+                usable[name] = self.settings(name)
+            except SettingsError as exc:
+                if name is None:
+                    raise
+                refused[name] = str(exc)
+        return usable, refused
 
     def run_wide(self) -> MoEngageSettings:
         """The settings that are the run's, not a destination's (lock waits): the default

@@ -1,4 +1,4 @@
-"""Stages 1-2 before any request: the cohorts of the manifest, selected and validated, the
+"""Before any request: the cohorts of the manifest, selected and validated, the
 warehouse checked for each model's relation and uid column; `validate` runs every check a
 sync makes without the API."""
 
@@ -127,17 +127,10 @@ def validate(options: SyncOptions, check_warehouse: bool = False) -> Validation:
     discovery = discover_cohorts(options, manifest, settle=False)
     problems: list[str] = []
     warnings = manifest.near_misses()
-    senders: dict[str | None, MoEngageSettings] = {}
-    every = [*discovery.specs, *discovery.contested]
     read = Destinations(options.environ, require_credentials=True)
-    for name in dict.fromkeys(spec.destination for spec in every):
-        try:
-            senders[name] = read.settings(name)
-        except SettingsError as exc:
-            if name is None:
-                raise
-            problems.append(str(exc))
-            continue
+    senders, refused = read.named_by([*discovery.specs, *discovery.contested])
+    problems.extend(refused.values())
+    for name in senders:
         warning = data_center_warning(options.environ, name)
         if warning:
             warnings.append(warning)

@@ -22,8 +22,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
-from ..state.history import MemberPoint, RunRecord, members_over_time
-from ..status import (
+from ..state.health import (
     FAILING,
     FAILING_STATUSES,
     NEVER_SYNCED,
@@ -31,9 +30,10 @@ from ..status import (
     STOPPED,
     CohortStatus,
     StatusReport,
-    ago,
 )
+from ..state.history import MemberPoint, RunRecord, members_over_time
 from .results import byte_size
+from .status import ago
 
 REPORT_FILE = "moengage_report.html"
 # An error is shown in full in the tables; in a chart's hover label, cut to this.

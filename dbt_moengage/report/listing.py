@@ -4,15 +4,15 @@ a console too narrow for it (as the sync summary and `status` do), so nothing is
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 from rich.console import Console
-from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
 from ..cohorts import CohortSpec
 from ..errors import CohortSpecError, UnsettledConflict
-from .results import field_lines
+from .tables import field_lines, labelled, print_fitted
 
 TITLE = "MoEngage cohorts"
 COLUMNS = ("model", "cohort_id", "cohort_name", "mode", "uid_column", "destination")
@@ -62,16 +62,9 @@ def print_cohorts(
 ) -> None:
     """The table if it fits the console, else stacked lines; then warnings and problems,
     wrapped to the console. Outside text is never read as markup."""
-    table = cohort_table(specs)
-    # The table's natural width, unclamped: only if it fits is nothing squeezed or cut.
-    natural = Measurement.get(console, console.options.update_width(1_000_000), table)
-    if natural.maximum <= console.width:
-        console.print(table)
-    else:
-        for line in stacked_cohorts(specs, console.width):
-            console.print(line)
+    print_fitted(console, cohort_table(specs), partial(stacked_cohorts, specs))
     for warning in warnings:
-        console.print(Text("warning ", style="yellow") + Text(warning))
+        console.print(labelled("warning", "yellow", warning))
     for problem in problems:
         console.print(problem_label(problem) + Text(str(problem)))
 

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
 from ..uids import DROP_REASONS
+from .tables import field_lines, labelled, print_fitted
 
 RESULTS_FILE = "moengage_sync_results.json"
 
@@ -30,6 +31,8 @@ INTERRUPTED = "interrupted"
 # cohort failing until a sync succeeds. A model left out of the invocation writes no row.
 NOT_BUILT = "not_built"
 OK_STATUSES = (SYNCED, DRY_RUN)
+# How a status word shows on a console; any other is red.
+STATUS_STYLES = {SYNCED: "green", DRY_RUN: "cyan"}
 # A cohort's run row (moengage_sync_runs) says this from the moment its sync starts sending
 # until the run ends; a run killed outright leaves it so.
 RUNNING = "running"
@@ -219,7 +222,7 @@ def _numbers(report: RunReport, r: CohortResult) -> tuple[int, ...]:
 
 
 def _status(r: CohortResult) -> Text:
-    style = _STYLES.get(r.status, "red")
+    style = STATUS_STYLES.get(r.status, "red")
     if r.status == SKIPPED and r.unselected:
         style = "yellow"
     text = Text(r.status, style=style)
@@ -250,20 +253,6 @@ def stacked_summary(report: RunReport, width: int = 80) -> list[Text]:
     return lines
 
 
-def field_lines(fields: list[str], width: int) -> list[Text]:
-    """Indented lines of `fields`, broken between fields only, none over `width` unless a
-    field alone is."""
-    lines: list[Text] = []
-    line = ""
-    for piece in fields:
-        if line and len(line) + 2 + len(piece) > width:
-            lines.append(Text(line))
-            line = ""
-        line = f"{line}  {piece}" if line else f"  {piece}"
-    lines.append(Text(line))
-    return lines
-
-
 def _dropped_line(r: CohortResult) -> str | None:
     parts = [f"{count:,} {reason}" for reason, count in r.dropped.items() if count]
     return f"{r.model}: rows not sent: {', '.join(parts)}" if parts else None
@@ -272,15 +261,7 @@ def _dropped_line(r: CohortResult) -> str | None:
 def print_summary(report: RunReport, console: Console, results_path: Path | None) -> None:
     """The table (or, on a narrow console, stacked lines), every error in full, and where
     the JSON report went. Outside text is never read as markup."""
-    table = summary_table(report)
-    # The table's natural width, unclamped: only if it fits is nothing squeezed or cut.
-    natural = Measurement.get(console, console.options.update_width(1_000_000), table)
-    if natural.maximum <= console.width:
-        console.print(table)
-    else:
-        # Rich wraps these at spaces, so a name or a number moves whole to the next line.
-        for line in stacked_summary(report, console.width):
-            console.print(line)
+    print_fitted(console, summary_table(report), partial(stacked_summary, report))
     for r in report.results:
         dropped = _dropped_line(r)
         if dropped:
@@ -288,11 +269,7 @@ def print_summary(report: RunReport, console: Console, results_path: Path | None
     for r in report.results:
         if r.error:
             # Left out of the dbt invocation is the user's choice: a note, not an error.
-            message = Text("note ", style="yellow") if r.unselected else Text("error ", "red")
-            message.append(f"{r.model}: {r.error}")
-            console.print(message, soft_wrap=True)
+            label, style = ("note", "yellow") if r.unselected else ("error", "red")
+            console.print(labelled(label, style, f"{r.model}: {r.error}"), soft_wrap=True)
     if results_path is not None:
         console.print(Text(f"results written to {results_path}"), soft_wrap=True)
-
-
-_STYLES = {SYNCED: "green", DRY_RUN: "cyan"}

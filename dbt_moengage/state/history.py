@@ -41,42 +41,32 @@ _RUN_COLUMNS = (
 _OPTIONAL_RUN_COLUMNS = ("members_after", "left_but_kept", "bytes_billed")
 
 _KEY = "endpoint = ? and workspace_id = ?"
+
+
+def _ranked(where: str, keep: str) -> str:
+    """The run rows under the key (and `where`) ranked per cohort, latest first (ties on
+    started_at broken by run id, as the dbt package's moengage_cohort_status view does),
+    and those `keep` names."""
+    return f"""
+        select {{columns}} from (
+            select {{columns}}, row_number() over (
+                partition by cohort_id order by started_at desc, run_id desc
+            ) as run_rank
+            from {{runs}} where {_KEY}{where}
+        ) r where {keep}"""
+
+
 _SQL = {
     "last_successes": f"""
         select cohort_id, max(finished_at) from {{runs}}
         where {_KEY} and status = 'synced' group by cohort_id""",
-    # The latest `limit` runs of each cohort, oldest first (ties on started_at broken by
-    # run id, as the dbt package's moengage_cohort_status view does).
-    "run_history": f"""
-        select {{columns}} from (
-            select {{columns}}, row_number() over (
-                partition by cohort_id order by started_at desc, run_id desc
-            ) as run_rank
-            from {{runs}} where {_KEY}
-        ) r where run_rank <= ? order by cohort_id, started_at, run_id""",
+    # The latest `limit` runs of each cohort, oldest first.
+    "run_history": _ranked("", "run_rank <= ? order by cohort_id, started_at, run_id"),
     # Each cohort's latest successful run.
-    "last_synced": f"""
-        select {{columns}} from (
-            select {{columns}}, row_number() over (
-                partition by cohort_id order by started_at desc, run_id desc
-            ) as run_rank
-            from {{runs}} where {_KEY} and status = 'synced'
-        ) r where run_rank = 1""",
+    "last_synced": _ranked(" and status = 'synced'", "run_rank = 1"),
     # Each cohort's latest run, and latest successful run, other than run `?`.
-    "runs_before": f"""
-        select {{columns}} from (
-            select {{columns}}, row_number() over (
-                partition by cohort_id order by started_at desc, run_id desc
-            ) as run_rank
-            from {{runs}} where {_KEY} and run_id <> ?
-        ) r where run_rank = 1""",
-    "synced_before": f"""
-        select {{columns}} from (
-            select {{columns}}, row_number() over (
-                partition by cohort_id order by started_at desc, run_id desc
-            ) as run_rank
-            from {{runs}} where {_KEY} and run_id <> ? and status = 'synced'
-        ) r where run_rank = 1""",
+    "runs_before": _ranked(" and run_id <> ?", "run_rank = 1"),
+    "synced_before": _ranked(" and run_id <> ? and status = 'synced'", "run_rank = 1"),
     # The keys the state holds anything for, read from its small tables.
     "run_keys": "select endpoint, workspace_id, count(distinct cohort_id) from {runs} "
     "group by endpoint, workspace_id",

@@ -1,12 +1,13 @@
 """The cohort lock: two runners never send for the same cohort at once.
 
-`RowLock` keeps one row per (endpoint, workspace, cohort) in moengage_sync_locks, taken in
-one atomic statement (MERGE) on the warehouse's clock: a row whose heartbeat is older than
-`lock_stale_seconds` belongs to a runner that died and is taken over. Where runners on
-other machines share the table (Snowflake), a thread beats the lock on a connection of its
-own, so a long query on the main connection cannot starve it, and the run checks it still
-holds the lock before each checkpoint: a lost lock stops the cohort cleanly. Postgres holds
-a real database lock instead (warehouse/postgres.py).
+`row_lock` keeps one row per (endpoint, workspace, cohort) in moengage_sync_locks, taken in
+one atomic statement (MERGE; Postgres: insert ... on conflict) on the warehouse's clock: a
+row whose heartbeat is older than `lock_stale_seconds` belongs to a runner that died and is
+taken over. StateStore.lock takes it. Where runners on other machines share the table
+(Snowflake, Postgres, BigQuery), a thread beats the lock on a connection of its own (the
+engine's `lock_beater`), so a long query on the main connection cannot starve it, and the
+run checks it still holds the lock before each checkpoint: a lost lock stops the cohort
+cleanly. DuckDB needs no heartbeat: one process at a time writes its file.
 """
 
 from __future__ import annotations

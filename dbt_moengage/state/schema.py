@@ -21,6 +21,7 @@ destination while it sends.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
@@ -30,7 +31,7 @@ RUNS = "moengage_sync_runs"
 LOCKS = "moengage_sync_locks"
 COHORTS = "moengage_cohorts"
 VERSION = "moengage_state_version"
-# The status of each cohort the last notification announced (notify.py). A table of its own,
+# The status of each cohort the last notification announced (notify/). A table of its own,
 # not columns of moengage_cohorts: a row there means MoEngage got the cohort's name and
 # settles who owns a cohort id, so a cohort whose only runs failed must not get one; and
 # the notifier writes after the post, outside the cohort's lock, never racing a sync's
@@ -256,6 +257,26 @@ class StateStatus:
     note: str = ""
     # The state's version as found (a read-only run may read an older one as it is).
     version: int = SCHEMA_VERSION
+
+
+# The state columns' kinds as plain SQL names them (DuckDB, Postgres; Snowflake changes
+# two): `types` of state_ddl. The dbt package's variants for these engines use the same.
+SQL_STATE_TYPES = {
+    "string": "varchar",
+    "timestamp": "timestamp",
+    "bigint": "bigint",
+    "boolean": "boolean",
+}
+
+
+def present_state_tables(rows: Iterable[tuple[str, str]]) -> dict[str, set[str]]:
+    """The state tables among a catalog's (table, column) rows of lower-case names, each
+    with its columns (what Engine.state_columns returns)."""
+    found: dict[str, set[str]] = {}
+    for table, column in rows:
+        if table in STATE_TABLES:
+            found.setdefault(table, set()).add(column)
+    return found
 
 
 def state_ddl(types: dict[str, str]) -> dict[str, str]:

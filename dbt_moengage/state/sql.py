@@ -8,7 +8,7 @@ parameter. The warehouse engine fills them in (Engine.format).
 
 from __future__ import annotations
 
-from .schema import COHORTS, NOTIFICATIONS, RUNS, STATE_COLUMNS, WEBHOOK_RUNS
+from .schema import COHORTS, NOTIFICATIONS, RUNS, STATE_COLUMNS, WEBHOOK_RUNS, state_ddl
 
 # A rename travels with an add of this many current members (re-sent, so harmless).
 RENAME_BATCH = 100
@@ -54,8 +54,9 @@ def bigquery_compact_members(uid: str) -> str:
 
 
 # Statements every engine runs as they are (`?` parameters, ANSI SQL). Engines give the
-# fragments that differ (see warehouse/engine.py): `json_uids` (a request's uids from one
-# JSON parameter), the model's uids, the anti-joins, how to read a timestamp and hash a uid.
+# fragments that differ (warehouse/engine.py, warehouse/sql.py): `json_uids` (a request's
+# uids from one JSON parameter), the model's uids, the anti-joins, how to read a timestamp
+# and hash a uid.
 STATE_SQL: dict[str, str] = {
     # The state is read as a set: a uid's rows are one member, accepted last at its newest
     # row (a re-send adds a row; `compact_run` deletes the older ones at the cohort run's
@@ -214,3 +215,10 @@ def exact_state_sql(exact: str) -> dict[str, str]:
             select {uid} from {{members}} where {_STATE_KEY} and run_id = ?)""",
         "compact_members": _compact_members(exact.format("{}.uid")),
     }
+
+
+def state_sql(types: dict[str, str], exact: str | None = None) -> dict[str, str]:
+    """An engine's state statements: STATE_SQL, the state tables' DDL with its `types`, and
+    where the state's uid may carry a collation, the statements that read it through
+    `exact` (exact_state_sql)."""
+    return {**STATE_SQL, **(exact_state_sql(exact) if exact else {}), **state_ddl(types)}

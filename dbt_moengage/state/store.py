@@ -24,7 +24,7 @@ from ..errors import StateVersionError, WarehouseError
 from ..report.results import RUNNING
 from ..warehouse.engine import DEFAULT_FETCH_ROWS, Engine
 from ..warehouse.redact import stored_error
-from .locks import HeldLock
+from .locks import HeldLock, row_lock
 from .schema import (
     ALIASES,
     LEGACY_ENDPOINT,
@@ -440,5 +440,8 @@ class StateStore:
         wait_seconds: float,
         stop: threading.Event | None = None,
     ) -> AbstractContextManager[HeldLock]:
-        """Hold the cohort's lock for the block (how depends on the engine)."""
-        return self.engine.cohort_lock(cohort, key, run_id, wait_seconds, stop)
+        """Hold the cohort's lock row for the block (state/locks.py), beaten from the
+        engine's `lock_beater` (how depends on the engine); raises LockTimeout after
+        `wait_seconds`."""
+        engine = self.engine
+        return row_lock(engine, cohort, key, run_id, wait_seconds, stop, engine.lock_beater())

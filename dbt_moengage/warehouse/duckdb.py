@@ -3,17 +3,14 @@
 DuckDB lets one process write a database file at a time. The runner opens it for
 writing (state and checkpoints), so a second runner waits for the file, bounded, and
 the lock rows of a runner that died are stale by the time anyone can open the file.
+Opening the file (its path, memory cap and threads) is duckdb_connect.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import threading
-import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -21,43 +18,20 @@ import duckdb
 
 from .. import uids
 from ..cohorts import CohortSpec
-from ..errors import LockTimeout, ProfileError, RelationMissing, WarehouseError
-from ..state.locks import HeldLock, row_lock
-from ..state.schema import MEMBERS, STATE_TABLES, StateKey, state_ddl
-from ..state.sql import STATE_SQL
-from .engine import (
-    BLANK_UID,
-    DEFAULT_FETCH_ROWS,
-    MODEL_SQL,
-    NULL_UID,
-    PADDED_UID,
-    VALID,
-    Engine,
-    UidColumn,
-    missing_column,
-    quote_identifier,
-    read_failed,
-    snapshot_name,
-    snapshot_sql,
-    unusable_type,
+from ..errors import RelationMissing, WarehouseError
+from ..state.schema import MEMBERS, SQL_STATE_TYPES, StateKey, present_state_tables
+from ..state.sql import state_sql
+from .audience import UidColumn, find_uid_column, read_failed, unreadable, unusable_type
+from .duckdb_connect import (
+    DEFAULT_MEMORY_LIMIT,
+    database_path,
+    open_database,
+    profile_memory_limit,
 )
+from .engine import DEFAULT_FETCH_ROWS, Engine, snapshot_name
 from .profiles import ProfileTarget
 from .redact import redact_path
-
-# DuckDB's own memory (hash tables, the delta, checkpoints not yet in the file) is capped
-# here and spills to disk past it, so a sync's memory stays flat whatever the audience's
-# size. The runner's own statements all spill; a model view doing something that cannot
-# (a huge list() say) gets an error saying how to raise the cap. Each DuckDB thread keeps
-# buffers of its own that cannot spill (writing the snapshot of a 10M-uid model needs
-# about 40MB a thread): the runner uses at most THREADS of them and caps memory at
-# MEMORY_PER_THREAD_MB for each (64MB in all ran out on 2 threads at 10M uids).
-THREADS = max(2, min(os.cpu_count() or 2, 4))
-MEMORY_PER_THREAD_MB = 48
-DEFAULT_MEMORY_LIMIT = f"{MEMORY_PER_THREAD_MB * THREADS}MB"
-
-# dbt-duckdb paths of MotherDuck databases. Opening one needs the network and DuckDB's
-# motherduck extension, which the runner never downloads at run time.
-MOTHERDUCK = ("md:", "motherduck:")
+from .sql import BLANK_UID, MODEL_SQL, NULL_UID, PADDED_UID, VALID, snapshot_sql, stats_sql
 
 # Text, integers and UUIDs cast to text without losing what MoEngage matches on.
 UID_TYPES = (
@@ -97,25 +71,19 @@ _KIND = f"""case when {{col}} is null then '{NULL_UID}' when {_TEXT} = '' then '
     else '{VALID}' end"""
 
 # The state tables' types; the dbt package's variant for this engine uses the same.
-STATE_TYPES = {
-    "string": "varchar",
-    "timestamp": "timestamp",
-    "bigint": "bigint",
-    "boolean": "boolean",
-}
+STATE_TYPES = SQL_STATE_TYPES
 
 SQL: dict[str, str] = {
     **MODEL_SQL,
-    **STATE_SQL,
-    **state_ddl(STATE_TYPES),
+    **state_sql(STATE_TYPES),
     **snapshot_sql(_TEXT, _KIND),
-    "stats": f"""
-        select count(*), count(*) - count({{col}}),
-            count(*) filter (where {{col}} is not null and case when {_TEXT} = '' then true
-                when {_EDGE} then {_TRIMMED} = '' else false end),
-            count(*) filter (where {{col}} is not null and case when {_TEXT} = '' then false
-                when {_EDGE} then {_TRIMMED} <> '' else false end)
-        from {{relation}}""",
+    "stats": stats_sql(
+        "count(*) filter (where {})",
+        f"""{{col}} is not null and case when {_TEXT} = '' then true
+                when {_EDGE} then {_TRIMMED} = '' else false end""",
+        f"""{{col}} is not null and case when {_TEXT} = '' then false
+                when {_EDGE} then {_TRIMMED} <> '' else false end""",
+    ),
     "model_uids": f"select distinct {_TEXT} as uid from {{relation}} where {_VALID}",
     "add_delta": "select m.uid from ({model_uids}) m anti join ({state_uids}) s on m.uid = s.uid",
     "remove_delta": (
@@ -178,52 +146,8 @@ class DuckDBWarehouse(Engine):
         self.state_schema = state_schema
         self.read_only = read_only
         self.memory_limit = memory_limit
-        self.conn = self._open(path, read_only, wait_seconds, memory_limit)
+        self.conn = open_database(path, read_only, wait_seconds, memory_limit)
         self._locks_cleared = False
-
-    @staticmethod
-    def _open(
-        path: str, read_only: bool, wait_seconds: float, memory_limit: str
-    ) -> duckdb.DuckDBPyConnection:
-        deadline = time.monotonic() + wait_seconds
-        while True:
-            try:
-                conn = duckdb.connect(path, read_only=read_only)
-                # Its progress bar would draw over the runner's own output.
-                conn.execute("set enable_progress_bar = false")
-                # Row order is never needed, and dropping it lets DuckDB stream and spill.
-                conn.execute("set preserve_insertion_order = false")
-                conn.execute(f"set threads = {THREADS}")
-                # The state rows of each accepted request are durable once in the WAL.
-                # DuckDB folding the WAL into the file every 16MB (its default) stalled the
-                # stream 0.1-0.3 s each time; every 64MB costs less in all (bench/).
-                conn.execute("set checkpoint_threshold = '64MB'")
-                # Bounded memory: the distinct and anti-join spill to disk past this, so the
-                # runner's memory stays flat as audiences grow.
-                conn.execute(f"set memory_limit = '{memory_limit.replace(chr(39), '')}'")
-                return conn
-            except duckdb.IOException as exc:
-                # Paths and DuckDB's text about them are shown redacted (redact.py).
-                if "lock" not in str(exc).lower():
-                    raise ProfileError(
-                        redact_path(f"cannot open DuckDB database {path!r}: {exc}")
-                    ) from None
-                if time.monotonic() >= deadline:
-                    raise LockTimeout(
-                        redact_path(
-                            f"DuckDB database {path!r} is held by another process (another "
-                            f"dbt-moengage sync, or dbt itself) and stayed locked for "
-                            f"{wait_seconds:g} s; let it finish, or raise "
-                            f"MOENGAGE_LOCK_WAIT_SECONDS ({exc})"
-                        )
-                    ) from None
-                time.sleep(0.25)
-            except duckdb.Error as exc:
-                raise ProfileError(
-                    redact_path(
-                        f"cannot open DuckDB database {path!r}: {exc}; check the profile's `path`"
-                    )
-                ) from None
 
     @classmethod
     def from_profile(
@@ -235,55 +159,14 @@ class DuckDBWarehouse(Engine):
         read_only: bool = False,
         wait_seconds: float = 0.0,
     ) -> DuckDBWarehouse:
-        """Open the database a dbt-duckdb target points at."""
-        credentials = target.credentials
-        path = str(credentials.path or ":memory:")
-        where = f"profile '{target.profile_name}' target '{target.target_name}'"
-        # A MotherDuck path carries its token (`md:db?motherduck_token=...`): shown redacted.
-        shown = redact_path(path)
-        if path.lower().startswith(MOTHERDUCK):
-            raise ProfileError(
-                f"{where}: path {shown!r} is a MotherDuck database, which the runner cannot "
-                "open: MotherDuck needs the network and DuckDB's motherduck extension, which "
-                "the runner does not download at run time. Point `path` at a local .duckdb "
-                "file (e.g. a copy of the database), or wait for MotherDuck support"
-            )
-        if not path or path.startswith(":memory:"):
-            raise ProfileError(
-                f"{where}: path {shown!r} is an in-memory database, gone when dbt exits; "
-                "point `path` at a .duckdb file"
-            )
-        resolved = Path(path).expanduser()
-        if not resolved.is_absolute() and not resolved.exists():
-            # dbt-duckdb resolves against the folder dbt ran in, usually the project folder.
-            resolved = project_dir / resolved
-        if not resolved.exists():
-            raise ProfileError(
-                f"DuckDB database {shown!r} ({where}) does not exist: run `dbt build` first"
-            )
-        schema = state_schema or str(credentials.schema or "main")
-        # The profile's `settings: {memory_limit: ...}` (as dbt-duckdb reads it) wins.
-        settings = credentials.settings or {}
-        memory_limit = str(
-            settings.get("memory_limit")
-            or os.environ.get("MOENGAGE_DUCKDB_MEMORY_LIMIT")
-            or DEFAULT_MEMORY_LIMIT
-        )
+        """Open the database a dbt-duckdb target points at (duckdb_connect.py)."""
         return cls(
-            str(resolved),
-            state_schema=schema,
+            str(database_path(target, project_dir)),
+            state_schema=target.state_schema(state_schema, "main"),
             read_only=read_only,
             wait_seconds=wait_seconds,
-            memory_limit=memory_limit,
+            memory_limit=profile_memory_limit(target),
         )
-
-    def quote(self, identifier: str) -> str:
-        """DuckDB quotes with double quotes."""
-        return quote_identifier(identifier)
-
-    def state_table(self, name: str) -> str:
-        """`"schema"."table"` in the database's own catalog."""
-        return f"{self.quote(self.state_schema)}.{self.quote(name)}"
 
     def state_columns(self) -> dict[str, set[str]]:
         """State tables present in the state schema, with their columns."""
@@ -292,26 +175,14 @@ class DuckDBWarehouse(Engine):
             "where table_catalog = current_database() and table_schema = ?",
             [self.state_schema],
         ).fetchall()
-        found: dict[str, set[str]] = {}
-        for table, column in rows:
-            if table in STATE_TABLES:
-                found.setdefault(table, set()).add(column)
-        return found
+        return present_state_tables(rows)
 
-    def cohort_lock(
-        self,
-        cohort: CohortSpec,
-        key: StateKey,
-        run_id: str,
-        wait_seconds: float,
-        stop: threading.Event | None = None,
-    ) -> AbstractContextManager[HeldLock]:
-        """The lock row, without a heartbeat: only one process can write the file at a time,
-        so rows there when this process first locks belong to runners that died."""
+    def lock_beater(self) -> None:
+        """None, no heartbeat: only one process can write the file at a time. So the lock
+        rows there when this process first locks belong to runners that died: they go."""
         if not self._locks_cleared:
             self.run("clear_locks")
             self._locks_cleared = True
-        return row_lock(self, cohort, key, run_id, wait_seconds, stop)
 
     def snapshot_table(self, cohort: CohortSpec, key: StateKey) -> str | None:
         """A temp table: this connection's own, also on a read-only database file."""
@@ -368,17 +239,12 @@ class DuckDBWarehouse(Engine):
                 f"`dbt build --select {cohort.model}`"
             ) from None
         except duckdb.Error as exc:
-            raise WarehouseError(
-                f"model '{cohort.model}': cannot read {cohort.relation_name}: {self.explain(exc)}"
-            ) from None
-        columns = {str(name).lower(): (str(name), str(kind)) for name, kind, *_ in rows}
-        found = columns.get(cohort.uid_column.lower())
-        if found is None:
-            raise missing_column(cohort, (name for name, _ in columns.values()))
-        kind = found[1].upper()
+            raise unreadable(cohort, self.explain(exc)) from None
+        columns = [(str(name), str(kind).upper()) for name, kind, *_ in rows]
+        name, kind = find_uid_column(cohort, columns, lambda column: column[0])
         if kind not in UID_TYPES:
             raise unusable_type(cohort, kind)
-        return UidColumn(name=found[0], type=kind)
+        return UidColumn(name=name, type=kind)
 
     def cursor(self) -> Any:
         """The connection itself, read like a cursor: a DuckDB cursor is a connection of its

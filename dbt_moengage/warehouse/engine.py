@@ -4,184 +4,45 @@ BigQuery).
 An engine is one DB-API connection to the user's warehouse plus the SQL that differs
 between warehouses, kept beside the engine: how to read a model's uids, the anti-joins,
 how to unpack a request's uids from one JSON parameter, how to read a timestamp and hash
-a uid, its type names. The state stage (dbt_moengage/state/) runs its flow through this
-interface; the sync reads audiences through it. Statements are written with `?`
-parameters; an engine whose driver wants another style converts them in `render`.
+a uid, its type names (what they share is in warehouse/sql.py). The state stage
+(dbt_moengage/state/) runs its flow through this interface; the sync reads audiences
+through it. Statements are written with `?` parameters; an engine whose driver wants
+another style converts them in `render`. A stop cancels the reads of models
+(warehouse/cancel.py); engines whose jobs bill bytes count them (warehouse/billing.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import itertools
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
-import orjson
-
-from .. import uids
 from ..cohorts import CohortSpec
 from ..errors import Interrupted, WarehouseError
-from ..interrupt import when_stopped
+from .audience import AudienceStats, LongUids, UidColumn, read_failed
+from .billing import BillsBytes
+from .cancel import CancelsReads
+from .sql import quote_identifier, uids_json
 
 if TYPE_CHECKING:
-    from ..state.locks import HeldLock
     from ..state.schema import StateKey
+    from .profiles import ProfileTarget
 
 DEFAULT_FETCH_ROWS = 50_000
 
-# What each distinct value of a model's uid column is in the snapshot (see Engine.snapshot).
-VALID, NULL_UID, BLANK_UID, PADDED_UID = "valid", "null", "blank", "padded"
 
-# Statements on the model alone, the same on every engine.
-MODEL_SQL: dict[str, str] = {
-    # Postgres requires the subquery's alias (`m`).
-    "count_model": "select count(*) from ({model_uids}) m",
-    # The uids to send, from the snapshot while there is one, within max_uid_length.
-    "cohort_uids": "{model_uids}",
-    # The valid uids longer than a limit (distinct, their rows, one of them), from the
-    # snapshot or, without one, from the same grouping of the model.
-    "long_uids": f"""
-        select count(*), coalesce(sum(n), 0), min(uid) from {{audience}} a
-        where kind = '{VALID}' and length(uid) > ?""",
-    "create_schema": "create schema if not exists {schema}",
-    # The snapshot's rows are the column's distinct values, each with its row count `n`.
-    "snapshot_stats": f"""
-        select coalesce(sum(n), 0),
-            coalesce(sum(case when kind = '{NULL_UID}' then n else 0 end), 0),
-            coalesce(sum(case when kind = '{BLANK_UID}' then n else 0 end), 0),
-            coalesce(sum(case when kind = '{PADDED_UID}' then n else 0 end), 0)
-        from {{snapshot}}""",
-    "drop_snapshot": "drop table if exists {snapshot}",
-}
-
-
-# The statements that read a cohort's model, or join it with the state: minutes on a large
-# model, and nothing a stopped run needs, so a stop cancels them (`Engine.cancelled_on`).
-# Writes are never cancelled (checkpoints, run rows, locks, dropping the snapshot): what
-# MoEngage accepted is still recorded, and each run row says how its run ended.
-READS = frozenset(
-    {
-        "reading_the_model",
-        "stats",
-        "snapshot_stats",
-        "count_model",
-        "cohort_uids",
-        "long_uids",
-        "plan",
-        "model_uids",
-        "add_delta",
-        "resend_delta",
-        "rename_members",
-        "remove_delta",
-    }
-)
-# Once stopped, a read still running is cancelled again this often: a query the driver had
-# not yet sent when the first cancel came (a BigQuery job being created) is caught by the next.
-CANCEL_AGAIN_SECONDS = 0.5
-CANCELLED = "the run was interrupted: the warehouse query reading the model was cancelled"
-
-
-# The anti-joins as outer joins, for engines that plan them better than NOT EXISTS
-# (Snowflake, BigQuery).
-OUTER_ANTI_JOINS: dict[str, str] = {
-    "add_delta": """
-        select m.uid from ({model_uids}) m
-        left join ({state_uids}) s on m.uid = s.uid where s.uid is null""",
-    "remove_delta": """
-        select s.uid from ({state_uids}) s
-        left join ({model_uids}) m on s.uid = m.uid where m.uid is null""",
-}
-
-
-def trimmed_uid_sql(text: str, trimmed: str) -> dict[str, str]:
-    """The model's uids and its snapshot for an engine whose exact text of a uid is `text`
-    and whose trim of the uid rule's whitespace is `trimmed` (`{col}` the column): a uid is
-    sent when not null, not empty, and equal to its trim (dbt_moengage/uids.py)."""
-    valid = f"{{col}} is not null and {text} <> '' and {trimmed} = {text}"
-    kind = f"""case when {{col}} is null then '{NULL_UID}' when {trimmed} = '' then '{BLANK_UID}'
-    when {trimmed} <> {text} then '{PADDED_UID}' else '{VALID}' end"""
-    return {
-        **snapshot_sql(text, kind),
-        "model_uids": f"select distinct {text} as uid from {{relation}} where {valid}",
-    }
-
-
-def snapshot_sql(text: str, kind: str) -> dict[str, str]:
-    """An engine's snapshot statements, from its exact text of a uid (`{col}` is the column)
-    and its `kind` expression (a CASE giving VALID, NULL_UID, BLANK_UID or PADDED_UID).
-
-    `create_snapshot` is the select the engine wraps in its own CREATE: one read of the
-    model, grouped by the exact text of each value. `snapshot_uids` stands in for the
-    model's uids in every other statement while the snapshot exists.
-    """
-    exact_uid = text.replace("{col}", "uid")
-    return {
-        "create_snapshot": (
-            f"select uid, n, {kind.replace('{col}', 'uid')} as kind from ("
-            f"select {text} as uid, count(*) as n from {{relation}} group by 1) r"
-        ),
-        "snapshot_uids": f"select {exact_uid} as uid from {{snapshot}} where kind = '{VALID}'",
-    }
-
-
-@dataclass(frozen=True)
-class AudienceStats:
-    """Rows of the model's uid column that cannot be sent: null, blank or padded."""
-
-    rows: int
-    nulls: int
-    empties: int
-    padded: int = 0
-    # Rows whose uid is longer than the cohort's max_uid_length.
-    too_long: int = 0
-
-    def dropped(self, distinct: int) -> dict[str, int]:
-        """Dropped rows by reason, given the number of distinct uids to send."""
-        duplicates = self.rows - self.nulls - self.empties - self.padded - self.too_long - distinct
-        return {
-            uids.NULL: self.nulls,
-            uids.BLANK: self.empties,
-            uids.PADDED: self.padded,
-            uids.DUPLICATE: max(duplicates, 0),
-            uids.TOO_LONG: self.too_long,
-        }
-
-
-@dataclass(frozen=True)
-class LongUids:
-    """The valid uids longer than a cohort's max_uid_length: distinct, their rows, and one."""
-
-    distinct: int
-    rows: int
-    example: str
-
-    def message(self, cohort: CohortSpec) -> str:
-        return (
-            f"model '{cohort.model}': {self.distinct:,} uids ({self.rows:,} rows) are longer than "
-            f"meta.moengage.max_uid_length = {cohort.max_uid_length}, e.g. {self.example[:80]!r} "
-            f"({len(self.example):,} characters): they are not sent, the rest of the cohort is"
-        )
-
-
-@dataclass(frozen=True)
-class UidColumn:
-    """The uid column as the warehouse spells it (case may differ from the config)."""
-
-    name: str
-    type: str
-
-
-class Engine(ABC):
+class Engine(CancelsReads, BillsBytes, ABC):
     """One connection to the user's warehouse; the declared interface of every engine.
 
     Engines implement the abstract methods and give their SQL (`SQL`), state type names
-    (`STATE_TYPES`), the `EPOCH` and `UID_HASH` fragments and the driver's `ERRORS`.
+    (`STATE_TYPES`), the `EPOCH` and `UID_HASH` fragments and the driver's `ERRORS`; the
+    rest is shared, with hooks (documented as such) that some engines change.
     """
 
     engine: ClassVar[str] = ""
@@ -208,13 +69,19 @@ class Engine(ABC):
 
     # -- what each engine implements ---------------------------------------------------------
 
+    @classmethod
     @abstractmethod
-    def quote(self, identifier: str) -> str:
-        """Quote an identifier for this engine."""
-
-    @abstractmethod
-    def state_table(self, name: str) -> str:
-        """The quoted, qualified name of a state table."""
+    def from_profile(
+        cls,
+        target: ProfileTarget,
+        project_dir: Path,
+        *,
+        state_schema: str | None = None,
+        read_only: bool = False,
+        wait_seconds: float = 0.0,
+    ) -> Self:
+        """Connect as the dbt profile target says (`state_schema` instead of its schema);
+        `wait_seconds` bounds the wait for a database another process holds (DuckDB)."""
 
     @abstractmethod
     def state_columns(self) -> dict[str, set[str]]:
@@ -225,15 +92,32 @@ class Engine(ABC):
         """The uid column as the warehouse names it; WarehouseError if missing or unusable."""
 
     @abstractmethod
-    def cohort_lock(
-        self,
-        cohort: CohortSpec,
-        key: StateKey,
-        run_id: str,
-        wait_seconds: float,
-        stop: threading.Event | None = None,
-    ) -> AbstractContextManager[HeldLock]:
-        """Hold the cohort's lock for the block; raises LockTimeout after `wait_seconds`."""
+    def close(self) -> None:
+        """Close the connection (and any the engine opened beside it)."""
+
+    # -- names -----------------------------------------------------------------------------
+
+    def quote(self, identifier: str) -> str:
+        """Quote an identifier for this engine. Hook; base: always in double quotes (DuckDB,
+        and Postgres, which folds unquoted names to lower case)."""
+        return quote_identifier(identifier)
+
+    def quote_column(self, name: str) -> str:
+        """A column name in SQL: always quoted, so an engine that folds unquoted names
+        (Snowflake) keeps its case."""
+        return quote_identifier(name)
+
+    def state_table(self, name: str) -> str:
+        """The quoted, qualified name of a state table. Hook; base: `"schema"."table"` in
+        the connection's own database."""
+        return f"{self.quote(self.state_schema)}.{self.quote(name)}"
+
+    # -- the cohort lock (state/locks.py), the run's heartbeat session -----------------------
+
+    def lock_beater(self) -> Engine | None:
+        """The engine that beats this run's cohort lock rows, as StateStore.lock takes one
+        (None: the lock needs no heartbeat). Hook; base: the run's heartbeat session."""
+        return self.heartbeat()
 
     def lock_alive(self, key: StateKey, cohort_id: str, run_id: str) -> bool:
         """Whether run `run_id` still holds the cohort's lock, read without taking it: its
@@ -242,80 +126,6 @@ class Engine(ABC):
         params = (*key.params, cohort_id, run_id, self.lock_stale_seconds)
         row = self.one("lock_alive", params, None, extra)
         return row is not None and int(row[0] or 0) > 0
-
-    def compact_state(self, where: Sequence[Any], run_id: str | None) -> None:
-        """Delete the member rows newer ones supersede, of the cohort `where` names: those
-        of the uids run `run_id` wrote, or (`run_id` None) every uid's (StateStore.compact)."""
-        if run_id is None:
-            self.run("compact_members", (*where, *where))
-        else:
-            self.run("compact_run", (*where, run_id, *where, run_id))
-
-    @abstractmethod
-    def close(self) -> None:
-        """Close the connection (and any the engine opened beside it)."""
-
-    def cancel(self, running: Any) -> None:  # noqa: B027 - a no-op on purpose
-        """Cancel the statement running on `running` (the connection a read runs on: the
-        main one, or a stream's own), the driver's way; called from another thread when the
-        run is stopped. The statement then raises the driver's error. Base: nothing, the
-        statement runs to its end."""
-
-    # -- stopping --------------------------------------------------------------------------
-
-    @cached_property
-    def _reads(self) -> _Reads:
-        return _Reads()
-
-    @contextlib.contextmanager
-    def cancelled_on(self, stop: threading.Event) -> Iterator[None]:
-        """While the block runs, setting `stop` cancels the reads of models running then
-        (READS), and those that would start later raise Interrupted instead.
-
-        A query over a large model takes minutes, and its driver call ignores the stop
-        event: a stop would wait for it, holding the warehouse (a DuckDB file stays locked)
-        and the orchestrator that asked the run to stop.
-        """
-        reads = self._reads
-        reads.stop = stop
-        try:
-            with when_stopped(stop, self._cancel_reads, again=CANCEL_AGAIN_SECONDS):
-                yield
-        finally:
-            reads.stop = threading.Event()
-
-    def _cancel_reads(self) -> None:
-        reads = self._reads
-        with reads.lock:
-            for running in reads.running.values():
-                with contextlib.suppress(Exception):
-                    self.cancel(running)
-
-    @contextlib.contextmanager
-    def cancellable(self, name: str, running: Any = None) -> Iterator[None]:
-        """Run the block's driver call of statement `name` so that a stop cancels it when it
-        is a read of a model (READS); `running` is the connection it runs on (default the
-        main one). Its failure once stopped is Interrupted, not the driver's error."""
-        if name not in READS:
-            yield
-            return
-        reads = self._reads
-        with reads.lock:
-            if reads.stop.is_set():
-                raise Interrupted(CANCELLED)
-            token = next(reads.tokens)
-            reads.running[token] = self.conn if running is None else running
-        try:
-            yield
-        except self.ERRORS:
-            if reads.stop.is_set():
-                raise Interrupted(CANCELLED) from None
-            raise
-        finally:
-            with reads.lock:
-                del reads.running[token]
-
-    # -- the run's heartbeat session ---------------------------------------------------------
 
     def open_beside(self) -> Engine | None:
         """Another session on the same warehouse, to beat the run's cohort locks from (None:
@@ -343,35 +153,40 @@ class Engine(ABC):
     def _beside(self) -> threading.Lock:
         return threading.Lock()
 
+    # -- the state's upkeep ------------------------------------------------------------------
+
+    def compact_state(self, where: Sequence[Any], run_id: str | None) -> None:
+        """Delete the member rows newer ones supersede, of the cohort `where` names: those
+        of the uids run `run_id` wrote, or (`run_id` None) every uid's (StateStore.compact)."""
+        if run_id is None:
+            self.run("compact_members", (*where, *where))
+        else:
+            self.run("compact_run", (*where, run_id, *where, run_id))
+
     def state_indexes(self) -> dict[str, list[str]]:
         """The state's indexes that are missing, each with the statements (names in SQL)
         that create it; engines without indexes have none."""
         return {}
-
-    def explain(self, exc: BaseException) -> str:
-        """The engine's error as the user should read it (engines may add what to do)."""
-        return str(exc)
 
     def ddl_lock(self) -> AbstractContextManager[None]:
         """Held while the state tables are created or upgraded (engines where dbt may create
         them at the same moment take a lock)."""
         return contextlib.nullcontext()
 
+    # -- SQL text --------------------------------------------------------------------------
+
+    def explain(self, exc: BaseException) -> str:
+        """The engine's error as the user should read it (engines may add what to do)."""
+        return str(exc)
+
     def render(self, sql: str) -> str:
         """The statement as the driver takes it (`?` parameters by default)."""
         return sql
-
-    def quote_column(self, name: str) -> str:
-        """A column name in SQL: always quoted, so an engine that folds unquoted names
-        (Snowflake) keeps its case."""
-        return quote_identifier(name)
 
     def uid_batch(self, batch: Sequence[str]) -> Any:
         """A request's uids as the one parameter `{json_uids}` unpacks (a JSON array here;
         an engine with array parameters may bind a list)."""
         return uids_json(batch)
-
-    # -- SQL text --------------------------------------------------------------------------
 
     def format(
         self, name: str, cohort: CohortSpec | None = None, extra: Mapping[str, str] = {}
@@ -426,9 +241,10 @@ class Engine(ABC):
         return {}
 
     def snapshot_table(self, cohort: CohortSpec, key: StateKey) -> str | None:
-        """Where the cohort's snapshot goes (None: this engine reads the model each time,
-        as a read-only Postgres or Snowflake session does, having nowhere to write it)."""
-        return None
+        """Where the cohort's snapshot goes (None: the model is read each time). Hook; base:
+        a table in the state schema (the engine's `create_snapshot` says which kind), and
+        None for a read-only run (a dry run), which has nowhere to write it."""
+        return None if self.read_only else self.state_table(snapshot_name(key, cohort))
 
     def create_snapshot(self, table: str, select: str) -> list[str]:
         """The statements that write `select` to the snapshot `table` (engines vary)."""
@@ -460,49 +276,6 @@ class Engine(ABC):
             self._snapshots.pop(cohort.unique_id, None)
             with contextlib.suppress(WarehouseError):
                 self.execute_sql(drop, (), "drop_snapshot", cohort).close()
-
-    # -- what the warehouse bills ---------------------------------------------------------
-
-    # Whether this engine's jobs report the bytes they bill (BigQuery): then each cohort's
-    # cost is counted (`billing`, `billed`) and shown in the summary, results and history.
-    BILLS_BYTES: ClassVar[bool] = False
-
-    @cached_property
-    def _billed(self) -> dict[str, int]:
-        """account -> bytes billed so far (accounts: a cohort's unique_id, or '' for the run)."""
-        return {}
-
-    @cached_property
-    def _accounts(self) -> threading.local:
-        return threading.local()
-
-    @cached_property
-    def _charges(self) -> threading.Lock:
-        return threading.Lock()
-
-    @contextlib.contextmanager
-    def billing(self, account: str) -> Iterator[None]:
-        """Jobs this thread runs in the block are billed to `account` (a cohort's unique_id);
-        checkpoints made from send threads enter it too, so every job of a cohort counts."""
-        before = getattr(self._accounts, "name", "")
-        self._accounts.name = account
-        try:
-            yield
-        finally:
-            self._accounts.name = before
-
-    def charge(self, nbytes: int) -> None:
-        """Add one job's bytes billed to the calling thread's account."""
-        account = getattr(self._accounts, "name", "")
-        with self._charges:
-            self._billed[account] = self._billed.get(account, 0) + int(nbytes)
-
-    def billed(self, account: str) -> int | None:
-        """The bytes billed to `account` so far; None where the engine reports no cost."""
-        if not self.BILLS_BYTES:
-            return None
-        with self._charges:
-            return self._billed.get(account, 0)
 
     # -- running statements ----------------------------------------------------------------
 
@@ -651,56 +424,7 @@ class Engine(ABC):
         self.close()
 
 
-class _Reads:
-    """The reads of models running on an engine (token -> the connection each runs on), and
-    the stop that cancels them; `lock` makes starting, ending and cancelling one at a time,
-    so a cancel never reaches a statement that is not a read."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.running: dict[int, Any] = {}
-        self.tokens = itertools.count()
-
-
 def snapshot_name(key: StateKey, cohort: CohortSpec) -> str:
     """The snapshot table's name for one cohort of one state key (its lock's key)."""
     text = "|".join((*key.params, cohort.cohort_id, cohort.unique_id))
     return f"moengage_snapshot_{hashlib.sha1(text.encode()).hexdigest()[:16]}"
-
-
-def uids_json(batch: Sequence[str]) -> str:
-    """A request's uids as one bound parameter: a JSON array every engine's SQL unpacks
-    (DuckDB parses it faster than it converts a list of Python strings)."""
-    return orjson.dumps(list(batch)).decode()
-
-
-def read_failed(cohort: CohortSpec, reason: str) -> WarehouseError:
-    """Reading a cohort's uids failed mid-way (a lost connection, a dropped table)."""
-    return WarehouseError(
-        f"model '{cohort.model}': reading uids from {cohort.relation_name} failed: {reason}"
-    )
-
-
-def missing_column(cohort: CohortSpec, columns: Iterable[str]) -> WarehouseError:
-    """The configured uid column is not in the model."""
-    return WarehouseError(
-        f"model '{cohort.model}': meta.moengage.uid_column = {cohort.uid_column!r}: "
-        f"no such column in {cohort.relation_name} (columns: {', '.join(columns)}); "
-        "set uid_column to the column holding MoEngage's Unique User ID"
-    )
-
-
-def unusable_type(cohort: CohortSpec, kind: str, text: str = "varchar") -> WarehouseError:
-    """The uid column's type would not cast to a uid cleanly (`text`: the warehouse's name
-    of its text type, for the fix)."""
-    return WarehouseError(
-        f"model '{cohort.model}': meta.moengage.uid_column = {cohort.uid_column!r} has "
-        f"type {kind}; uids must be text or whole numbers: cast it in the model "
-        f"(e.g. cast(... as {text}))"
-    )
-
-
-def quote_identifier(name: str, quote: str = '"') -> str:
-    """Quote an identifier for SQL, doubling any quote inside it."""
-    return quote + name.replace(quote, quote * 2) + quote

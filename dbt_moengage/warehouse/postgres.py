@@ -15,7 +15,6 @@ transaction, the DDL lock is transaction-scoped.
 from __future__ import annotations
 
 import contextlib
-import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -28,23 +27,13 @@ import psycopg2.errors
 from .. import uids
 from ..cohorts import CohortSpec
 from ..errors import ProfileError, RelationMissing, WarehouseError
-from ..state.locks import HeldLock, row_lock
-from ..state.schema import STATE_TABLES, StateKey, state_ddl
-from ..state.sql import STATE_SQL
-from .engine import (
-    DEFAULT_FETCH_ROWS,
-    MODEL_SQL,
-    Engine,
-    UidColumn,
-    missing_column,
-    quote_identifier,
-    read_failed,
-    snapshot_name,
-    trimmed_uid_sql,
-    unusable_type,
-)
+from ..state.schema import SQL_STATE_TYPES, present_state_tables
+from ..state.sql import state_sql
+from .audience import UidColumn, find_uid_column, read_failed, unreadable, unusable_type
+from .engine import DEFAULT_FETCH_ROWS, Engine
 from .profiles import ProfileTarget, open_handle
 from .redact import redact_path
+from .sql import MODEL_SQL, trimmed_uid_sql
 
 # The dbt package's _moengage_state_lock_key: 'moengage' in ASCII as a bigint. The state
 # tables' DDL runs under it, so dbt and the runner never create them at the same moment.
@@ -68,23 +57,12 @@ LOCKS_KEY = "moengage_sync_locks_key"
 MEMBERS_KEY = "moengage_cohort_members_key"
 
 # The state tables' types; the dbt package's postgres__ variant uses the same.
-STATE_TYPES = {
-    "string": "varchar",
-    "timestamp": "timestamp",
-    "bigint": "bigint",
-    "boolean": "boolean",
-}
+STATE_TYPES = SQL_STATE_TYPES
 
 SQL: dict[str, str] = {
     **MODEL_SQL,
-    **STATE_SQL,
-    **state_ddl(STATE_TYPES),
-    **trimmed_uid_sql(_TEXT, _TRIMMED),
-    "stats": f"""
-        select count(*), count(*) - count({{col}}),
-            count(*) filter (where {{col}} is not null and {_TRIMMED} = ''),
-            count(*) filter (where {_TRIMMED} <> '' and {_TRIMMED} <> {_TEXT})
-        from {{relation}}""",
+    **state_sql(STATE_TYPES),
+    **trimmed_uid_sql(_TEXT, _TRIMMED, "count(*) filter (where {})"),
     "add_delta": """
         select m.uid from ({model_uids}) m
         where not exists (select 1 from ({state_uids}) s where s.uid = m.uid)""",
@@ -152,7 +130,7 @@ class PostgresWarehouse(Engine):
         wait_seconds: float = 0.0,
     ) -> PostgresWarehouse:
         """Connect with the dbt-postgres profile target, as dbt connects."""
-        schema = state_schema or str(target.credentials.schema or "")
+        schema = target.state_schema(state_schema)
         if not schema:
             raise ProfileError(f"{target.where}: `schema` is required for Postgres")
         engine = cls(open_connection(target), schema, lambda: open_connection(target))
@@ -163,14 +141,6 @@ class PostgresWarehouse(Engine):
         """psycopg2 takes `%s` parameters, and a literal `%` doubled."""
         return sql.replace("%", "%%").replace("?", "%s")
 
-    def quote(self, identifier: str) -> str:
-        """Always quoted: Postgres folds unquoted names to lower case."""
-        return quote_identifier(identifier)
-
-    def state_table(self, name: str) -> str:
-        """`"schema"."table"` in the connection's database."""
-        return f"{self.quote(self.state_schema)}.{self.quote(name)}"
-
     def state_columns(self) -> dict[str, set[str]]:
         """State tables present in the state schema, with their columns."""
         with self.statements, self.conn.cursor() as cursor:
@@ -180,11 +150,7 @@ class PostgresWarehouse(Engine):
                 [self.state_schema],
             )
             rows = cursor.fetchall()
-        found: dict[str, set[str]] = {}
-        for table, column in rows:
-            if table in STATE_TABLES:
-                found.setdefault(table, set()).add(column)
-        return found
+        return present_state_tables(rows)
 
     def state_indexes(self) -> dict[str, list[str]]:
         """The state's indexes missing from the state schema, each with the statements that
@@ -213,13 +179,8 @@ class PostgresWarehouse(Engine):
                 f"it with `dbt build --select {cohort.model}`, and grant SELECT to the runner"
             ) from None
         except psycopg2.Error as exc:
-            raise WarehouseError(
-                f"model '{cohort.model}': cannot read {cohort.relation_name}: {self.explain(exc)}"
-            ) from None
-        by_name = {str(column.name).lower(): column for column in description}
-        column = by_name.get(cohort.uid_column.lower())
-        if column is None:
-            raise missing_column(cohort, (str(c.name) for c in description))
+            raise unreadable(cohort, self.explain(exc)) from None
+        column = find_uid_column(cohort, description, lambda c: str(c.name))
         oid = column.type_code
         if oid in TEXT_OIDS or oid in INTEGER_OIDS:
             return UidColumn(name=str(column.name), type=TEXT_OIDS.get(oid) or INTEGER_OIDS[oid])
@@ -274,14 +235,11 @@ class PostgresWarehouse(Engine):
                 reader.rollback()
             self._close_other(reader)
 
-    def snapshot_table(self, cohort: CohortSpec, key: StateKey) -> str | None:
-        """An unlogged table in the state schema: the delta's sessions read it, also through
-        a transaction-pooling pooler, where a temp table would be lost between statements.
-        A read-only run (a dry run) writes nothing, so it reads the model each time."""
-        return None if self.read_only else self.state_table(snapshot_name(key, cohort))
-
     def create_snapshot(self, table: str, select: str) -> list[str]:
-        """Unlogged (no WAL: it is gone with the run anyway), then analyzed for the joins."""
+        """An unlogged table in the state schema (Engine.snapshot_table): the delta's
+        sessions read it, also through a transaction-pooling pooler, where a temp table
+        would be lost between statements. Unlogged: no WAL, it is gone with the run anyway;
+        then analyzed for the joins."""
         return [f"create unlogged table {table} as {select}", f"analyze {table}"]
 
     def ddl_lock(self) -> AbstractContextManager[None]:
@@ -303,21 +261,10 @@ class PostgresWarehouse(Engine):
             finally:
                 self.conn.autocommit = True
 
-    def cohort_lock(
-        self,
-        cohort: CohortSpec,
-        key: StateKey,
-        run_id: str,
-        wait_seconds: float,
-        stop: threading.Event | None = None,
-    ) -> AbstractContextManager[HeldLock]:
-        """The lock row, beaten from the run's heartbeat session and checked before each
-        checkpoint; a runner that dies leaves a row that is stale after
-        MOENGAGE_LOCK_STALE_SECONDS."""
-        return row_lock(self, cohort, key, run_id, wait_seconds, stop, self.heartbeat())
-
     def open_beside(self) -> PostgresWarehouse:
-        """Another session with the same profile (the run's heartbeat session)."""
+        """Another session with the same profile: the run's heartbeat session, which beats
+        the lock rows (checked before each checkpoint); a runner that dies leaves a row that
+        is stale after MOENGAGE_LOCK_STALE_SECONDS."""
         return PostgresWarehouse(self._open_other(), self.state_schema, self.opener)
 
     def _open_other(self) -> Any:

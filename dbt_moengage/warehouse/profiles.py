@@ -59,6 +59,19 @@ class ProfileTarget:
         """`profile 'p' target 't'`, for messages."""
         return f"profile '{self.profile_name}' target '{self.target_name}'"
 
+    def state_schema(self, override: str | None, default: str = "") -> str:
+        """The schema (BigQuery: dataset) the sync state goes in: `override` (the runner's
+        --state-schema) when given, else the target's own, else `default`."""
+        return override or str(self.credentials.schema or default)
+
+    def state_location(self, override: str | None, fields: str, warehouse: str) -> tuple[str, str]:
+        """The target's database (BigQuery: project) and the state's schema (state_schema);
+        ProfileError naming the profile's `fields` when either is missing."""
+        database, schema = str(self.credentials.database or ""), self.state_schema(override)
+        if not database or not schema:
+            raise ProfileError(f"{self.where}: {fields} are required for {warehouse}")
+        return database, schema
+
 
 def find_profiles_dir(
     profiles_dir: Path | None,

@@ -9,9 +9,7 @@ FLATTEN it in the warehouse: one statement per accepted request, never one per u
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,24 +18,15 @@ from snowflake.connector.constants import FIELD_ID_TO_NAME
 
 from .. import uids
 from ..cohorts import CohortSpec
-from ..errors import ProfileError, RelationMissing, WarehouseError
-from ..state.locks import HeldLock, row_lock
-from ..state.schema import STATE_TABLES, StateKey, state_ddl
-from ..state.sql import STATE_SQL, exact_state_sql
-from .engine import (
-    MODEL_SQL,
-    OUTER_ANTI_JOINS,
-    Engine,
-    UidColumn,
-    missing_column,
-    quote_identifier,
-    snapshot_name,
-    trimmed_uid_sql,
-    unusable_type,
-)
+from ..errors import RelationMissing, WarehouseError
+from ..state.schema import SQL_STATE_TYPES, present_state_tables
+from ..state.sql import state_sql
+from .audience import UidColumn, find_uid_column, unreadable, unusable_type
+from .engine import Engine
 from .profiles import ProfileTarget
 from .redact import redact_path
 from .snowflake_connect import open_connection
+from .sql import MODEL_SQL, OUTER_ANTI_JOINS, quote_identifier, trimmed_uid_sql
 
 TEXT_TYPES = ("TEXT",)
 NUMBER_TYPES = ("FIXED",)
@@ -60,24 +49,12 @@ _TEXT = _EXACT.format("cast({col} as varchar)")
 _TRIMMED = f"trim(cast({_TEXT} as varchar), {uids.sql_literal()})"
 
 # The state tables' types; the dbt package's variant for this engine uses the same.
-STATE_TYPES = {
-    "string": "varchar",
-    "timestamp": "timestamp_ntz",
-    "bigint": "number(38,0)",
-    "boolean": "boolean",
-}
+STATE_TYPES = {**SQL_STATE_TYPES, "timestamp": "timestamp_ntz", "bigint": "number(38,0)"}
 
 SQL: dict[str, str] = {
     **MODEL_SQL,
-    **STATE_SQL,
-    **exact_state_sql(_EXACT),
-    **state_ddl(STATE_TYPES),
-    **trimmed_uid_sql(_TEXT, _TRIMMED),
-    "stats": f"""
-        select count(*), count(*) - count({{col}}),
-            count_if({{col}} is not null and {_TRIMMED} = ''),
-            count_if({_TRIMMED} <> '' and {_TRIMMED} <> {_TEXT})
-        from {{relation}}""",
+    **state_sql(STATE_TYPES, _EXACT),
+    **trimmed_uid_sql(_TEXT, _TRIMMED, "count_if({})"),
     **OUTER_ANTI_JOINS,
     "json_uids": "select value::varchar as uid from table(flatten(input => parse_json(?)))",
 }
@@ -124,13 +101,9 @@ class SnowflakeWarehouse(Engine):
         wait_seconds: float = 0.0,
     ) -> SnowflakeWarehouse:
         """Connect with the dbt-snowflake profile target, as dbt connects."""
-        credentials = target.credentials
-        database = str(credentials.database or "")
-        schema = state_schema or str(credentials.schema or "")
-        if not database or not schema:
-            raise ProfileError(
-                f"{target.where}: `database` and `schema` are required for Snowflake"
-            )
+        database, schema = target.state_location(
+            state_schema, "`database` and `schema`", "Snowflake"
+        )
         engine = cls(
             open_connection(target), database, schema, opener=lambda: open_connection(target)
         )
@@ -142,19 +115,11 @@ class SnowflakeWarehouse(Engine):
         state tables and schema as the runner and the dbt package create them."""
         return identifier if _SIMPLE.match(identifier) else quote_identifier(identifier)
 
-    def cohort_lock(
-        self,
-        cohort: CohortSpec,
-        key: StateKey,
-        run_id: str,
-        wait_seconds: float,
-        stop: threading.Event | None = None,
-    ) -> AbstractContextManager[HeldLock]:
-        """The lock row, taken by MERGE on Snowflake's clock; runners on other machines
-        share it, so it is beaten from the run's heartbeat session and checked before each
-        checkpoint."""
-        beater = self.heartbeat() or self
-        return row_lock(self, cohort, key, run_id, wait_seconds, stop, beater)
+    def lock_beater(self) -> Engine:
+        """The lock row is taken by MERGE on Snowflake's clock; runners on other machines
+        share it, so it is beaten from the run's heartbeat session (from this session when
+        there is no opener for another) and checked before each checkpoint."""
+        return self.heartbeat() or self
 
     def open_beside(self) -> SnowflakeWarehouse | None:
         """Another session with the same profile (the run's heartbeat session)."""
@@ -162,13 +127,10 @@ class SnowflakeWarehouse(Engine):
             return None
         return SnowflakeWarehouse(self.opener(), self.database, self.state_schema)
 
-    def snapshot_table(self, cohort: CohortSpec, key: StateKey) -> str | None:
-        """A transient table in the state schema (a temporary one cannot be named there on
-        every Snowflake stand-in); a read-only run (a dry run) reads the model each time."""
-        return None if self.read_only else self.state_table(snapshot_name(key, cohort))
-
     def create_snapshot(self, table: str, select: str) -> list[str]:
-        """Transient, kept no day past its drop: no Fail-safe or Time Travel storage."""
+        """A transient table in the state schema (a temporary one cannot be named there on
+        every Snowflake stand-in), kept no day past its drop: no Fail-safe or Time Travel
+        storage."""
         return [f"create transient table {table} data_retention_time_in_days = 0 as {select}"]
 
     def state_table(self, name: str) -> str:
@@ -199,11 +161,7 @@ class SnowflakeWarehouse(Engine):
                 f"{self.quote(self.database)}.information_schema.columns where table_schema = ?",
                 [schema],
             )
-            found: dict[str, set[str]] = {}
-            for table, column in cursor.fetchall():
-                if table in STATE_TABLES:
-                    found.setdefault(table, set()).add(column)
-            return found
+            return present_state_tables(cursor.fetchall())
         except snowflake.connector.errors.ProgrammingError as exc:
             if exc.errno == NOT_FOUND:
                 return {}
@@ -226,15 +184,10 @@ class SnowflakeWarehouse(Engine):
                     "the role cannot read it: build it with "
                     f"`dbt build --select {cohort.model}` and grant SELECT to the runner's role"
                 ) from None
-            raise WarehouseError(
-                f"model '{cohort.model}': cannot read {cohort.relation_name}: {self.explain(exc)}"
-            ) from None
+            raise unreadable(cohort, self.explain(exc)) from None
         finally:
             cursor.close()
-        by_name = {str(c.name).lower(): c for c in description}
-        column = by_name.get(cohort.uid_column.lower())
-        if column is None:
-            raise missing_column(cohort, (str(c.name) for c in description))
+        column = find_uid_column(cohort, description, lambda c: str(c.name))
         kind = FIELD_ID_TO_NAME.get(column.type_code, str(column.type_code))
         whole_number = kind in NUMBER_TYPES and not column.scale
         if kind not in TEXT_TYPES and not whole_number:

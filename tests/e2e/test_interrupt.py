@@ -22,7 +22,7 @@ import pytest
 
 from dbt_moengage.interrupt import SAME_STOP_SECONDS
 from dbt_moengage.testing.emulator import Emulator, Faults
-from dbt_moengage.warehouse.engine import CANCELLED
+from dbt_moengage.warehouse.cancel import CANCELLED
 
 from ..conftest import COHORTS, ROOT, BuiltProject, run_cli, sync_args
 from .test_crash import IN_FLIGHT, crash_env, resent_uids, start_sync, wait_for_requests

@@ -20,7 +20,7 @@ from dbt_moengage.settings import Secret
 from dbt_moengage.state import Change, StateKey, StateStore
 from dbt_moengage.state.schema import STATE_COLUMNS, STATE_TABLES
 from dbt_moengage.warehouse import connect
-from dbt_moengage.warehouse.engine import LongUids, UidColumn
+from dbt_moengage.warehouse.audience import LongUids, UidColumn
 from dbt_moengage.warehouse.postgres import PostgresWarehouse
 from dbt_moengage.warehouse.profiles import ProfileTarget, load_profile_target
 

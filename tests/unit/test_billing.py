@@ -24,11 +24,12 @@ from dbt_moengage.pipeline import CohortSync
 from dbt_moengage.report import DRY_RUN, SYNCED, RunReport, byte_size, print_summary
 from dbt_moengage.report.html import render_report
 from dbt_moengage.report.progress import result_text
+from dbt_moengage.report.status import print_status
 from dbt_moengage.settings import MoEngageSettings, Secret
 from dbt_moengage.state import StateStore, utcnow
+from dbt_moengage.state.health import CohortStatus, StatusReport
 from dbt_moengage.state.history import StateHistory
 from dbt_moengage.state.schema import RUNS, StateKey, normalize_endpoint
-from dbt_moengage.status import CohortStatus, StatusReport, print_status
 from dbt_moengage.testing.emulator import Emulator, EmulatorConfig
 from dbt_moengage.warehouse.duckdb import DuckDBWarehouse
 

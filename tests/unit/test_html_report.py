@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from dbt_moengage.cli import main
 from dbt_moengage.cohorts import CohortSpec
 from dbt_moengage.report.html import render_report, write_report
+from dbt_moengage.state.health import CohortStatus, StatusReport
 from dbt_moengage.state.history import RunRecord
-from dbt_moengage.status import CohortStatus, StatusReport
 
 NOW = datetime(2026, 11, 30, 12, 0)
 HOSTILE_MODEL = "evil<script>alert(1)</script>"

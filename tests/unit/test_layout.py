@@ -61,3 +61,66 @@ def test_the_error_tree_in_the_docstring_names_every_error() -> None:
     ]
     assert types
     assert [name for name in types if name not in drawn] == []
+
+
+# -- docs/architecture.md's Layout: every folder and module of the package, one line each ----
+
+ARCHITECTURE = PACKAGE.parent / "docs" / "architecture.md"
+# Product modules may not grow past this; testing/ holds test doubles and is exempt.
+MAX_MODULE_LINES = 450
+
+
+def layout_paths() -> set[str]:
+    """The package paths the Layout section lists (`dbt_moengage/state/store.py`; a folder
+    as `dbt_moengage/state/`), from the indentation of its indented block."""
+    text = ARCHITECTURE.read_text(encoding="utf-8")
+    block = text.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    listed: set[str] = set()
+    parents: list[str] = []
+    for line in block.splitlines():
+        if not line.startswith("    ") or not line.strip():
+            continue
+        body = line[4:]
+        depth = (len(body) - len(body.lstrip(" "))) // 2
+        name = body.split()[0]
+        parents = parents[:depth]
+        if depth == 0 and name != "dbt_moengage/":
+            continue
+        if not parents and depth:
+            continue
+        path = "".join(parents) + name
+        if name == "__init__.py":
+            path = "".join(parents)
+        if name.endswith("/"):
+            parents.append(name)
+        if path.startswith("dbt_moengage/"):
+            listed.add(path)
+    return listed
+
+
+def package_paths() -> set[str]:
+    """Every module of the package and every folder holding one (`__init__.py` stands for
+    its folder)."""
+    found: set[str] = set()
+    for path in PACKAGE.rglob("*.py"):
+        relative = path.relative_to(PACKAGE.parent).as_posix()
+        if path.name == "__init__.py":
+            found.add(relative.removesuffix("__init__.py"))
+        else:
+            found.add(relative)
+    return found
+
+
+def test_the_layout_in_the_docs_is_the_tree() -> None:
+    listed, tree = layout_paths(), package_paths()
+    assert sorted(tree - listed) == [], "in the tree, missing from docs/architecture.md"
+    assert sorted(listed - tree) == [], "in docs/architecture.md, not in the tree"
+
+
+def test_no_product_module_is_longer_than_the_limit() -> None:
+    long = {
+        str(path.relative_to(PACKAGE)): lines
+        for path in product_modules()
+        if (lines := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+    }
+    assert long == {}

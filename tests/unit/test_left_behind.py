@@ -17,7 +17,9 @@ from rich.console import Console
 
 from dbt_moengage.cohorts import CohortSpec
 from dbt_moengage.manifest import ModelNode
+from dbt_moengage.report.status import print_status
 from dbt_moengage.state import CohortRecord, utcnow
+from dbt_moengage.state.health import StatusReport
 from dbt_moengage.state.history import StateCohort, StateHistory
 from dbt_moengage.state.left_behind import (
     LeftBehind,
@@ -27,7 +29,6 @@ from dbt_moengage.state.left_behind import (
     meta_line,
 )
 from dbt_moengage.state.schema import StateKey
-from dbt_moengage.status import StatusReport, print_status
 from dbt_moengage.warehouse.duckdb import DuckDBWarehouse
 from dbt_moengage.warehouse.engine import Engine
 from dbt_moengage.warehouse.snowflake import SnowflakeWarehouse

@@ -10,8 +10,8 @@ import pytest
 from rich.console import Console
 
 from dbt_moengage.cohorts import CohortSpec
-from dbt_moengage.state.history import RunRecord
-from dbt_moengage.status import (
+from dbt_moengage.report.status import ago, print_status
+from dbt_moengage.state.health import (
     FAILING,
     NEVER_SYNCED,
     NO_HISTORY,
@@ -22,9 +22,8 @@ from dbt_moengage.status import (
     UNKNOWN,
     CohortStatus,
     StatusReport,
-    ago,
-    print_status,
 )
+from dbt_moengage.state.history import RunRecord
 
 NOW = datetime(2026, 11, 30, 12, 0)
 

@@ -22,17 +22,10 @@ from dbt_moengage.cohorts import CohortSpec
 from dbt_moengage.errors import Interrupted
 from dbt_moengage.state.schema import ALIASES, STATE_COLUMNS, StateKey
 from dbt_moengage.state.store import StateStore
-from dbt_moengage.warehouse import bigquery as bigquery_module
-from dbt_moengage.warehouse.bigquery import (
-    SQL,
-    STATE_TYPES,
-    WHITESPACE_SET,
-    BigQueryWarehouse,
-    DmlRetry,
-    Jobs,
-    parameter,
-)
-from dbt_moengage.warehouse.engine import CANCELLED
+from dbt_moengage.warehouse import bigquery_jobs
+from dbt_moengage.warehouse.bigquery import SQL, STATE_TYPES, WHITESPACE_SET, BigQueryWarehouse
+from dbt_moengage.warehouse.bigquery_jobs import DmlRetry, Jobs, parameter
+from dbt_moengage.warehouse.cancel import CANCELLED
 
 KEY = StateKey("https://api-01.moengage.com", "WS_BQ")
 COLUMN = "User Id"
@@ -243,7 +236,7 @@ def test_other_errors_and_exhausted_retries_are_raised(monkeypatch: pytest.Monke
     sleeps: list[float] = []
     retry = DmlRetry(attempts=3, sleep=sleeps.append)
     # The jitter (x0.5 to x1.5) at its middle: the pauses are the steps, which double.
-    monkeypatch.setattr(bigquery_module.random, "random", lambda: 0.5)
+    monkeypatch.setattr(bigquery_jobs.random, "random", lambda: 0.5)
     with pytest.raises(api_errors.BadRequest):
         retry.run(lambda: (_ for _ in ()).throw(api_errors.BadRequest(CONFLICT)))
     assert sleeps == [DmlRetry.first_pause, 2 * DmlRetry.first_pause]

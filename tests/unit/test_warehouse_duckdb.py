@@ -22,9 +22,10 @@ from dbt_moengage.state import Change, RunRow, utcnow
 from dbt_moengage.state import locks as state_locks
 from dbt_moengage.state.locks import row_lock
 from dbt_moengage.state.schema import LOCKS, MEMBERS, RUNS, STATE_TABLES, StateKey
-from dbt_moengage.warehouse import duckdb as duckdb_module
+from dbt_moengage.warehouse import duckdb_connect
+from dbt_moengage.warehouse.audience import AudienceStats, UidColumn
+from dbt_moengage.warehouse.cancel import CANCELLED
 from dbt_moengage.warehouse.duckdb import DEFAULT_MEMORY_LIMIT, DuckDBWarehouse
-from dbt_moengage.warehouse.engine import CANCELLED, AudienceStats, UidColumn
 from dbt_moengage.warehouse.profiles import ProfileTarget
 from dbt_moengage.warehouse.redact import ERROR_CHARS
 
@@ -492,11 +493,11 @@ def test_memory_is_capped_by_default_and_can_be_raised(
     monkeypatch.delenv("MOENGAGE_DUCKDB_MEMORY_LIMIT", raising=False)
     with open_db(db) as opened:
         # 48MB for each of the runner's DuckDB threads (2 to 4), shown in MiB (MB is 10^6).
-        megabytes = 48 * duckdb_module.THREADS
+        megabytes = 48 * duckdb_connect.THREADS
         assert memory_limit(opened) == f"{int(megabytes * 10**7 / 2**20) / 10:.1f} MiB"
-        assert f"{megabytes}MB" == DEFAULT_MEMORY_LIMIT and 2 <= duckdb_module.THREADS <= 4
+        assert f"{megabytes}MB" == DEFAULT_MEMORY_LIMIT and 2 <= duckdb_connect.THREADS <= 4
         threads = opened.conn.execute("select current_setting('threads')").fetchone()
-        assert threads == (duckdb_module.THREADS,)
+        assert threads == (duckdb_connect.THREADS,)
     monkeypatch.setenv("MOENGAGE_DUCKDB_MEMORY_LIMIT", "1GB")
     opened = DuckDBWarehouse.from_profile(profile_target(db), db.parent)
     with opened:

@@ -17,7 +17,8 @@ from dbt_moengage.errors import Interrupted, LockLost, LockTimeout, WarehouseErr
 from dbt_moengage.state import Change, utcnow
 from dbt_moengage.state import locks as state_locks
 from dbt_moengage.state.schema import LOCKS, STATE_TABLES, StateKey
-from dbt_moengage.warehouse.engine import CANCELLED, UidColumn
+from dbt_moengage.warehouse.audience import UidColumn
+from dbt_moengage.warehouse.cancel import CANCELLED
 from dbt_moengage.warehouse.snowflake import SnowflakeWarehouse
 
 from ..state_helpers import ADD, REMOVE, RENAME, RESEND, store

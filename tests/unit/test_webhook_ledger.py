@@ -10,6 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from dbt_moengage.errors import SettingsError
 from dbt_moengage.integrations.dbt_cloud import CloudRun, RunLedger, RunOutcome, WebhookConfig
 from dbt_moengage.integrations.dbt_cloud.events import cloud_run, event_time
 from dbt_moengage.integrations.dbt_cloud.worker import given_up_message
@@ -129,3 +130,23 @@ def test_a_run_given_up_is_posted_with_its_facts() -> None:
     assert "after 1 fetch of its artifacts" in text
     # Slack's markup characters are shown as they are.
     assert "&lt;https://x&gt; answered HTTP 401 &amp; more" in text
+
+
+@pytest.mark.parametrize(
+    ("token", "said"),
+    [
+        ("dbtc_\u2019abc", "at character 6 of 9; HTTP headers take printable Latin-1 only"),
+        ("dbtc_abc\n", "whitespace"),
+    ],
+    ids=["curly-quote", "line-break"],
+)
+def test_a_dbt_cloud_token_no_header_can_carry_is_refused_at_start(
+    tmp_path: Path, token: str, said: str
+) -> None:
+    with pytest.raises(SettingsError) as info:
+        WebhookConfig(secret=Secret("s"), api_token=Secret(token), project_dir=tmp_path, environ={})
+    message = str(info.value)
+    assert "DBT_CLOUD_API_TOKEN" in message and said in message
+    assert "the service token" in message and "MoEngage" not in message
+    assert ("Service tokens" in message) == ("Latin-1" in said)
+    assert token.strip() not in message

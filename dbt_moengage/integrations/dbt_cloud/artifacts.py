@@ -22,14 +22,13 @@ from urllib.parse import quote
 import requests
 
 from ... import __version__, retry
-from ...deadline import DeadlineAdapter, within
+from ...deadline import DeadlineAdapter
 from ...errors import (
     ArtifactError,
     ArtifactsUnavailable,
     Interrupted,
     TransientError,
 )
-from ...interrupt import when_stopped
 from .config import WebhookConfig
 from .events import CloudRun
 
@@ -108,27 +107,22 @@ def _download(
 ) -> None:
     """One GET of one artifact to a file, ended by its deadline or `stop`; raise the typed
     error for anything but a 200."""
-    seconds = config.fetch_deadline
-    with within(seconds) as deadline, when_stopped(stop, deadline.expire):
-        try:
-            with session.get(
-                url,
-                params=params,
-                timeout=(config.connect_timeout, config.read_timeout),
-                # requests drops the Authorization header on a redirect to another host.
-                stream=True,
-            ) as response:
-                status = response.status_code
-                if status == 200:
-                    _save(response, url, path)
-                    return
-        except retry.NO_ANSWER as exc:
-            if stop.is_set():
-                raise Interrupted(f"GET {url} cut off: the receiver is stopping") from None
-            if deadline.expired:
-                raise TransientError(f"no complete answer within {seconds:g} s") from None
-            # Messages of requests' errors may quote the URL or headers: only the type is shown.
-            raise TransientError(type(exc).__name__) from None
+    stopping = f"GET {url} cut off: the receiver is stopping"
+    # Messages of requests' errors may quote the URL or headers: only the type is shown.
+    with (
+        retry.one_attempt(config.fetch_deadline, stop, stopping=stopping),
+        session.get(
+            url,
+            params=params,
+            timeout=(config.connect_timeout, config.read_timeout),
+            # requests drops the Authorization header on a redirect to another host.
+            stream=True,
+        ) as response,
+    ):
+        status = response.status_code
+        if status == 200:
+            _save(response, url, path)
+            return
     problem = f"HTTP {status}"
     # 404: dbt Cloud may answer the webhook before the run's artifacts are published.
     error = retry.answer_error(status, problem, response.headers.get("Retry-After"), also=(404,))

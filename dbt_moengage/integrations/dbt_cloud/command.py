@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -19,6 +21,7 @@ log = logging.getLogger(__name__)
 INSTALL_HINT = 'pip install "dbt-moengage[webhook]"'
 # What the [webhook] extra brings; an ImportError naming another module is a real bug.
 _EXTRA_MODULES = {"starlette", "uvicorn", "anyio", "h11"}
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def _required_env(name: str, what: str) -> Secret:
@@ -28,21 +31,27 @@ def _required_env(name: str, what: str) -> Secret:
     return Secret(value)
 
 
+def _folder_option(
+    flag: str, text: str, default: Path | None = None, **kwargs: Any
+) -> Callable[[_F], _F]:
+    """An option naming a folder, given to the command as a Path (`default` when not given);
+    `text` is its help."""
+    folder = click.Path(file_okay=False, path_type=Path)
+    return click.option(flag, type=folder, default=default, help=text, **kwargs)
+
+
 @click.command("serve-webhook")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, type=int, help="Port to listen on.")
-@click.option(
+@_folder_option(
     "--project-dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    "The dbt project folder (its dbt_project.yml names the profile).",
     default=Path("."),
     show_default=True,
-    help="The dbt project folder (its dbt_project.yml names the profile).",
 )
-@click.option(
+@_folder_option(
     "--profiles-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Folder holding profiles.yml (default: DBT_PROFILES_DIR, the current folder, ~/.dbt).",
+    "Folder holding profiles.yml (default: DBT_PROFILES_DIR, the current folder, ~/.dbt).",
 )
 @click.option("--target", "-t", default=None, help="The profile target to use.")
 @click.option(
@@ -57,11 +66,8 @@ def _required_env(name: str, what: str) -> Secret:
     default=None,
     help="Fetch the artifacts of this run step (1 = first); default: the last step.",
 )
-@click.option(
-    "--work-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Where each run's artifacts and report go (default: a new temporary folder).",
+@_folder_option(
+    "--work-dir", "Where each run's artifacts and report go (default: a new temporary folder)."
 )
 @click.option(
     "--max-event-age",

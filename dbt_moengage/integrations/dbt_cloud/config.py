@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...errors import SettingsError
-from ...settings import Secret
+from ...settings import Secret, check_header_value
 from ...urls import check_url
 
 DEFAULT_CLOUD_HOST = "https://cloud.getdbt.com"
@@ -60,6 +60,14 @@ class WebhookConfig:
             raise SettingsError("DBT_CLOUD_WEBHOOK_SECRET is empty: set the webhook's secret")
         if not self.api_token:
             raise SettingsError("DBT_CLOUD_API_TOKEN is empty: set a dbt Cloud service token")
+        # Sent in the Authorization header of every artifact request: refused here, at start,
+        # rather than as an encoding error deep in a fetch.
+        check_header_value(
+            "DBT_CLOUD_API_TOKEN",
+            self.api_token.reveal(),
+            "the service token",
+            source="dbt Cloud (Account settings -> Service tokens)",
+        )
         if self.fetch_attempts < 1:
             raise SettingsError(f"fetch_attempts = {self.fetch_attempts}: must be at least 1")
         if self.run_attempts < 1:

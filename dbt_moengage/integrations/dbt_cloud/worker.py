@@ -305,8 +305,9 @@ def given_up_message(outcome: RunOutcome) -> dict[str, object]:
 
 
 def announce_given_up(environ: Mapping[str, str], outcome: RunOutcome) -> bool:
-    """Post a run given up to MOENGAGE_NOTIFY_URL, when set (notify.py's post: the shared
-    retry policy on a small budget); whether it was posted. A post that fails is a warning."""
+    """Post a run given up to MOENGAGE_NOTIFY_URL, when set (notify/posting.py's post: the
+    shared retry policy on a small budget); whether it was posted. A post that fails is a
+    warning."""
     run_id = outcome.run.run_id
     try:
         settings = NotifySettings.from_env(environ)

@@ -10,7 +10,8 @@ stopped by its pid. dbt-bigquery and the runner reach it through a profile with
 
 It is not BigQuery: it reports no bytes billed, runs each job to its end before answering
 (so nothing is left to cancel), never aborts concurrent DML, and has no collations. The
-tests that need those drive the engine's seams (warehouse/bigquery.py) instead.
+tests that need those drive the engine's seams (warehouse/bigquery.py and
+warehouse/bigquery_jobs.py) instead.
 """
 
 from __future__ import annotations
