@@ -77,18 +77,19 @@ def find_profiles_dir(
     profiles_dir: Path | None,
     project_dir: Path,
     environ: Mapping[str, str] | None = None,
-    cwd: Path | None = None,
 ) -> Path:
-    """--profiles-dir, then DBT_PROFILES_DIR, then the current folder, then ~/.dbt."""
+    """--profiles-dir, then DBT_PROFILES_DIR, then dbt's own default (the current folder if
+    it holds profiles.yml, else ~/.dbt)."""
+    from dbt.cli.resolvers import default_profiles_dir
+
     env = os.environ if environ is None else environ
     if profiles_dir is not None:
         source, folder = "--profiles-dir", profiles_dir
     elif env.get("DBT_PROFILES_DIR"):
         source, folder = "DBT_PROFILES_DIR", Path(env["DBT_PROFILES_DIR"]).expanduser()
-    elif ((cwd or Path.cwd()) / "profiles.yml").is_file():
-        source, folder = "the current folder", cwd or Path.cwd()
     else:
-        source, folder = "~/.dbt", Path(env.get("HOME", str(Path.home()))) / ".dbt"
+        folder = default_profiles_dir()
+        source = "the current folder" if folder == Path.cwd() else "~/.dbt"
     if not (folder / "profiles.yml").is_file():
         raise ProfileError(
             f"no profiles.yml in {folder} (from {source}); pass --profiles-dir, set "
@@ -117,7 +118,6 @@ def load_profile_target(
     profiles_dir: Path | None = None,
     target: str | None = None,
     environ: Mapping[str, str] | None = None,
-    cwd: Path | None = None,
     profile: str | None = None,
     cli_vars: Mapping[str, Any] | None = None,
 ) -> ProfileTarget:
@@ -128,7 +128,7 @@ def load_profile_target(
     from dbt_common.exceptions import DbtRuntimeError
 
     env = dict(os.environ if environ is None else environ)
-    folder = find_profiles_dir(profiles_dir, project_dir, env, cwd)
+    folder = find_profiles_dir(profiles_dir, project_dir, env)
     if not (project_dir / "dbt_project.yml").is_file():
         raise ProfileError(
             f"no dbt_project.yml in {project_dir}: run from the dbt project or pass --project-dir"
@@ -147,10 +147,13 @@ def load_profile_target(
 
 def _dbt_message(exc: Exception, env: Mapping[str, str], folder: Path) -> str:
     """dbt's error on one line, with secret values masked and the fix named."""
+    from dbt_common.exceptions.base import scrub_secrets
+
     text = " ".join(str(exc).replace("Runtime Error", "", 1).split())
-    for name, value in env.items():
-        if value and len(value) >= 4 and _SECRET_NAME.search(name):
-            text = text.replace(value, "***")
+    # dbt's own scrubbing, given every value whose name says it is secret (dbt's would only
+    # take DBT_ENV_SECRET_* from os.environ, not the environment the run was given).
+    secrets = [v for name, v in env.items() if len(v) >= 4 and _SECRET_NAME.search(name)]
+    text = str(scrub_secrets(text, secrets))
     missing = re.search(r"Could not find adapter type (\w+)", text)
     if missing:
         kind = missing.group(1)

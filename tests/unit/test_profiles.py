@@ -28,7 +28,7 @@ SECRET = "pw-3c9f1a-do-not-leak"
 class Folders:
     """A project, four candidate profile folders and an environment with HOME in tmp_path."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         self.project = tmp_path / "project"
         self.flag = tmp_path / "flag"
         self.env_dir = tmp_path / "env_dir"
@@ -38,6 +38,9 @@ class Folders:
             folder.mkdir(parents=True)
         self.project_yml({"name": "shop", "version": "1.0", "profile": "shop"})
         self.environ: dict[str, str] = {"HOME": str(self.home)}
+        # dbt's default profiles folder is the process's: its working folder, its HOME.
+        monkeypatch.chdir(self.cwd)
+        monkeypatch.setenv("HOME", str(self.home))
 
     def project_yml(self, data: object) -> None:
         (self.project / "dbt_project.yml").write_text(yaml.safe_dump(data), encoding="utf-8")
@@ -52,14 +55,12 @@ class Folders:
         return path
 
     def load(self, profiles_dir: Path | None = None, **kwargs: Any) -> ProfileTarget:
-        return load_profile_target(
-            self.project, profiles_dir, environ=self.environ, cwd=self.cwd, **kwargs
-        )
+        return load_profile_target(self.project, profiles_dir, environ=self.environ, **kwargs)
 
 
 @pytest.fixture
-def folders(tmp_path: Path) -> Folders:
-    return Folders(tmp_path)
+def folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Folders:
+    return Folders(tmp_path, monkeypatch)
 
 
 def dbts_own(folders: Folders, folder: Path, **kwargs: Any) -> Any:
@@ -100,7 +101,7 @@ def test_a_named_folder_without_profiles_does_not_fall_back(folders: Folders, wh
         folders.environ["DBT_PROFILES_DIR"] = str(folders.env_dir)
     with pytest.raises(ProfileError) as caught:
         find_profiles_dir(
-            folders.flag if where == "flag" else None, folders.project, folders.environ, folders.cwd
+            folders.flag if where == "flag" else None, folders.project, folders.environ
         )
     source = "--profiles-dir" if where == "flag" else "DBT_PROFILES_DIR"
     assert f"no profiles.yml in {folders.flag if where == 'flag' else folders.env_dir}" in str(
@@ -246,6 +247,6 @@ def test_repr_shows_where_not_what(folders: Folders) -> None:
 def test_os_environ_is_the_default(folders: Folders, monkeypatch: pytest.MonkeyPatch) -> None:
     folders.profiles(folders.flag, PROFILES)
     monkeypatch.setenv("SHOP_DB", "os.duckdb")
-    target = load_profile_target(folders.project, folders.flag, cwd=folders.cwd)
+    target = load_profile_target(folders.project, folders.flag)
     assert target.credentials.path == "os.duckdb"
     assert os.environ["SHOP_DB"] == "os.duckdb"
