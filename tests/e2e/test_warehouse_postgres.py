@@ -49,7 +49,7 @@ def target(server: PostgresServer, dbname: str, tmp_path: Path, **fields: Any) -
     (tmp_path / "profiles.yml").write_text(
         yaml.safe_dump({"pg": {"target": "dev", "outputs": {"dev": output}}})
     )
-    return load_profile_target(tmp_path, tmp_path, environ={"HOME": str(tmp_path)}, cwd=tmp_path)
+    return load_profile_target(tmp_path, tmp_path, environ={"HOME": str(tmp_path)})
 
 
 @pytest.fixture

@@ -71,7 +71,7 @@ class Project:
         self.environ = {"HOME": str(tmp_path)}
 
     def target(self) -> ProfileTarget:
-        return load_profile_target(self.dir, self.dir, environ=self.environ, cwd=self.dir)
+        return load_profile_target(self.dir, self.dir, environ=self.environ)
 
     def dbt_credentials(self) -> Any:
         """The credentials dbt's own load_profile makes of the same files."""
