@@ -6,6 +6,7 @@ and the one place the runner's arguments for a dbt command are put together (`db
 from __future__ import annotations
 
 import contextlib
+import inspect
 from argparse import Namespace
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -86,7 +87,12 @@ def resolve(
                 Graph(linker.graph), manifest, previous, [NodeType.Model]
             )
             spec = parse_difference(list(select) or None, list(exclude) or None)
-            return set(selector.get_selected(spec, warn_on_no_nodes=False))
+            # dbt-core 1.11 can leave out its warning that a selector matched nothing (the
+            # caller names the selection itself); 1.10 always shows it.
+            quiet = "warn_on_no_nodes" in inspect.signature(selector.get_selected).parameters
+            if quiet:
+                return set(selector.get_selected(spec, warn_on_no_nodes=False))
+            return set(selector.get_selected(spec))
     except (DbtBaseException, RuntimeError) as exc:
         message = " ".join(str(exc).split())
         if "no comparison manifest" in message:
